@@ -1,0 +1,94 @@
+"""The `genrobust` command: help everywhere, the data commands, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from genrobust.cli import main
+
+
+def _all_commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(cmd, click.Group):
+            yield from _all_commands(cmd, (*prefix, name))
+
+
+def test_every_subcommand_has_help():
+    runner = CliRunner()
+    commands = list(_all_commands(main))
+    assert ("data", "info") in commands and ("data", "fetch") in commands
+    for path in [(), *commands]:
+        result = runner.invoke(main, [*path, "--help"], prog_name="genrobust")
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage: genrobust" in result.output
+
+
+def test_data_info_table_and_json(shared_datasets):
+    runner = CliRunner()
+    result = runner.invoke(main, ["data", "info", "--data-dir", str(shared_datasets)])
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("mnist ")]
+    assert len(lines) == 2 and all("verified" in ln for ln in lines)
+    assert "60,000" in lines[0] and "10,000" in lines[1]
+    assert "missing" in result.output  # EMNIST is not here
+    result = runner.invoke(main, ["data", "info", "--json"], env={"GENROBUST_DATA_DIR": str(shared_datasets)})
+    rows = json.loads(result.output)
+    assert {(r["dataset"], r["split"], r["state"]) for r in rows} >= {
+        ("fashion-mnist", "train", "verified"),
+        ("fashion-mnist", "test", "verified"),
+    }
+
+
+def test_fetch_offline_is_one_clear_line(tmp_path, closed_port_url):
+    """The real console script, with the network 'down' (dead mirrors on loopback)."""
+    exe = Path(sys.executable).with_name("genrobust")
+    env = dict(os.environ)
+    env.pop("GENROBUST_OFFLINE", None)
+    code = (
+        "import dataclasses, sys; from genrobust.data import registry; "
+        f"registry.DATASETS['mnist'] = dataclasses.replace(registry.MNIST, mirrors=({closed_port_url!r},)); "
+        "from genrobust.cli import main; sys.argv[0] = 'genrobust'; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "data", "fetch", "mnist", "--data-dir", str(tmp_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "Error: could not download train-images-idx3-ubyte.gz from any mirror" in proc.stderr
+    assert "--data-dir" in proc.stderr
+    assert exe.exists()  # the console script is installed
+    proc = subprocess.run([str(exe), "data", "fetch", "nosuch"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "unknown dataset 'nosuch'" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["mnist", "emnist-digits"])
+def test_fetch_when_downloads_are_disabled(tmp_path, name):
+    result = CliRunner().invoke(main, ["data", "fetch", name, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "downloads are disabled" in result.output
+
+
+def test_preview_writes_a_grid(shared_datasets, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "aug.png"
+    args = ["data", "preview", "mnist", "--data-dir", str(shared_datasets), "--augmented"]
+    result = CliRunner().invoke(main, [*args, "--per-class", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    img = Image.open(out)
+    assert img.height >= 10 * 56 and img.width >= 8 * 56  # 10 rows of 2 × (image + 3 copies), scale 2
+    result = CliRunner().invoke(
+        main, ["data", "preview", "mnist", "--data-dir", str(tmp_path), "--out", "x.png"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
