@@ -56,9 +56,7 @@ def per_image_scipy(images: np.ndarray, params: dict[str, torch.Tensor]) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "datasets"))
     parser.add_argument("--sample", type=int, default=1000, help="images for the per-image baselines")
     args = parser.parse_args()
@@ -83,10 +81,7 @@ def main() -> None:
     ]
     for name, t in rows:
         print(f"{name:<44} {t:>16.2f} {3 * n / t:>14,.0f} {t / t_batched:>8.1f}×")
-    print(
-        f"batched vs per-image torch: {t_torch_loop / t_batched:.1f}× faster; "
-        f"vs scipy: {t_scipy / t_batched:.1f}×"
-    )
+    print(f"batched vs per-image torch: {t_torch_loop / t_batched:.1f}× faster; vs scipy: {t_scipy / t_batched:.1f}×")
 
 
 if __name__ == "__main__":

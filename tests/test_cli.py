@@ -88,7 +88,5 @@ def test_preview_writes_a_grid(shared_datasets, tmp_path):
     assert result.exit_code == 0, result.output
     img = Image.open(out)
     assert img.height >= 10 * 56 and img.width >= 8 * 56  # 10 rows of 2 × (image + 3 copies), scale 2
-    result = CliRunner().invoke(
-        main, ["data", "preview", "mnist", "--data-dir", str(tmp_path), "--out", "x.png"]
-    )
+    result = CliRunner().invoke(main, ["data", "preview", "mnist", "--data-dir", str(tmp_path), "--out", "x.png"])
     assert result.exit_code == 1 and "Traceback" not in result.output

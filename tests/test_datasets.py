@@ -56,16 +56,12 @@ def test_float_view_and_pooled_split(shared_datasets, mnist_train):
     assert y.tolist() == mnist_train.labels[:100].tolist()
     pooled = gr.load_dataset("mnist", "all", data_dir=shared_datasets, download=False)
     assert len(pooled) == 70_000
-    assert pooled.class_counts().tolist() == [
-        a + b for a, b in zip(MNIST_TRAIN_COUNTS, MNIST_TEST_COUNTS, strict=True)
-    ]
+    assert pooled.class_counts().tolist() == [a + b for a, b in zip(MNIST_TRAIN_COUNTS, MNIST_TEST_COUNTS, strict=True)]
     assert pooled.source_index[60_000] == 60_000
 
 
 def test_info_reports_verified_real_files(shared_datasets):
-    rows = {
-        (r.dataset, r.split): r for name in gr.list_datasets() for r in inspect_dataset(name, shared_datasets)
-    }
+    rows = {(r.dataset, r.split): r for name in gr.list_datasets() for r in inspect_dataset(name, shared_datasets)}
     for name in ("mnist", "fashion-mnist"):
         assert rows[(name, "train")].state == "verified" and rows[(name, "train")].images == 60_000
         assert rows[(name, "test")].state == "verified" and rows[(name, "test")].images == 10_000
@@ -121,9 +117,7 @@ def test_recompressed_and_uncompressed_copies_verify_by_content(shared_datasets,
     flat = tmp_path / "usr-share-datasets-fashion-mnist"
     flat.mkdir()
     for f in (shared_datasets / "FashionMNIST" / "raw").iterdir():
-        (flat / f.name).write_bytes(
-            gzip.compress(gzip.decompress(f.read_bytes()), compresslevel=1, mtime=123456789)
-        )
+        (flat / f.name).write_bytes(gzip.compress(gzip.decompress(f.read_bytes()), compresslevel=1, mtime=123456789))
     spec = dataclasses.replace(registry.FASHION_MNIST, system_dirs=(str(flat),))
     monkeypatch.setitem(registry.DATASETS, "fashion-mnist", spec)
     rows = inspect_dataset("fashion-mnist", tmp_path / "empty")
@@ -140,10 +134,7 @@ def test_recompressed_and_uncompressed_copies_verify_by_content(shared_datasets,
 
 
 @pytest.mark.skipif(
-    not (
-        registry.FASHION_MNIST.system_dirs
-        and __import__("os").path.isdir(registry.FASHION_MNIST.system_dirs[0])
-    ),
+    not (registry.FASHION_MNIST.system_dirs and __import__("os").path.isdir(registry.FASHION_MNIST.system_dirs[0])),
     reason="Debian's dataset-fashion-mnist is not installed",
 )
 def test_debian_package_is_found(tmp_path):

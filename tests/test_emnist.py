@@ -103,9 +103,7 @@ def test_emnist_fetch_verifies_archive_and_writes_manifest(tmp_path, file_server
     assert {c.state for c in checks.values()} == {"verified"}
     raw = dest / "EMNIST" / "raw"
     manifest = json.loads((raw / MANIFEST).read_text())
-    assert sorted(manifest["files"]) == sorted(
-        f"{f.name}.gz" for f in registry.DATASETS["emnist-digits"].files()
-    )
+    assert sorted(manifest["files"]) == sorted(f"{f.name}.gz" for f in registry.DATASETS["emnist-digits"].files())
     fetch("emnist-mnist", data_dir=dest, progress=False)  # reuses the archive, extends the manifest
     assert len(json.loads((raw / MANIFEST).read_text())["files"]) == 8
     ds = gr.load_dataset("emnist-mnist", "train", data_dir=dest)

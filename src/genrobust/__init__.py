@@ -19,20 +19,45 @@ from .data import (
     split_halves,
 )
 from .errors import ChecksumError, DatasetError, DownloadError, GenrobustError, IdxFormatError
+from .models import (
+    GeneratorFamily,
+    ModelFileError,
+    build_classifier,
+    list_models,
+    load_classifier,
+    load_generators,
+    model_info,
+    save_classifier,
+    save_generators,
+)
+from .train import ClassifierRecipe, GANRecipe, train_classifier, train_gan
 
 __all__ = [
     "AugmentConfig",
     "ChecksumError",
+    "ClassifierRecipe",
     "Dataset",
     "DatasetError",
     "DownloadError",
+    "GANRecipe",
+    "GeneratorFamily",
     "GenrobustError",
     "IdxFormatError",
+    "ModelFileError",
     "__version__",
     "augment_dataset",
     "augment_images",
+    "build_classifier",
     "disjoint_halves",
     "list_datasets",
+    "list_models",
+    "load_classifier",
     "load_dataset",
+    "load_generators",
+    "model_info",
+    "save_classifier",
+    "save_generators",
     "split_halves",
+    "train_classifier",
+    "train_gan",
 ]

@@ -63,9 +63,7 @@ def warp(images: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor | None 
     """
     n, _, h, w = images.shape
     if matrix.shape != (n, 2, 2):
-        raise DatasetError(
-            f"need one 2×2 matrix per image: images {tuple(images.shape)}, matrix {tuple(matrix.shape)}"
-        )
+        raise DatasetError(f"need one 2×2 matrix per image: images {tuple(images.shape)}, matrix {tuple(matrix.shape)}")
     matrix = matrix.to(torch.float64)
     shift = torch.zeros(n, 2, dtype=torch.float64) if shift is None else shift.to(torch.float64)
     inv = torch.linalg.inv(matrix)
@@ -93,8 +91,7 @@ def augment_images(
     """
     if images.ndim != 4 or not images.is_floating_point():
         raise DatasetError(
-            "augment_images needs float images of shape (N, C, H, W), "
-            f"got {images.dtype} {tuple(images.shape)}"
+            f"augment_images needs float images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
         )
     n, _, h, w = images.shape
     gen = torch.Generator().manual_seed(int(seed))

@@ -36,9 +36,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 3:
-            raise DatasetError(
-                f"images must be uint8 of shape (N, H, W), got {self.images.dtype} {self.images.shape}"
-            )
+            raise DatasetError(f"images must be uint8 of shape (N, H, W), got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (self.images.shape[0],):
             raise DatasetError(f"{self.images.shape[0]} images but labels of shape {self.labels.shape}")
         if self.source_index is None:
@@ -103,9 +101,7 @@ class Dataset:
         )
 
 
-def _load_split(
-    spec: DatasetSpec, split: str, data_dir: str | os.PathLike[str] | None, download: bool
-) -> Dataset:
+def _load_split(spec: DatasetSpec, split: str, data_dir: str | os.PathLike[str] | None, download: bool) -> Dataset:
     image_file, label_file = spec.splits[split]
     checks = [check_file(spec, f, data_dir) for f in (image_file, label_file)]
     if download and any(c.state not in ("verified", UNVERIFIED) for c in checks):
@@ -128,9 +124,7 @@ def _load_split(
             f"{image_path} holds {images.shape[0]} images but {label_path} holds {labels.shape[0]} labels"
         )
     if labels.size and labels.max() >= spec.num_classes:
-        raise IdxFormatError(
-            f"{label_path}: label {int(labels.max())} out of range for {spec.num_classes} classes"
-        )
+        raise IdxFormatError(f"{label_path}: label {int(labels.max())} out of range for {spec.num_classes} classes")
     if spec.transposed:
         images = np.ascontiguousarray(images.transpose(0, 2, 1))
     return Dataset(spec.name, split, images, labels, spec.class_names)

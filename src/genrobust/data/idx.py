@@ -57,9 +57,7 @@ def parse_header(data: bytes, source: str = "<bytes>") -> tuple[np.dtype, tuple[
         raise IdxFormatError(f"{source}: too short for an IDX header ({len(data)} bytes)")
     zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
     if zero0 != 0 or zero1 != 0:
-        raise IdxFormatError(
-            f"{source}: bad magic number 0x{data[:4].hex()} (IDX files start with two zero bytes)"
-        )
+        raise IdxFormatError(f"{source}: bad magic number 0x{data[:4].hex()} (IDX files start with two zero bytes)")
     if code not in IDX_DTYPES:
         raise IdxFormatError(f"{source}: unknown IDX dtype code 0x{code:02x} in magic 0x{data[:4].hex()}")
     if ndim == 0:
@@ -77,13 +75,9 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = len(data) - offset
     if actual < expected:
-        raise IdxFormatError(
-            f"{source}: truncated: header {shape} needs {expected} data bytes, file has {actual}"
-        )
+        raise IdxFormatError(f"{source}: truncated: header {shape} needs {expected} data bytes, file has {actual}")
     if actual > expected:
-        raise IdxFormatError(
-            f"{source}: {actual - expected} unexpected trailing bytes after the {shape} array"
-        )
+        raise IdxFormatError(f"{source}: {actual - expected} unexpected trailing bytes after the {shape} array")
     arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
@@ -106,9 +100,7 @@ def read_idx(
     if ndim is not None and arr.ndim != ndim:
         raise IdxFormatError(f"{source}: has {arr.ndim} dimensions {arr.shape}, expected {ndim}")
     if trailing_shape is not None and tuple(arr.shape[1:]) != tuple(trailing_shape):
-        raise IdxFormatError(
-            f"{source}: items have shape {tuple(arr.shape[1:])}, expected {tuple(trailing_shape)}"
-        )
+        raise IdxFormatError(f"{source}: items have shape {tuple(arr.shape[1:])}, expected {tuple(trailing_shape)}")
     return arr
 
 

@@ -182,9 +182,7 @@ def _emnist(split_name: str, train: int, test: int) -> DatasetSpec:
 EMNIST_DIGITS = _emnist("digits", 240_000, 40_000)
 EMNIST_MNIST = _emnist("mnist", 60_000, 10_000)
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (MNIST, FASHION_MNIST, EMNIST_DIGITS, EMNIST_MNIST)
-}
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST, EMNIST_DIGITS, EMNIST_MNIST)}
 
 
 def get_spec(name: str) -> DatasetSpec:

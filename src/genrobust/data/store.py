@@ -104,9 +104,7 @@ def _digest(data: bytes, algo: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _check_cached(
-    path_str: str, mtime_ns: int, size: int, raw: RawFile, archive_md5: str | None
-) -> FileCheck:
+def _check_cached(path_str: str, mtime_ns: int, size: int, raw: RawFile, archive_md5: str | None) -> FileCheck:
     path = Path(path_str)
     try:
         count = peek_shape(path)[0]
@@ -154,9 +152,7 @@ def _check_against_manifest(path: Path, raw: RawFile, count: int, archive_md5: s
     except (OSError, ValueError, KeyError, TypeError):
         return FileCheck(raw.name, UNVERIFIED, str(path), f"{manifest_path} does not list {path.name}", count)
     if archive_md5 is not None and recorded_archive != archive_md5:
-        return FileCheck(
-            raw.name, UNVERIFIED, str(path), f"manifest records archive MD5 {recorded_archive}", count
-        )
+        return FileCheck(raw.name, UNVERIFIED, str(path), f"manifest records archive MD5 {recorded_archive}", count)
     actual = _digest(path.read_bytes(), "sha256")
     if actual != entry:
         return FileCheck(
@@ -180,9 +176,7 @@ def check_file(spec: DatasetSpec, raw: RawFile, data_dir: str | os.PathLike[str]
     """Find ``raw`` and check it against its checksums (results are cached per path, mtime and size)."""
     path = find_file(spec, raw, data_dir)
     if path is None:
-        return FileCheck(
-            raw.name, MISSING, None, "not found in " + ", ".join(map(str, search_roots(spec, data_dir)))
-        )
+        return FileCheck(raw.name, MISSING, None, "not found in " + ", ".join(map(str, search_roots(spec, data_dir))))
     st = path.stat()
     archive_md5 = spec.archive.md5 if spec.archive else None
     return _check_cached(str(path), st.st_mtime_ns, st.st_size, raw, archive_md5)
@@ -238,9 +232,7 @@ def _short(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def fetch(
-    name: str, *, data_dir: str | os.PathLike[str] | None = None, progress: bool = True
-) -> dict[str, FileCheck]:
+def fetch(name: str, *, data_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, FileCheck]:
     """Make sure every file of a dataset is present and verified, downloading what is missing or corrupt.
 
     Downloads go to ``data_dir`` if given, else ``$GENROBUST_DATA_DIR``, else the cache. Returns the check of
@@ -266,9 +258,7 @@ def fetch(
     checks = {f.name: check_file(spec, f, dest_root) for f in spec.files()}
     bad = [c for c in checks.values() if c.state != VERIFIED]
     if bad:
-        raise DownloadError(
-            "after download, not verified: " + "; ".join(f"{c.name}: {c.detail}" for c in bad)
-        )
+        raise DownloadError("after download, not verified: " + "; ".join(f"{c.name}: {c.detail}" for c in bad))
     return checks
 
 
@@ -355,7 +345,5 @@ def inspect_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -
             details.append(f"{ci.count} images but {cl.count} labels")
         found = ci.path or cl.path
         location = str(Path(found).resolve().parent) if found else None
-        rows.append(
-            SplitStatus(spec.name, split, state, ci.count, spec.counts[split], location, "; ".join(details))
-        )
+        rows.append(SplitStatus(spec.name, split, state, ci.count, spec.counts[split], location, "; ".join(details)))
     return rows

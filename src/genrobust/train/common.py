@@ -1,0 +1,60 @@
+"""Pieces shared by the trainers: devices, seeded epoch order, training data variants, progress bars."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+from ..data import Dataset, augment_dataset, load_dataset, split_halves
+from ..errors import GenrobustError
+
+DATA_VARIANTS = ("standard", "augmented", "half-a", "half-b")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GenrobustError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def sub_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (seed, epoch, ...), stable across runs and platforms."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def training_data(dataset: str, variant: str, *, seed: int, data_dir: str | os.PathLike[str] | None) -> Dataset:
+    """The training images of a recipe: the train split, its augmented 4× version, or a disjoint half of
+    train+test pooled (as the paper's generator-dependence study uses)."""
+    if variant == "standard":
+        return load_dataset(dataset, "train", data_dir=data_dir)
+    if variant == "augmented":
+        return augment_dataset(load_dataset(dataset, "train", data_dir=data_dir), seed=seed)
+    if variant in ("half-a", "half-b"):
+        a, b = split_halves(load_dataset(dataset, "all", data_dir=data_dir), seed=seed)
+        return a if variant == "half-a" else b
+    raise GenrobustError(f"unknown training data {variant!r}; choose one of {', '.join(DATA_VARIANTS)}")
+
+
+def progress(total: int, desc: str, enabled: bool, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, initial=initial, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        pred = model(x[i : i + batch_size].to(device)).argmax(1)
+        correct += int((pred == y[i : i + batch_size].to(device)).sum())
+    model.train(was_training)
+    return correct / max(1, x.shape[0])

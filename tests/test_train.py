@@ -1,0 +1,133 @@
+"""Training on real data: the loss falls, runs are seeded, and a killed run resumes to the same weights."""
+
+import numpy as np
+import pytest
+import torch
+
+import genrobust as gr
+from genrobust.train import classifier as clf_mod
+from genrobust.train import gan as gan_mod
+from genrobust.train.classifier import pgd_linf
+
+
+@pytest.fixture(scope="module")
+def small_sets(shared_datasets):
+    train = gr.load_dataset("mnist", "train", data_dir=shared_datasets, download=False)
+    test = gr.load_dataset("mnist", "test", data_dir=shared_datasets, download=False)
+    return train.subset(np.arange(1024)), test.subset(np.arange(500))
+
+
+def _train(recipe, small_sets, out=None):
+    train, test = small_sets
+    return gr.train_classifier(recipe, out=out, train_data=train, test_data=test, show_progress=False)
+
+
+def test_classifier_loss_falls_and_learns(small_sets, tmp_path):
+    recipe = gr.ClassifierRecipe(epochs=3, batch_size=64, seed=0)
+    res = _train(recipe, small_sets, tmp_path / "run")
+    losses = [h["loss"] for h in res.history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert res.test_accuracy > 0.8
+    meta = gr.model_info(res.path)
+    assert meta["test_accuracy"] == res.test_accuracy
+    assert meta["command"].startswith("genrobust train classifier --dataset mnist --arch small")
+    assert meta["recipe"]["epochs"] == 3
+
+
+def test_classifier_resume_gives_the_same_weights(small_sets, tmp_path, monkeypatch):
+    recipe = gr.ClassifierRecipe(epochs=2, batch_size=128, seed=3)
+    whole = _train(recipe, small_sets, tmp_path / "whole").model
+    real_save = clf_mod.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(clf_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _train(recipe, small_sets, tmp_path / "killed")
+    monkeypatch.setattr(clf_mod, "save_checkpoint", real_save)
+    resumed = _train(recipe, small_sets, tmp_path / "killed")
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    for (k, a), b in zip(whole.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    other = gr.ClassifierRecipe(epochs=2, batch_size=128, seed=4)
+    with pytest.raises(gr.GenrobustError, match="another recipe"):
+        _train(other, small_sets, tmp_path / "killed")
+
+
+def test_adversarial_training_and_distillation_run(small_sets):
+    recipe = gr.ClassifierRecipe(method="pgd", epochs=3, pgd_eps=0.1, pgd_steps=3, pgd_step_size=0.05, batch_size=64)
+    pgd = _train(recipe, small_sets)
+    distilled = _train(gr.ClassifierRecipe(method="distill", epochs=2, temperature=20, batch_size=64), small_sets)
+    losses = [h["loss"] for h in pgd.history]
+    assert losses[-1] < 0.6 * losses[0] and pgd.test_accuracy > 0.6, (losses, pgd.test_accuracy)
+    assert distilled.test_accuracy > 0.7
+    assert [h["epoch"] for h in distilled.history] == [1, 2, 1, 2]  # teacher, then student
+
+
+def test_pgd_stays_in_the_ball_and_raises_the_loss(small_sets):
+    torch.manual_seed(0)
+    model = gr.build_classifier("small").eval()
+    x, y = small_sets[0].subset(np.arange(16)).tensors()
+    adv = pgd_linf(model, x, y, eps=0.1, steps=5, step_size=0.03, generator=torch.Generator().manual_seed(0))
+    assert float((adv - x).abs().max()) <= 0.1 + 1e-6 and float(adv.min()) >= 0 and float(adv.max()) <= 1
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        assert float(ce(model(adv), y)) > float(ce(model(x), y))
+
+
+def test_bad_recipes_are_refused():
+    with pytest.raises(gr.GenrobustError, match="unknown architecture"):
+        gr.ClassifierRecipe(arch="tiny")
+    with pytest.raises(gr.GenrobustError, match="unknown training method"):
+        gr.ClassifierRecipe(method="magic")
+    with pytest.raises(gr.GenrobustError, match="PGD needs"):
+        gr.ClassifierRecipe(method="pgd", pgd_eps=0)
+    with pytest.raises(gr.GenrobustError, match="unknown GAN training data"):
+        gr.GANRecipe(data="other")
+
+
+def _class_mean_distance(family, c, target):
+    with torch.no_grad():
+        _, imgs = family.sample(c, 256, generator=torch.Generator().manual_seed(0))
+    return float((imgs.mean(0) - target).pow(2).mean())
+
+
+def test_gan_training_moves_samples_towards_the_data(small_sets, tmp_path):
+    train = small_sets[0]
+    recipe = gr.GANRecipe(steps=150, checkpoint_every=50, batch_size=64, seed=0)
+    target = torch.from_numpy(train.of_class(1).images).float().div(255).mean(0, keepdim=True)
+    torch.manual_seed(gan_mod.sub_seed(0, 1, 0))
+    untrained = gr.GeneratorFamily(per_class=[gr.models.MLPGenerator() for _ in range(2)])
+    family, path = gr.train_gan(recipe, out=tmp_path / "gan", train_data=train, classes=[1], show_progress=False)
+    assert not path.with_name("generators.safetensors").exists()  # only one class so far: no family file
+    d_before = _class_mean_distance(untrained, 1, target)
+    d_after = _class_mean_distance(family, 0, target)
+    assert d_after < 0.5 * d_before, (d_before, d_after)
+
+
+def test_gan_resume_gives_the_same_weights(small_sets, tmp_path, monkeypatch):
+    train = small_sets[0].subset(small_sets[0].labels < 2)
+    train = gr.Dataset(train.name, train.split, train.images, train.labels, ("0", "1"))
+    recipe = gr.GANRecipe(steps=60, checkpoint_every=20, batch_size=32, seed=5, conditional=True)
+    whole, _ = gr.train_gan(recipe, out=tmp_path / "whole", train_data=train, show_progress=False)
+    real_save, calls = gan_mod.save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(gan_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        gr.train_gan(recipe, out=tmp_path / "killed", train_data=train, show_progress=False)
+    monkeypatch.setattr(gan_mod, "save_checkpoint", real_save)
+    resumed, path = gr.train_gan(recipe, out=tmp_path / "killed", train_data=train, show_progress=False)
+    z = torch.randn(8, 10)
+    for c in (0, 1):
+        assert torch.equal(whole[c](z), resumed[c](z))
+    meta = gr.model_info(path)
+    assert meta["command"].startswith("genrobust train gan --dataset mnist --data standard --conditional")
+    assert resumed.kind == "conditional" and len(resumed) == 2
