@@ -90,3 +90,33 @@ def test_preview_writes_a_grid(shared_datasets, tmp_path):
     assert img.height >= 10 * 56 and img.width >= 8 * 56  # 10 rows of 2 × (image + 3 copies), scale 2
     result = CliRunner().invoke(main, ["data", "preview", "mnist", "--data-dir", str(tmp_path), "--out", "x.png"])
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_train_gan_command_resumes_and_records_itself(shared_datasets, tmp_path):
+    out = tmp_path / "gan"
+    args = ["train", "gan", "--dataset", "mnist", "--steps", "20", "--classes", "7", "--quiet"]
+    args += ["--out", str(out), "--data-dir", str(shared_datasets)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "class7.safetensors").is_file() and not (out / "generators.safetensors").exists()
+    again = CliRunner().invoke(main, args)  # already done: loads, trains nothing
+    assert again.exit_code == 0, again.output
+    bad = CliRunner().invoke(main, [*args[:-4], "--classes", "x", "--out", str(out)])
+    assert bad.exit_code == 2 and "comma-separated" in bad.output
+
+
+def test_models_commands(tmp_path):
+    from genrobust.models.zoo import ZOO
+
+    result = CliRunner().invoke(main, ["models", "list"])
+    assert result.exit_code == 0
+    for name in ZOO:
+        assert name in result.output
+    gens = next(n for n, e in ZOO.items() if e.role == "generators")
+    out = tmp_path / "samples.png"
+    result = CliRunner().invoke(main, ["models", "sample", gens, "--per-class", "3", "--out", str(out)])
+    assert result.exit_code == 0 and out.is_file()
+    info = json.loads(CliRunner().invoke(main, ["models", "info", gens]).output)
+    assert info["role"] == "generators" and info["command"].startswith("genrobust train gan")
+    result = CliRunner().invoke(main, ["models", "info", str(tmp_path / "nope.safetensors")])
+    assert result.exit_code == 1 and "not found" in result.output

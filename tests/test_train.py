@@ -17,14 +17,14 @@ def small_sets(shared_datasets):
     return train.subset(np.arange(1024)), test.subset(np.arange(500))
 
 
-def _train(recipe, small_sets, out=None):
+def _train(recipe, small_sets, out=None, half=False):
     train, test = small_sets
-    return gr.train_classifier(recipe, out=out, train_data=train, test_data=test, show_progress=False)
+    return gr.train_classifier(recipe, out=out, train_data=train, test_data=test, show_progress=False, half=half)
 
 
 def test_classifier_loss_falls_and_learns(small_sets, tmp_path):
     recipe = gr.ClassifierRecipe(epochs=3, batch_size=64, seed=0)
-    res = _train(recipe, small_sets, tmp_path / "run")
+    res = _train(recipe, small_sets, tmp_path / "run", half=True)
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < 0.5 * losses[0], losses
     assert res.test_accuracy > 0.8
@@ -32,6 +32,12 @@ def test_classifier_loss_falls_and_learns(small_sets, tmp_path):
     assert meta["test_accuracy"] == res.test_accuracy
     assert meta["command"].startswith("genrobust train classifier --dataset mnist --arch small")
     assert meta["recipe"]["epochs"] == 3
+    # float16 storage only where it changes no test-set prediction, so the recorded accuracy still holds.
+    assert meta["float16_tensors"] and meta["dtype"] in ("float16", "mixed")
+    loaded = gr.load_classifier(res.path)
+    x, _ = small_sets[1].tensors()
+    with torch.no_grad():
+        assert torch.equal(loaded(x).argmax(1), res.model(x).argmax(1))
 
 
 def test_classifier_resume_gives_the_same_weights(small_sets, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,26 @@ def _describe(module: nn.Module) -> dict[str, Any]:
 
 
 def save_model(
-    path: str | os.PathLike[str], module: nn.Module, *, info: dict[str, Any] | None = None, half: bool = False
+    path: str | os.PathLike[str],
+    module: nn.Module,
+    *,
+    info: dict[str, Any] | None = None,
+    half: bool | Collection[str] = False,
 ) -> dict[str, Any]:
-    """Write ``module`` to ``path`` (safetensors) with its architecture and ``info``; return the metadata."""
+    """Write ``module`` to ``path`` (safetensors) with its architecture and ``info``; return the metadata.
+
+    ``half`` stores every floating tensor (``True``) or the named ones in float16, halving their size.
+    """
     sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if not k.startswith("_slices")}
-    if half:
-        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    half_keys = {k for k, v in sd.items() if v.is_floating_point()} if half is True else set(half or ())
+    if half_keys - set(sd):
+        raise ModelFileError(f"cannot store unknown tensors in float16: {sorted(half_keys - set(sd))[:3]}")
+    sd = {k: v.half() if k in half_keys else v for k, v in sd.items()}
     meta = {"format": FORMAT, **_describe(module), **(info or {})}
-    meta["dtype"] = "float16" if half else "float32"
+    n_half = sum(sd[k].numel() for k in half_keys)
+    n_all = sum(v.numel() for v in sd.values() if v.is_floating_point())
+    meta["dtype"] = "float16" if n_half == n_all and n_all else ("mixed" if n_half else "float32")
+    meta["float16_tensors"] = sorted(half_keys)
     meta["weights_sha256"] = weights_sha256(sd)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ accuracy); the registry adds the file's SHA-256, checked on every load.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -44,6 +45,17 @@ ZOO: dict[str, ZooEntry] = {}
 def register(entry: ZooEntry) -> ZooEntry:
     ZOO[entry.name] = entry
     return entry
+
+
+def _load_registry() -> None:
+    """Read the entries of the shipped weights from ``genrobust/weights/zoo.json``."""
+    registry = resources.files("genrobust") / "weights" / "zoo.json"
+    if registry.is_file():
+        for item in json.loads(registry.read_text()):
+            register(ZooEntry(**item))
+
+
+_load_registry()
 
 
 def list_models(role: str | None = None) -> list[str]:

@@ -7,6 +7,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import tempfile
@@ -39,6 +40,7 @@ class ClassifierRecipe:
     epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all steps)
     seed: int = 0
     pgd_eps: float = 0.3
     pgd_steps: int = 40
@@ -52,6 +54,8 @@ class ClassifierRecipe:
             raise GenrobustError(f"classifier data must be 'standard' or 'augmented', not {self.data!r}")
         if self.method not in METHODS:
             raise GenrobustError(f"unknown training method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise GenrobustError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise GenrobustError("epochs and batch_size must be ≥ 1 and lr > 0")
         if self.method == "pgd" and not (0 < self.pgd_eps <= 1 and self.pgd_steps >= 1 and self.pgd_step_size > 0):
@@ -67,6 +71,8 @@ class ClassifierRecipe:
         args = ["genrobust", "train", "classifier", "--dataset", self.dataset, "--arch", self.arch]
         args += ["--data", self.data, "--method", self.method, "--epochs", str(self.epochs)]
         args += ["--batch-size", str(self.batch_size), "--lr", str(self.lr), "--seed", str(self.seed)]
+        if self.lr_schedule != "constant":
+            args += ["--lr-schedule", self.lr_schedule]
         if self.method == "pgd":
             args += ["--pgd-eps", str(self.pgd_eps), "--pgd-steps", str(self.pgd_steps)]
             args += ["--pgd-step-size", str(self.pgd_step_size)]
@@ -138,6 +144,10 @@ def _fit(
         total, seen, t0 = 0.0, 0, time.perf_counter()
         bar = progress(steps_per_epoch, f"{stage} epoch {epoch + 1}/{recipe.epochs}", show_progress)
         for i in range(0, n, recipe.batch_size):
+            if recipe.lr_schedule == "cosine":
+                t = (epoch * steps_per_epoch + i // recipe.batch_size) / (recipe.epochs * steps_per_epoch)
+                for group in opt.param_groups:
+                    group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * t))
             idx = order[i : i + recipe.batch_size]
             xb = x_u8[idx].to(device=device, dtype=torch.float32).div_(255.0)
             yb = y[idx].to(device)
@@ -209,65 +219,29 @@ def train_classifier(
     torch.manual_seed(sub_seed(recipe.seed, 0, 0))  # initial weights
     model = build_classifier(recipe.arch).to(dev)
     history: list[dict[str, float]] = []
+    soft, temperature = None, 1.0
     if recipe.method == "distill":
-        # Teacher at temperature T on hard labels, then the student on the teacher's soft labels at T.
+        # Teacher at temperature T on hard labels; the student then learns the teacher's soft labels at T.
         torch.manual_seed(sub_seed(recipe.seed, 0, 5))
         teacher = build_classifier(recipe.arch).to(dev)
+        temperature = recipe.temperature
         history += _fit(
-            teacher,
-            recipe,
-            x_u8,
-            y,
-            device=dev,
-            ckpt=work / "teacher.ckpt.safetensors",
-            stage="teacher",
-            show_progress=show_progress,
-            temperature=recipe.temperature,
-        )
+            teacher, recipe, x_u8, y, device=dev, ckpt=work / "teacher.ckpt.safetensors", stage="teacher",
+            show_progress=show_progress, temperature=temperature,
+        )  # fmt: skip
         teacher.eval()
         with torch.no_grad():
-            soft = torch.cat(
-                [
-                    F.softmax(teacher(x_u8[i : i + 1000].to(dev, torch.float32) / 255.0) / recipe.temperature, 1).cpu()
-                    for i in range(0, x_u8.shape[0], 1000)
-                ]
-            )
-        history += _fit(
-            model,
-            recipe,
-            x_u8,
-            y,
-            device=dev,
-            ckpt=work / "main.ckpt.safetensors",
-            stage="main",
-            show_progress=show_progress,
-            soft_targets=soft,
-            temperature=recipe.temperature,
-        )
-    else:
-        history += _fit(
-            model,
-            recipe,
-            x_u8,
-            y,
-            device=dev,
-            ckpt=work / "main.ckpt.safetensors",
-            stage="main",
-            show_progress=show_progress,
-        )
+            batches = (x_u8[i : i + 1000].to(dev, torch.float32) / 255.0 for i in range(0, x_u8.shape[0], 1000))
+            soft = torch.cat([F.softmax(teacher(xb) / temperature, 1).cpu() for xb in batches])
+    history += _fit(
+        model, recipe, x_u8, y, device=dev, ckpt=work / "main.ckpt.safetensors", stage="main",
+        show_progress=show_progress, soft_targets=soft, temperature=temperature,
+    )  # fmt: skip
     x_test, y_test = test.tensors()
     acc = accuracy(model, x_test, y_test)
     result = TrainResult(model.eval(), acc, history)
     if outdir is not None:
-        changed = None
-        if half:
-            # float16 storage is only acceptable when it changes no test-set prediction.
-            ref = _predictions(model, x_test)
-            model_half = build_classifier(recipe.arch).to(dev)
-            model_half.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
-            changed = int((_predictions(model_half, x_test) != ref).sum())
-            if changed:
-                half = False
+        half_keys: list[str] = fp16_safe_tensors(model, x_test) if half else []
         info = {
             "dataset": recipe.dataset,
             "input_range": [0.0, 1.0],
@@ -279,13 +253,29 @@ def train_classifier(
             "history": history,
             "class_names": list(test.class_names),
         }
-        if changed is not None:
-            info["float16_changed_test_predictions"] = changed
         result.path = outdir / "classifier.safetensors"
-        save_model(result.path, model, info=info, half=half)
+        save_model(result.path, model, info=info, half=half_keys)
     if scratch is not None:
         scratch.cleanup()
     return result
+
+
+def fp16_safe_tensors(model: torch.nn.Module, x_test: torch.Tensor) -> list[str]:
+    """The tensors that can be stored in float16 without changing any test-set prediction.
+
+    Greedy, largest tensor first: a tensor joins the float16 set if, together with those already in it,
+    rounding it to float16 leaves every prediction on ``x_test`` unchanged.
+    """
+    ref = _predictions(model, x_test)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    chosen: list[str] = []
+    for key in sorted((k for k, v in state.items() if v.is_floating_point()), key=lambda k: -state[k].numel()):
+        trial = set(chosen) | {key}
+        model.load_state_dict({k: (v.half().float() if k in trial else v) for k, v in state.items()})
+        if torch.equal(_predictions(model, x_test), ref):
+            chosen.append(key)
+    model.load_state_dict(state)
+    return chosen
 
 
 @torch.no_grad()
