@@ -1,0 +1,142 @@
+"""Exact and anytime-valid statistics for the Monte Carlo estimates of genrobust.
+
+* :func:`clopper_pearson` — the exact binomial interval (conservative: coverage ≥ the confidence).
+* :func:`plan_sample_size` — the n whose Clopper–Pearson interval is no wider than asked.
+* :class:`SequentialTest` — "is P ≥ 1 − δ?" decided by a confidence *sequence* (Robbins' beta-binomial
+  mixture martingale with Ville's inequality), valid at every stopping time: look after every batch and stop
+  as soon as the answer is certain, and the error rate stays ≤ α.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special, stats
+
+from .errors import GenrobustError
+
+HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided interval for a binomial proportion from k successes in n trials."""
+    _check_confidence(confidence)
+    if n <= 0:
+        raise GenrobustError(f"n must be positive, got {n}")
+    if not 0 <= k <= n:
+        raise GenrobustError(f"k must be in [0, n], got k={k}, n={n}")
+    alpha = 1 - confidence
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def verdict(k: int, n: int, delta: float, confidence: float = 0.95) -> str:
+    """'holds' if the whole interval is ≥ 1 − δ, 'fails' if it is below, else 'undecided'."""
+    if not 0 < delta < 1:
+        raise GenrobustError(f"delta must be in (0, 1), got {delta}")
+    lo, hi = clopper_pearson(k, n, confidence)
+    if lo >= 1 - delta:
+        return HOLDS
+    if hi < 1 - delta:
+        return FAILS
+    return UNDECIDED
+
+
+def plan_sample_size(half_width: float, confidence: float = 0.95, p: float = 0.5) -> int:
+    """Smallest n whose Clopper–Pearson interval, at an observed proportion near ``p``, has half-width ≤ asked.
+
+    ``p = 0.5`` is the worst case; a guess near 1 (a good classifier) needs far fewer samples.
+    """
+    _check_confidence(confidence)
+    if not 0 < half_width < 0.5:
+        raise GenrobustError(f"half_width must be in (0, 0.5), got {half_width}")
+    if not 0 <= p <= 1:
+        raise GenrobustError(f"p must be in [0, 1], got {p}")
+
+    def width(n: int) -> float:
+        k = min(n, max(0, round(p * n)))
+        lo, hi = clopper_pearson(k, n, confidence)
+        return (hi - lo) / 2
+
+    hi_n = 1
+    while width(hi_n) > half_width:
+        hi_n *= 2
+    lo_n = hi_n // 2
+    while hi_n - lo_n > 1:  # bisection: the width shrinks with n (up to rounding of k)
+        mid = (lo_n + hi_n) // 2
+        if width(mid) > half_width:
+            lo_n = mid
+        else:
+            hi_n = mid
+    return hi_n
+
+
+def log_mixture_martingale(successes: np.ndarray, trials: np.ndarray, p0: float, a: float, b: float) -> np.ndarray:
+    """log M_t(p0) = log B(a + S, b + t − S) − log B(a, b) − S log p0 − (t − S) log(1 − p0).
+
+    Under P = p0, M_t is a nonnegative martingale with M_0 = 1, so P(sup_t M_t ≥ 1/α) ≤ α (Ville).
+    """
+    s = np.asarray(successes, dtype=np.float64)
+    t = np.asarray(trials, dtype=np.float64)
+    return special.betaln(a + s, b + t - s) - special.betaln(a, b) - s * math.log(p0) - (t - s) * math.log1p(-p0)
+
+
+@dataclass
+class SequentialTest:
+    """Anytime-valid test of H: P ≥ 1 − δ, fed with batches of 0/1 outcomes.
+
+    The confidence sequence {p : M_t(p) < 1/α} is an interval that contains the true P at every time with
+    probability ≥ 1 − α. The verdict is 'holds' once the interval lies above 1 − δ, 'fails' once it lies
+    below, and stays 'undecided' otherwise; once given, a verdict is final. The prior Beta(a, b) has mean
+    1 − δ, where the power matters most, and weight ``prior_strength``.
+    """
+
+    delta: float
+    alpha: float = 0.05
+    prior_strength: float = 20.0
+    successes: int = 0
+    trials: int = 0
+    decision: str = UNDECIDED
+    decided_at: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.delta < 1:
+            raise GenrobustError(f"delta must be in (0, 1), got {self.delta}")
+        if not 0 < self.alpha < 1:
+            raise GenrobustError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.prior_strength <= 0:
+            raise GenrobustError("prior_strength must be positive")
+
+    @property
+    def prior(self) -> tuple[float, float]:
+        p0 = 1 - self.delta
+        return self.prior_strength * p0, self.prior_strength * (1 - p0)
+
+    def update(self, outcomes: np.ndarray) -> str:
+        """Feed outcomes one by one (in order), deciding as soon as possible; return the verdict."""
+        x = np.asarray(outcomes, dtype=np.int64).ravel()
+        if x.size == 0 or self.decision != UNDECIDED:
+            self.successes += int(x.sum())
+            self.trials += int(x.size)
+            return self.decision
+        s = self.successes + np.cumsum(x)
+        t = self.trials + np.arange(1, x.size + 1)
+        a, b = self.prior
+        p0 = 1 - self.delta
+        reject = log_mixture_martingale(s, t, p0, a, b) >= math.log(1 / self.alpha)
+        hits = np.flatnonzero(reject)
+        if hits.size:
+            i = int(hits[0])
+            self.decision = HOLDS if s[i] / t[i] > p0 else FAILS
+            self.decided_at = int(t[i])
+        self.successes += int(x.sum())
+        self.trials += int(x.size)
+        return self.decision

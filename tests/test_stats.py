@@ -1,0 +1,108 @@
+"""Exact intervals against known values, coverage and error rates by simulation."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genrobust.errors import GenrobustError
+from genrobust.stats import FAILS, HOLDS, UNDECIDED, SequentialTest, clopper_pearson, plan_sample_size, verdict
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "conf", "lo", "hi"),
+    [
+        (0, 10, 0.95, 0.0, 0.30849710),  # 1 − 0.025^(1/10)
+        (10, 10, 0.95, 0.69150290, 1.0),
+        (5, 10, 0.95, 0.18708603, 0.81291397),
+        (1, 3, 0.95, 0.00840351, 0.90570967),
+        (95, 100, 0.95, 0.88714, 0.98357),  # R: binom.test(95, 100)
+    ],
+)
+def test_clopper_pearson_known_values(k, n, conf, lo, hi):
+    got = clopper_pearson(k, n, conf)
+    assert got == pytest.approx((lo, hi), abs=5e-5)
+
+
+@pytest.mark.parametrize(("k", "n", "conf"), [(95, 100, 0.99), (3, 50, 0.9), (4990, 5000, 0.95)])
+def test_bounds_solve_the_binomial_tail_equations(k, n, conf):
+    """The defining property, checked with the binomial distribution rather than the beta quantiles."""
+    from scipy.stats import binom
+
+    lo, hi = clopper_pearson(k, n, conf)
+    a = (1 - conf) / 2
+    assert binom.sf(k - 1, n, lo) == pytest.approx(a, rel=1e-6)  # P(X ≥ k | lo) = α/2
+    assert binom.cdf(k, n, hi) == pytest.approx(a, rel=1e-6)  # P(X ≤ k | hi) = α/2
+
+
+def test_zero_successes_has_a_closed_form():
+    for n in (1, 7, 100, 10_000):
+        assert clopper_pearson(0, n, 0.9)[1] == pytest.approx(1 - 0.05 ** (1 / n), rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), data=st.data())
+def test_interval_contains_the_estimate(n, data):
+    k = data.draw(st.integers(0, n))
+    lo, hi = clopper_pearson(k, n, 0.95)
+    assert 0 <= lo <= k / n <= hi <= 1
+
+
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.99])
+def test_coverage_by_simulation(p):
+    rng = np.random.default_rng(0)
+    n, reps = 200, 2000
+    ks = rng.binomial(n, p, size=reps)
+    covered = np.mean([lo <= p <= hi for lo, hi in (clopper_pearson(int(k), n, 0.95) for k in ks)])
+    assert covered >= 0.95 - 3 * np.sqrt(0.95 * 0.05 / reps)
+
+
+def test_plan_sample_size_meets_the_width():
+    n = plan_sample_size(0.01, 0.95)
+    lo, hi = clopper_pearson(n // 2, n, 0.95)
+    assert (hi - lo) / 2 <= 0.01
+    lo, hi = clopper_pearson((n - 20) // 2, n - 20, 0.95)
+    assert (hi - lo) / 2 > 0.01
+    assert 9000 < n < 10_500  # the normal approximation says ≈ 9,604
+    assert plan_sample_size(0.01, 0.95, p=0.98) < n / 3
+
+
+def test_verdicts_and_bad_input():
+    assert verdict(9_990, 10_000, delta=0.05) == HOLDS
+    assert verdict(9_000, 10_000, delta=0.05) == FAILS
+    assert verdict(95, 100, delta=0.05) == UNDECIDED
+    for bad in (lambda: clopper_pearson(3, 0), lambda: clopper_pearson(5, 3), lambda: verdict(1, 2, delta=1.5)):
+        with pytest.raises(GenrobustError):
+            bad()
+    with pytest.raises(GenrobustError, match="delta"):
+        SequentialTest(delta=0)
+
+
+def _simulate(p, delta, alpha, runs, horizon, seed):
+    rng = np.random.default_rng(seed)
+    decisions, stops = [], []
+    for _ in range(runs):
+        test = SequentialTest(delta=delta, alpha=alpha)
+        x = rng.random(horizon) < p
+        for batch in np.array_split(x, horizon // 100):
+            if test.update(batch) != UNDECIDED:
+                break
+        decisions.append(test.decision)
+        stops.append(test.decided_at or horizon)
+    return np.array(decisions), np.array(stops)
+
+
+def test_sequential_error_rate_at_the_boundary_stays_below_alpha():
+    """At P = 1 − δ any verdict that excludes it is an error; peeking after every batch must not inflate it."""
+    alpha, runs = 0.05, 400
+    decisions, _ = _simulate(p=0.95, delta=0.05, alpha=alpha, runs=runs, horizon=20_000, seed=1)
+    wrong = np.mean(decisions == FAILS)
+    assert wrong <= alpha + 2 * np.sqrt(alpha * (1 - alpha) / runs), wrong
+
+
+def test_sequential_decides_early_and_right_when_far_from_the_threshold():
+    for p, expected in ((0.97, HOLDS), (0.93, FAILS)):
+        decisions, stops = _simulate(p=p, delta=0.05, alpha=0.05, runs=60, horizon=10_000, seed=2)
+        assert np.mean(decisions == expected) >= 0.9
+        assert not np.any(decisions == (FAILS if expected == HOLDS else HOLDS))
+        assert np.median(stops) < 5_000
