@@ -109,7 +109,7 @@ def test_wrong_architecture_is_refused(tmp_path):
     path = tmp_path / "m.safetensors"
     meta = save_model(path, build_classifier("small"))
     meta["config"] = CLASSIFIER_ARCHS["medium"].to_dict()
-    tensors = {k: v for k, v in build_classifier("small").state_dict().items()}
+    tensors = {k: v.contiguous() for k, v in build_classifier("small").state_dict().items()}
     meta.pop("weights_sha256")
     save_file(tensors, str(path), metadata={"genrobust": json.dumps(meta)})
     with pytest.raises(ModelFileError, match=r"do not fit architecture conv-classifier: .* the architecture needs"):

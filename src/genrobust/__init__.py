@@ -19,6 +19,7 @@ from .data import (
     split_halves,
 )
 from .errors import ChecksumError, DatasetError, DownloadError, GenrobustError, IdxFormatError
+from .estimate import CorrectnessResult, global_correctness
 from .models import (
     GeneratorFamily,
     ModelFileError,
@@ -36,6 +37,7 @@ __all__ = [
     "AugmentConfig",
     "ChecksumError",
     "ClassifierRecipe",
+    "CorrectnessResult",
     "Dataset",
     "DatasetError",
     "DownloadError",
@@ -49,6 +51,7 @@ __all__ = [
     "augment_images",
     "build_classifier",
     "disjoint_halves",
+    "global_correctness",
     "list_datasets",
     "list_models",
     "load_classifier",

@@ -185,6 +185,47 @@ def models_sample(generators: str, per_class: int, seed: int, out: str) -> None:
     click.echo(f"wrote {out}")
 
 
+@main.command("correctness")
+@click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
+@click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
+@click.option("-n", "n", type=int, default=10_000, show_default=True, help="Samples per class (budget if sequential).")
+@click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(correct) ≥ 1 − δ per class.")
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--sequential", is_flag=True, help="Stop each class as soon as the anytime-valid test decides.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and outliers.png.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def correctness_cmd(
+    classifier_name: str, generators_name: str, n: int, delta: float, confidence: float, seed: int,
+    batch_size: int, sequential: bool, device: str, out: str | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Global correctness of a classifier against generators: per-class estimate, exact CI and δ verdict."""
+    from pathlib import Path
+
+    from .estimate import global_correctness
+    from .models.zoo import load_classifier, load_generators
+
+    res = global_correctness(
+        load_classifier(classifier_name), load_generators(generators_name), n=n, delta=delta,
+        confidence=confidence, seed=seed, batch_size=batch_size, device=device, sequential=sequential,
+        show_progress=not quiet,
+    )  # fmt: skip
+    click.echo(res.table())
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        res.save_json(folder / "result.json")
+        res.save_confidence_profile(folder / "confidence_profile.png")
+        written = ["result.json", "confidence_profile.png"]
+        if res.outlier_list:
+            res.outliers(64).save(folder / "outliers.png")
+            written.append("outliers.png")
+        click.echo(f"wrote {', '.join(written)} in {folder}")
+
+
 DEVICE_OPTION = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
 )

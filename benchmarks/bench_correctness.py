@@ -1,0 +1,43 @@
+"""Throughput of global correctness on small ∘ GAN, and the fraction of this machine's roofline it reaches.
+
+Roofline fraction = FLOPs per sample × samples/s ÷ dense matmul FLOP/s, all measured in this run. The
+baseline is the same estimate with batch size 1 (what a per-sample loop costs).
+
+    python benchmarks/bench_correctness.py [--n 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import genrobust as gr
+from bench_training import forward_flops, matmul_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=4096)
+    args = parser.parse_args()
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    flops = forward_flops(clf, (1, 28, 28)) + forward_flops(gens[0], (gens.latent_dim,))
+    peak = matmul_rate()
+    print(f"small ∘ GAN: {flops / 1e6:.1f} MFLOP per sample; matmul {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'batch size':>10} {'samples/s':>10} {'GFLOP/s':>8} {'of matmul':>10} {'speed-up':>9}")
+    rows = []
+    for batch, n in ((1, 200), (256, args.n), (1024, args.n), (4096, args.n)):
+        gr.global_correctness(clf, gens, n=min(n, 256), classes=[0], batch_size=batch)  # warm-up
+        t0 = time.perf_counter()
+        gr.global_correctness(clf, gens, n=n, classes=[3], batch_size=batch)
+        rate = n / (time.perf_counter() - t0)
+        rows.append((batch, rate))
+    base = rows[0][1]
+    for batch, rate in rows:
+        print(f"{batch:>10} {rate:>10,.0f} {rate * flops / 1e9:>8.1f} {rate * flops / peak:>9.0%} {rate / base:>8.1f}×")
+
+
+if __name__ == "__main__":
+    main()

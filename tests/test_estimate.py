@@ -1,0 +1,110 @@
+"""Global correctness on the built-in models: exact counting, determinism, sequential stopping, bad input."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import genrobust as gr
+from genrobust.cli import main
+from genrobust.estimate import latents
+
+
+@pytest.fixture(scope="module")
+def models():
+    return gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+
+
+def test_counts_match_a_direct_computation_and_ignore_batch_size(models):
+    clf, gens = models
+    a = gr.global_correctness(clf, gens, n=300, classes=[2, 8], seed=4, batch_size=1000)
+    b = gr.global_correctness(clf, gens, n=300, classes=[2, 8], seed=4, batch_size=37)
+    assert [c.correct for c in a.classes] == [c.correct for c in b.classes]
+    with torch.no_grad():
+        z = latents(4, 8, 300, gens.latent_dim)
+        direct = int((clf(gens[8](z)).argmax(1) == 8).sum())
+    assert a.classes[1].correct == direct
+    assert a.classes[1].ci_low <= a.classes[1].estimate <= a.classes[1].ci_high
+    # A different seed draws different latents.
+    c = gr.global_correctness(clf, gens, n=300, classes=[8], seed=5)
+    assert not torch.equal(latents(5, 8, 300, 10), z) and c.classes[0].n == 300
+
+
+def test_result_table_json_outliers(models, tmp_path):
+    clf, gens = models
+    res = gr.global_correctness(clf, gens, n=200, classes=[8, 9], keep_outliers=5)
+    d = json.loads(json.dumps(res.to_dict()))
+    assert [c["cls"] for c in d["classes"]] == [8, 9] and d["verdict"] in ("holds", "fails", "undecided")
+    assert set(d["classes"][0]["confident"]) == {"0.90", "0.97", "0.99"}
+    assert "worst class" in res.table()
+    wrong = sum(c.n - c.correct for c in res.classes)
+    assert len(res.outlier_list) == sum(min(5, c.n - c.correct) for c in res.classes) <= wrong
+    if res.outlier_list:
+        o = res.outlier_list[0]
+        with torch.no_grad():
+            assert int(clf(gens[o.cls](torch.tensor([o.latent]))).argmax(1)) == o.predicted != o.cls
+        assert res.outliers(3).save(tmp_path / "o.png")
+        confs = [o.confidence for o in res.outliers(10).items]
+        assert confs == sorted(confs, reverse=True)
+    assert res.save_confidence_profile(tmp_path / "profile.png")
+
+
+def test_sequential_mode_stops_early(models):
+    clf, gens = models
+    res = gr.global_correctness(clf, gens, n=5000, classes=[1], delta=0.05, sequential=True, batch_size=256)
+    c = res.classes[0]
+    assert c.verdict == "holds" and c.decided_at is not None and c.n == c.decided_at < 5000
+
+
+class _NaNGenerator(nn.Module):
+    def forward(self, z):
+        return torch.full((z.shape[0], 1, 28, 28), float("nan"))
+
+
+def test_bad_input_gives_clear_errors(models):
+    clf, gens = models
+    for kwargs, msg in (
+        ({"n": 0}, "n must be a positive"),
+        ({"delta": 1.0}, "delta"),
+        ({"confidence": 1.5}, "confidence"),
+    ):
+        with pytest.raises(gr.GenrobustError, match=msg):
+            gr.global_correctness(clf, gens, **kwargs)
+    five = nn.Sequential(nn.Flatten(), nn.Linear(784, 5))
+    with pytest.raises(gr.GenrobustError, match="5 logits but the generator family has 10"):
+        gr.global_correctness(five, gens, n=10)
+    wrong_shape = nn.Sequential(nn.Flatten(), nn.Linear(1024, 10))
+    with pytest.raises(gr.GenrobustError, match=r"cannot take the generator's images of shape \(1, 28, 28\)"):
+        gr.global_correctness(wrong_shape, gens, n=10)
+    gens.per_class[3] = _NaNGenerator()
+    try:
+        with pytest.raises(gr.GenrobustError, match="class 3 produced NaN"):
+            gr.global_correctness(clf, gens, n=10)
+    finally:
+        gens.per_class[3] = gr.load_generators("mnist-gan").per_class[3]
+
+
+def test_correctness_command(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["correctness", "-n", "100", "--quiet", "--out", str(out), "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "worst class" in result.output
+    assert (out / "confidence_profile.png").is_file()
+    data = json.loads((out / "result.json").read_text())
+    assert len(data["classes"]) == 10 and all(c["n"] == 100 for c in data["classes"])
+    bad = CliRunner().invoke(main, ["correctness", "-n", "0"])
+    assert bad.exit_code == 1 and "n must be a positive" in bad.output
+
+
+def test_inference_copy_is_faster_layout_same_values(models):
+    from genrobust.estimate import inference_copy
+
+    clf, _ = models
+    fast = inference_copy(clf)
+    assert fast is not clf and fast.features[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not clf.features[2].weight.is_contiguous(memory_format=torch.channels_last)  # caller's model untouched
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), clf(x), atol=1e-5, rtol=1e-5)
