@@ -226,6 +226,43 @@ def correctness_cmd(
         click.echo(f"wrote {', '.join(written)} in {folder}")
 
 
+@main.group()
+def reproduce() -> None:
+    """Reproduce the paper's studies (resumable: rerun to continue)."""
+
+
+@reproduce.command("correctness-table")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist", show_default=True)
+@click.option("-n", "n", type=int, default=10_000, show_default=True, help="Generated images per class and cell.")
+@click.option("--rows", default=None, help="Comma-separated rows (default: all: small, medium, large, *-aug, madry, "
+              "papernot).")  # fmt: skip
+@click.option("--work", type=click.Path(file_okay=False), default=None,
+              help="Folder for trained classifiers and cached cells (default: the cache).")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@DATA_DIR_OPTION
+@click.option("--quiet", is_flag=True)
+@friendly_errors
+def reproduce_correctness_table(
+    dataset: str, n: int, rows: str | None, work: str | None, out: str, seed: int, data_dir: str | None, quiet: bool
+) -> None:
+    """The table of global correctness (classifiers × GANs); writes OUT/correctness-table-DATASET.{md,json}."""
+    from pathlib import Path
+
+    from .data.store import cache_dir
+    from .experiments.correctness_table import ROWS, TablePlan, run_table, to_markdown
+
+    wanted = list(ROWS) if rows is None else [r.strip() for r in rows.split(",") if r.strip()]
+    plan = TablePlan(dataset, n, wanted, Path(work) if work else cache_dir() / "reproduce", seed)
+    table = run_table(plan, data_dir=data_dir, show_progress=not quiet)
+    md = to_markdown(table, dataset, n)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"correctness-table-{dataset}.md").write_text(md + "\n")
+    (folder / f"correctness-table-{dataset}.json").write_text(json.dumps(table, indent=2) + "\n")
+    click.echo(md)
+
+
 DEVICE_OPTION = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
 )

@@ -1,0 +1,1 @@
+"""The paper's studies, reproducible from the CLI: `genrobust reproduce ...`."""

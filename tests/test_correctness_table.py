@@ -1,0 +1,35 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import genrobust.experiments.correctness_table as ct
+from genrobust.cli import main
+from genrobust.errors import GenrobustError
+
+
+def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared_datasets, monkeypatch):
+    out = tmp_path / "docs"
+    args = ["reproduce", "correctness-table", "--dataset", "mnist", "-n", "40", "--rows", "small", "--quiet"]
+    args += ["--work", str(tmp_path / "work"), "--out", str(out), "--data-dir", str(shared_datasets)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "correctness-table-mnist.json").read_text())
+    row = table["small"]
+    assert row["source"] == "built-in `mnist-small`" and row["test_accuracy"] > 0.99
+    for g in ("mnist-gan", "mnist-gan-aug"):
+        assert 0 <= row[g]["worst_ci"][0] <= row[g]["worst"] <= row[g]["worst_ci"][1] <= 1
+        assert len(row[g]["classes"]) == 10
+    assert "| small |" in (out / "correctness-table-mnist.md").read_text()
+
+    def refuse(*a, **k):
+        raise AssertionError("a cached cell was recomputed")
+
+    monkeypatch.setattr(ct, "global_correctness", refuse)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+
+
+def test_unknown_rows_are_refused():
+    with pytest.raises(GenrobustError, match="unknown row"):
+        ct.recipe_for("mnist", "huge")
