@@ -14,21 +14,7 @@ import time
 
 import numpy as np
 
-from genrobust.stats import FAILS, HOLDS, UNDECIDED, SequentialTest, verdict
-
-
-def run(p: float, delta: float, alpha: float, runs: int, horizon: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    stops, decisions = np.empty(runs), np.empty(runs, dtype=object)
-    for r in range(runs):
-        test = SequentialTest(delta=delta, alpha=alpha)
-        x = rng.random(horizon) < p
-        for batch in np.split(x, horizon // 100):
-            if test.update(batch) != UNDECIDED:
-                break
-        stops[r] = test.decided_at or horizon
-        decisions[r] = test.decision
-    return stops, decisions
+from genrobust.stats import FAILS, HOLDS, UNDECIDED, simulate_sequential, verdict
 
 
 def main() -> None:
@@ -47,7 +33,9 @@ def main() -> None:
     t0 = time.perf_counter()
     for gap in (+0.05, +0.02, -0.02, -0.05):
         p = threshold + gap
-        stops, decisions = run(p, args.delta, args.alpha, args.runs, fixed, seed=int(1000 * (gap + 1)))
+        decisions, stops = simulate_sequential(
+            p, delta=args.delta, alpha=args.alpha, runs=args.runs, horizon=fixed, seed=int(1000 * (gap + 1))
+        )
         right = HOLDS if gap > 0 else FAILS
         wrong = np.mean(decisions == (FAILS if right == HOLDS else HOLDS))
         decided = np.mean(decisions != UNDECIDED)

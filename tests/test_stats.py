@@ -6,7 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genrobust.errors import GenrobustError
-from genrobust.stats import FAILS, HOLDS, UNDECIDED, SequentialTest, clopper_pearson, plan_sample_size, verdict
+from genrobust.stats import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    SequentialTest,
+    clopper_pearson,
+    plan_sample_size,
+    simulate_sequential,
+    verdict,
+)
 
 
 @pytest.mark.parametrize(
@@ -79,17 +88,7 @@ def test_verdicts_and_bad_input():
 
 
 def _simulate(p, delta, alpha, runs, horizon, seed):
-    rng = np.random.default_rng(seed)
-    decisions, stops = [], []
-    for _ in range(runs):
-        test = SequentialTest(delta=delta, alpha=alpha)
-        x = rng.random(horizon) < p
-        for batch in np.array_split(x, horizon // 100):
-            if test.update(batch) != UNDECIDED:
-                break
-        decisions.append(test.decision)
-        stops.append(test.decided_at or horizon)
-    return np.array(decisions), np.array(stops)
+    return simulate_sequential(p, delta=delta, alpha=alpha, runs=runs, horizon=horizon, seed=seed)
 
 
 def test_sequential_error_rate_at_the_boundary_stays_below_alpha():

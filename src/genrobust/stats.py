@@ -140,3 +140,25 @@ class SequentialTest:
         self.successes += int(x.sum())
         self.trials += int(x.size)
         return self.decision
+
+
+def simulate_sequential(
+    p: float, *, delta: float, alpha: float, runs: int, horizon: int, batch: int = 100, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate :class:`SequentialTest` on Bernoulli(p) outcomes, looking after every ``batch``.
+
+    Returns each run's verdict and the sample at which it was decided (``horizon`` if never): what the
+    tests use to check the error rate and the benchmark to count samples saved.
+    """
+    rng = np.random.default_rng(seed)
+    decisions = np.empty(runs, dtype=object)
+    stops = np.empty(runs, dtype=np.int64)
+    for r in range(runs):
+        test = SequentialTest(delta=delta, alpha=alpha)
+        x = rng.random(horizon) < p
+        for lo in range(0, horizon, batch):
+            if test.update(x[lo : lo + batch]) != UNDECIDED:
+                break
+        decisions[r] = test.decision
+        stops[r] = test.decided_at or horizon
+    return decisions, stops
