@@ -24,7 +24,7 @@ from ..errors import GenrobustError
 from ..models.classifiers import CLASSIFIER_ARCHS, ConvClassifier, build_classifier
 from ..models.io import save_model
 from .checkpoint import load_checkpoint, save_checkpoint
-from .common import accuracy, progress, resolve_device, sub_seed, training_data
+from .common import accuracy, predictions, progress, resolve_device, sub_seed, training_data
 
 METHODS = ("standard", "pgd", "distill")
 
@@ -266,20 +266,13 @@ def fp16_safe_tensors(model: torch.nn.Module, x_test: torch.Tensor) -> list[str]
     Greedy, largest tensor first: a tensor joins the float16 set if, together with those already in it,
     rounding it to float16 leaves every prediction on ``x_test`` unchanged.
     """
-    ref = _predictions(model, x_test)
+    ref = predictions(model, x_test)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     chosen: list[str] = []
     for key in sorted((k for k, v in state.items() if v.is_floating_point()), key=lambda k: -state[k].numel()):
         trial = set(chosen) | {key}
         model.load_state_dict({k: (v.half().float() if k in trial else v) for k, v in state.items()})
-        if torch.equal(_predictions(model, x_test), ref):
+        if torch.equal(predictions(model, x_test), ref):
             chosen.append(key)
     model.load_state_dict(state)
     return chosen
-
-
-@torch.no_grad()
-def _predictions(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    dev = next(model.parameters()).device
-    return torch.cat([model(x[i : i + 1000].to(dev)).argmax(1).cpu() for i in range(0, x.shape[0], 1000)])

@@ -48,13 +48,16 @@ def progress(total: int, desc: str, enabled: bool, initial: int = 0):
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+def predictions(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted classes (on the CPU) of ``model`` in eval mode; the model's train/eval mode is restored."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, x.shape[0], batch_size):
-        pred = model(x[i : i + batch_size].to(device)).argmax(1)
-        correct += int((pred == y[i : i + batch_size].to(device)).sum())
+    out = torch.cat([model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)])
     model.train(was_training)
-    return correct / max(1, x.shape[0])
+    return out
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Share of ``x`` classified as ``y``."""
+    return int((predictions(model, x, batch_size) == y.cpu()).sum()) / max(1, x.shape[0])
