@@ -10,17 +10,17 @@ from genrobust.errors import GenrobustError
 
 def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared_datasets, monkeypatch):
     out = tmp_path / "docs"
-    args = ["reproduce", "correctness-table", "--dataset", "mnist", "-n", "40", "--rows", "small", "--quiet"]
+    args = ["reproduce", "correctness-table", "--dataset", "mnist", "-n", "40", "--rows", "built-in", "--quiet"]
     args += ["--work", str(tmp_path / "work"), "--out", str(out), "--data-dir", str(shared_datasets)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     table = json.loads((out / "correctness-table-mnist.json").read_text())
-    row = table["small"]
+    row = table["built-in"]
     assert row["source"] == "built-in `mnist-small`" and row["test_accuracy"] > 0.99
     for g in ("mnist-gan", "mnist-gan-aug"):
         assert 0 <= row[g]["worst_ci"][0] <= row[g]["worst"] <= row[g]["worst_ci"][1] <= 1
         assert len(row[g]["classes"]) == 10
-    assert "| small |" in (out / "correctness-table-mnist.md").read_text()
+    assert "| built-in |" in (out / "correctness-table-mnist.md").read_text()
 
     def refuse(*a, **k):
         raise AssertionError("a cached cell was recomputed")
@@ -33,3 +33,16 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
 def test_unknown_rows_are_refused():
     with pytest.raises(GenrobustError, match="unknown row"):
         ct.recipe_for("mnist", "huge")
+
+
+def test_a_cached_row_of_another_recipe_is_recomputed(tmp_path, shared_datasets, monkeypatch):
+    cache = tmp_path / "work" / "mnist" / "table-n40-seed0.json"
+    cache.parent.mkdir(parents=True)
+    stale = {"recipe": {"arch": "small", "epochs": 99}, "test_accuracy": 0.5, "mnist-gan": {}, "mnist-gan-aug": {}}
+    cache.write_text(json.dumps({"built-in": stale}))
+    plan = ct.TablePlan("mnist", 40, ["built-in"], tmp_path / "work")
+    table = ct.run_table(plan, data_dir=shared_datasets, show_progress=False)
+    assert table["built-in"]["recipe"] == ct.row_recipe("mnist", "built-in")
+    assert table["built-in"]["test_accuracy"] > 0.99
+    with pytest.raises(GenrobustError, match="unknown row 'huge'"):
+        ct.run_table(ct.TablePlan("mnist", 40, ["huge"], tmp_path / "work"), data_dir=shared_datasets)

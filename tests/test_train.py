@@ -137,3 +137,14 @@ def test_gan_resume_gives_the_same_weights(small_sets, tmp_path, monkeypatch):
     meta = gr.model_info(path)
     assert meta["command"].startswith("genrobust train gan --dataset mnist --data standard --conditional")
     assert resumed.kind == "conditional" and len(resumed) == 2
+
+
+def test_fractional_epochs_train_on_the_first_batches_of_the_last_epoch(small_sets):
+    train, test = small_sets
+    sub = (train.subset(np.arange(256)), test)
+    res = _train(gr.ClassifierRecipe(epochs=1.5, batch_size=64, seed=0), sub)
+    assert [h["images"] for h in res.history] == [256, 128]
+    assert gr.ClassifierRecipe(epochs=2.0).to_dict()["epochs"] == 2  # 2.0 and 2 are one recipe
+    assert "--epochs 0.25" in gr.ClassifierRecipe(epochs=0.25).command("out")
+    with pytest.raises(gr.GenrobustError, match="epochs must be > 0"):
+        gr.ClassifierRecipe(epochs=0)

@@ -234,8 +234,8 @@ def reproduce() -> None:
 @reproduce.command("correctness-table")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist", show_default=True)
 @click.option("-n", "n", type=int, default=10_000, show_default=True, help="Generated images per class and cell.")
-@click.option("--rows", default=None, help="Comma-separated rows (default: all: small, medium, large, *-aug, madry, "
-              "papernot).")  # fmt: skip
+@click.option("--rows", default=None, help="Comma-separated rows (default: all: built-in, small, medium, large, "
+              "*-aug, madry, papernot).")  # fmt: skip
 @click.option("--work", type=click.Path(file_okay=False), default=None,
               help="Folder for trained classifiers and cached cells (default: the cache).")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
@@ -250,9 +250,9 @@ def reproduce_correctness_table(
     from pathlib import Path
 
     from .data.store import cache_dir
-    from .experiments.correctness_table import ROWS, TablePlan, run_table, to_markdown
+    from .experiments.correctness_table import ALL_ROWS, TablePlan, run_table, to_markdown
 
-    wanted = list(ROWS) if rows is None else [r.strip() for r in rows.split(",") if r.strip()]
+    wanted = list(ALL_ROWS) if rows is None else [r.strip() for r in rows.split(",") if r.strip()]
     plan = TablePlan(dataset, n, wanted, Path(work) if work else cache_dir() / "reproduce", seed)
     table = run_table(plan, data_dir=data_dir, show_progress=not quiet)
     md = to_markdown(table, dataset, n)
@@ -284,7 +284,7 @@ def train() -> None:
     show_default=True,
     help="pgd: Madry et al. adversarial training; distill: Papernot et al. defensive distillation.",
 )
-@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--epochs", type=float, default=5, show_default=True, help="May be fractional (0.25 = a quarter pass).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True)

@@ -37,7 +37,7 @@ class ClassifierRecipe:
     arch: str = "small"
     data: str = "standard"  # standard | augmented
     method: str = "standard"  # standard | pgd (Madry et al. 2018) | distill (Papernot et al. 2016)
-    epochs: int = 5
+    epochs: float = 5  # may be fractional: 0.25 of the 4× augmented set costs one pass over the standard set
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all steps)
@@ -48,6 +48,8 @@ class ClassifierRecipe:
     temperature: float = 100.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.epochs, float) and self.epochs.is_integer():
+            object.__setattr__(self, "epochs", int(self.epochs))  # 6.0 and 6 are the same recipe, stored as 6
         if self.arch not in CLASSIFIER_ARCHS:
             raise GenrobustError(f"unknown architecture {self.arch!r}; choose one of {', '.join(CLASSIFIER_ARCHS)}")
         if self.data not in ("standard", "augmented"):
@@ -56,8 +58,8 @@ class ClassifierRecipe:
             raise GenrobustError(f"unknown training method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise GenrobustError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise GenrobustError("epochs and batch_size must be ≥ 1 and lr > 0")
+        if not self.epochs > 0 or self.batch_size < 1 or self.lr <= 0:
+            raise GenrobustError("epochs must be > 0, batch_size ≥ 1 and lr > 0")
         if self.method == "pgd" and not (0 < self.pgd_eps <= 1 and self.pgd_steps >= 1 and self.pgd_step_size > 0):
             raise GenrobustError("PGD needs 0 < pgd_eps ≤ 1, pgd_steps ≥ 1 and pgd_step_size > 0")
         if self.method == "distill" and self.temperature <= 0:
@@ -125,7 +127,11 @@ def _fit(
     soft_targets: torch.Tensor | None = None,
     temperature: float = 1.0,
 ) -> list[dict[str, float]]:
-    """Train in place for recipe.epochs, resuming from ``ckpt`` if it holds this stage of this recipe."""
+    """Train in place for recipe.epochs, resuming from ``ckpt`` if it holds this stage of this recipe.
+
+    A fractional last epoch trains on the first batches of that epoch's shuffled order, so ``epochs=0.25``
+    on a 4× augmented set sees as many images as one epoch of the standard set.
+    """
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     history: list[dict[str, float]] = []
     start = 0
@@ -136,16 +142,19 @@ def _fit(
         start, history = int(state["epoch"]), list(state["history"])
     n = x_u8.shape[0]
     steps_per_epoch = -(-n // recipe.batch_size)
-    for epoch in range(start, recipe.epochs):
+    total_steps = max(1, round(recipe.epochs * steps_per_epoch))
+    n_epochs = -(-total_steps // steps_per_epoch)
+    for epoch in range(start, n_epochs):
+        steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(sub_seed(recipe.seed, epoch, 1)))
         torch.manual_seed(sub_seed(recipe.seed, epoch, 2))  # dropout masks
         pgd_gen = torch.Generator().manual_seed(sub_seed(recipe.seed, epoch, 3))
         total, seen, t0 = 0.0, 0, time.perf_counter()
-        bar = progress(steps_per_epoch, f"{stage} epoch {epoch + 1}/{recipe.epochs}", show_progress)
-        for i in range(0, n, recipe.batch_size):
+        bar = progress(steps, f"{stage} epoch {epoch + 1}/{n_epochs}", show_progress)
+        for i in range(0, steps * recipe.batch_size, recipe.batch_size):
             if recipe.lr_schedule == "cosine":
-                t = (epoch * steps_per_epoch + i // recipe.batch_size) / (recipe.epochs * steps_per_epoch)
+                t = (epoch * steps_per_epoch + i // recipe.batch_size) / total_steps
                 for group in opt.param_groups:
                     group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * t))
             idx = order[i : i + recipe.batch_size]
@@ -178,6 +187,7 @@ def _fit(
             {
                 "epoch": epoch + 1,
                 "loss": total / seen,
+                "images": seen,
                 "seconds": time.perf_counter() - t0,
                 "images_per_second": seen / (time.perf_counter() - t0),
             }
