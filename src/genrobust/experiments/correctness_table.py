@@ -67,7 +67,8 @@ def row_recipe(dataset: str, row: str) -> dict[str, Any]:
     """What a row's cache entry is keyed on: its recipe (for the built-in row, the shipped model's)."""
     if row == BUILTIN_ROW:
         recipe = model_info(BUILTIN_CLASSIFIERS[dataset])["recipe"]
-        return {k: v for k, v in recipe.items() if k != "dataset" and (v != getattr(ClassifierRecipe, k, None) or k == "arch")}
+        defaults = ClassifierRecipe().to_dict()
+        return {k: v for k, v in recipe.items() if k == "arch" or (k != "dataset" and v != defaults.get(k))}
     return ROWS[row] if row in ROWS else recipe_for(dataset, row).to_dict()
 
 
