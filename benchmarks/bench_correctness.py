@@ -3,7 +3,7 @@
 Roofline fraction = FLOPs per sample × samples/s ÷ dense matmul FLOP/s, all measured in this run. The
 baseline is the same estimate with batch size 1 (what a per-sample loop costs).
 
-    python benchmarks/bench_correctness.py [--n 4096]
+    python benchmarks/bench_correctness.py [--n 4096] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bench_training import forward_flops, matmul_rate
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
     flops = forward_flops(clf, (1, 28, 28)) + forward_flops(gens[0], (gens.latent_dim,))
@@ -28,12 +29,14 @@ def main() -> None:
     print(f"small ∘ GAN: {flops / 1e6:.1f} MFLOP per sample; matmul {peak / 1e9:.1f} GFLOP/s")
     print(f"{'batch size':>10} {'samples/s':>10} {'GFLOP/s':>8} {'of matmul':>10} {'speed-up':>9}")
     rows = []
-    for batch, n in ((1, 200), (256, args.n), (1024, args.n), (4096, args.n)):
+    for batch, n in ((1, 200), (64, args.n), (128, args.n), (256, args.n), (1024, args.n)):
         gr.global_correctness(clf, gens, n=min(n, 256), classes=[0], batch_size=batch)  # warm-up
-        t0 = time.perf_counter()
-        gr.global_correctness(clf, gens, n=n, classes=[3], batch_size=batch)
-        rate = n / (time.perf_counter() - t0)
-        rows.append((batch, rate))
+        best = float("inf")
+        for _ in range(args.repeats):  # best of several runs: the least disturbed by the rest of the machine
+            t0 = time.perf_counter()
+            gr.global_correctness(clf, gens, n=n, classes=[3], batch_size=batch)
+            best = min(best, time.perf_counter() - t0)
+        rows.append((batch, n / best))
     base = rows[0][1]
     for batch, rate in rows:
         print(f"{batch:>10} {rate:>10,.0f} {rate * flops / 1e9:>8.1f} {rate * flops / peak:>9.0%} {rate / base:>8.1f}×")

@@ -192,7 +192,7 @@ def models_sample(generators: str, per_class: int, seed: int, out: str) -> None:
 @click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(correct) ≥ 1 − δ per class.")
 @click.option("--confidence", type=float, default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--sequential", is_flag=True, help="Stop each class as soon as the anytime-valid test decides.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and outliers.png.")
