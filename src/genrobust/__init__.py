@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .attacks import AdversarialExample, AttackResult, attack_latents, realistic_adversarial
 from .data import (
     AugmentConfig,
     Dataset,
@@ -34,6 +35,8 @@ from .models import (
 from .train import ClassifierRecipe, GANRecipe, train_classifier, train_gan
 
 __all__ = [
+    "AdversarialExample",
+    "AttackResult",
     "AugmentConfig",
     "ChecksumError",
     "ClassifierRecipe",
@@ -47,6 +50,7 @@ __all__ = [
     "IdxFormatError",
     "ModelFileError",
     "__version__",
+    "attack_latents",
     "augment_dataset",
     "augment_images",
     "build_classifier",
@@ -58,6 +62,7 @@ __all__ = [
     "load_dataset",
     "load_generators",
     "model_info",
+    "realistic_adversarial",
     "save_classifier",
     "save_generators",
     "split_halves",

@@ -1,0 +1,519 @@
+"""Realistic adversarial examples (Definition 4 of the paper): latents z, z′ with ‖z − z′‖∞ ≤ ε whose images
+the classifier labels differently, found by searching the latent space of C∘G.
+
+Three searches, all batched over many starting latents and many ε at once (one row per start and ε):
+
+- ``blackbox`` (the paper's Algorithm 1): ``steps`` rounds; each draws ``directions`` random moves
+  δ ~ N(0, (ε/steps)²) and keeps the one that most raises the score (log-probability of the target class,
+  or minus that of the start's class when untargeted). Only forward passes: works on any model.
+- ``whitebox`` (Algorithm 2): ``steps`` signed-gradient steps of size ε/steps on the same score; the
+  steepest ascent in the ∞-norm, so the path can reach every corner of the ε-box.
+- ``pgd``: projected gradient ascent on the logit margin with random restarts inside the ε-box (restart 0
+  starts at z itself), step 2.5 ε/steps as in Madry et al. The strongest of the three, and the falsifier of
+  the robustness verifier.
+
+Every candidate is kept inside the box exactly (bounds rounded towards z), and nothing is reported that a
+plain forward pass of the caller's classifier and generator does not confirm: both predictions, both
+confidences, and ‖z − z′‖∞ ≤ ε in float64. Randomness comes from one generator per (start, ε) row seeded
+from (seed, start, ε index), so results do not depend on how rows are batched.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .compose import Composed, check_compatible
+from .errors import GenrobustError
+from .estimate import inference_copy, latents
+from .models.generators import GeneratorFamily
+from .train.common import progress, resolve_device, sub_seed
+
+METHODS = ("blackbox", "whitebox", "pgd")
+
+
+@dataclass
+class AdversarialExample:
+    """One re-checked witness: C(G(z)) = ``pred`` and C(G(z′)) = ``pred_adv`` ≠ ``pred``, ‖z − z′‖∞ ≤ ε."""
+
+    start: int
+    eps: float
+    z: torch.Tensor
+    z_adv: torch.Tensor
+    pred: int
+    conf: float
+    pred_adv: int
+    conf_adv: float
+    queries: int
+    seconds: float
+
+    @property
+    def distance(self) -> float:
+        return float((self.z_adv.double() - self.z.double()).abs().max())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "eps": self.eps,
+            "distance": self.distance,
+            "z": self.z.tolist(),
+            "z_adv": self.z_adv.tolist(),
+            "pred": self.pred,
+            "conf": self.conf,
+            "pred_adv": self.pred_adv,
+            "conf_adv": self.conf_adv,
+            "queries": self.queries,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class AttackResult:
+    """Per start and per ε: whether a re-checked example was found, the witness and what it cost.
+
+    ``success[i, e]`` is True only for pairs the re-check confirmed. ``queries[i, e]`` counts evaluations of
+    C∘G (one per candidate; a forward+backward pass counts as one) spent on that row until its example, or
+    in all if none was found; ``found_seconds[i, e]`` is the wall time from the start of the call to the
+    row's example. ``eligible[i]`` is False for starts that were not attacked (already the target class, or
+    not the source class when a source was given).
+    """
+
+    method: str
+    eps: list[float]
+    target: int | None
+    z: torch.Tensor  # (N, d)
+    pred: torch.Tensor  # (N,) C(G(z))
+    conf: torch.Tensor  # (N,)
+    eligible: torch.Tensor  # (N,) bool
+    success: torch.Tensor  # (N, E) bool
+    z_adv: torch.Tensor  # (N, E, d), NaN where no example
+    pred_adv: torch.Tensor  # (N, E), -1 where no example
+    conf_adv: torch.Tensor  # (N, E), NaN where no example
+    queries: torch.Tensor  # (N, E) int64
+    found_seconds: torch.Tensor  # (N, E) float64, NaN where no example
+    seconds: float
+    rejected: int  # candidates the search claimed and the re-check refused
+    params: dict[str, Any]
+
+    def success_rate(self) -> list[float]:
+        """Share of the eligible starts with a re-checked example, per ε."""
+        n = max(1, int(self.eligible.sum()))
+        return [int(self.success[:, e].sum()) / n for e in range(len(self.eps))]
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Per ε: success rate, queries (mean per success, total), wall time to the first example."""
+        rows = []
+        for e, eps in enumerate(self.eps):
+            ok = self.success[:, e]
+            first = self.found_seconds[ok, e]
+            rows.append(
+                {
+                    "eps": eps,
+                    "starts": int(self.eligible.sum()),
+                    "examples": int(ok.sum()),
+                    "success_rate": self.success_rate()[e],
+                    "mean_queries_to_example": float(self.queries[ok, e].double().mean()) if ok.any() else None,
+                    "total_queries": int(self.queries[:, e].sum()),
+                    "seconds_to_first_example": float(first.min()) if ok.any() else None,
+                }
+            )
+        return rows
+
+    def examples(self, eps: float | None = None) -> list[AdversarialExample]:
+        """The re-checked examples (of one ε, or of all), fastest found first."""
+        out = []
+        for e, value in enumerate(self.eps):
+            if eps is not None and not math.isclose(value, eps):
+                continue
+            for i in torch.nonzero(self.success[:, e]).flatten().tolist():
+                out.append(
+                    AdversarialExample(
+                        start=i,
+                        eps=value,
+                        z=self.z[i],
+                        z_adv=self.z_adv[i, e],
+                        pred=int(self.pred[i]),
+                        conf=float(self.conf[i]),
+                        pred_adv=int(self.pred_adv[i, e]),
+                        conf_adv=float(self.conf_adv[i, e]),
+                        queries=int(self.queries[i, e]),
+                        seconds=float(self.found_seconds[i, e]),
+                    )
+                )
+        return sorted(out, key=lambda ex: ex.seconds)
+
+    def table(self) -> str:
+        goal = "untargeted" if self.target is None else f"target {self.target}"
+        lines = [
+            f"{self.method} ({goal}), {int(self.eligible.sum())} starts, {self.seconds:.1f} s",
+            f"{'ε':>8} {'examples':>9} {'success':>8} {'queries/example':>16} {'first example':>14}",
+        ]
+        for m in self.metrics():
+            q = "—" if m["mean_queries_to_example"] is None else f"{m['mean_queries_to_example']:,.0f}"
+            t = "—" if m["seconds_to_first_example"] is None else f"{m['seconds_to_first_example']:.2f} s"
+            lines.append(f"{m['eps']:>8g} {m['examples']:>9,} {m['success_rate']:>8.1%} {q:>16} {t:>14}")
+        if self.rejected:
+            lines.append(f"({self.rejected} candidates refused by the re-check)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "target": self.target,
+            "eps": self.eps,
+            "params": self.params,
+            "seconds": self.seconds,
+            "rejected": self.rejected,
+            "metrics": self.metrics(),
+            "examples": [ex.to_dict() for ex in self.examples()],
+        }
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _eps_list(eps: float | Sequence[float]) -> list[float]:
+    values = [float(eps)] if isinstance(eps, (int, float)) else [float(e) for e in eps]
+    if not values:
+        raise GenrobustError("give at least one ε")
+    for e in values:
+        if not (math.isfinite(e) and e > 0):
+            raise GenrobustError(f"ε must be a finite number > 0, got {e}")
+    return values
+
+
+def box_bounds(z: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 bounds [lo, hi] of the ∞-ball of radius ``eps`` (float64, per row) around float32 ``z``, rounded
+    towards z, so that every float32 point in [lo, hi] is within ε of z in exact arithmetic."""
+    z64, e = z.double(), eps.double().unsqueeze(-1)
+    lo, hi = (z64 - e).float(), (z64 + e).float()
+    lo = torch.where(lo.double() < z64 - e, torch.nextafter(lo, torch.full_like(lo, math.inf)), lo)
+    hi = torch.where(hi.double() > z64 + e, torch.nextafter(hi, torch.full_like(hi, -math.inf)), hi)
+    return lo, hi
+
+
+def _project(z: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return torch.minimum(torch.maximum(z, lo), hi)
+
+
+def _score(logits: torch.Tensor, y: torch.Tensor, target: int | None, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score to raise, success) per row. kind "logprob": log p(target), or −log p(y) when untargeted;
+    kind "margin": logit(target) − best other logit, or best other − logit(y)."""
+    goal = y if target is None else torch.full_like(y, target)
+    own = logits.gather(1, goal[:, None]).squeeze(1)
+    success = logits.argmax(1) == goal if target is not None else logits.argmax(1) != y
+    if kind == "margin":
+        others = logits.scatter(1, goal[:, None], -math.inf).amax(1)
+        score = own - others if target is not None else others - own
+    else:
+        logp = F.log_softmax(logits, 1).gather(1, goal[:, None]).squeeze(1)
+        score = logp if target is not None else -logp
+    return score, success
+
+
+def _logits(model: nn.Module, z: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(z[i : i + batch_size]) for i in range(0, z.shape[0], batch_size)])
+
+
+def _grad(model: nn.Module, z: torch.Tensor, y: torch.Tensor, target: int | None, kind: str, batch_size: int):
+    """(gradient of the score, score, success) at z, in batches."""
+    grads, scores, hits = [], [], []
+    for i in range(0, z.shape[0], batch_size):
+        zb = z[i : i + batch_size].detach().requires_grad_(True)
+        with torch.enable_grad():
+            score, success = _score(model(zb), y[i : i + batch_size], target, kind)
+            (g,) = torch.autograd.grad(score.sum(), zb)
+        grads.append(g)
+        scores.append(score.detach())
+        hits.append(success)
+    return torch.cat(grads), torch.cat(scores), torch.cat(hits)
+
+
+@dataclass
+class _Rows:
+    """The rows (start × ε) being attacked, and what each has found so far."""
+
+    z0: torch.Tensor
+    y: torch.Tensor
+    eps: torch.Tensor  # float64
+    seeds: list[int]
+    lo: torch.Tensor
+    hi: torch.Tensor
+    found: torch.Tensor
+    z_adv: torch.Tensor
+    queries: torch.Tensor
+    when: torch.Tensor
+
+    def hit(self, rows: torch.Tensor, z_new: torch.Tensor, t0: float) -> None:
+        self.found[rows] = True
+        self.z_adv[rows] = z_new
+        self.when[rows] = time.perf_counter() - t0
+
+
+def _blackbox(model, rows: _Rows, target, *, steps: int, directions: int, batch_size: int, t0: float) -> None:
+    d = rows.z0.shape[1]
+    noise = torch.stack(
+        [torch.randn(steps, directions, d, generator=torch.Generator().manual_seed(s)) for s in rows.seeds]
+    ).to(rows.z0.device)
+    sigma = (rows.eps / steps).float()[:, None, None]
+    cur = rows.z0.clone()
+    best, _ = _score(_logits(model, cur, batch_size), rows.y, target, "logprob")
+    rows.queries += 1
+    active = torch.arange(len(cur), device=cur.device)
+    for step in range(steps):
+        if len(active) == 0:
+            break
+        k = len(active)
+        cand = cur[active, None, :] + noise[active, step] * sigma[active]
+        cand = _project(cand, rows.lo[active, None, :], rows.hi[active, None, :]).reshape(k * directions, d)
+        score, success = _score(
+            _logits(model, cand, batch_size), rows.y[active].repeat_interleave(directions), target, "logprob"
+        )
+        score, success = score.view(k, directions), success.view(k, directions)
+        cand = cand.view(k, directions, d)
+        rows.queries[active] += directions
+        won = success.any(1)
+        if won.any():
+            pick = success.float().argmax(1)  # the first successful direction
+            idx = torch.nonzero(won).flatten()
+            rows.hit(active[idx], cand[idx, pick[idx]], t0)
+        top, arg = score.max(1)
+        better = top > best[active]
+        move = torch.nonzero(better & ~won).flatten()
+        cur[active[move]] = cand[move, arg[move]]
+        best[active[move]] = top[move]
+        active = active[~won]
+
+
+def _whitebox(model, rows: _Rows, target, *, steps: int, batch_size: int, t0: float) -> None:
+    cur = rows.z0.clone()
+    size = (rows.eps / steps).float()[:, None]
+    active = torch.arange(len(cur), device=cur.device)
+    for step in range(steps + 1):
+        if len(active) == 0:
+            break
+        grad, _, success = _grad(model, cur[active], rows.y[active], target, "logprob", batch_size)
+        rows.queries[active] += 1
+        if step > 0 and success.any():  # step 0 is the start itself, which is not the goal
+            idx = torch.nonzero(success).flatten()
+            rows.hit(active[idx], cur[active[idx]], t0)
+        keep = ~success if step > 0 else torch.ones_like(success)
+        active, grad = active[keep], grad[keep]
+        if step < steps:
+            cur[active] = _project(cur[active] + size[active] * grad.sign(), rows.lo[active], rows.hi[active])
+
+
+def _pgd(model, rows: _Rows, target, *, steps: int, restarts: int, step_size: float, batch_size: int, t0: float):
+    n, d = rows.z0.shape
+    r = torch.arange(n, device=rows.z0.device).repeat_interleave(restarts)  # row of each restart
+    init = torch.stack([torch.rand(restarts, d, generator=torch.Generator().manual_seed(s)) for s in rows.seeds]).to(
+        rows.z0.device
+    )
+    lo, hi = rows.lo[r], rows.hi[r]
+    cur = _project(lo + init.reshape(n * restarts, d) * (hi - lo), lo, hi).view(n, restarts, d)
+    cur[:, 0] = rows.z0  # restart 0 starts at z itself
+    cur = cur.reshape(n * restarts, d)
+    alpha = (rows.eps[r] * step_size).float()[:, None]
+    active = torch.arange(n * restarts, device=cur.device)
+    for step in range(steps + 1):
+        active = active[~rows.found[r[active]]]  # a row that has an example stops all its restarts
+        if len(active) == 0:
+            break
+        grad, _, success = _grad(model, cur[active], rows.y[r[active]], target, "margin", batch_size)
+        rows.queries.index_add_(0, r[active], torch.ones_like(r[active]))
+        if success.any():
+            idx = torch.nonzero(success).flatten()
+            first = {}
+            for j in idx.tolist():  # one witness per row: its first successful restart
+                first.setdefault(int(r[active[j]]), j)
+            js = torch.tensor(list(first.values()), device=cur.device)
+            rows.hit(r[active[js]], cur[active[js]], t0)
+        if step < steps:
+            cur[active] = _project(cur[active] + alpha[active] * grad.sign(), lo[active], hi[active])
+
+
+# --------------------------------------------------------------------------------------------- the attack
+
+
+def attack_latents(
+    model: nn.Module,
+    z: torch.Tensor,
+    *,
+    eps: float | Sequence[float],
+    method: str = "pgd",
+    target: int | None = None,
+    source: int | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    directions: int = 10,
+    restarts: int = 4,
+    step_size: float = 2.5,
+    batch_size: int = 128,
+    rows_per_chunk: int = 256,
+    device: str | torch.device | None = None,
+    show_progress: bool = False,
+) -> AttackResult:
+    """Search for realistic adversarial examples of ``model`` (latents (N, d) → logits (N, K), e.g. C∘G_c)
+    around each start in ``z``, for each ε; return the re-checked witnesses and their costs.
+
+    ``target=None`` is untargeted (any class other than the start's). With ``source``, only starts that
+    ``model`` assigns to ``source`` are attacked. ``steps`` defaults to 16 (blackbox, whitebox) or 20 (pgd);
+    ``step_size`` is PGD's step as a multiple of ε/steps.
+    """
+    if method not in METHODS:
+        raise GenrobustError(f"unknown attack method {method!r}; choose one of {', '.join(METHODS)}")
+    eps_values = _eps_list(eps)
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or not z.is_floating_point():
+        raise GenrobustError(
+            f"starting latents must be a float tensor of shape (N, latent_dim), got {getattr(z, 'shape', z)}"
+        )
+    if not torch.isfinite(z).all():
+        raise GenrobustError("starting latents contain NaN or infinity")
+    steps = steps if steps is not None else (20 if method == "pgd" else 16)
+    if steps < 1 or directions < 1 or restarts < 1 or batch_size < 1 or rows_per_chunk < 1 or step_size <= 0:
+        raise GenrobustError("steps, directions, restarts, batch sizes must be ≥ 1 and step_size > 0")
+    dev = resolve_device(device)
+    plain = copy.deepcopy(model).to(dev).eval().requires_grad_(False)  # the caller's model stays as it is
+    fast = inference_copy(plain)  # a faster layout for the search; the re-check uses ``plain``
+    z = z.detach().to(dev, torch.float32)
+    pred, conf = _recheck_predictions(plain, z, batch_size)
+    with torch.no_grad():
+        k = plain(z[:1]).shape[1]
+    for name, c in (("target", target), ("source", source)):
+        if c is not None and not (isinstance(c, int) and 0 <= c < k):
+            raise GenrobustError(f"{name} class {c!r} out of range: the classifier has classes 0..{k - 1}")
+    if target is not None and source is not None and target == source:
+        raise GenrobustError(f"source and target are the same class ({source}); choose another target")
+    eligible = torch.ones_like(pred, dtype=torch.bool)
+    if source is not None:
+        eligible &= pred == source
+    if target is not None:
+        eligible &= pred != target
+    n, d = z.shape
+    n_eps = len(eps_values)
+    success = torch.zeros(n, n_eps, dtype=torch.bool)
+    z_adv = torch.full((n, n_eps, d), math.nan)
+    pred_adv = torch.full((n, n_eps), -1, dtype=torch.long)
+    conf_adv = torch.full((n, n_eps), math.nan)
+    queries = torch.zeros(n, n_eps, dtype=torch.long)
+    found_seconds = torch.full((n, n_eps), math.nan, dtype=torch.float64)
+    # One row per eligible (start, ε); its randomness depends on (seed, start, ε index) only.
+    todo = [(i, e) for i in torch.nonzero(eligible).flatten().tolist() for e in range(n_eps)]
+    rejected = 0
+    t0 = time.perf_counter()
+    bar = progress(len(todo), f"{method} attack", show_progress)
+    with torch.no_grad():
+        for lo_row in range(0, len(todo), rows_per_chunk):
+            chunk = todo[lo_row : lo_row + rows_per_chunk]
+            idx = torch.tensor([i for i, _ in chunk], device=dev)
+            eidx = [e for _, e in chunk]
+            eps_t = torch.tensor([eps_values[e] for e in eidx], dtype=torch.float64, device=dev)
+            z0 = z[idx]
+            lo, hi = box_bounds(z0, eps_t)
+            rows = _Rows(
+                z0=z0, y=pred[idx], eps=eps_t, seeds=[sub_seed(seed, i, e) for i, e in chunk], lo=lo, hi=hi,
+                found=torch.zeros(len(chunk), dtype=torch.bool, device=dev), z_adv=z0.clone(),
+                queries=torch.zeros(len(chunk), dtype=torch.long, device=dev),
+                when=torch.full((len(chunk),), math.nan, dtype=torch.float64, device=dev),
+            )  # fmt: skip
+            if method == "blackbox":
+                _blackbox(fast, rows, target, steps=steps, directions=directions, batch_size=batch_size, t0=t0)
+            elif method == "whitebox":
+                _whitebox(fast, rows, target, steps=steps, batch_size=batch_size, t0=t0)
+            else:
+                _pgd(fast, rows, target, steps=steps, restarts=restarts, step_size=step_size / steps,
+                     batch_size=batch_size, t0=t0)  # fmt: skip
+            # The re-check: a plain forward pass of the caller's model, and the distance in float64.
+            claimed = torch.nonzero(rows.found).flatten()
+            if len(claimed):
+                za = rows.z_adv[claimed]
+                p_adv, c_adv = _recheck_predictions(plain, za, batch_size)
+                dist = (za.double() - z0[claimed].double()).abs().amax(1)
+                ok = (dist <= eps_t[claimed]) & (p_adv != rows.y[claimed])
+                if target is not None:
+                    ok &= p_adv == target
+                rejected += int((~ok).sum())
+                for j, good, p, c in zip(claimed.tolist(), ok.tolist(), p_adv.tolist(), c_adv.tolist(), strict=True):
+                    if good:
+                        i, e = chunk[j]
+                        success[i, e] = True
+                        z_adv[i, e] = rows.z_adv[j].cpu()
+                        pred_adv[i, e], conf_adv[i, e] = p, c
+                        found_seconds[i, e] = rows.when[j]
+            for j, (i, e) in enumerate(chunk):
+                queries[i, e] = int(rows.queries[j])
+            bar.update(len(chunk))
+    bar.close()
+    params = {"steps": steps, "seed": seed, "source": source}
+    if method == "blackbox":
+        params["directions"] = directions
+    if method == "pgd":
+        params |= {"restarts": restarts, "step_size": f"{step_size} ε/steps"}
+    return AttackResult(
+        method=method, eps=eps_values, target=target, z=z.cpu(), pred=pred.cpu(), conf=conf.cpu(),
+        eligible=eligible.cpu(), success=success, z_adv=z_adv, pred_adv=pred_adv, conf_adv=conf_adv,
+        queries=queries, found_seconds=found_seconds, seconds=time.perf_counter() - t0, rejected=rejected,
+        params=params,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def _recheck_predictions(model: nn.Module, z: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted class and softmax confidence of ``model`` at z, by a plain forward pass."""
+    logits = _logits(model, z, batch_size)
+    if not torch.isfinite(logits).all():
+        raise GenrobustError("the model returned NaN or infinite logits")
+    conf, pred = torch.softmax(logits.double(), 1).max(1)
+    return pred, conf.float()
+
+
+def realistic_adversarial(
+    classifier: nn.Module,
+    generators: GeneratorFamily,
+    *,
+    source: int,
+    target: int | None = None,
+    eps: float | Sequence[float],
+    method: str = "pgd",
+    n_starts: int = 100,
+    seed: int = 0,
+    z: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+    show_progress: bool = False,
+    **options: Any,
+) -> AttackResult:
+    """Realistic adversarial examples of ``classifier`` on images of class ``source`` drawn by ``generators``.
+
+    The starts are the first ``n_starts`` latents of ``source`` for ``seed`` (the same ones global
+    correctness samples), or ``z``; only starts classified as ``source`` are attacked. ``options`` go to
+    :func:`attack_latents` (steps, directions, restarts, step_size, batch_size).
+    """
+    if not isinstance(generators, GeneratorFamily):
+        raise GenrobustError("generators must be a GeneratorFamily (see load_generators)")
+    k = len(generators)
+    for name, c in (("source", source), ("target", target)):
+        if c is not None and not (isinstance(c, int) and 0 <= c < k):
+            raise GenrobustError(f"unknown {name} class {c!r}: the generators have classes 0..{k - 1}")
+    if target is not None and target == source:
+        raise GenrobustError(f"source and target are the same class ({source}); choose another target")
+    dev = resolve_device(device)
+    generators = copy.deepcopy(generators).to(dev).eval()  # the caller's models stay as they are
+    classifier = copy.deepcopy(classifier).to(dev).eval()
+    check_compatible(classifier, generators, dev)
+    if z is None:
+        if n_starts < 1:
+            raise GenrobustError(f"n_starts must be ≥ 1, got {n_starts}")
+        z = latents(seed, source, n_starts, generators.latent_dim)
+    model = Composed(classifier, generators[source])
+    return attack_latents(
+        model, z, eps=eps, method=method, target=target, source=source, seed=seed, device=dev,
+        show_progress=show_progress, **options,
+    )  # fmt: skip
