@@ -46,3 +46,16 @@ def test_a_cached_row_of_another_recipe_is_recomputed(tmp_path, shared_datasets,
     assert table["built-in"]["test_accuracy"] > 0.99
     with pytest.raises(GenrobustError, match="unknown row 'huge'"):
         ct.run_table(ct.TablePlan("mnist", 40, ["huge"], tmp_path / "work"), data_dir=shared_datasets)
+
+
+def test_markdown_gives_exact_intervals_for_accuracy_worst_class_and_pooled_mean():
+    classes = [{"cls": c, "estimate": 0.9 if c == 3 else 1.0, "ci": [0, 1]} for c in range(10)]
+    cell = {"mean": 0.99, "worst_class": 3, "worst": 0.9, "worst_ci": [0.8, 0.95], "classes": classes}
+    table = {"small": {"recipe": {"arch": "small", "epochs": 1}, "test_accuracy": 0.99, "test_size": 10_000,
+                       "mnist-gan": cell, "mnist-gan-aug": cell}}  # fmt: skip
+    md = ct.to_markdown(table, "mnist", 100)
+    lo, hi = ct.clopper_pearson(990, 1000, 0.95)  # pooled: 10 classes × 100 samples
+    assert f"99.00% [{100 * lo:.2f}, {100 * hi:.2f}]" in md
+    alo, ahi = ct.clopper_pearson(9900, 10_000, 0.95)
+    assert f"| small | epochs=1 | 99.00% [{100 * alo:.2f}, {100 * ahi:.2f}] |" in md
+    assert "3: 90.00% [80.00, 95.00]" in md

@@ -19,6 +19,7 @@ from ..data import load_dataset
 from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..models.zoo import load_classifier, load_generators, model_info
+from ..stats import clopper_pearson
 from ..train.classifier import ClassifierRecipe, train_classifier
 from ..train.common import accuracy
 
@@ -107,6 +108,7 @@ def run_table(
         clf, source = _classifier(plan, row, data_dir, show_progress)
         entry["source"] = source
         entry["test_accuracy"] = accuracy(clf, *test.tensors())
+        entry["test_size"] = len(test)
         for name, family in gens.items():
             if name in entry:
                 continue
@@ -118,7 +120,10 @@ def run_table(
                 "worst_class": w.cls,
                 "worst": w.estimate,
                 "worst_ci": [w.ci_low, w.ci_high],
-                "classes": [{"cls": c.cls, "estimate": c.estimate, "ci": [c.ci_low, c.ci_high]} for c in res.classes],
+                "classes": [
+                    {"cls": c.cls, "n": c.n, "correct": c.correct, "estimate": c.estimate, "ci": [c.ci_low, c.ci_high]}
+                    for c in res.classes
+                ],
             }
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(table, indent=2))  # every finished cell survives a kill
@@ -128,12 +133,12 @@ def run_table(
 def to_markdown(table: dict[str, Any], dataset: str, n: int) -> str:
     gens = GENERATORS[dataset]
     head = "| classifier | recipe | test accuracy | " + " | ".join(
-        f"vs `{g}`: worst class (95% CI) · mean" for g in gens
+        f"vs `{g}`: worst class [95% CI] · mean [95% CI]" for g in gens
     )
     lines = [head + " |", "|---" * (3 + len(gens)) + "|"]
     for row, e in table.items():
         r = e["recipe"]
-        recipe = ", ".join(f"{k}={v}" for k, v in r.items() if k != "arch")
+        recipe = ", ".join(f"{k}={v}" for k, v in r.items() if k != "arch" or row == BUILTIN_ROW)
         cells = []
         for g in gens:
             c = e.get(g)
@@ -141,8 +146,22 @@ def to_markdown(table: dict[str, Any], dataset: str, n: int) -> str:
                 cells.append("…")
                 continue
             lo, hi = (100 * v for v in c["worst_ci"])
-            cells.append(f"{c['worst_class']}: {100 * c['worst']:.2f}% [{lo:.2f}, {hi:.2f}] · {100 * c['mean']:.2f}%")
-        acc = "…" if "test_accuracy" not in e else f"{100 * e['test_accuracy']:.2f}%"
+            # With n per class, the mean over classes is P(correct) for a uniformly drawn class: the pooled
+            # count is binomial, so it has an exact interval too.
+            correct = sum(round(k["estimate"] * n) for k in c["classes"])
+            mlo, mhi = (100 * v for v in clopper_pearson(correct, n * len(c["classes"]), 0.95))
+            cells.append(
+                f"{c['worst_class']}: {100 * c['worst']:.2f}% [{lo:.2f}, {hi:.2f}] · "
+                f"{100 * c['mean']:.2f}% [{mlo:.2f}, {mhi:.2f}]"
+            )
+        acc = "…"
+        if "test_accuracy" in e:
+            size = e.get("test_size", 10_000)  # both test sets have 10,000 images
+            alo, ahi = (100 * v for v in clopper_pearson(round(e["test_accuracy"] * size), size, 0.95))
+            acc = f"{100 * e['test_accuracy']:.2f}% [{alo:.2f}, {ahi:.2f}]"
         lines.append(f"| {row} | {recipe} | {acc} | " + " | ".join(cells) + " |")
-    lines.append(f"\nn = {n:,} generated images per class and cell; intervals are exact Clopper–Pearson (95%).")
+    lines.append(
+        f"\nn = {n:,} generated images per class and cell; the mean is over classes (a pooled binomial count); "
+        "every interval is exact Clopper–Pearson (95%)."
+    )
     return "\n".join(lines)

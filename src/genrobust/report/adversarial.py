@@ -22,7 +22,10 @@ def _tile(image: torch.Tensor, scale: int) -> Image.Image:
 
 @torch.no_grad()
 def _label(classifier: nn.Module, images: torch.Tensor) -> list[tuple[int, float]]:
-    probs = torch.softmax(classifier(images).double(), 1)
+    """Class and confidence in eval mode (no dropout); the classifier's own mode is restored."""
+    was_training = classifier.training
+    probs = torch.softmax(classifier.eval()(images).double(), 1)
+    classifier.train(was_training)
     conf, pred = probs.max(1)
     return list(zip(pred.tolist(), conf.tolist(), strict=True))
 
