@@ -52,7 +52,7 @@ def comparison(clf, gens, starts: int, eps: list[float]) -> tuple[list[dict], li
             rate = f"{m['success_rate']:.1%} ({m['examples']}/{m['starts']})"
             wall = f"{res.seconds:.0f} s ({res.seconds / base.seconds:.2f}× blackbox)"
             lines.append(f"| {method} | {m['eps']:g} | {rate} | {q} | {wall} | {ratio:.2f}× |")
-            rows.append({"method": method, "seconds": res.seconds, "params": res.params, **m})
+            rows.append({"method": method, "seconds": res.seconds, "rejected": res.rejected, "params": res.params, **m})
     return rows, lines
 
 
