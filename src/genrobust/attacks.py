@@ -486,15 +486,20 @@ def realistic_adversarial(
     n_starts: int = 100,
     seed: int = 0,
     z: torch.Tensor | None = None,
+    steps: int | None = None,
+    directions: int = 10,
+    restarts: int = 4,
+    step_size: float = 2.5,
+    batch_size: int = 128,
+    rows_per_chunk: int = 256,
     device: str | torch.device | None = None,
     show_progress: bool = False,
-    **options: Any,
 ) -> AttackResult:
     """Realistic adversarial examples of ``classifier`` on images of class ``source`` drawn by ``generators``.
 
     The starts are the first ``n_starts`` latents of ``source`` for ``seed`` (the same ones global
-    correctness samples), or ``z``; only starts classified as ``source`` are attacked. ``options`` go to
-    :func:`attack_latents` (steps, directions, restarts, step_size, batch_size).
+    correctness samples), or ``z``; only starts classified as ``source`` are attacked. The search options
+    are those of :func:`attack_latents`.
     """
     if not isinstance(generators, GeneratorFamily):
         raise GenrobustError("generators must be a GeneratorFamily (see load_generators)")
@@ -514,6 +519,7 @@ def realistic_adversarial(
         z = latents(seed, source, n_starts, generators.latent_dim)
     model = Composed(classifier, generators[source])
     return attack_latents(
-        model, z, eps=eps, method=method, target=target, source=source, seed=seed, device=dev,
-        show_progress=show_progress, **options,
+        model, z, eps=eps, method=method, target=target, source=source, seed=seed, steps=steps,
+        directions=directions, restarts=restarts, step_size=step_size, batch_size=batch_size,
+        rows_per_chunk=rows_per_chunk, device=dev, show_progress=show_progress,
     )  # fmt: skip
