@@ -176,3 +176,13 @@ def test_cli_attack_writes_pairs_gif_and_json(tmp_path):
     assert Image.open(out / "pairs.png").size[0] > 100
     bad = CliRunner().invoke(main, [*args[:-4], "--eps", "-1", "--starts", "8"])
     assert bad.exit_code != 0 and "ε must be" in bad.output
+
+
+def test_untargeted_search_on_the_builtin_models_changes_the_label():
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    res = realistic_adversarial(clf, gens, source=8, eps=[0.5, 1.0], method="pgd", n_starts=8, seed=1)
+    assert res.target is None and res.success.shape == (8, 2)
+    examples = res.examples()
+    assert examples and all(ex.pred == 8 and ex.pred_adv != 8 and ex.distance <= ex.eps for ex in examples)
+    # a larger ball contains the smaller one: PGD from the same restarts should not do worse there
+    assert res.success[:, 1].sum() >= res.success[:, 0].sum()
