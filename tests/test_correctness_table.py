@@ -59,3 +59,39 @@ def test_markdown_gives_exact_intervals_for_accuracy_worst_class_and_pooled_mean
     alo, ahi = ct.clopper_pearson(9900, 10_000, 0.95)
     assert f"| small | epochs=1 | 99.00% [{100 * alo:.2f}, {100 * ahi:.2f}] |" in md
     assert "3: 90.00% [80.00, 95.00]" in md
+
+
+def test_training_seeds_give_separate_tables_and_their_spread(tmp_path, shared_datasets, monkeypatch):
+    tiny = {"arch": "small", "epochs": 0.01, "lr_schedule": "cosine"}  # 600 images: a second of training
+    monkeypatch.setitem(ct.ROWS, "tiny", tiny)
+    monkeypatch.setattr(ct, "ALL_ROWS", [*ct.ALL_ROWS, "tiny"])
+    out, work = tmp_path / "docs", tmp_path / "work"
+    args = ["reproduce", "correctness-table", "--dataset", "mnist", "-n", "30", "--rows", "tiny", "--quiet"]
+    args += ["--work", str(work), "--out", str(out), "--data-dir", str(shared_datasets), "--train-seeds", "0,1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    t0 = json.loads((out / "correctness-table-mnist.json").read_text())["tiny"]
+    t1 = json.loads((out / "correctness-table-mnist-train1.json").read_text())["tiny"]
+    assert t0["recipe"] == tiny and t1["recipe"] == {**tiny, "seed": 1}
+    assert (work / "mnist" / "tiny" / "classifier.safetensors").is_file()
+    assert (work / "mnist" / "tiny-train1" / "classifier.safetensors").is_file()
+    assert "seed=1" in (out / "correctness-table-mnist-train1.md").read_text()
+    assert t0["test_accuracy"] != t1["test_accuracy"]  # another initialisation and batch order
+
+    spread = json.loads((out / "correctness-table-mnist-spread.json").read_text())
+    assert spread["train_seeds"] == [0, 1]
+    acc = spread["rows"]["tiny"]["test_accuracy"]
+    a, b = t0["test_accuracy"], t1["test_accuracy"]
+    assert acc["values"] == [a, b] and acc["range"] == pytest.approx(abs(a - b))
+    assert acc["sd"] == pytest.approx(abs(a - b) / 2**0.5)
+    mean = spread["rows"]["tiny"]["mnist-gan-aug mean"]
+    assert mean["values"] == [t0["mnist-gan-aug"]["mean"], t1["mnist-gan-aug"]["mean"]]
+    md = (out / "correctness-table-mnist-spread.md").read_text()
+    assert f"| tiny | {100 * a:.2f} / {100 * b:.2f} (range {100 * abs(a - b):.2f}" in md
+
+
+def test_the_builtin_row_has_no_training_seed(tmp_path):
+    with pytest.raises(GenrobustError, match="no training seed 2"):
+        ct.run_table(ct.TablePlan("mnist", 40, ["built-in"], tmp_path, train_seed=2))
+    bad = CliRunner().invoke(main, ["reproduce", "correctness-table", "--train-seeds", "0,x", "--work", str(tmp_path)])
+    assert bad.exit_code != 0 and "--train-seeds must be integers" in bad.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,29 +57,41 @@ class TablePlan:
     rows: list[str]
     work: Path
     seed: int = 0
+    #: Seed of the classifiers' training (initial weights, batch order, dropout). A table is one training run
+    #: per row; tables for several training seeds measure how much of a difference is training noise.
+    train_seed: int = 0
+
+    @property
+    def cache(self) -> Path:
+        suffix = f"-train{self.train_seed}" if self.train_seed else ""
+        return self.work / self.dataset / f"table-n{self.n}-seed{self.seed}{suffix}.json"
+
+    def row_folder(self, row: str) -> Path:
+        return self.work / self.dataset / (f"{row}-train{self.train_seed}" if self.train_seed else row)
 
 
-def recipe_for(dataset: str, row: str) -> ClassifierRecipe:
+def recipe_for(dataset: str, row: str, train_seed: int = 0) -> ClassifierRecipe:
     if row not in ROWS:
         raise GenrobustError(f"unknown row {row!r}; rows: {', '.join(ALL_ROWS)}")
-    return ClassifierRecipe(dataset=dataset, **ROWS[row])
+    return ClassifierRecipe(dataset=dataset, seed=train_seed, **ROWS[row])
 
 
-def row_recipe(dataset: str, row: str) -> dict[str, Any]:
+def row_recipe(dataset: str, row: str, train_seed: int = 0) -> dict[str, Any]:
     """What a row's cache entry is keyed on: its recipe (for the built-in row, the shipped model's)."""
     if row == BUILTIN_ROW:
         recipe = model_info(BUILTIN_CLASSIFIERS[dataset])["recipe"]
         defaults = ClassifierRecipe().to_dict()
         return {k: v for k, v in recipe.items() if k == "arch" or (k != "dataset" and v != defaults.get(k))}
-    return ROWS[row] if row in ROWS else recipe_for(dataset, row).to_dict()
+    recipe_for(dataset, row)  # refuses unknown rows
+    return {**ROWS[row], "seed": train_seed} if train_seed else ROWS[row]
 
 
 def _classifier(plan: TablePlan, row: str, data_dir: str | os.PathLike[str] | None, show_progress: bool):
     if row == BUILTIN_ROW:
         name = BUILTIN_CLASSIFIERS[plan.dataset]
         return load_classifier(name), f"built-in `{name}`"
-    recipe = recipe_for(plan.dataset, row)
-    out = plan.work / plan.dataset / row
+    recipe = recipe_for(plan.dataset, row, plan.train_seed)
+    out = plan.row_folder(row)
     path = out / "classifier.safetensors"
     if not path.is_file():
         train_classifier(recipe, out=out, data_dir=data_dir, show_progress=show_progress)
@@ -94,12 +107,14 @@ def run_table(
     for row in plan.rows:
         if row not in ALL_ROWS:
             raise GenrobustError(f"unknown row {row!r}; rows: {', '.join(ALL_ROWS)}")
-    cache = plan.work / plan.dataset / f"table-n{plan.n}-seed{plan.seed}.json"
+    if plan.train_seed and BUILTIN_ROW in plan.rows:
+        raise GenrobustError(f"row {BUILTIN_ROW!r} is the one shipped model: it has no training seed {plan.train_seed}")
+    cache = plan.cache
     table: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
     test = load_dataset(plan.dataset, "test", data_dir=data_dir)
     gens = {name: load_generators(name) for name in GENERATORS[plan.dataset]}
     for row in plan.rows:
-        recipe = row_recipe(plan.dataset, row)
+        recipe = row_recipe(plan.dataset, row, plan.train_seed)
         entry = table.get(row)
         if entry is None or entry.get("recipe") != recipe:
             entry = table[row] = {"recipe": recipe}  # a cached row of another recipe is stale
@@ -164,4 +179,53 @@ def to_markdown(table: dict[str, Any], dataset: str, n: int) -> str:
         f"\nn = {n:,} generated images per class and cell; the mean is over classes (a pooled binomial count); "
         "every interval is exact Clopper–Pearson (95%)."
     )
+    return "\n".join(lines)
+
+
+def seed_spread(tables: dict[int, dict[str, Any]], dataset: str) -> dict[str, Any]:
+    """Per row, each statistic across training seeds: the values, their range (max − min) and sample SD.
+
+    A cell's confidence interval covers only the Monte Carlo error for one trained network; retraining with
+    another seed moves the numbers too. A difference between rows smaller than this spread is training noise.
+    """
+    seeds = sorted(tables)
+    out: dict[str, Any] = {"train_seeds": seeds, "rows": {}}
+    rows = [r for r in ALL_ROWS if all(r in tables[s] for s in seeds)]
+    for row in rows:
+        stats: dict[str, list[float]] = {"test_accuracy": [tables[s][row]["test_accuracy"] for s in seeds]}
+        for g in GENERATORS[dataset]:
+            stats[f"{g} mean"] = [tables[s][row][g]["mean"] for s in seeds]
+            stats[f"{g} worst"] = [tables[s][row][g]["worst"] for s in seeds]
+        out["rows"][row] = {
+            "worst_classes": {g: [tables[s][row][g]["worst_class"] for s in seeds] for g in GENERATORS[dataset]},
+            **{
+                k: {"values": v, "range": max(v) - min(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
+                for k, v in stats.items()
+            },
+        }
+    return out
+
+
+def seed_spread_markdown(spread: dict[str, Any], dataset: str) -> str:
+    seeds = ", ".join(map(str, spread["train_seeds"]))
+    gens = GENERATORS[dataset]
+    cols = ["test_accuracy"] + [f"{g} {k}" for g in gens for k in ("mean", "worst")]
+    names = ["test accuracy"] + [f"vs `{g}`: {k}" for g in gens for k in ("mean", "worst class")]
+    lines = [
+        f"Training seeds {seeds}: each cell lists the values (%) per seed, then the range (max − min) and SD "
+        "in points.",
+        "",
+        "| row | " + " | ".join(names) + " |",
+        "|---" * (1 + len(cols)) + "|",
+    ]
+    for row, r in spread["rows"].items():
+        cells = []
+        for col in cols:
+            s = r[col]
+            vals = " / ".join(f"{100 * v:.2f}" for v in s["values"])
+            if col.endswith("worst"):
+                classes = r["worst_classes"][col.removesuffix(" worst")]
+                vals = " / ".join(f"{c}: {100 * v:.2f}" for c, v in zip(classes, s["values"], strict=True))
+            cells.append(f"{vals} (range {100 * s['range']:.2f}, SD {100 * s['sd']:.2f})")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

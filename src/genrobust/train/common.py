@@ -10,6 +10,7 @@ import torch
 
 from ..data import Dataset, augment_dataset, load_dataset, split_halves
 from ..errors import GenrobustError
+from ..models.layout import inference_copy
 
 DATA_VARIANTS = ("standard", "augmented", "half-a", "half-b")
 
@@ -48,16 +49,19 @@ def progress(total: int, desc: str, enabled: bool, initial: int = 0):
 
 
 @torch.no_grad()
-def predictions(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted classes (on the CPU) of ``model`` in eval mode; the model's train/eval mode is restored."""
+def predictions(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Predicted classes (on the CPU) of ``model`` in eval mode; the model's train/eval mode is restored.
+
+    Runs on an NHWC copy in batches of 128, the fastest setting on a CPU (benchmarks/bench_correctness.py).
+    """
     was_training = model.training
-    model.eval()
+    fast = inference_copy(model).eval()
     device = next(model.parameters()).device
-    out = torch.cat([model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)])
+    out = torch.cat([fast(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)])
     model.train(was_training)
     return out
 
 
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128) -> float:
     """Share of ``x`` classified as ``y``."""
     return int((predictions(model, x, batch_size) == y.cpu()).sum()) / max(1, x.shape[0])
