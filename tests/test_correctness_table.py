@@ -3,6 +3,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import genrobust as gr
 import genrobust.experiments.correctness_table as ct
 from genrobust.cli import main
 from genrobust.errors import GenrobustError
@@ -95,3 +96,25 @@ def test_the_builtin_row_has_no_training_seed(tmp_path):
         ct.run_table(ct.TablePlan("mnist", 40, ["built-in"], tmp_path, train_seed=2))
     bad = CliRunner().invoke(main, ["reproduce", "correctness-table", "--train-seeds", "0,x", "--work", str(tmp_path)])
     assert bad.exit_code != 0 and "--train-seeds must be integers" in bad.output
+    args = ["reproduce", "correctness-table", "--rows", "small,built-in", "--train-seeds", "0,1"]
+    args += ["--work", str(tmp_path)]
+    refused = CliRunner().invoke(main, args)  # refused before seed 0's rows are trained
+    assert refused.exit_code != 0 and "no training seed 1" in refused.output
+    assert not (tmp_path / "mnist").exists()
+    zero = CliRunner().invoke(main, ["reproduce", "correctness-table", "-n", "0", "--work", str(tmp_path)])
+    assert zero.exit_code != 0 and "-n must be positive" in zero.output
+
+
+def test_a_row_trained_by_an_earlier_recipe_is_retrained(tmp_path, shared_datasets, monkeypatch):
+    monkeypatch.setitem(ct.ROWS, "tiny", {"arch": "small", "epochs": 0.01})
+    monkeypatch.setattr(ct, "ALL_ROWS", [*ct.ALL_ROWS, "tiny"])
+    plan = ct.TablePlan("mnist", 10, ["tiny"], tmp_path)
+    ct.run_table(plan, data_dir=shared_datasets, show_progress=False)
+    path = plan.row_folder("tiny") / "classifier.safetensors"
+    assert gr.load_classifier(path).genrobust_meta["recipe"]["epochs"] == 0.01
+    monkeypatch.setitem(ct.ROWS, "tiny", {"arch": "small", "epochs": 0.02})
+    table = ct.run_table(plan, data_dir=shared_datasets, show_progress=False)
+    assert gr.load_classifier(path).genrobust_meta["recipe"]["epochs"] == 0.02
+    assert table["tiny"]["recipe"] == {"arch": "small", "epochs": 0.02} and list(table) == ["tiny"]
+    for cell in (table["tiny"][g] for g in ct.GENERATORS["mnist"]):
+        assert all(k["n"] == 10 and k["correct"] == round(10 * k["estimate"]) for k in cell["classes"])

@@ -69,6 +69,9 @@ def test_bad_input_gives_clear_errors(models):
         ({"n": 0}, "n must be a positive"),
         ({"delta": 1.0}, "delta"),
         ({"confidence": 1.5}, "confidence"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"batch_size": 12.5}, "batch_size must be a positive integer"),
+        ({"classes": []}, "classes is empty"),
     ):
         with pytest.raises(gr.GenrobustError, match=msg):
             gr.global_correctness(clf, gens, **kwargs)
@@ -86,6 +89,29 @@ def test_bad_input_gives_clear_errors(models):
         gens.per_class[3] = gr.load_generators("mnist-gan").per_class[3]
 
 
+class _NaNAwayFromZero(nn.Module):
+    """Passes the compatibility probe at z = 0, then draws NaN pixels: the error must blame the generator."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, z):
+        x = self.inner(z)
+        return x if bool((z == 0).all()) else torch.full_like(x, float("nan"))
+
+
+def test_nan_from_a_generator_is_blamed_on_the_generator(models):
+    clf, gens = models
+    original = gens.per_class[2]
+    gens.per_class[2] = _NaNAwayFromZero(original)
+    try:
+        with pytest.raises(gr.GenrobustError, match="the generator of class 2 returned NaN"):
+            gr.global_correctness(clf, gens, n=10, classes=[2])
+    finally:
+        gens.per_class[2] = original
+
+
 def test_correctness_command(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["correctness", "-n", "100", "--quiet", "--out", str(out), "--seed", "1"])
@@ -96,6 +122,8 @@ def test_correctness_command(tmp_path):
     assert len(data["classes"]) == 10 and all(c["n"] == 100 for c in data["classes"])
     bad = CliRunner().invoke(main, ["correctness", "-n", "0"])
     assert bad.exit_code == 1 and "n must be a positive" in bad.output
+    negative = CliRunner().invoke(main, ["correctness", "-n", "10", "--seed", "-3"])
+    assert negative.exit_code == 1 and "seed must be a non-negative integer, got -3" in negative.output
 
 
 def test_inference_copy_is_faster_layout_same_values(models):

@@ -85,6 +85,11 @@ def test_verdicts_and_bad_input():
             bad()
     with pytest.raises(GenrobustError, match="delta"):
         SequentialTest(delta=0)
+    with pytest.raises(GenrobustError, match="outcomes must be 0/1"):
+        SequentialTest(delta=0.05).update([2, 3, 1])
+    with pytest.raises(GenrobustError, match="outcomes must be 0/1"):
+        SequentialTest(delta=0.05).update([0.5])
+    assert SequentialTest(delta=0.05).update([True, False, 1]) == UNDECIDED
 
 
 def _simulate(p, delta, alpha, runs, horizon, seed):

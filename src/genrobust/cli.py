@@ -262,6 +262,7 @@ def reproduce_correctness_table(
         ALL_ROWS,
         BUILTIN_ROW,
         TablePlan,
+        check_rows,
         run_table,
         seed_spread,
         seed_spread_markdown,
@@ -274,15 +275,20 @@ def reproduce_correctness_table(
         raise GenrobustError(f"--train-seeds must be integers separated by commas, got {train_seeds!r}") from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise GenrobustError(f"--train-seeds needs distinct non-negative integers, got {train_seeds!r}")
+    if n <= 0:
+        raise GenrobustError(f"-n must be positive, got {n}")
+    wanted_by_seed = {}
+    for k in seeds:  # everything is checked before any training starts
+        if rows is not None:
+            wanted_by_seed[k] = [r.strip() for r in rows.split(",") if r.strip()]
+        else:  # the shipped model has no training seed
+            wanted_by_seed[k] = [r for r in ALL_ROWS if r != BUILTIN_ROW or k == 0]
+        check_rows(wanted_by_seed[k], k)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     tables = {}
     for k in seeds:
-        if rows is not None:
-            wanted = [r.strip() for r in rows.split(",") if r.strip()]
-        else:  # the shipped model has no training seed
-            wanted = [r for r in ALL_ROWS if r != BUILTIN_ROW or k == 0]
-        plan = TablePlan(dataset, n, wanted, Path(work) if work else cache_dir() / "reproduce", seed, k)
+        plan = TablePlan(dataset, n, wanted_by_seed[k], Path(work) if work else cache_dir() / "reproduce", seed, k)
         tables[k] = table = run_table(plan, data_dir=data_dir, show_progress=not quiet)
         md = to_markdown(table, dataset, n)
         stem = f"correctness-table-{dataset}" + (f"-train{k}" if k else "")

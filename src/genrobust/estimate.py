@@ -8,6 +8,7 @@ another device or machine.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -84,7 +85,13 @@ class CorrectnessResult:
 
     @property
     def verdict(self) -> str:
-        """δ-correct iff every class holds; not iff some class fails; else undecided."""
+        """δ-correct iff every class holds; not iff some class fails; else undecided.
+
+        An overall "holds" is wrong with probability at most a class's error (a class that truly fails says
+        "holds" that rarely). A "fails" is a per-class claim: when all K classes truly hold, some class wrongly
+        says "fails" with probability up to K times that; pass ``confidence = 1 − α/K`` (Bonferroni) for a
+        family-wise guarantee on it.
+        """
         verdicts = {c.verdict for c in self.classes}
         if "fails" in verdicts:
             return "fails"
@@ -189,19 +196,23 @@ def global_correctness(
     (error ≤ 1 − confidence at any stopping time); ``n`` is then the budget. The Clopper–Pearson interval
     reported beside a sequential verdict describes the samples used and is not adjusted for early stopping.
     """
-    if not isinstance(n, int) or n <= 0:
+    if not isinstance(n, numbers.Integral) or n <= 0:
         raise GenrobustError(f"n must be a positive integer, got {n!r}")
     if not 0 < delta < 1:
         raise GenrobustError(f"delta must be in (0, 1), got {delta}")
     if not 0 < confidence < 1:
         raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
-    if batch_size <= 0:
-        raise GenrobustError(f"batch_size must be positive, got {batch_size}")
+    if not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
+        raise GenrobustError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise GenrobustError(f"seed must be a non-negative integer, got {seed!r}")
     dev = resolve_device(device)
     classifier = inference_copy(classifier).to(dev).eval()
     generators = generators.to(dev).eval()
     check_compatible(classifier, generators, dev)
     wanted = list(range(len(generators))) if classes is None else list(classes)
+    if not wanted:
+        raise GenrobustError("classes is empty: name at least one class to estimate")
     for c in wanted:
         if not 0 <= c < len(generators):
             raise GenrobustError(f"class {c} out of range 0..{len(generators) - 1}")
@@ -215,7 +226,10 @@ def global_correctness(
         with torch.no_grad():
             for lo in range(0, n, batch_size):
                 z = z_all[lo : lo + batch_size].to(dev)
-                logits = classifier(generators[c](z))
+                images = generators[c](z)
+                if not torch.isfinite(images).all():
+                    raise GenrobustError(f"the generator of class {c} returned NaN or infinite pixels")
+                logits = classifier(images)
                 if not torch.isfinite(logits).all():
                     raise GenrobustError(f"the classifier returned NaN or infinite logits on class {c}")
                 probs = torch.softmax(logits.double(), 1)

@@ -51,9 +51,10 @@ def verdict(k: int, n: int, delta: float, confidence: float = 0.95) -> str:
 
 
 def plan_sample_size(half_width: float, confidence: float = 0.95, p: float = 0.5) -> int:
-    """Smallest n whose Clopper–Pearson interval, at an observed proportion near ``p``, has half-width ≤ asked.
+    """An n whose Clopper–Pearson interval, at an observed proportion near ``p``, has half-width ≤ asked.
 
-    ``p = 0.5`` is the worst case; a guess near 1 (a good classifier) needs far fewer samples.
+    Found by bisection, it is the smallest such n up to a few samples: with k = round(p·n) the width is not
+    exactly monotone in n. ``p = 0.5`` is the worst case; a guess near 1 (a good classifier) needs far fewer.
     """
     _check_confidence(confidence)
     if not 0 < half_width < 0.5:
@@ -122,7 +123,10 @@ class SequentialTest:
 
     def update(self, outcomes: np.ndarray) -> str:
         """Feed outcomes one by one (in order), deciding as soon as possible; return the verdict."""
-        x = np.asarray(outcomes, dtype=np.int64).ravel()
+        raw = np.asarray(outcomes).ravel()
+        if raw.size and not np.isin(raw, (0, 1)).all():
+            raise GenrobustError("outcomes must be 0/1 (or booleans): one per sample, 1 for classified as its class")
+        x = raw.astype(np.int64)
         if x.size == 0 or self.decision != UNDECIDED:
             self.successes += int(x.sum())
             self.trials += int(x.size)

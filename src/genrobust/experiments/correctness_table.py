@@ -93,24 +93,43 @@ def _classifier(plan: TablePlan, row: str, data_dir: str | os.PathLike[str] | No
     recipe = recipe_for(plan.dataset, row, plan.train_seed)
     out = plan.row_folder(row)
     path = out / "classifier.safetensors"
+    if path.is_file() and load_classifier(path).genrobust_meta.get("recipe") != recipe.to_dict():
+        for stale in [path, *out.glob("*.ckpt.safetensors")]:  # trained by an earlier recipe of this row
+            stale.unlink()
     if not path.is_file():
         train_classifier(recipe, out=out, data_dir=data_dir, show_progress=show_progress)
     return load_classifier(path), recipe.command(out)
 
 
+def check_rows(rows: list[str], train_seed: int = 0) -> None:
+    """Refuse unknown rows, and the built-in row for a training seed ≠ 0, before any work starts."""
+    for row in rows:
+        if row not in ALL_ROWS:
+            raise GenrobustError(f"unknown row {row!r}; rows: {', '.join(ALL_ROWS)}")
+    if train_seed and BUILTIN_ROW in rows:
+        raise GenrobustError(f"row {BUILTIN_ROW!r} is the one shipped model: it has no training seed {train_seed}")
+
+
 def run_table(
     plan: TablePlan, *, data_dir: str | os.PathLike[str] | None = None, show_progress: bool = True
 ) -> dict[str, Any]:
-    """Fill every cell of the table that is not cached in ``work/<dataset>/table.json``; return the table."""
+    """Fill every cell of ``plan.rows`` not cached in ``plan.cache``; return the table of those rows.
+
+    The cache keeps rows of earlier runs too; only the rows asked for are checked against their recipe and
+    returned.
+    """
     if plan.dataset not in GENERATORS:
         raise GenrobustError(f"no built-in generators for {plan.dataset!r}; choose one of {', '.join(GENERATORS)}")
-    for row in plan.rows:
-        if row not in ALL_ROWS:
-            raise GenrobustError(f"unknown row {row!r}; rows: {', '.join(ALL_ROWS)}")
-    if plan.train_seed and BUILTIN_ROW in plan.rows:
-        raise GenrobustError(f"row {BUILTIN_ROW!r} is the one shipped model: it has no training seed {plan.train_seed}")
+    if not isinstance(plan.n, int) or plan.n <= 0:
+        raise GenrobustError(f"n must be a positive integer, got {plan.n!r}")
+    check_rows(plan.rows, plan.train_seed)
     cache = plan.cache
     table: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
+    for entry in table.values():  # cells cached before per-class counts were stored: the counts are exact
+        for cell in (entry.get(g) for g in GENERATORS[plan.dataset]):
+            for k in cell["classes"] if cell else []:
+                k.setdefault("n", plan.n)
+                k.setdefault("correct", round(k["estimate"] * plan.n))
     test = load_dataset(plan.dataset, "test", data_dir=data_dir)
     gens = {name: load_generators(name) for name in GENERATORS[plan.dataset]}
     for row in plan.rows:
@@ -122,7 +141,11 @@ def run_table(
             continue
         clf, source = _classifier(plan, row, data_dir, show_progress)
         entry["source"] = source
-        entry["test_accuracy"] = accuracy(clf, *test.tensors())
+        meta = getattr(clf, "genrobust_meta", {})
+        if meta.get("test_set") == f"{plan.dataset} test ({len(test)} images)" and "test_accuracy" in meta:
+            entry["test_accuracy"] = meta["test_accuracy"]  # measured by training on this very test set
+        else:
+            entry["test_accuracy"] = accuracy(clf, *test.tensors())
         entry["test_size"] = len(test)
         for name, family in gens.items():
             if name in entry:
@@ -142,7 +165,7 @@ def run_table(
             }
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(table, indent=2))  # every finished cell survives a kill
-    return table
+    return {row: table[row] for row in plan.rows}
 
 
 def to_markdown(table: dict[str, Any], dataset: str, n: int) -> str:
@@ -161,10 +184,12 @@ def to_markdown(table: dict[str, Any], dataset: str, n: int) -> str:
                 cells.append("…")
                 continue
             lo, hi = (100 * v for v in c["worst_ci"])
-            # With n per class, the mean over classes is P(correct) for a uniformly drawn class: the pooled
-            # count is binomial, so it has an exact interval too.
-            correct = sum(round(k["estimate"] * n) for k in c["classes"])
-            mlo, mhi = (100 * v for v in clopper_pearson(correct, n * len(c["classes"]), 0.95))
+            # With n per class, the mean over classes is P(correct) for a uniformly drawn class. The pooled
+            # count is a sum of binomials with unequal p, whose spread is at most a binomial's (Hoeffding 1956),
+            # so its Clopper–Pearson interval is conservative.
+            correct = sum(k.get("correct", round(k["estimate"] * n)) for k in c["classes"])
+            total = sum(k.get("n", n) for k in c["classes"])
+            mlo, mhi = (100 * v for v in clopper_pearson(correct, total, 0.95))
             cells.append(
                 f"{c['worst_class']}: {100 * c['worst']:.2f}% [{lo:.2f}, {hi:.2f}] · "
                 f"{100 * c['mean']:.2f}% [{mlo:.2f}, {mhi:.2f}]"
@@ -176,8 +201,9 @@ def to_markdown(table: dict[str, Any], dataset: str, n: int) -> str:
             acc = f"{100 * e['test_accuracy']:.2f}% [{alo:.2f}, {ahi:.2f}]"
         lines.append(f"| {row} | {recipe} | {acc} | " + " | ".join(cells) + " |")
     lines.append(
-        f"\nn = {n:,} generated images per class and cell; the mean is over classes (a pooled binomial count); "
-        "every interval is exact Clopper–Pearson (95%)."
+        f"\nn = {n:,} generated images per class and cell; the mean is over classes (a pooled count). Intervals are "
+        "Clopper–Pearson (95%): exact per class and for test accuracy, conservative for the pooled mean. The "
+        "worst class's interval is that class's own, not a simultaneous interval for the minimum over classes."
     )
     return "\n".join(lines)
 

@@ -26,6 +26,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def sub_seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (seed, epoch, ...), stable across runs and platforms."""
+    if any(p < 0 for p in parts):
+        raise GenrobustError(f"a seed must be a non-negative integer, got {min(parts)}")
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
