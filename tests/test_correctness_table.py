@@ -118,3 +118,11 @@ def test_a_row_trained_by_an_earlier_recipe_is_retrained(tmp_path, shared_datase
     assert table["tiny"]["recipe"] == {"arch": "small", "epochs": 0.02} and list(table) == ["tiny"]
     for cell in (table["tiny"][g] for g in ct.GENERATORS["mnist"]):
         assert all(k["n"] == 10 and k["correct"] == round(10 * k["estimate"]) for k in cell["classes"])
+
+
+def test_fashion_madry_row_uses_its_own_radius():
+    assert ct.recipe_for("mnist", "madry").pgd_eps == 0.3
+    fashion = ct.recipe_for("fashion-mnist", "madry", train_seed=3)
+    assert (fashion.pgd_eps, fashion.pgd_step_size, fashion.seed) == (0.1, 0.05, 3)
+    assert ct.row_recipe("fashion-mnist", "madry")["pgd_eps"] == 0.1
+    assert ct.row_recipe("fashion-mnist", "small") == ct.ROWS["small"]
