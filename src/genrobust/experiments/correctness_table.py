@@ -106,12 +106,15 @@ def _classifier(plan: TablePlan, row: str, data_dir: str | os.PathLike[str] | No
     recipe = recipe_for(plan.dataset, row, plan.train_seed)
     out = plan.row_folder(row)
     path = out / "classifier.safetensors"
-    if path.is_file() and load_classifier(path).genrobust_meta.get("recipe") != recipe.to_dict():
+    clf = load_classifier(path) if path.is_file() else None
+    if clf is not None and clf.genrobust_meta.get("recipe") != recipe.to_dict():
         for stale in [path, *out.glob("*.ckpt.safetensors")]:  # trained by an earlier recipe of this row
             stale.unlink()
-    if not path.is_file():
+        clf = None
+    if clf is None:
         train_classifier(recipe, out=out, data_dir=data_dir, show_progress=show_progress)
-    return load_classifier(path), recipe.command(out)
+        clf = load_classifier(path)
+    return clf, recipe.command(out)
 
 
 def check_rows(rows: list[str], train_seed: int = 0) -> None:
