@@ -131,7 +131,7 @@ def test_inference_copy_is_faster_layout_same_values(models):
 
     clf, _ = models
     fast = inference_copy(clf)
-    assert fast is not clf and fast.features[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast is not clf and fast.module.features[2].weight.is_contiguous(memory_format=torch.channels_last)
     assert not clf.features[2].weight.is_contiguous(memory_format=torch.channels_last)  # caller's model untouched
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():

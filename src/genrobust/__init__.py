@@ -33,6 +33,7 @@ from .models import (
     save_generators,
 )
 from .train import ClassifierRecipe, GANRecipe, train_classifier, train_gan
+from .verify import LocalResult, RobustnessResult, VerifyOptions, global_robustness, verify_ball
 
 __all__ = [
     "AdversarialExample",
@@ -48,7 +49,10 @@ __all__ = [
     "GeneratorFamily",
     "GenrobustError",
     "IdxFormatError",
+    "LocalResult",
     "ModelFileError",
+    "RobustnessResult",
+    "VerifyOptions",
     "__version__",
     "attack_latents",
     "augment_dataset",
@@ -56,6 +60,7 @@ __all__ = [
     "build_classifier",
     "disjoint_halves",
     "global_correctness",
+    "global_robustness",
     "list_datasets",
     "list_models",
     "load_classifier",
@@ -68,4 +73,5 @@ __all__ = [
     "split_halves",
     "train_classifier",
     "train_gan",
+    "verify_ball",
 ]

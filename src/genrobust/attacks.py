@@ -33,9 +33,10 @@ from torch import nn
 
 from .compose import Composed, check_compatible
 from .errors import GenrobustError
-from .estimate import inference_copy, latents
+from .estimate import latents
 from .models.generators import GeneratorFamily
-from .train.common import progress, resolve_device, sub_seed
+from .models.layout import inference_copy
+from .runtime import progress, resolve_device, sub_seed
 
 METHODS = ("blackbox", "whitebox", "pgd")
 
@@ -523,3 +524,52 @@ def realistic_adversarial(
         directions=directions, restarts=restarts, step_size=step_size, batch_size=batch_size,
         rows_per_chunk=rows_per_chunk, device=dev, show_progress=show_progress,
     )  # fmt: skip
+
+
+def pgd_in_boxes(
+    model: nn.Module,
+    y: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    *,
+    steps: int = 20,
+    restarts: int = 4,
+    step_size: float = 2.5,
+    seeds: Sequence[int],
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Untargeted PGD on the margin inside arbitrary boxes [lo, hi] (float32, rows (R, d)), one per label ``y``.
+
+    The falsifier of the verifier: restart 0 starts at the box's centre, the others uniformly inside; steps of
+    ``step_size``·(half-width)/``steps``. Returns (found (R,), a candidate per row): the caller re-checks every
+    candidate with a plain forward pass before believing it. Seeded per row, so batching changes nothing.
+    """
+    n, d = lo.shape
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool), lo.clone()
+    dev = lo.device
+    r = torch.arange(n, device=dev).repeat_interleave(restarts)
+    init = torch.stack([torch.rand(restarts, d, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(dev)
+    blo, bhi = lo[r], hi[r]
+    cur = _project(blo + init.reshape(n * restarts, d) * (bhi - blo), blo, bhi).view(n, restarts, d)
+    cur[:, 0] = (lo + hi) / 2
+    cur = cur.reshape(n * restarts, d)
+    alpha = ((bhi - blo) / 2 * (step_size / steps)).clamp(min=0)
+    found = torch.zeros(n, dtype=torch.bool, device=dev)
+    witness = lo.clone()
+    active = torch.arange(n * restarts, device=dev)
+    with torch.no_grad():
+        for step in range(steps + 1):
+            active = active[~found[r[active]]]
+            if len(active) == 0:
+                break
+            grad, _, success = _grad(model, cur[active], y[r[active]], None, "margin", batch_size)
+            if success.any():
+                for j in torch.nonzero(success).flatten().tolist():
+                    row = int(r[active[j]])
+                    if not found[row]:
+                        found[row] = True
+                        witness[row] = cur[active[j]]
+            if step < steps:
+                cur[active] = _project(cur[active] + alpha[active] * grad.sign(), blo[active], bhi[active])
+    return found, witness

@@ -356,6 +356,63 @@ def attack_cmd(
         click.echo(f"wrote {', '.join(written)} in {folder}")
 
 
+@main.command("robustness")
+@click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
+@click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
+@click.option("--eps", "eps_text", default="0.01,0.03,0.05", show_default=True, help="Latent radii, e.g. 0.01,0.03")
+@click.option("-n", "n", type=int, default=100, show_default=True, help="Centres per class (budget if sequential).")
+@click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(robust) ≥ 1 − δ per class.")
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same centres as correctness.")
+@click.option("--classes", default=None, help="Comma-separated classes (default: all).")
+@click.option("--sequential", is_flag=True, help="Stop each class once every ε is decided (anytime-valid).")
+@click.option("--max-boxes", type=int, default=64, show_default=True, help="Sub-boxes per ball and ε.")
+@click.option("--max-seconds", type=float, default=60.0, show_default=True, help="Seconds per ball.")
+@click.option("--split", type=click.Choice(["gap", "width", "gradient"]), default="gap", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and pictures.")
+@click.option("--show", type=int, default=16, show_default=True, help="Falsified pairs drawn in pairs.png.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def robustness_cmd(
+    classifier_name: str, generators_name: str, eps_text: str, n: int, delta: float, confidence: float, seed: int,
+    classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
+    out: str | None, show: int, quiet: bool,
+) -> None:  # fmt: skip
+    """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
+    from pathlib import Path
+
+    from .models.zoo import load_classifier, load_generators
+    from .report.adversarial import save_pairs, save_path_gif
+    from .report.robustness import falsified_examples, save_robustness_curve
+    from .verify import VerifyOptions, global_robustness
+
+    try:
+        eps = [float(e) for e in eps_text.split(",") if e.strip()]
+        wanted = [int(c) for c in classes.split(",") if c.strip()] if classes else None
+    except ValueError:
+        raise click.BadParameter("--eps takes numbers and --classes integers, separated by commas") from None
+    clf, gens = load_classifier(classifier_name), load_generators(generators_name)
+    options = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split)
+    res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed, classes=wanted,
+                            sequential=sequential, options=options, device=device, show_progress=not quiet)  # fmt: skip
+    click.echo(res.table())
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        res.save_json(folder / "result.json")
+        save_robustness_curve(res, folder / "robustness_curve.png")
+        written = ["result.json", "robustness_curve.png"]
+        by_class = {c: falsified_examples(res, c, show, clf) for c in res.local}
+        cls = max(by_class, key=lambda c: len(by_class[c]))  # the class with the most witnesses
+        if by_class[cls]:
+            names = list(gens.class_names)
+            save_pairs(by_class[cls], gens[cls], folder / "pairs.png", class_names=names)
+            save_path_gif(by_class[cls][0], clf, gens[cls], folder / "path.gif", class_names=names)
+            written += ["pairs.png", "path.gif"]
+        click.echo(f"wrote {', '.join(written)} in {folder}")
+
+
 DEVICE_OPTION = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
 )

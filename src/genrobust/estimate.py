@@ -21,8 +21,8 @@ from .compose import check_compatible
 from .errors import GenrobustError
 from .models.generators import GeneratorFamily
 from .models.layout import inference_copy
+from .runtime import progress, resolve_device, sub_seed
 from .stats import UNDECIDED, SequentialTest, clopper_pearson, verdict
-from .train.common import progress, resolve_device, sub_seed
 
 BLOCK = 1024
 PROFILE_LEVELS = (0.90, 0.97, 0.99)

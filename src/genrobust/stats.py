@@ -166,3 +166,32 @@ def simulate_sequential(
         decisions[r] = test.decision
         stops[r] = test.decided_at or horizon
     return decisions, stops
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k successes in n trials, with its exact Clopper–Pearson interval and the δ verdict: the one way every
+    estimate in genrobust (correctness, robustness bounds, tables) reports a count."""
+
+    k: int
+    n: int
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.k <= self.n or self.n <= 0:
+            raise GenrobustError(f"a proportion needs 0 ≤ k ≤ n and n > 0, got k={self.k}, n={self.n}")
+        _check_confidence(self.confidence)
+
+    @property
+    def estimate(self) -> float:
+        return self.k / self.n
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return clopper_pearson(self.k, self.n, self.confidence)
+
+    def verdict(self, delta: float) -> str:
+        return verdict(self.k, self.n, delta, self.confidence)
+
+    def to_dict(self) -> dict[str, float | int | list[float]]:
+        return {"k": self.k, "n": self.n, "estimate": self.estimate, "ci": list(self.ci)}

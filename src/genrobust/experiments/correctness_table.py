@@ -20,9 +20,9 @@ from ..data import load_dataset
 from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..models.zoo import load_classifier, load_generators, model_info
+from ..runtime import accuracy
 from ..stats import clopper_pearson
 from ..train.classifier import ClassifierRecipe, train_classifier
-from ..train.common import accuracy
 
 #: CPU-light recipes (the paper trains for many epochs): every row sees the same budget of 60,000 training
 #: images, one pass over the standard set or a quarter pass over the 4× augmented one, with a cosine learning

@@ -73,8 +73,6 @@ class ConvClassifier(nn.Module):
         return (self.config.in_channels, self.config.image_size, self.config.image_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.features[2].weight.is_contiguous(memory_format=torch.channels_last):
-            x = x.contiguous(memory_format=torch.channels_last)  # see estimate.inference_copy
         return self.head(self.features(x))
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import GenrobustError
+from .layers import Affine, ConcatConstant
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,16 @@ class MLPGenerator(nn.Module):
             nn.Linear(config.hidden[-1], config.image_numel),
             nn.Tanh(),
         )
+        # tanh's (−1, 1) mapped affinely to the [0, 1] range of the classifiers' inputs, then the image shape.
+        # Parameter-free modules: the state dict (and so every saved file) is unchanged.
+        self.to_image = nn.Sequential(Affine(0.5, 0.5), nn.Unflatten(1, (1, config.image_size, config.image_size)))
 
     def forward(self, z: torch.Tensor, onehot: torch.Tensor | None = None) -> torch.Tensor:
         if self.conditional:
             if onehot is None:
                 raise GenrobustError("a conditional generator needs the class (one-hot) beside z")
             z = torch.cat([z, onehot.to(z.dtype)], dim=1)
-        s = self.config.image_size
-        # tanh's (−1, 1) mapped affinely to the [0, 1] range of the classifiers' inputs.
-        return (self.net(z) * 0.5 + 0.5).view(-1, 1, s, s)
+        return self.to_image(self.net(z))
 
 
 class MLPDiscriminator(nn.Module):
@@ -108,10 +110,11 @@ class ClassGenerator(nn.Module):
         super().__init__()
         self.generator = generator
         self.cls = cls
-        self.register_buffer("onehot", nn.functional.one_hot(torch.tensor(cls), generator.config.num_classes))
+        self.append_class = ConcatConstant(nn.functional.one_hot(torch.tensor(cls), generator.config.num_classes))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z, self.onehot.expand(z.shape[0], -1))
+        # A pure chain: [z, onehot(c)] → the conditional generator's layers → image.
+        return self.generator.to_image(self.generator.net(self.append_class(z)))
 
 
 class GeneratorFamily(nn.Module):

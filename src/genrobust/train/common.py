@@ -1,34 +1,16 @@
-"""Pieces shared by the trainers: devices, seeded epoch order, training data variants, progress bars."""
+"""Pieces shared by the trainers: training data variants (device, seed and progress helpers live in ``runtime``)."""
 
 from __future__ import annotations
 
 import os
-import sys
-
-import numpy as np
-import torch
 
 from ..data import Dataset, augment_dataset, load_dataset, split_halves
 from ..errors import GenrobustError
-from ..models.layout import inference_copy
+from ..runtime import accuracy, predictions, progress, resolve_device, sub_seed
+
+__all__ = ["DATA_VARIANTS", "accuracy", "predictions", "progress", "resolve_device", "sub_seed", "training_data"]
 
 DATA_VARIANTS = ("standard", "augmented", "half-a", "half-b")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GenrobustError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-def sub_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (seed, epoch, ...), stable across runs and platforms."""
-    if any(p < 0 for p in parts):
-        raise GenrobustError(f"a seed must be a non-negative integer, got {min(parts)}")
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def training_data(dataset: str, variant: str, *, seed: int, data_dir: str | os.PathLike[str] | None) -> Dataset:
@@ -42,28 +24,3 @@ def training_data(dataset: str, variant: str, *, seed: int, data_dir: str | os.P
         a, b = split_halves(load_dataset(dataset, "all", data_dir=data_dir), seed=seed)
         return a if variant == "half-a" else b
     raise GenrobustError(f"unknown training data {variant!r}; choose one of {', '.join(DATA_VARIANTS)}")
-
-
-def progress(total: int, desc: str, enabled: bool, initial: int = 0):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, initial=initial, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
-@torch.no_grad()
-def predictions(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Predicted classes (on the CPU) of ``model`` in eval mode; the model's train/eval mode is restored.
-
-    Runs on an NHWC copy in batches of 128, the fastest setting on a CPU (benchmarks/bench_correctness.py).
-    """
-    was_training = model.training
-    fast = inference_copy(model).eval()
-    device = next(model.parameters()).device
-    out = torch.cat([fast(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)])
-    model.train(was_training)
-    return out
-
-
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128) -> float:
-    """Share of ``x`` classified as ``y``."""
-    return int((predictions(model, x, batch_size) == y.cpu()).sum()) / max(1, x.shape[0])

@@ -1,0 +1,404 @@
+"""Sound bounds on the margins of C∘G over boxes of latents, batched over many boxes.
+
+The chain of operators is cut at the *anchor*, the classifier's input (the generated image):
+
+1. **Generator, forward mode.** Every neuron before the anchor gets two affine functions of the latent box
+   (lower and upper), pushed through each layer (2·(d+1) columns per neuron; the layers are small).
+2. **Classifier, layer by layer.** Each neuron's interval is the intersection of interval arithmetic from the
+   previous layer and (optionally) the forward affine bounds carried on. Neurons that a nonlinearity still finds
+   unstable (a ReLU with l < 0 < u) are refined by a backward (CROWN) pass from that neuron to the anchor,
+   where the generator's affine bounds of the pixels are substituted. Backward passes through convolutions
+   carry only the neuron's receptive field (a *patch*), not the whole map.
+3. **Margins.** One backward pass from the margins logit_c − logit_j to the anchor; the lower bound is
+   minimised over the box exactly (a linear function of the latent). Its coefficients say which latent
+   dimension costs most: the branch-and-bound splits there.
+
+Children of a split box pass their parent's intervals in (``parent``): every interval is intersected with the
+parent's, so a neuron stable in the parent is never refined again.
+
+Soundness and floating point: everything is computed in float64 from weights converted exactly. A backward
+pass computes A_k = A_{k+1}·W_k step by step; with rounding, the computed Ã_k differs by at most γ_n·|A_{k+1}||W_k|
+(γ_n = n·2⁻⁵³/(1 − n·2⁻⁵³) for dot products of n terms, in any summation order, fused or not). Any coefficients
+give a valid bound once the difference is paid for: A_{k+1}·x = Ã_k·x + (A_{k+1}W_k − Ã_k)·x ≥ Ã_k·x − γ_n·|A_{k+1}|·
+(|W_k||x|), and |W_k||x| ≤ ``absmax_k``, the largest |W_k|·max(|l|, |u|) + |b| over the layer's sound intervals.
+Biases, relaxation intercepts (|b| ≤ max(|l|, |u|) for a ReLU's chord) and the final substitution are sums of
+the same kind. Each row therefore pays ``GUARD`` · Σ_k ‖A_{k+1}‖₁ · absmax_k, with ``GUARD`` = 10⁻⁹ ≥ 8·γ_n for
+every n ≤ 10⁶ (the widest reduction here is a 25,600-input dense layer). The generator's forward affine bounds
+are widened the same way, by their magnitude network (|W|, |b|, |f(x)| ≤ |x|, ≤ 1 for sigmoid). Relaxations of
+tanh/sigmoid carry their own margin for libm's rounding (``ops.Activation.relax``).
+
+The same argument, with the unit roundoff 2⁻²⁴ and n the length of each step's dot products (a patch's
+size, a convolution's Cout·k·k, plus one for the cast of a weight), makes float32 backward passes sound:
+their rows pay γ_n(float32)·‖A‖₁·absmax_k per step, and the relaxation lines they use are the float64 lines
+with slopes rounded to float32 and intercepts moved outward by |Δslope|·max(|l|, |u|), then rounded outward.
+Bias sums and the final substitution are done in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from ..errors import GenrobustError
+from .ops import DT, Activation, MaxPool, Op, Rows, gamma, gather_patches, to_dense
+
+GUARD = 1e-9
+Mode = Literal["crown", "forward", "interval"]
+
+
+@dataclass(frozen=True)
+class BoundOptions:
+    """How bounds are computed (each switch is an ablation in ``benchmarks/bench_verify.py``).
+
+    ``mode``: ``"crown"`` (forward in the generator, interval/forward/backward in the classifier, backward
+    margins), ``"forward"`` (forward affine bounds all the way), ``"interval"`` (interval arithmetic only).
+    ``classifier_forward``: also carry forward affine bounds through the classifier (besides intervals).
+    ``refine``: backward passes for the classifier's unstable neurons, in ``refine_dtype`` (float32 is ~3–10×
+    faster on a CPU; its rounding is paid for by a rigorous guard, see the module docstring). The margins
+    are always bounded in float64. ``row_chunk``: rows per backward pass (memory).
+    """
+
+    mode: Mode = "crown"
+    classifier_forward: bool = True
+    refine: bool = True
+    refine_dtype: torch.dtype = torch.float32
+    row_chunk: int = 4096
+
+
+@dataclass
+class MarginBounds:
+    """Lower bounds of the margins over each box, the linear function behind them, and the layer intervals."""
+
+    lower: torch.Tensor  # (B, M), guarded: every margin ≥ lower on the whole box
+    coef: torch.Tensor  # (B, M, d): ∂(lower bound)/∂s with the box written as center + radius·s, s ∈ [−1, 1]^d
+    intervals: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(repr=False)  # op index → pre-activation (l, u)
+    refined: int = 0  # neurons refined by backward passes
+
+
+@dataclass
+class _Forms:
+    """Affine lower/upper bounds of a layer over s ∈ [−1, 1]^d: coef (B, d, *shape), const (B, *shape)."""
+
+    lc: torch.Tensor
+    l0: torch.Tensor
+    uc: torch.Tensor
+    u0: torch.Tensor
+
+    @property
+    def same(self) -> bool:
+        return self.lc is self.uc and self.l0 is self.u0
+
+    def concrete(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.l0 - self.lc.abs().sum(1), self.u0 + self.uc.abs().sum(1)
+
+
+def _flat_apply(op: Op, coef: torch.Tensor, part: str) -> torch.Tensor:
+    B, d = coef.shape[:2]
+    return op.apply(coef.reshape(B * d, *coef.shape[2:]), part, bias=False).reshape(B, d, *op.out_shape)
+
+
+class BoundEngine:
+    """Bounds for the chain ``ops`` (latent → logits) cut at ``anchor`` (index of the classifier's first op)."""
+
+    def __init__(self, ops: list[Op], anchor: int, options: BoundOptions | None = None) -> None:
+        if not ops:
+            raise GenrobustError("the network has no layers to bound")
+        if len(ops[-1].out_shape) != 1:
+            raise GenrobustError(f"the network must end in logits of shape (K,), not {ops[-1].out_shape}")
+        self.ops = ops
+        self.anchor = anchor
+        self.options = options or BoundOptions()
+        self.in_dim = ops[0].in_shape[0]
+
+    def to(self, device: torch.device) -> BoundEngine:
+        for op in self.ops:
+            op.to(device)
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return self.ops[-1].out_shape[0]
+
+    # ------------------------------------------------------------------------------------------ the pass
+    def margins(
+        self,
+        center: torch.Tensor,
+        radius: torch.Tensor,
+        spec: torch.Tensor,
+        parent: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> MarginBounds:
+        """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64)."""
+        opt = self.options
+        center, radius, spec = center.to(DT), radius.to(DT), spec.to(DT)
+        B, d = center.shape
+        lo, hi = center - radius, center + radius
+        mag = torch.maximum(lo.abs(), hi.abs())
+        coef = torch.diag_embed(radius)  # (B, d over s, d over x)
+        forms: _Forms | None = None if opt.mode == "interval" else _Forms(coef, center, coef, center)
+        anchor_forms, anchor_box = forms, (lo, hi)
+        relax: dict[int, object] = {}
+        absmax: dict[int, torch.Tensor] = {}  # op index → (B,) bound on |op's inputs·weights| terms (rounding guard)
+        boxes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # op index → its output's intervals (classifier)
+        intervals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        refined = 0
+        for i, op in enumerate(self.ops):
+            in_classifier = i >= self.anchor
+            if i == self.anchor:
+                if forms is not None:  # the forward pass's own rounding, by the magnitude network
+                    w = GUARD * mag
+                    forms = _Forms(forms.lc, forms.l0 - w, forms.uc, forms.u0 + w)
+                anchor_forms, anchor_box = forms, (lo, hi)
+                absmax["anchor"] = torch.maximum(lo.abs(), hi.abs()).flatten(1).amax(1)
+            if in_classifier:
+                size = torch.maximum(lo.abs(), hi.abs())
+                absmax[i] = (op.apply(size, "abs") if op.linear else size).flatten(1).amax(1)
+            if op.linear:
+                mid, rad = (lo + hi) / 2, (hi - lo) / 2
+                r = op.apply(rad, "abs", bias=False)
+                m = op.apply(mid)
+                lo, hi = m - r, m + r
+                mag = op.apply(mag, "abs")
+                if forms is not None:
+                    forms = self._forward_linear(op, forms)
+            else:
+                if parent is not None and i in parent:
+                    lo, hi = torch.maximum(lo, parent[i][0]), torch.minimum(hi, parent[i][1])
+                if (in_classifier and opt.mode == "crown" and opt.refine and i > self.anchor
+                        and any(not o.linear for o in self.ops[self.anchor : i])):  # fmt: skip
+                    lo, hi, n = self._refine(i, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes)
+                    refined += n
+                if in_classifier:
+                    intervals[i] = (lo, hi)
+                if bool((lo > hi).any()):
+                    raise GenrobustError(f"internal: empty interval at layer {i} ({op!r}): NaN or inconsistent bounds")
+                if isinstance(op, Activation):
+                    rel = op.relax(lo, hi)
+                    if in_classifier:
+                        relax[i] = torch.stack(rel, 1)  # (B, 4, *shape): gathered together in backward passes
+                        relax[("pre", i)] = (lo, hi)
+                    if forms is not None:
+                        forms = self._forward_activation(rel, forms)
+                    lo, hi = op.fn(lo), op.fn(hi)
+                    mag = mag if op.name != "Sigmoid" else torch.ones_like(mag)
+                    if op.name == "Tanh":
+                        mag = mag.clamp(max=1)
+                elif isinstance(op, MaxPool):
+                    plan = op.plan(lo, hi)
+                    if in_classifier:
+                        relax[i] = plan
+                    if forms is not None:
+                        forms = self._forward_maxpool(op, plan, forms)
+                    lo, hi = op.interval(lo, hi)
+                    mag = op.interval(mag, mag)[1]
+                else:  # pragma: no cover - capture only builds known operators
+                    raise GenrobustError(f"internal: no bound rule for {op!r}")
+            if forms is not None:
+                fl, fu = forms.concrete()
+                lo, hi = torch.maximum(lo, fl), torch.minimum(hi, fu)
+                if in_classifier and opt.mode == "crown" and not opt.classifier_forward and i + 1 < len(self.ops):
+                    forms = None
+            if in_classifier:
+                boxes[i] = (lo, hi)
+            if not torch.isfinite(lo).all() or not torch.isfinite(hi).all():
+                raise GenrobustError(f"bounds became NaN or infinite at layer {i} ({op!r})")
+        K = self.num_classes
+        M = spec.shape[1]
+        if opt.mode == "crown":
+            rows = Rows(spec.reshape(B * M, K), torch.arange(B, device=spec.device).repeat_interleave(M))
+            val, g = self._backward(len(self.ops) - 1, rows, relax, anchor_forms, anchor_box, absmax)
+            lower, coef = val.reshape(B, M), g.reshape(B, M, d)
+        elif opt.mode == "forward":
+            assert forms is not None
+            sp, sn = spec.clamp(min=0), spec.clamp(max=0)
+            c = torch.einsum("bmk,bdk->bmd", sp, forms.lc) + torch.einsum("bmk,bdk->bmd", sn, forms.uc)
+            c0 = torch.einsum("bmk,bk->bm", sp, forms.l0) + torch.einsum("bmk,bk->bm", sn, forms.u0)
+            guard = GUARD * torch.einsum("bmk,bk->bm", spec.abs(), mag)
+            lower, coef = c0 - c.abs().sum(2) - guard, c
+        else:
+            sp, sn = spec.clamp(min=0), spec.clamp(max=0)
+            guard = GUARD * torch.einsum("bmk,bk->bm", spec.abs(), mag)
+            lower = torch.einsum("bmk,bk->bm", sp, lo) + torch.einsum("bmk,bk->bm", sn, hi) - guard
+            coef = torch.zeros(B, M, d, dtype=DT, device=center.device)
+        if not torch.isfinite(lower).all():
+            raise GenrobustError("the margin bounds are NaN or infinite: check the network's weights")
+        return MarginBounds(lower, coef, intervals, refined)
+
+    # --------------------------------------------------------------------------------- forward mode
+    @staticmethod
+    def _forward_linear(op: Op, f: _Forms) -> _Forms:
+        if f.same:
+            c = _flat_apply(op, f.lc, "all")
+            c0 = op.apply(f.l0)
+            return _Forms(c, c0, c, c0)
+        lc = _flat_apply(op, f.lc, "pos") + _flat_apply(op, f.uc, "neg")
+        uc = _flat_apply(op, f.uc, "pos") + _flat_apply(op, f.lc, "neg")
+        l0 = op.apply(f.l0, "pos") + op.apply(f.u0, "neg", bias=False)
+        u0 = op.apply(f.u0, "pos") + op.apply(f.l0, "neg", bias=False)
+        return _Forms(lc, l0, uc, u0)
+
+    @staticmethod
+    def _forward_activation(rel, f: _Forms) -> _Forms:
+        al, bl, au, bu = rel  # slopes ≥ 0: lower bound · al stays a lower bound
+        return _Forms(f.lc * al.unsqueeze(1), f.l0 * al + bl, f.uc * au.unsqueeze(1), f.u0 * au + bu)
+
+    @staticmethod
+    def _forward_maxpool(op: MaxPool, plan, f: _Forms) -> _Forms:
+        best, dominant, maxu = plan
+        lc, l0 = op.select(f.lc, best), op.select(f.l0, best)
+        uc = op.select(f.uc, best) * dominant.unsqueeze(1)
+        u0 = torch.where(dominant, op.select(f.u0, best), maxu)
+        return _Forms(lc, l0, uc, u0)
+
+    # -------------------------------------------------------------------------------- backward mode
+    def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes):
+        """Tighten the unstable inputs of nonlinearity ``i`` by backward passes from each such neuron.
+
+        A cascade: a shallow pass first (back through two linear layers, then the intervals there), and passes
+        all the way to the image only for the neurons it leaves unstable, which are usually a small minority.
+        """
+        op = self.ops[i]
+        if not isinstance(op, Activation):
+            return lo, hi, 0
+        j = i - 1  # the rows are the outputs of op j
+        linear_back = [k for k in range(j, self.anchor - 1, -1) if self.ops[k].linear and self.ops[k].name != "Reshape"]
+        stops = [k for k in (linear_back[1:2] if len(linear_back) > 2 else []) if k > self.anchor] + [self.anchor]
+        lo, hi = lo.clone(), hi.clone()
+        refined = 0
+        for stop in stops:
+            idx = torch.nonzero(op.unstable(lo, hi))
+            if len(idx) == 0:
+                break
+            refined += len(idx)
+            self._refine_rows(j, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, stop)
+        return lo, hi, refined
+
+    def _refine_rows(self, j, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, stop) -> None:
+        shape = self.ops[j].out_shape
+        patch = len(shape) == 3 and self.ops[j].patches
+        chunk = max(1, self.options.row_chunk // 2)
+        dt = self.options.refine_dtype
+        for start in range(0, len(idx), chunk):
+            part = idx[start : start + chunk]
+            n = len(part)
+            ball = part[:, 0].repeat(2)
+            sign = torch.cat([torch.ones(n, dtype=dt, device=lo.device), -torch.ones(n, dtype=dt, device=lo.device)])
+            if patch:
+                A = torch.zeros(2 * n, shape[0], 1, 1, dtype=dt, device=lo.device)
+                A[torch.arange(2 * n), part[:, 1].repeat(2), 0, 0] = sign
+                rows = Rows(A, ball, part[:, 2:4].repeat(2, 1))
+            else:
+                A = torch.zeros(2 * n, *shape, dtype=dt, device=lo.device)
+                A[(torch.arange(2 * n), *part[:, 1:].repeat(2, 1).T)] = sign
+                rows = Rows(A, ball)
+            if stop == self.anchor:
+                val, _ = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax)
+            else:
+                val, _ = self._backward(j, rows, relax, None, boxes[stop - 1], absmax, stop=stop)
+            key = tuple(part.T)
+            lo[key] = torch.maximum(lo[key], val[:n])
+            hi[key] = torch.minimum(hi[key], -val[n:])
+
+    def _backward(self, j, rows: Rows, relax, anchor_forms: _Forms | None, anchor_box, absmax, stop: int | None = None):
+        """Minimise each row over the box: rows are coefficients over the output of op ``j``, carried back to
+        the input of op ``stop`` (default: the anchor) and minimised there over ``anchor_forms`` (affine bounds
+        in the latent) and the intervals ``anchor_box`` of that layer.
+
+        Rows in float32 or float64; returns the guarded float64 lower bound (R,) and its coefficients over s.
+        """
+        stop = self.anchor if stop is None else stop
+        dt = rows.A.dtype
+        R = rows.A.shape[0]
+        bias = torch.zeros(R, dtype=DT, device=rows.A.device)
+        err = torch.zeros_like(bias)  # bound on the rounding error of everything computed so far
+
+        def l1(t: torch.Tensor) -> torch.Tensor:  # an upper bound on Σ|t| despite its own rounding
+            n = t[0].numel() if len(t) else 1
+            return t.abs().reshape(R, -1).sum(1).to(DT) * (1 + gamma(n + 1, dt))
+
+        for k in range(j, stop - 1, -1):
+            op = self.ops[k]
+            if rows.off is not None and not op.patches:
+                rows = to_dense(rows, op.out_shape)
+            if op.linear:
+                norm = l1(rows.A)
+                numel = rows.A[0].numel() if R else 1
+                err = err + norm * (gamma(op.dot_length(rows) + 1, dt) * absmax[k][rows.ball]
+                                    + gamma(numel + 1, dt) * op.max_bias)  # fmt: skip
+                rows, b = op.backward(rows)
+                bias = bias + b.to(DT)
+            elif isinstance(op, Activation):
+                maps = self._relax_in(relax, k, dt)  # (B, 4, *shape): al, bl, au, bu
+                m = (
+                    maps[rows.ball]
+                    if rows.off is None
+                    else gather_patches(maps, rows.ball, rows.off, *rows.A.shape[2:])
+                )
+                A = rows.A
+                pos = A > 0  # a lower bound takes the lower line where the coefficient is positive
+                terms = A * torch.where(pos, m[:, 1], m[:, 3])
+                new = A * torch.where(pos, m[:, 0], m[:, 2])
+                err = err + l1(terms) * gamma(terms[0].numel() + 1 if R else 1, dt)
+                err = err + l1(new) * gamma(1, dt) * absmax[k][rows.ball]
+                bias = bias + terms.reshape(R, -1).sum(1).to(DT)
+                rows = Rows(new, rows.ball, rows.off)
+            else:  # MaxPool: dense rows; moving coefficients is exact
+                best, dominant, maxu = relax[k]
+                A = rows.A
+                ap, an = A.clamp(min=0), A.clamp(max=0)
+                dom = dominant[rows.ball]
+                terms = an * (~dom) * maxu[rows.ball].to(dt)
+                err = err + l1(terms) * gamma(terms[0].numel() + 1 if R else 1, dt)
+                bias = bias + terms.reshape(R, -1).sum(1).to(DT)
+                rows = Rows(op.spread(ap, best[rows.ball]) + op.spread(an * dom, best[rows.ball]), rows.ball)
+        rows = Rows(rows.A.to(DT), rows.ball, rows.off)  # the substitution in float64
+        size = torch.maximum(anchor_box[0].abs(), anchor_box[1].abs()).flatten(1).amax(1)
+        if stop == self.anchor:
+            size = torch.maximum(size, absmax["anchor"])
+        numel = rows.A[0].numel() if R else 1
+        err = err + l1(rows.A) * gamma(numel * (self.in_dim + 2) + 2, DT) * size[rows.ball]
+        val, g = self._concretize(rows, bias, anchor_forms, anchor_box)
+        err = err + GUARD * (bias.abs() + val.abs())  # the few float64 additions of the bias terms
+        return val - err, g
+
+    def _relax_in(self, relax, k: int, dt: torch.dtype) -> torch.Tensor:
+        """The relaxation lines of activation ``k`` in ``dt``, still sound after the rounding (see the docstring)."""
+        rel = relax[k]
+        if dt == DT:
+            return rel
+        key = ("cast", k, dt)
+        if key not in relax:
+            l, u = relax[("pre", k)]  # noqa: E741
+            M = torch.maximum(l.abs(), u.abs())
+            al, bl, au, bu = rel.unbind(1)
+            al32, au32 = al.to(dt), au.to(dt)
+            bl = bl - (al32.to(DT) - al).abs() * M
+            bu = bu + (au32.to(DT) - au).abs() * M
+            bl32, bu32 = bl.to(dt), bu.to(dt)
+            bl32 = torch.where(bl32.to(DT) > bl, torch.nextafter(bl32, torch.full_like(bl32, -torch.inf)), bl32)
+            bu32 = torch.where(bu32.to(DT) < bu, torch.nextafter(bu32, torch.full_like(bu32, torch.inf)), bu32)
+            relax[key] = torch.stack([al32, bl32, au32, bu32], 1)
+        return relax[key]
+
+    def _concretize(self, rows: Rows, bias, f: _Forms | None, box):
+        A, ball = rows.A, rows.ball
+        R = A.shape[0]
+        lo, hi = box
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            if rows.off is None:
+                return t[ball]
+            return gather_patches(t, ball, rows.off, *A.shape[2:])
+
+        ap, an = A.clamp(min=0), A.clamp(max=0)
+        box_val = (ap * pick(lo) + an * pick(hi)).reshape(R, -1).sum(1) + bias
+        d = self.in_dim
+        if f is None:
+            return box_val, torch.zeros(R, d, dtype=DT, device=A.device)
+        g = (ap.unsqueeze(1) * pick(f.lc) + an.unsqueeze(1) * pick(f.uc)).reshape(R, d, -1).sum(2)
+        c0 = (ap * pick(f.l0) + an * pick(f.u0)).reshape(R, -1).sum(1) + bias
+        form_val = c0 - g.abs().sum(1)
+        better = form_val >= box_val
+        g = torch.where(better.unsqueeze(1), g, torch.zeros_like(g))
+        return torch.where(better, form_val, box_val), g

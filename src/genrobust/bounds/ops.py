@@ -1,0 +1,555 @@
+"""The operator table of the bound engine: one small class per kind of layer.
+
+Each operator knows its concrete forward pass (float64), and either
+
+* its linear map (``linear = True``): applied with or without bias, with the positive or negative part of its
+  weights (forward linear bounds), with |W| (interval bounds), and transposed to carry a bound's coefficients
+  backwards (CROWN), on dense rows or on convolution *patches* (only a neuron's receptive field); or
+* its relaxation (``linear = False``): the two lines (slope, intercept) that sandwich it on an interval [l, u].
+
+:data:`MODULE_OPS` maps module types to builders, :data:`ONNX_OPS` maps ONNX operator names to the same
+classes, so the ONNX importer shares this table. Everything runs in float64 (see ``engine`` for why that is
+sound); the float32 or float16 weights convert to float64 exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import GenrobustError
+
+Shape = tuple[int, ...]
+DT = torch.float64
+
+
+@dataclass
+class Rows:
+    """Coefficients of R linear functions over one layer's neurons, each to be *minimised* (a lower bound).
+
+    ``A`` is either dense, shape (R, *layer_shape), with ``off = None``, or for a (C, H, W) layer a patch, shape
+    (R, C, ph, pw), whose top-left corner sits at ``off[r] = (y, x)`` of the map (positions outside the map
+    hold zeros). ``ball[r]`` is the box the row belongs to.
+    """
+
+    A: torch.Tensor
+    ball: torch.Tensor
+    off: torch.Tensor | None = None
+
+
+def gather_patches(maps: torch.Tensor, rows_ball: torch.Tensor, off: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """``maps`` (B, *extra, C, H, W) → per row its (…, C, ph, pw) window at ``off`` (zeros outside the map).
+
+    One ``index_select`` over (box, position) pairs of a position-major copy: memory is the output's, not R maps.
+    """
+    B = maps.shape[0]
+    H, W = maps.shape[-2:]
+    lead = maps.shape[1:-2]
+    R = len(rows_ball)
+    ys = off[:, 0, None] + torch.arange(ph, device=off.device)  # (R, ph)
+    xs = off[:, 1, None] + torch.arange(pw, device=off.device)  # (R, pw)
+    inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+    pos = ys.clamp(0, H - 1)[:, :, None] * W + xs.clamp(0, W - 1)[:, None, :]  # (R, ph, pw)
+    table = maps.reshape(B, -1, H * W).transpose(1, 2).reshape(B * H * W, -1)  # (B·H·W, E)
+    flat = (rows_ball[:, None, None] * (H * W) + pos).reshape(-1)
+    out = table.index_select(0, flat).reshape(R, ph, pw, -1).permute(0, 3, 1, 2).reshape(R, *lead, ph, pw)
+    if not bool(inside.all()):
+        out = out * inside.reshape(R, *([1] * len(lead)), ph, pw)
+    return out
+
+
+def to_dense(rows: Rows, shape: Shape) -> Rows:
+    """A patch row set scattered into full (C, H, W) maps."""
+    if rows.off is None:
+        return rows
+    C, H, W = shape
+    R, _, ph, pw = rows.A.shape
+    if rows.off.numel() and bool((rows.off == 0).all()) and (ph, pw) == (H, W):
+        return Rows(rows.A, rows.ball, None)
+    pad_y, pad_x = max(0, -int(rows.off[:, 0].min())), max(0, -int(rows.off[:, 1].min()))
+    Hp = max(H + pad_y, int(rows.off[:, 0].max()) + pad_y + ph)
+    Wp = max(W + pad_x, int(rows.off[:, 1].max()) + pad_x + pw)
+    out = rows.A.new_zeros(R, C, Hp, Wp)
+    ys = (rows.off[:, 0] + pad_y)[:, None] + torch.arange(ph, device=rows.A.device)
+    xs = (rows.off[:, 1] + pad_x)[:, None] + torch.arange(pw, device=rows.A.device)
+    lin = (ys[:, :, None] * Wp + xs[:, None, :]).reshape(R, 1, ph * pw).expand(-1, C, -1)
+    out.view(R, C, Hp * Wp).scatter_add_(2, lin, rows.A.reshape(R, C, ph * pw))
+    return Rows(out[:, :, pad_y : pad_y + H, pad_x : pad_x + W].contiguous(), rows.ball, None)
+
+
+class Op:
+    """A layer of the chain: ``in_shape`` → ``out_shape`` (without the batch dimension)."""
+
+    name = "op"
+    linear = True
+    #: Whether :meth:`backward` accepts patch rows (convolution-like operators and elementwise ones).
+    patches = False
+
+    def __init__(self, in_shape: Shape) -> None:
+        self.in_shape = tuple(in_shape)
+        self.out_shape = self.in_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ----- linear operators
+    def apply(self, x: torch.Tensor, part: str = "all", bias: bool = True) -> torch.Tensor:
+        """W x (+ b), with W's positive part (``part="pos"``), negative part (``"neg"``) or |W| (``"abs"``)."""
+        raise NotImplementedError
+
+    def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
+        """Rows over the output → rows over the input, and the bias they pick up (R,)."""
+        raise NotImplementedError
+
+    def to(self, device: torch.device) -> Op:
+        for k, v in vars(self).items():
+            if isinstance(v, torch.Tensor):
+                setattr(self, k, v.to(device))
+        return self
+
+    def __repr__(self) -> str:
+        return f"{self.name}{self.in_shape}→{self.out_shape}"
+
+
+def _parts(w: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"all": w, "pos": w.clamp(min=0), "neg": w.clamp(max=0), "abs": w.abs()}
+
+
+def gamma(n: int, dtype: torch.dtype) -> float:
+    """γ_n = n·u/(1 − n·u): bound on the relative rounding error of a dot product of n terms (Higham, Thm 3.5),
+    whatever the order of the additions, fused or not."""
+    u = 2.0**-53 if dtype == torch.float64 else 2.0**-24
+    nu = n * u
+    if nu >= 0.5:
+        raise GenrobustError(f"a reduction of {n} terms is too long for a rounding guard in {dtype}")
+    return nu / (1 - nu)
+
+
+def cast_weight(op: Op, name: str, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``, cached on the operator (weights from float32/float16 files convert exactly)."""
+    if dtype == t.dtype:
+        return t
+    cache = op.__dict__.setdefault("_casts", {})
+    key = (name, dtype)
+    if key not in cache:  # an inexact cast (a folded BatchNorm) is one more rounding: the guards count n + 1
+        cache[key] = t.to(dtype)
+    return cache[key]
+
+
+class Dense(Op):
+    """x ↦ W x + b on flat vectors (``nn.Linear``, ONNX Gemm/MatMul+Add)."""
+
+    name = "Dense"
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_shape: Shape) -> None:
+        super().__init__(in_shape)
+        if len(self.in_shape) != 1 or self.in_shape[0] != weight.shape[1]:
+            raise GenrobustError(f"a linear layer of input size {weight.shape[1]} receives shape {self.in_shape}")
+        self.w = _parts(weight.detach().to(DT))
+        self.b = bias.detach().to(DT) if bias is not None else torch.zeros(weight.shape[0], dtype=DT)
+        self.out_shape = (weight.shape[0],)
+
+    def to(self, device: torch.device) -> Dense:
+        self.w = {k: v.to(device) for k, v in self.w.items()}
+        self.b = self.b.to(device)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x)
+
+    def apply(self, x: torch.Tensor, part: str = "all", bias: bool = True) -> torch.Tensor:
+        out = x @ self.w[part].T
+        if bias:
+            out = out + (self.b.abs() if part == "abs" else self.b)
+        return out
+
+    def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
+        A = rows.A
+        w, b = cast_weight(self, "w", self.w["all"], A.dtype), cast_weight(self, "b", self.b, A.dtype)
+        return Rows(A @ w, rows.ball), A @ b
+
+    def dot_length(self, rows: Rows) -> int:
+        return self.out_shape[0]
+
+    @property
+    def max_bias(self) -> float:
+        return float(self.b.abs().max()) if self.b.numel() else 0.0
+
+
+class Conv(Op):
+    """2-d convolution (``nn.Conv2d``, and average pooling as a depthwise convolution), on (C, H, W) maps."""
+
+    name = "Conv2d"
+    patches = True
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, in_shape: Shape, *,
+        stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int, name: str = "Conv2d",
+    ) -> None:  # fmt: skip
+        super().__init__(in_shape)
+        if len(self.in_shape) != 3 or self.in_shape[0] != weight.shape[1] * groups:
+            raise GenrobustError(
+                f"a convolution of {weight.shape[1] * groups} input channels receives shape {self.in_shape}"
+            )
+        self.name = name
+        self.w = _parts(weight.detach().to(DT))
+        self.b = bias.detach().to(DT) if bias is not None else torch.zeros(weight.shape[0], dtype=DT)
+        self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
+        k = weight.shape[2:]
+        _, H, W = self.in_shape
+        Ho = (H + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) // stride[0] + 1
+        Wo = (W + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) // stride[1] + 1
+        if Ho < 1 or Wo < 1:
+            raise GenrobustError(f"a {k[0]}×{k[1]} convolution does not fit its input of shape {self.in_shape}")
+        self.out_shape = (weight.shape[0], Ho, Wo)
+
+    def to(self, device: torch.device) -> Conv:
+        self.w = {k: v.to(device) for k, v in self.w.items()}
+        self.b = self.b.to(device)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x)
+
+    def apply(self, x: torch.Tensor, part: str = "all", bias: bool = True) -> torch.Tensor:
+        b = (self.b.abs() if part == "abs" else self.b) if bias else None
+        return F.conv2d(x, self.w[part], b, self.stride, self.padding, self.dilation, self.groups)
+
+    #: Largest patch-transpose matrix kept (bytes): beyond it, ``conv_transpose2d`` does the step.
+    TOEPLITZ_LIMIT = 64 << 20
+
+    def _toeplitz(self, ph: int, pw: int) -> torch.Tensor | None:
+        """The transposed convolution of a (Cout, ph, pw) patch as one matrix (Cout·ph·pw, Cin·qh·qw), so a
+        backward step over many rows is one GEMM instead of a convolution over tiny maps (much faster)."""
+        cache = self.__dict__.setdefault("_toeplitz_cache", {})
+        if (ph, pw) not in cache:
+            Cout = self.out_shape[0]
+            n = Cout * ph * pw
+            Cin = self.in_shape[0]
+            k = self.w["all"].shape[2:]
+            qh = (ph - 1) * self.stride[0] + self.dilation[0] * (k[0] - 1) + 1
+            qw = (pw - 1) * self.stride[1] + self.dilation[1] * (k[1] - 1) + 1
+            if n * Cin * qh * qw * 8 > self.TOEPLITZ_LIMIT:
+                cache[(ph, pw)] = None
+            else:
+                eye = torch.eye(n, dtype=DT, device=self.b.device).reshape(n, Cout, ph, pw)
+                t = F.conv_transpose2d(eye, self.w["all"], None, self.stride, 0, 0, self.groups, self.dilation)
+                cache[(ph, pw)] = t.reshape(n, -1)  # every entry is one weight or 0: exact in any dtype
+        return cache[(ph, pw)]
+
+    def dot_length(self, rows: Rows) -> int:
+        """Terms in one entry of the backward step: a transposed convolution sums ≤ Cout·kh·kw products."""
+        k = self.w["all"].shape[2:]
+        return (self.out_shape[0] // self.groups) * k[0] * k[1] if rows.off is None else rows.A[0].numel()
+
+    @property
+    def max_bias(self) -> float:
+        return float(self.b.abs().max()) if self.b.numel() else 0.0
+
+    def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
+        A = rows.A
+        R = A.shape[0]
+        dt = A.dtype
+        w, b = cast_weight(self, "w", self.w["all"], dt), cast_weight(self, "b", self.b, dt)
+        bias = (A.sum((2, 3)) * b).sum(1)
+        C, H, W = self.in_shape
+        sy, sx = self.stride
+        py, px = self.padding
+        if rows.off is None:
+            # Dense: the transposed convolution of the whole map, cropped to the (unpadded) input.
+            Ho, Wo = self.out_shape[1:]
+            out_pad = (H + 2 * py - ((Ho - 1) * sy + self.dilation[0] * (self.w["all"].shape[2] - 1) + 1),
+                       W + 2 * px - ((Wo - 1) * sx + self.dilation[1] * (self.w["all"].shape[3] - 1) + 1))  # fmt: skip
+            full = F.conv_transpose2d(A, w, None, self.stride, 0, out_pad, self.groups, self.dilation)
+            return Rows(full[:, :, py : py + H, px : px + W], rows.ball), bias
+        # Patch: only the receptive field. Window of output positions off..off+p → input off·s − pad ...
+        t = self._toeplitz(*A.shape[2:])
+        if t is not None:
+            t = cast_weight(self, f"toeplitz{A.shape[2:]}", t, dt)
+            k = self.w["all"].shape[2:]
+            qh = (A.shape[2] - 1) * sy + self.dilation[0] * (k[0] - 1) + 1
+            qw = (A.shape[3] - 1) * sx + self.dilation[1] * (k[1] - 1) + 1
+            full = (A.reshape(R, -1) @ t).reshape(R, C, qh, qw)
+        else:
+            full = F.conv_transpose2d(A, w, None, self.stride, 0, 0, self.groups, self.dilation)
+        off = rows.off * torch.tensor([sy, sx], device=A.device) - torch.tensor([py, px], device=A.device)
+        ph, pw = full.shape[2:]
+        if ph >= H + 2 * py and pw >= W + 2 * px:  # the receptive field covers the map: go dense
+            return to_dense(Rows(full, rows.ball, off), (C, H, W)), bias
+        if py or px:  # positions in the zero padding multiply zeros: drop them
+            ys = off[:, 0, None] + torch.arange(ph, device=A.device)
+            xs = off[:, 1, None] + torch.arange(pw, device=A.device)
+            inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+            full = full * inside.reshape(R, 1, ph, pw)
+        return Rows(full, rows.ball, off), bias
+
+
+class Scale(Op):
+    """Elementwise x ↦ a·x + c with a, c scalars or per channel (``Affine``, BatchNorm in eval mode, Dropout)."""
+
+    name = "Scale"
+    patches = True
+
+    def __init__(self, scale: torch.Tensor | float, shift: torch.Tensor | float, in_shape: Shape, name: str = "Scale"):
+        super().__init__(in_shape)
+        self.name = name
+        a = torch.as_tensor(scale, dtype=DT).detach()
+        c = torch.as_tensor(shift, dtype=DT).detach()
+        if a.ndim == 1 and len(self.in_shape) == 3:  # per channel of a (C, H, W) map
+            a, c = a.reshape(-1, 1, 1), c.reshape(-1, 1, 1) if c.ndim == 1 else c
+        self.a = _parts(a)
+        self.c = c
+
+    def to(self, device: torch.device) -> Scale:
+        self.a = {k: v.to(device) for k, v in self.a.items()}
+        self.c = self.c.to(device)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x)
+
+    def apply(self, x: torch.Tensor, part: str = "all", bias: bool = True) -> torch.Tensor:
+        out = x * self.a[part]
+        if bias:
+            out = out + (self.c.abs() if part == "abs" else self.c)
+        return out
+
+    def _bias(self, A: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if c.ndim == 3 and A.ndim == 4:  # per channel
+            return (A.sum((2, 3)) * c.reshape(1, -1)).sum(1)
+        return (A * c).reshape(A.shape[0], -1).sum(1)
+
+    def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
+        A = rows.A
+        a, c = cast_weight(self, "a", self.a["all"], A.dtype), cast_weight(self, "c", self.c, A.dtype)
+        return Rows(A * a, rows.ball, rows.off), self._bias(A, c)
+
+    def dot_length(self, rows: Rows) -> int:
+        return 1
+
+    @property
+    def max_bias(self) -> float:
+        return float(self.c.abs().max())
+
+
+class Reshape(Op):
+    """A change of shape (``nn.Flatten``, ``nn.Unflatten``, ``view``/``reshape``)."""
+
+    name = "Reshape"
+
+    def __init__(self, in_shape: Shape, out_shape: Shape, name: str = "Reshape") -> None:
+        super().__init__(in_shape)
+        if math.prod(in_shape) != math.prod(out_shape):
+            raise GenrobustError(f"cannot reshape {tuple(in_shape)} to {tuple(out_shape)}")
+        self.name = name
+        self.out_shape = tuple(out_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x)
+
+    def apply(self, x: torch.Tensor, part: str = "all", bias: bool = True) -> torch.Tensor:
+        out = x.reshape(x.shape[0], *self.out_shape)
+        return torch.zeros_like(out) if part == "neg" else out  # the identity's negative part is 0
+
+    def dot_length(self, rows: Rows) -> int:
+        return 1
+
+    max_bias = 0.0
+
+    def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
+        rows = to_dense(rows, self.out_shape)
+        return Rows(rows.A.reshape(rows.A.shape[0], *self.in_shape), rows.ball), rows.A.new_zeros(rows.A.shape[0])
+
+
+class ConcatConst(Op):
+    """x (d,) ↦ [x, c] (d + k,): a constant appended (a conditional generator's one-hot class)."""
+
+    name = "ConcatConstant"
+
+    def __init__(self, constant: torch.Tensor, in_shape: Shape) -> None:
+        super().__init__(in_shape)
+        if len(self.in_shape) != 1:
+            raise GenrobustError(f"concatenation with a constant is supported on flat vectors, not {self.in_shape}")
+        self.const = constant.detach().reshape(-1).to(DT)
+        self.out_shape = (self.in_shape[0] + self.const.numel(),)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x)
+
+    def apply(self, x: torch.Tensor, part: str = "all", bias: bool = True) -> torch.Tensor:
+        c = self.const if bias else torch.zeros_like(self.const)
+        if part == "abs":
+            c = c.abs()
+        if part == "neg":  # the identity's negative part is 0
+            x = torch.zeros_like(x)
+        return torch.cat([x, c.expand(x.shape[0], -1)], 1)
+
+    def dot_length(self, rows: Rows) -> int:
+        return 1
+
+    @property
+    def max_bias(self) -> float:
+        return float(self.const.abs().max()) if self.const.numel() else 0.0
+
+    def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
+        d = self.in_shape[0]
+        A = rows.A
+        return Rows(A[:, :d], rows.ball), A[:, d:] @ self.const.to(A.dtype)
+
+
+# ------------------------------------------------------------------------------------------- nonlinear
+
+
+class Activation(Op):
+    """A monotone elementwise nonlinearity: ReLU, LeakyReLU, Tanh or Sigmoid.
+
+    :meth:`relax` returns lines y ≥ al·x + bl and y ≤ au·x + bu valid for every x in [l, u], with al, au ≥ 0
+    (monotone functions), which lets forward linear bounds pass through without splitting signs.
+    """
+
+    linear = False
+    patches = True
+    KINDS = ("ReLU", "LeakyReLU", "Tanh", "Sigmoid")
+
+    def __init__(self, kind: str, in_shape: Shape, slope: float = 0.0) -> None:
+        super().__init__(in_shape)
+        if kind not in self.KINDS:
+            raise GenrobustError(f"unknown activation {kind!r}")
+        if kind == "LeakyReLU" and not 0 <= slope <= 1:
+            raise GenrobustError(f"LeakyReLU with negative slope {slope} outside [0, 1] is not supported")
+        self.name = kind
+        self.slope = float(slope) if kind == "LeakyReLU" else 0.0
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return self.name in ("ReLU", "LeakyReLU")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.name == "Tanh":
+            return torch.tanh(x)
+        if self.name == "Sigmoid":
+            return torch.sigmoid(x)
+        return torch.where(x >= 0, x, self.slope * x)
+
+    def fn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    def deriv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.name == "Tanh":
+            return 1 - torch.tanh(x) ** 2
+        s = torch.sigmoid(x)
+        return s * (1 - s)
+
+    def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
+        """Neurons whose relaxation is not exact on [l, u]: the ones worth tighter bounds."""
+        if self.piecewise_linear:
+            return (l < 0) & (u > 0)
+        return u > l
+
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
+        """(al, bl, au, bu) with al·x + bl ≤ f(x) ≤ au·x + bu on [l, u].
+
+        ReLU/LeakyReLU: the chord above; below, the line of slope ``alpha`` (in [slope, 1]; by default 1 when
+        u ≥ −l, else the leak slope: the adaptive choice of CROWN). Tanh/Sigmoid: on a convex (u ≤ 0) or
+        concave (l ≥ 0) piece, chord on one side and the tangent at the midpoint on the other; across 0, two
+        parallel lines of the smaller endpoint slope through the endpoints (f′ ≥ that slope on [l, u] since f′
+        is unimodal with its peak at 0). A margin of 1e-12 absorbs the rounding of tanh/exp in libm.
+        """
+        if self.piecewise_linear:
+            s = self.slope
+            width = (u - l).clamp(min=1e-300)
+            au = torch.where(
+                u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), (u - s * l) / width)
+            )
+            bu = torch.where((u <= 0) | (l >= 0), torch.zeros_like(u), u - au * u)
+            if alpha is None:
+                alpha = torch.where(u >= -l, torch.ones_like(u), torch.full_like(u, s))
+            al = torch.where(u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), alpha))
+            bl = torch.zeros_like(u)
+            # The chord's intercept u − au·u is rounded: lift it by a relative 1e-15 (a few ulps) to stay above.
+            bu = bu + (bu.abs() + u.abs()) * 1e-15
+            return al, bl, au, bu
+        f, d = self.fn, self.deriv
+        fl, fu = f(l), f(u)
+        width = u - l
+        flat = width <= 1e-12
+        chord = torch.where(flat, d(l), (fu - fl) / width.clamp(min=1e-300))
+        m = (l + u) / 2
+        tan_s, tan_b = d(m), f(m) - d(m) * m
+        k = torch.minimum(d(l), d(u))
+        convex, concave = u <= 0, l >= 0
+        al = torch.where(convex, tan_s, torch.where(concave, chord, k))
+        bl = torch.where(convex, tan_b, torch.where(concave, fl - chord * l, fl - k * l))
+        au = torch.where(convex, chord, torch.where(concave, tan_s, k))
+        bu = torch.where(convex, fl - chord * l, torch.where(concave, tan_b, fu - k * u))
+        guard = 1e-12 * (1 + bl.abs() + bu.abs() + (al + au) * torch.maximum(l.abs(), u.abs()))
+        return al, bl - guard, au, bu + guard
+
+
+class MaxPool(Op):
+    """Max pooling with kernel = stride and no padding. Below: the window's element of largest lower bound;
+    above: that element when it dominates its window (its lower bound ≥ every other upper bound), else the
+    window's largest upper bound (a constant)."""
+
+    name = "MaxPool2d"
+    linear = False
+
+    def __init__(self, kernel: int, in_shape: Shape) -> None:
+        super().__init__(in_shape)
+        C, H, W = self.in_shape
+        self.k = kernel
+        self.out_shape = (C, H // kernel, W // kernel)
+
+    def _windows(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, C, Ho, Wo, k·k), cropping what does not fill a window (as PyTorch does)."""
+        _, Ho, Wo = self.out_shape
+        k = self.k
+        x = x[..., : Ho * k, : Wo * k]
+        return x.reshape(*x.shape[:-2], Ho, k, Wo, k).transpose(-3, -2).reshape(*x.shape[:-2], Ho, Wo, k * k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._windows(x).amax(-1)
+
+    def interval(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: E741
+        return self._windows(l).amax(-1), self._windows(u).amax(-1)
+
+    def plan(self, l: torch.Tensor, u: torch.Tensor):  # noqa: E741
+        """Per window: the index of the largest lower bound, whether it dominates, and the largest upper bound."""
+        lw, uw = self._windows(l), self._windows(u)
+        best = lw.argmax(-1, keepdim=True)
+        others_u = uw.scatter(-1, best, -math.inf).amax(-1)
+        dominant = lw.gather(-1, best).squeeze(-1) >= others_u
+        return best.squeeze(-1), dominant, uw.amax(-1)
+
+    def select(self, x: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+        """The element ``best`` of every window of x (N, *extra, C, H, W) → (N, *extra, C, Ho, Wo)."""
+        w = self._windows(x)
+        idx = best.reshape(best.shape[0], *([1] * (w.ndim - best.ndim - 1)), *best.shape[1:], 1)
+        return w.gather(-1, idx.expand(*w.shape[:-1], 1)).squeeze(-1)
+
+    def spread(self, A: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+        """Transpose of :meth:`select`: coefficients over windows → over the input map (R, C, H, W)."""
+        R = A.shape[0]
+        C, Ho, Wo = self.out_shape
+        k = self.k
+        w = A.new_zeros(R, C, Ho, Wo, k * k).scatter_(-1, best.unsqueeze(-1), A.unsqueeze(-1))
+        w = w.reshape(R, C, Ho, Wo, k, k).permute(0, 1, 2, 4, 3, 5).reshape(R, C, Ho * k, Wo * k)
+        H, W = self.in_shape[1:]
+        return F.pad(w, (0, W - Wo * k, 0, H - Ho * k))
+
+
+# ------------------------------------------------------------------------------------------- the table
+
+#: Operator names genrobust can bound, as module types (filled by ``capture``) and ONNX operator names.
+SUPPORTED_MODULES = (
+    "Linear", "Conv2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "BatchNorm1d", "BatchNorm2d", "AvgPool2d",
+    "MaxPool2d", "Flatten", "Unflatten", "Dropout", "Identity", "Affine", "ConcatConstant", "Sequential",
+)  # fmt: skip
+ONNX_OPS = {
+    "Gemm": Dense, "MatMul": Dense, "Conv": Conv, "Relu": Activation, "LeakyRelu": Activation,
+    "Tanh": Activation, "Sigmoid": Activation, "BatchNormalization": Scale, "AveragePool": Conv,
+    "MaxPool": MaxPool, "Flatten": Reshape, "Reshape": Reshape, "Identity": Scale, "Concat": ConcatConst,
+}  # fmt: skip

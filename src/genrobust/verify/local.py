@@ -1,0 +1,442 @@
+"""Local robustness of C∘G_c on latent ε-boxes: *certified*, *falsified* or *unknown*, for many balls and many ε.
+
+For each ball B(z, ε) and label c:
+
+* **falsified** when a latent in the box has a plain forward pass (float32, the caller's own models) whose class
+  is not c; a misclassified centre counts. The witness is kept, and its distance to z is checked in float64.
+* **certified** when sound bounds (``genrobust.bounds``) prove every margin logit_c − logit_j > 0 on the
+  whole box, possibly after splitting it into sub-boxes (branch and bound on the latent dimensions).
+* **unknown** when the budget (sub-boxes or seconds per ball) runs out first.
+
+Several ε are checked in increasing order and monotonicity does the rest: certified at ε ⇒ at every smaller
+ε, falsified at ε ⇒ at every larger ε. Only balls certified at one ε are bounded at the next, so a run over a
+list of ε costs little more than over its largest certified one; the others are only attacked.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..attacks import _eps_list, box_bounds, pgd_in_boxes
+from ..bounds.capture import capture
+from ..bounds.engine import BoundEngine, BoundOptions
+from ..bounds.ops import DT, Reshape
+from ..compose import Composed
+from ..errors import GenrobustError
+from ..models.layout import inference_copy
+from ..runtime import progress, resolve_device, sub_seed
+
+CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
+STATUS_NAMES = {CERTIFIED: "certified", UNKNOWN: "unknown", FALSIFIED: "falsified"}
+Split = Literal["gap", "width", "gradient"]
+SPLITS: tuple[str, ...] = ("gap", "width", "gradient")
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """Budgets and choices of the local check.
+
+    ``max_boxes``: bound computations allowed per ball and ε (1 = bounds only, no splitting).
+    ``max_seconds``: wall time per ball over all its ε (measured on the batches it takes part in).
+    ``split``: which latent dimension to halve: ``"gap"`` (the one whose width costs the worst margin's bound
+    most), ``"width"`` (the widest), ``"gradient"`` (|∂margin/∂z|·width at the box's centre).
+    ``batch_boxes``: boxes bounded together. ``attack_steps``/``attack_restarts``: the PGD falsifier.
+    """
+
+    bounds: BoundOptions = field(default_factory=BoundOptions)
+    max_boxes: int = 64
+    max_seconds: float = 60.0
+    split: Split = "gap"
+    batch_boxes: int = 16
+    attack_steps: int = 20
+    attack_restarts: int = 4
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise GenrobustError(f"unknown split heuristic {self.split!r}; choose one of {', '.join(SPLITS)}")
+        if self.max_boxes < 1 or self.batch_boxes < 1 or self.attack_steps < 1 or self.attack_restarts < 1:
+            raise GenrobustError("max_boxes, batch_boxes, attack_steps and attack_restarts must be ≥ 1")
+        if not self.max_seconds > 0:
+            raise GenrobustError(f"max_seconds must be > 0, got {self.max_seconds}")
+
+
+@dataclass
+class LocalResult:
+    """Outcome per ball and ε (``status``: 1 certified, 0 unknown, −1 falsified) with witnesses and costs."""
+
+    eps: list[float]
+    centers: torch.Tensor  # (N, d)
+    labels: torch.Tensor  # (N,)
+    status: torch.Tensor  # (N, E) int8
+    witness: torch.Tensor  # (N, E, d), NaN where not falsified
+    witness_pred: torch.Tensor  # (N, E), −1 where not falsified
+    boxes: torch.Tensor  # (N, E) bound computations spent
+    seconds: torch.Tensor  # (N,) wall time attributed to each ball
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def certified_radius(self) -> torch.Tensor:
+        """Per ball, the largest ε of the list certified (0 if none): a lower bound on its robustness radius."""
+        eps = torch.tensor([0.0, *self.eps], dtype=torch.float64)
+        cert = torch.cat([torch.ones(len(self.labels), 1, dtype=torch.bool), self.status == CERTIFIED], 1)
+        return eps[(cert.cumprod(1).sum(1) - 1)]
+
+    @property
+    def attack_radius(self) -> torch.Tensor:
+        """Per ball, the distance of the closest witness found (inf if none): an upper bound on the radius."""
+        d = (self.witness.double() - self.centers.double()[:, None, :]).abs().amax(2)
+        d = torch.where(self.status == FALSIFIED, d, torch.full_like(d, math.inf))
+        return d.amin(1) if d.shape[1] else torch.full((len(self.labels),), math.inf, dtype=torch.float64)
+
+    def counts(self) -> list[dict[str, int]]:
+        return [
+            {name: int((self.status[:, e] == code).sum()) for code, name in STATUS_NAMES.items()}
+            for e in range(len(self.eps))
+        ]
+
+    def table(self) -> str:
+        lines = [f"{'ε':>8} {'certified':>10} {'falsified':>10} {'unknown':>8} {'boxes/ball':>11}"]
+        for e, (eps, c) in enumerate(zip(self.eps, self.counts(), strict=True)):
+            boxes = float(self.boxes[:, e].double().mean()) if len(self.labels) else 0.0
+            lines.append(f"{eps:>8g} {c['certified']:>10} {c['falsified']:>10} {c['unknown']:>8} {boxes:>11.1f}")
+        lines.append(f"{len(self.labels)} balls, {float(self.seconds.sum()):.1f} s "
+                     f"({float(self.seconds.mean()) if len(self.labels) else 0:.2f} s per ball)")  # fmt: skip
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eps": self.eps,
+            "options": self.options,
+            "counts": self.counts(),
+            "balls": [
+                {
+                    "z": self.centers[i].tolist(),
+                    "label": int(self.labels[i]),
+                    "status": [STATUS_NAMES[int(s)] for s in self.status[i]],
+                    "certified_radius": float(self.certified_radius[i]),
+                    "attack_radius": None if math.isinf(r := float(self.attack_radius[i])) else r,
+                    "boxes": self.boxes[i].tolist(),
+                    "seconds": float(self.seconds[i]),
+                }
+                for i in range(len(self.labels))
+            ],
+        }
+
+
+def _pixel_chain(classifier: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    return nn.Sequential(nn.Unflatten(1, input_shape), classifier)
+
+
+class LocalVerifier:
+    """The local check of one classifier behind one generator (or of the classifier alone, in pixel space).
+
+    Build it once and call :meth:`run` on as many balls as you like; the caller's models are copied, never
+    changed. ``generator=None`` checks the classifier on pixel boxes (an image flattened, ε in pixel units, the
+    box clipped to ``pixel_range``): the case of published local-robustness benchmarks.
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        generator: nn.Module | None,
+        *,
+        latent_dim: int | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        options: VerifyOptions | None = None,
+        device: str | torch.device | None = None,
+        pixel_range: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
+        import copy
+
+        self.options = options or VerifyOptions()
+        self.device = resolve_device(device)
+        clf = copy.deepcopy(classifier).to(self.device).eval().requires_grad_(False)
+        for p in clf.parameters():
+            if not torch.isfinite(p).all():
+                raise GenrobustError("the classifier has NaN or infinite weights")
+        self.pixel = generator is None
+        self.pixel_range = pixel_range
+        if self.pixel:
+            if input_shape is None:
+                input_shape = getattr(classifier, "input_shape", None)
+            if input_shape is None:
+                raise GenrobustError("pixel-space checks need the classifier's input_shape, e.g. (1, 28, 28)")
+            self.plain: nn.Module = _pixel_chain(clf, tuple(input_shape))
+            ops = [Reshape((math.prod(input_shape),), tuple(input_shape), name="Unflatten"), *capture(clf, input_shape)]
+            anchor = 1
+            self.latent_dim = math.prod(input_shape)
+            bound_opts = BoundOptions(**{**vars(self.options.bounds), "classifier_forward": False})
+        else:
+            gen = copy.deepcopy(generator).to(self.device).eval().requires_grad_(False)
+            if latent_dim is None:
+                raise GenrobustError("give the generator's latent_dim")
+            self.latent_dim = latent_dim
+            with torch.no_grad():
+                image = gen(torch.zeros(1, latent_dim, device=self.device))
+            gen_ops = capture(gen, (latent_dim,))
+            ops = gen_ops + capture(clf, tuple(image.shape[1:]))
+            anchor = len(gen_ops)
+            self.plain = Composed(clf, gen)
+            bound_opts = self.options.bounds
+        self.fast = inference_copy(self.plain)
+        self.engine = BoundEngine(ops, anchor, bound_opts).to(self.device)
+        self.num_classes = self.engine.num_classes
+
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _classify(self, z: torch.Tensor) -> torch.Tensor:
+        out = torch.cat([self.plain(z[i : i + 256].float()) for i in range(0, len(z), 256)]) if len(z) else None
+        if out is None:
+            return torch.zeros(0, dtype=torch.long, device=z.device)
+        if not torch.isfinite(out).all():
+            raise GenrobustError("the model returned NaN or infinite logits")
+        return out.argmax(1)
+
+    def _ball(self, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real box around z (float64) for ε, clipped to the pixel range in pixel space."""
+        z64 = z.double()
+        lo, hi = z64 - eps, z64 + eps
+        if self.pixel:
+            lo, hi = lo.clamp(min=self.pixel_range[0]), hi.clamp(max=self.pixel_range[1])
+        return lo, hi
+
+    def _float_box(self, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float32 box (bounds rounded inwards) in which attack candidates live."""
+        lo, hi = box_bounds(z.float(), torch.full((len(z),), eps, dtype=torch.float64, device=z.device))
+        if self.pixel:
+            lo, hi = lo.clamp(min=self.pixel_range[0]), hi.clamp(max=self.pixel_range[1])
+        return lo, hi
+
+    def _spec(self, labels: torch.Tensor) -> torch.Tensor:
+        K = self.num_classes
+        eye = torch.eye(K, dtype=DT, device=labels.device)
+        spec = eye[labels][:, None, :] - eye[None, :, :]  # (B, K, K): row j = e_c − e_j
+        keep = ~torch.eye(K, dtype=torch.bool, device=labels.device)[labels]  # drop j = c
+        return spec[keep].reshape(len(labels), K - 1, K)
+
+    def run(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor | Sequence[int],
+        eps: float | Sequence[float],
+        *,
+        seed: int = 0,
+        ids: Sequence[int] | None = None,
+        show_progress: bool = False,
+    ) -> LocalResult:
+        """Check the balls B(z[i], ε) for label ``labels[i]`` and every ε. ``ids`` (default 0..N−1) seed the
+        attack per ball, so a ball's outcome does not depend on which others share its batch."""
+        eps_values = sorted(_eps_list(eps))
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise GenrobustError(
+                f"centres must be a tensor of shape (N, {self.latent_dim}), got {tuple(getattr(z, 'shape', ()))}"
+            )
+        if not torch.isfinite(z).all():
+            raise GenrobustError("centres contain NaN or infinity")
+        dev = self.device
+        z = z.detach().to(dev, torch.float32)
+        labels = torch.as_tensor(labels, dtype=torch.long, device=dev).reshape(-1)
+        if len(labels) != len(z):
+            raise GenrobustError(f"{len(labels)} labels for {len(z)} centres")
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise GenrobustError(f"labels must be classes 0..{self.num_classes - 1}")
+        ids = list(range(len(z))) if ids is None else list(ids)
+        N, E, d = len(z), len(eps_values), self.latent_dim
+        status = torch.zeros(N, E, dtype=torch.int8)
+        witness = torch.full((N, E, d), math.nan)
+        witness_pred = torch.full((N, E), -1, dtype=torch.long)
+        boxes = torch.zeros(N, E, dtype=torch.long)
+        seconds = torch.zeros(N, dtype=torch.float64)
+        bar = progress(N * E, "robustness", show_progress)
+
+        def falsify(i: int, e: int, w: torch.Tensor, p: int) -> None:
+            for f in range(e, E):  # falsified at ε ⇒ at every larger ε
+                if status[i, f] != FALSIFIED:
+                    status[i, f] = FALSIFIED
+                    witness[i, f] = w.cpu()
+                    witness_pred[i, f] = p
+                    bar.update(1)
+
+        t0 = time.perf_counter()
+        pred = self._classify(z)
+        for i in torch.nonzero(pred != labels).flatten().tolist():
+            falsify(i, 0, z[i], int(pred[i]))  # a misclassified centre falsifies every ε
+        seconds += (time.perf_counter() - t0) / max(1, N)
+        eligible = [i for i in range(N) if status[i, 0] != FALSIFIED]
+        for e, eps_e in enumerate(eps_values):
+            todo = [i for i in eligible if status[i, e] != FALSIFIED]
+            if not todo:
+                continue
+            # 1. bounds and branch and bound, for the balls certified at the previous ε
+            prove = [i for i in todo if e == 0 or status[i, e - 1] == CERTIFIED]
+            if prove:
+                self._branch_and_bound(prove, e, eps_e, z, labels, status, boxes, seconds, falsify)
+            # 2. PGD on the whole ball for the rest
+            left = [i for i in todo if status[i, e] == UNKNOWN]
+            if left:
+                t1 = time.perf_counter()
+                idx = torch.tensor(left, device=dev)
+                lo, hi = self._float_box(z[idx], eps_e)
+                found, cand = pgd_in_boxes(
+                    self.fast, labels[idx], lo, hi, steps=self.options.attack_steps,
+                    restarts=self.options.attack_restarts, seeds=[sub_seed(seed, ids[i], e) for i in left],
+                )  # fmt: skip
+                self._confirm(left, e, eps_e, found, cand, z, labels, falsify)
+                seconds[idx.cpu()] += (time.perf_counter() - t1) / len(left)
+            bar.update(int(sum(1 for i in todo if status[i, e] != FALSIFIED)))
+        bar.close()
+        return LocalResult(eps_values, z.cpu(), labels.cpu(), status, witness, witness_pred, boxes, seconds,
+                           options=_options_dict(self.options))  # fmt: skip
+
+    def _confirm(self, rows: list[int], e: int, eps_e: float, found, cand, z, labels, falsify) -> None:
+        """Re-check claimed witnesses: a plain forward pass and the distance in float64; keep the true ones."""
+        hits = torch.nonzero(found).flatten()
+        if len(hits) == 0:
+            return
+        w = cand[hits].float()
+        p = self._classify(w)
+        for j, pj, wj in zip(hits.tolist(), p.tolist(), w, strict=True):
+            i = rows[j]
+            lo, hi = self._ball(z[i : i + 1], eps_e)
+            inside = bool(((wj.double() >= lo[0]) & (wj.double() <= hi[0])).all())
+            if inside and pj != int(labels[i]):
+                falsify(i, e, wj, pj)
+
+    def _branch_and_bound(self, balls, e, eps_e, z, labels, status, boxes, seconds, falsify) -> None:
+        opt = self.options
+        dev = self.device
+        # queue of sub-boxes: (ball, lo, hi) in float64; lo/hi partition the real ball exactly
+        lo, hi = self._ball(z[torch.tensor(balls, device=dev)], eps_e)
+        # a queued box: (ball, lo, hi, the parent's intervals as float32 rounded outwards, or None)
+        queue: list[tuple] = [(b, lo[k], hi[k], None) for k, b in enumerate(balls)]
+        open_boxes = dict.fromkeys(balls, 1)
+        spent = {b: 0.0 for b in balls}
+        done: set[int] = set()
+        while queue:
+            # one box from as many balls as possible, then fill the batch (children go to the back: breadth first)
+            live = [item for item in queue if item[0] not in done]
+            batch, rest, seen = [], [], set()
+            for item in live:
+                if len(batch) < opt.batch_boxes and item[0] not in seen:
+                    batch.append(item)
+                    seen.add(item[0])
+                else:
+                    rest.append(item)
+            room = opt.batch_boxes - len(batch)
+            batch, queue = batch + rest[:room], rest[room:]
+            if not batch:
+                break
+            t1 = time.perf_counter()
+            owners = [item[0] for item in batch]
+            blo = torch.stack([item[1] for item in batch])
+            bhi = torch.stack([item[2] for item in batch])
+            parent = _stack_parents([item[3] for item in batch])
+            center = (blo + bhi) / 2
+            radius = torch.maximum(bhi - center, center - blo)
+            radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
+            own = torch.tensor(owners, device=dev)
+            mb = self.engine.margins(center, radius, self._spec(labels[own]), parent=parent)
+            worst = mb.lower.argmin(1)
+            certified = mb.lower.min(1).values > 0
+            # the bound's minimiser (a corner) is a cheap candidate counterexample
+            g = mb.coef[torch.arange(len(batch), device=dev), worst]
+            corner = (center - radius * torch.sign(g)).clamp(min=blo, max=bhi).float()
+            p = self._classify(corner)
+            dt = (time.perf_counter() - t1) / len(batch)
+            for b in owners:
+                boxes[b, e] += 1
+                spent[b] += dt
+                seconds[b] += dt
+            children: list[tuple] = []
+            for k, b in enumerate(owners):
+                if b in done:
+                    continue
+                open_boxes[b] -= 1
+                if certified[k]:
+                    if open_boxes[b] == 0:
+                        status[b, e] = CERTIFIED
+                        done.add(b)
+                    continue
+                if int(p[k]) != int(labels[b]):
+                    self._confirm([b], e, eps_e, torch.ones(1, dtype=torch.bool), corner[k : k + 1], z, labels,
+                                  falsify)  # fmt: skip
+                    if status[b, e] == FALSIFIED:
+                        done.add(b)
+                        continue
+                if boxes[b, e] + open_boxes[b] + 2 > opt.max_boxes or spent[b] > opt.max_seconds:
+                    done.add(b)  # budget spent: unknown (the whole-ball attack may still falsify it)
+                    continue
+                dim = self._split_dim(blo[k], bhi[k], mb.coef[k, worst[k]], b, labels)
+                mid = (blo[k, dim] + bhi[k, dim]) / 2
+                left_hi, right_lo = bhi[k].clone(), blo[k].clone()
+                left_hi[dim], right_lo[dim] = mid, mid
+                inherited = _outward32({i: (lo_i[k], hi_i[k]) for i, (lo_i, hi_i) in mb.intervals.items()})
+                # depth first: children go to the front, so few boxes (and their intervals) wait in memory
+                children.append((b, blo[k], left_hi, inherited))
+                children.append((b, right_lo, bhi[k], inherited))
+                open_boxes[b] += 2
+            queue = children + queue
+
+    def _split_dim(self, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor, ball: int, labels) -> int:
+        split = self.options.split
+        width = hi - lo
+        if split == "width" or not bool((coef != 0).any()):
+            return int(width.argmax())
+        if split == "gap":
+            return int((coef.abs() * (width > 0)).argmax())
+        zc = ((lo + hi) / 2).float()[None].requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.plain(zc)
+            c = int(labels[ball])
+            others = logits.clone()
+            others[0, c] = -math.inf
+            (grad,) = torch.autograd.grad(logits[0, c] - others.max(), zc)
+        return int((grad[0].double().abs() * width).argmax())
+
+
+def _outward32(intervals: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Intervals kept for a box's children in float32 (half the memory), rounded outwards so they stay sound."""
+    out = {}
+    for i, (lo, hi) in intervals.items():
+        lo32, hi32 = lo.float(), hi.float()
+        lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.full_like(lo32, -math.inf)), lo32)
+        hi32 = torch.where(hi32.double() < hi, torch.nextafter(hi32, torch.full_like(hi32, math.inf)), hi32)
+        out[i] = (lo32, hi32)
+    return out
+
+
+def _stack_parents(parents: list) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The parents' intervals of a batch, stacked; boxes without a parent get (−inf, inf)."""
+    known = [p for p in parents if p is not None]
+    if not known:
+        return None
+    out = {}
+    for i in known[0]:
+        lows, highs = [], []
+        for p in parents:
+            if p is None:
+                ref = known[0][i][0]
+                lows.append(torch.full_like(ref, -math.inf))
+                highs.append(torch.full_like(ref, math.inf))
+            else:
+                lows.append(p[i][0])
+                highs.append(p[i][1])
+        out[i] = (torch.stack(lows).double(), torch.stack(highs).double())
+    return out
+
+
+def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
+    b = opt.bounds
+    return {
+        "bounds": {"mode": b.mode, "classifier_forward": b.classifier_forward, "refine": b.refine,
+                   "refine_dtype": str(b.refine_dtype).removeprefix("torch.")},
+        "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
+        "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
+    }  # fmt: skip

@@ -1,0 +1,232 @@
+"""Global (ε, δ)-robustness (Definition 3 of the paper): for every class c,
+P_z[every z′ with ‖z − z′‖∞ ≤ ε has C(G_c(z′)) = c] ≥ 1 − δ, by Monte Carlo over local checks.
+
+The centres are the correctness estimator's latents (the same seed gives the same z as
+:func:`~genrobust.estimate.global_correctness`). Each centre is certified, falsified or unknown at each ε
+(:mod:`genrobust.verify.local`), so P(robust at ε) is bounded from both sides:
+
+    P(certified) ≤ P(robust) ≤ P(not falsified),
+
+and with exact intervals: P(robust) ≥ the lower Clopper–Pearson bound of certified/n and ≤ the upper bound of
+(n − falsified)/n (together a confidence of at least 1 − α, α = 1 − ``confidence``, as the two one-sided
+errors are each α/2). The δ verdict *holds* when the lower bound is ≥ 1 − δ, *fails* when the upper bound is
+below it, and is *undecided* otherwise: unknowns count against both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attacks import _eps_list
+from ..compose import check_compatible
+from ..errors import GenrobustError
+from ..estimate import latents
+from ..models.generators import GeneratorFamily
+from ..runtime import progress, resolve_device
+from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest
+from .local import CERTIFIED, FALSIFIED, LocalResult, LocalVerifier, VerifyOptions
+
+
+@dataclass
+class EpsEstimate:
+    """One class at one ε: counts, the two-sided bound on P(robust) and the verdict."""
+
+    eps: float
+    n: int
+    certified: int
+    falsified: int
+    unknown: int
+    lower: float  # Clopper–Pearson lower bound of certified / n
+    upper: float  # Clopper–Pearson upper bound of (n − falsified) / n
+    verdict: str
+    decided_at: int | None = None  # sequential mode: balls used when the verdict became certain
+
+
+@dataclass
+class ClassRobustness:
+    cls: int
+    name: str
+    per_eps: list[EpsEstimate]
+    seconds: float
+
+
+@dataclass
+class RobustnessResult:
+    """Per class and ε: counts, bounds and verdicts; per class the local results (witnesses, radii)."""
+
+    eps: list[float]
+    delta: float
+    confidence: float
+    seed: int
+    classes: list[ClassRobustness]
+    local: dict[int, LocalResult] = field(default_factory=dict, repr=False)
+    generators: GeneratorFamily | None = field(default=None, repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def verdict(self, eps: float) -> str:
+        """(ε, δ)-robust iff every class holds at ε; not iff some class fails; else undecided."""
+        e = self._index(eps)
+        vs = {c.per_eps[e].verdict for c in self.classes}
+        if FAILS in vs:
+            return FAILS
+        return HOLDS if vs == {HOLDS} else UNDECIDED
+
+    def _index(self, eps: float) -> int:
+        for e, value in enumerate(self.eps):
+            if np.isclose(value, eps):
+                return e
+        raise GenrobustError(f"ε = {eps} was not checked; checked: {', '.join(f'{v:g}' for v in self.eps)}")
+
+    def table(self) -> str:
+        level = f"{100 * self.confidence:g}%"
+        lines = [f"{'class':<12} {'ε':>7} {'n':>6} {'cert.':>6} {'fals.':>6} {'unkn.':>6}  "
+                 f"{'P(robust) ' + level + ' bounds':<22} {'P ≥ 1−δ?':<10}"]  # fmt: skip
+        for c in self.classes:
+            for r in c.per_eps:
+                lines.append(
+                    f"{c.name[:12]:<12} {r.eps:>7g} {r.n:>6} {r.certified:>6} {r.falsified:>6} {r.unknown:>6}  "
+                    f"{f'[{r.lower:.4f}, {r.upper:.4f}]':<22} {r.verdict:<10}"
+                )
+        for eps in self.eps:
+            lines.append(f"ε = {eps:g}, δ = {self.delta}: {self.verdict(eps)}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "genrobust-robustness/1",
+            "eps": self.eps,
+            "delta": self.delta,
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "options": self.options,
+            "verdicts": {f"{e:g}": self.verdict(e) for e in self.eps},
+            "classes": [
+                {"cls": c.cls, "name": c.name, "seconds": c.seconds, "per_eps": [vars(r) for r in c.per_eps]}
+                for c in self.classes
+            ],
+            "balls": {str(c): r.to_dict()["balls"] for c, r in self.local.items()},
+        }
+
+    def save_json(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=2)
+
+
+def _estimates(res: LocalResult, eps: list[float], delta: float, confidence: float) -> list[EpsEstimate]:
+    out = []
+    n = len(res.labels)
+    for e, value in enumerate(eps):
+        st = res.status[:, e]
+        cert, fals = int((st == CERTIFIED).sum()), int((st == FALSIFIED).sum())
+        # one-sided bounds at level α/2 each: the two-sided Clopper–Pearson ends at confidence 1 − α
+        lower = Proportion(cert, n, confidence).ci[0]
+        upper = Proportion(n - fals, n, confidence).ci[1]
+        v = HOLDS if lower >= 1 - delta else FAILS if upper < 1 - delta else UNDECIDED
+        out.append(EpsEstimate(value, n, cert, fals, n - cert - fals, lower, upper, v))
+    return out
+
+
+def global_robustness(
+    classifier: nn.Module,
+    generators: GeneratorFamily,
+    *,
+    eps: float | Sequence[float],
+    n: int = 1000,
+    delta: float = 0.05,
+    confidence: float = 0.95,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    sequential: bool = False,
+    options: VerifyOptions | None = None,
+    chunk: int = 32,
+    device: str | torch.device | None = None,
+    show_progress: bool = False,
+) -> RobustnessResult:
+    """Bound P_z[C∘G_c robust on the ε-box around z] for every class c and ε with n centres each.
+
+    ``sequential=True`` checks centres ``chunk`` at a time and stops a class once, at every ε, the
+    anytime-valid test on the certified share says *holds* or the one on the non-falsified share says *fails*
+    (each with error ≤ 1 − confidence at any stopping time); ``n`` is then the budget.
+    """
+    if not isinstance(n, numbers.Integral) or n <= 0:
+        raise GenrobustError(f"n must be a positive integer, got {n!r}")
+    if not 0 < delta < 1:
+        raise GenrobustError(f"delta must be in (0, 1), got {delta}")
+    if not 0 < confidence < 1:
+        raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise GenrobustError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(chunk, numbers.Integral) or chunk <= 0:
+        raise GenrobustError(f"chunk must be a positive integer, got {chunk!r}")
+    if not isinstance(generators, GeneratorFamily):
+        raise GenrobustError("generators must be a GeneratorFamily (see load_generators)")
+    eps_values = sorted(_eps_list(eps))
+    dev = resolve_device(device)
+    import copy
+
+    check_compatible(copy.deepcopy(classifier).eval(), copy.deepcopy(generators).eval(), "cpu")
+    wanted = list(range(len(generators))) if classes is None else list(classes)
+    if not wanted:
+        raise GenrobustError("classes is empty: name at least one class")
+    for c in wanted:
+        if not (isinstance(c, numbers.Integral) and 0 <= c < len(generators)):
+            raise GenrobustError(f"class {c} out of range 0..{len(generators) - 1}")
+    options = options or VerifyOptions()
+    out, local = [], {}
+    bar = progress(n * len(wanted), "robustness", show_progress)
+    for c in wanted:
+        t0 = time.perf_counter()
+        verifier = LocalVerifier(classifier, generators[c], latent_dim=generators.latent_dim, options=options,
+                                 device=dev)  # fmt: skip
+        z_all = latents(seed, c, n, generators.latent_dim)
+        tests = [(SequentialTest(delta, 1 - confidence), SequentialTest(delta, 1 - confidence)) for _ in eps_values]
+        parts: list[LocalResult] = []
+        decided_at: list[int | None] = [None] * len(eps_values)
+        for lo in range(0, n, chunk):
+            ids = list(range(lo, min(n, lo + chunk)))
+            part = verifier.run(z_all[ids], [c] * len(ids), eps_values, seed=seed, ids=ids)
+            parts.append(part)
+            bar.update(len(ids))
+            if sequential:
+                for e, (t_cert, t_alive) in enumerate(tests):
+                    t_cert.update((part.status[:, e] == CERTIFIED).numpy())
+                    t_alive.update((part.status[:, e] != FALSIFIED).numpy())
+                    final = t_cert.decision == HOLDS or t_alive.decision == FAILS
+                    stuck = t_cert.decision == FAILS and t_alive.decision == HOLDS  # unknowns keep it undecided
+                    if decided_at[e] is None and (final or stuck):
+                        decided_at[e] = ids[-1] + 1
+                if all(d is not None for d in decided_at):
+                    break
+        res = _concat(parts, eps_values)
+        per_eps = _estimates(res, eps_values, delta, confidence)
+        if sequential:
+            for e, (t_cert, t_alive) in enumerate(tests):
+                per_eps[e].verdict = (
+                    HOLDS if t_cert.decision == HOLDS else FAILS if t_alive.decision == FAILS else UNDECIDED
+                )
+                per_eps[e].decided_at = decided_at[e]
+        local[c] = res
+        out.append(ClassRobustness(c, generators.class_names[c], per_eps, time.perf_counter() - t0))
+    bar.close()
+    from .local import _options_dict
+
+    return RobustnessResult(eps_values, delta, confidence, seed, out, local, generators, _options_dict(options))
+
+
+def _concat(parts: list[LocalResult], eps: list[float]) -> LocalResult:
+    cat = torch.cat
+    return LocalResult(
+        eps, cat([p.centers for p in parts]), cat([p.labels for p in parts]), cat([p.status for p in parts]),
+        cat([p.witness for p in parts]), cat([p.witness_pred for p in parts]), cat([p.boxes for p in parts]),
+        cat([p.seconds for p in parts]), parts[0].options,
+    )  # fmt: skip
