@@ -130,9 +130,9 @@ def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
     except Exception as exc:
         raise UnsupportedLayerError(f"cannot trace {type(module).__name__} into a graph: {exc}") from None
     gm = torch.fx.GraphModule(module, graph)
-    dev = next((p.device for p in module.parameters()), torch.device("cpu"))
+    ref = next(iter(module.parameters()), torch.zeros(()))
     try:
-        ShapeProp(gm).propagate(torch.zeros(2, *input_shape, device=dev))
+        ShapeProp(gm).propagate(torch.zeros(2, *input_shape, device=ref.device, dtype=ref.dtype))
     except Exception as exc:
         raise GenrobustError(f"the network does not run on inputs of shape {tuple(input_shape)}: {exc}") from None
     ops: list[Op] = []

@@ -274,26 +274,34 @@ class LocalVerifier:
             todo = [i for i in eligible if status[i, e] != FALSIFIED]
             if not todo:
                 continue
-            # 1. bounds and branch and bound, for the balls certified at the previous ε
-            prove = [i for i in todo if e == 0 or status[i, e - 1] == CERTIFIED]
+            # At the smallest ε most balls certify, so bounds come first; at larger ones a (cheap) attack first
+            # spares the (costly) bounds of the balls it falsifies.
+            if e > 0:
+                self._attack(todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status)
+            prove = [i for i in todo if status[i, e] == UNKNOWN and (e == 0 or status[i, e - 1] == CERTIFIED)]
             if prove:
                 self._branch_and_bound(prove, e, eps_e, z, labels, status, boxes, seconds, falsify)
-            # 2. PGD on the whole ball for the rest
-            left = [i for i in todo if status[i, e] == UNKNOWN]
-            if left:
-                t1 = time.perf_counter()
-                idx = torch.tensor(left, device=dev)
-                lo, hi = self._float_box(z[idx], eps_e)
-                found, cand = pgd_in_boxes(
-                    self.fast, labels[idx], lo, hi, steps=self.options.attack_steps,
-                    restarts=self.options.attack_restarts, seeds=[sub_seed(seed, ids[i], e) for i in left],
-                )  # fmt: skip
-                self._confirm(left, e, eps_e, found, cand, z, labels, falsify)
-                seconds[idx.cpu()] += (time.perf_counter() - t1) / len(left)
+            if e == 0:
+                self._attack(todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status)
             bar.update(int(sum(1 for i in todo if status[i, e] != FALSIFIED)))
         bar.close()
         return LocalResult(eps_values, z.cpu(), labels.cpu(), status, witness, witness_pred, boxes, seconds,
                            options=_options_dict(self.options))  # fmt: skip
+
+    def _attack(self, todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status) -> None:
+        """PGD on the whole ball for the balls still unknown at this ε."""
+        left = [i for i in todo if status[i, e] == UNKNOWN]
+        if not left:
+            return
+        t1 = time.perf_counter()
+        idx = torch.tensor(left, device=self.device)
+        lo, hi = self._float_box(z[idx], eps_e)
+        found, cand = pgd_in_boxes(
+            self.fast, labels[idx], lo, hi, steps=self.options.attack_steps, restarts=self.options.attack_restarts,
+            seeds=[sub_seed(seed, ids[i], e) for i in left],
+        )  # fmt: skip
+        self._confirm(left, e, eps_e, found, cand, z, labels, falsify)
+        seconds[idx.cpu()] += (time.perf_counter() - t1) / len(left)
 
     def _confirm(self, rows: list[int], e: int, eps_e: float, found, cand, z, labels, falsify) -> None:
         """Re-check claimed witnesses: a plain forward pass and the distance in float64; keep the true ones."""
@@ -348,6 +356,8 @@ class LocalVerifier:
             # the bound's minimiser (a corner) is a cheap candidate counterexample
             g = mb.coef[torch.arange(len(batch), device=dev), worst]
             corner = (center - radius * torch.sign(g)).clamp(min=blo, max=bhi).float()
+            flo, fhi = self._float_box(z[own], eps_e)  # float32 rounding must not leave the ball
+            corner = torch.minimum(torch.maximum(corner, flo), fhi)
             p = self._classify(corner)
             dt = (time.perf_counter() - t1) / len(batch)
             for b in owners:

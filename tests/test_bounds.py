@@ -1,0 +1,153 @@
+"""The bound engine: sound on every sampled point of random networks (hypothesis), exact where it must be,
+and clear about what it cannot bound."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import genrobust as gr
+from genrobust.bounds.capture import UnsupportedLayerError, capture
+from genrobust.bounds.engine import BoundEngine, BoundOptions
+from genrobust.models.layers import Affine, ConcatConstant
+
+ACTS = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def _margin_spec(labels: torch.Tensor, k: int) -> torch.Tensor:
+    eye = torch.eye(k, dtype=torch.float64)
+    spec = eye[labels][:, None, :] - eye[None, :, :]
+    keep = ~torch.eye(k, dtype=torch.bool)[labels]
+    return spec[keep].reshape(len(labels), k - 1, k)
+
+
+def _random_pair(draw_ints: list[int], act_g: str, act_c: str, pool: str, pad: int, stride: int, bn: bool, cond: bool):
+    seed, d, h = draw_ints
+    torch.manual_seed(seed)
+    gen_layers: list[nn.Module] = [ConcatConstant(torch.tensor([0.0, 1.0]))] if cond else []
+    gen_layers += [nn.Linear(d + (2 if cond else 0), h), ACTS[act_g](), nn.Linear(h, 2 * 6 * 6), nn.Tanh(),
+                   Affine(0.5, 0.5), nn.Unflatten(1, (2, 6, 6))]  # fmt: skip
+    clf_layers: list[nn.Module] = [nn.Conv2d(2, 4, 3, stride=stride, padding=pad)]
+    if bn:
+        b = nn.BatchNorm2d(4)
+        b.running_mean.uniform_(-0.3, 0.3)
+        b.running_var.uniform_(0.5, 2.0)
+        b.weight.data.uniform_(-1.5, 1.5)
+        clf_layers.append(b)
+    clf_layers.append(ACTS[act_c]())
+    side = (6 + 2 * pad - 3) // stride + 1
+    if pool == "avg":
+        clf_layers.append(nn.AvgPool2d(2))
+        side //= 2
+    elif pool == "max":
+        clf_layers.append(nn.MaxPool2d(2))
+        side //= 2
+    clf_layers += [nn.Flatten(), nn.Linear(4 * side * side, 8), nn.Dropout(0.2), ACTS[act_c](), nn.Linear(8, 3)]
+    return nn.Sequential(*gen_layers).eval(), nn.Sequential(*clf_layers).eval(), d
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ints=st.tuples(st.integers(0, 10_000), st.integers(2, 4), st.integers(4, 12)),
+    act_g=st.sampled_from(sorted(ACTS)),
+    act_c=st.sampled_from(sorted(ACTS)),
+    pool=st.sampled_from(["none", "avg", "max"]),
+    pad=st.integers(0, 1),
+    stride=st.integers(1, 2),
+    bn=st.booleans(),
+    cond=st.booleans(),
+    eps=st.sampled_from([0.01, 0.1, 0.5]),
+    mode=st.sampled_from(["crown", "forward", "interval"]),
+    refine32=st.booleans(),
+)
+def test_bounds_contain_every_sampled_point(ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32):
+    gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond)
+    gen_ops = capture(gen, (d,))
+    ops = gen_ops + capture(clf, (2, 6, 6))
+    opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7)
+    engine = BoundEngine(ops, len(gen_ops), opts)
+    B = 3
+    center = torch.randn(B, d, dtype=torch.float64)
+    radius = torch.full((B, d), eps, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2])
+    spec = _margin_spec(labels, 3)
+    res = engine.margins(center, radius, spec)
+    s = torch.rand(400, B, d, dtype=torch.float64) * 2 - 1
+    s[:8] = torch.sign(s[:8])  # corners too
+    z = (center + radius * s).reshape(-1, d)
+    model = nn.Sequential(gen, clf).double()
+    with torch.no_grad():
+        logits = model(z).reshape(400, B, 3)
+        margins = torch.einsum("bmk,nbk->nbm", spec, logits)
+        assert (margins >= res.lower[None]).all(), float((res.lower[None] - margins).max())
+        if mode == "crown":
+            x = z.reshape(400, B, d)
+            for i, (lo, hi) in res.intervals.items():  # every kept interval holds the sampled pre-activations
+                h = x.reshape(-1, d)
+                for op in ops[:i]:
+                    h = op.forward(h)
+                h = h.reshape(400, B, *h.shape[1:])
+                assert (h >= lo[None] - 1e-12).all() and (h <= hi[None] + 1e-12).all(), i
+
+
+def test_interval_is_loosest_and_crown_tightest_on_the_builtin_models():
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    gen_ops = capture(gens[8], (10,))
+    ops = gen_ops + capture(clf, (1, 28, 28))
+    z = gr.estimate.latents(0, 8, 2, 10).double()
+    spec = _margin_spec(torch.tensor([8, 8]), 10)
+    r = torch.full_like(z, 0.003)
+    worst = {}
+    for mode in ("interval", "forward", "crown"):
+        worst[mode] = BoundEngine(ops, len(gen_ops), BoundOptions(mode=mode)).margins(z, r, spec).lower.min(1).values
+    assert (worst["interval"] <= worst["crown"]).all() and (worst["forward"] <= worst["crown"]).all()
+    assert (worst["crown"] > 0).all()  # both balls are certified at ε = 0.003
+
+
+def test_capture_refuses_what_it_cannot_bound():
+    with pytest.raises(UnsupportedLayerError, match="GELU"):
+        capture(nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2)), (3,))
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return x + self.a(x)
+
+    with pytest.raises(UnsupportedLayerError, match="not a chain"):
+        capture(Residual(), (3,))
+    with pytest.raises(UnsupportedLayerError, match="MaxPool2d"):
+        capture(nn.Sequential(nn.MaxPool2d(3, stride=1)), (1, 6, 6))
+    with pytest.raises(gr.GenrobustError, match="shape"):
+        capture(nn.Linear(3, 2), (4,))
+
+
+def test_capture_reads_forward_arithmetic_and_the_generators():
+    class Inline(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 6)
+
+        def forward(self, x):
+            return torch.tanh(self.fc(x) * 2 - 1).view(-1, 1, 2, 3).flatten(1).relu()
+
+    model = Inline()
+    ops = capture(model, (4,))
+    assert [o.name for o in ops] == ["Dense", "mul", "sub", "Tanh", "Reshape", "Reshape", "ReLU"]
+    x = torch.randn(5, 4, dtype=torch.float64)
+    h = x
+    for op in ops:
+        h = op.forward(h)
+    assert torch.allclose(h, model.double()(x), atol=1e-12)
+    for name in ("mnist-gan", "fashion-mnist-cgan"):  # per-class and conditional families are chains too
+        g = gr.load_generators(name)[3]
+        z = torch.randn(4, 10, dtype=torch.float64)
+        h = z
+        for op in capture(g, (10,)):
+            h = op.forward(h)
+        assert torch.allclose(h, g.double()(z), atol=1e-12)

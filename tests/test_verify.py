@@ -1,0 +1,181 @@
+"""The local check and the global robustness estimate: exact on a toy whose answer is known in closed form,
+never contradicted by sampling or strong attacks on the built-in models, reproducible, clear on bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import genrobust as gr
+from genrobust.bounds.capture import UnsupportedLayerError
+from genrobust.estimate import latents
+from genrobust.models.classifiers import ConvClassifier, ConvClassifierConfig
+from genrobust.models.generators import GeneratorFamily, MLPGANConfig, MLPGenerator
+from genrobust.stats import clopper_pearson
+from genrobust.verify import CERTIFIED, FALSIFIED, UNKNOWN, LocalVerifier, VerifyOptions, verify_ball
+
+
+def _linear_pair(seed: int):
+    torch.manual_seed(seed)
+    gen = nn.Sequential(nn.Linear(3, 8)).eval()
+    clf = nn.Sequential(nn.Linear(8, 3)).eval()
+    return gen, clf
+
+
+def _exact_radius(gen, clf, z0: torch.Tensor, c: int) -> float:
+    """min_j m_j(z0) / ‖∇m_j‖₁ for the affine margins m_j = logit_c − logit_j of C∘G (exact, float64)."""
+    A, b = gen[0].weight.detach().double(), gen[0].bias.detach().double()
+    W, w0 = clf[0].weight.detach().double(), clf[0].bias.detach().double()
+    radii = []
+    for j in range(3):
+        if j != c:
+            g = (W[c] - W[j]) @ A
+            m = g @ z0.double() + (W[c] - W[j]) @ b + w0[c] - w0[j]
+            radii.append(float(m / g.abs().sum()))
+    return min(radii)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_linear_toy_matches_the_closed_form(seed):
+    gen, clf = _linear_pair(seed)
+    v = LocalVerifier(clf, gen, latent_dim=3, options=VerifyOptions(max_boxes=4))
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(seed))
+    labels = nn.Sequential(gen, clf)(z).argmax(1)
+    for i in range(5):
+        r = _exact_radius(gen, clf, z[i], int(labels[i]))
+        res = v.run(z[i : i + 1], labels[i : i + 1], [0.97 * r, 1.03 * r])
+        assert res.status[0].tolist() == [CERTIFIED, FALSIFIED], (seed, i, r)
+        w = res.witness[0, 1]
+        assert float((w.double() - z[i].double()).abs().max()) <= 1.03 * r
+        assert int(nn.Sequential(gen, clf)(w[None]).argmax()) != int(labels[i])
+        assert 0.97 * r <= float(res.certified_radius[0]) and float(res.attack_radius[0]) <= 1.03 * r
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+
+
+@pytest.mark.slow
+def test_builtin_certificates_survive_sampling_and_strong_attacks(builtin):
+    clf, gens = builtin
+    z = latents(0, 8, 3, 10)
+    labels = torch.full((3,), 8)
+    v = LocalVerifier(clf, gens[8], latent_dim=10, options=VerifyOptions(max_boxes=4))
+    res = v.run(z, labels, [0.003])
+    assert (res.status[:, 0] == CERTIFIED).sum() >= 2
+    model = nn.Sequential(gens[8], clf).eval()
+    for i in torch.nonzero(res.status[:, 0] == CERTIFIED).flatten().tolist():
+        s = torch.rand(3000, 10, generator=torch.Generator().manual_seed(i)) * 2 - 1
+        s[:64] = torch.sign(s[:64])
+        with torch.no_grad():
+            assert (model(z[i] + 0.003 * s).argmax(1) == 8).all()
+        lo, hi = gr.attacks.box_bounds(z[i : i + 1].repeat(8, 1), torch.full((8,), 0.003, dtype=torch.float64))
+        found, _ = gr.attacks.pgd_in_boxes(model, torch.full((8,), 8), lo, hi, steps=60, restarts=8, seeds=range(8))
+        assert not found.any()
+
+
+def test_misclassified_centre_and_multi_eps_monotone(builtin):
+    clf, gens = builtin
+    z = latents(0, 8, 40, 10)
+    pred = nn.Sequential(gens[8], clf)(z).argmax(1)
+    wrong = int(torch.nonzero(pred != 8)[0])
+    res = verify_ball(clf, gens[8], z[wrong], eps=[0.001, 0.5], label=8, options=VerifyOptions(max_boxes=1))
+    assert res.status[0].tolist() == [FALSIFIED, FALSIFIED] and torch.equal(res.witness[0, 0], z[wrong])
+    assert float(res.attack_radius[0]) == 0.0
+    res = verify_ball(clf, gens[8], z[0], eps=[2.0, 0.002], options=VerifyOptions(max_boxes=2))
+    assert res.eps == [0.002, 2.0]  # sorted
+    assert res.status[0, 0] == CERTIFIED and res.status[0, 1] in (FALSIFIED, UNKNOWN)
+
+
+def test_pixel_space_box_is_clipped_and_witnesses_stay_inside():
+    torch.manual_seed(1)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    clf.input_shape = (1, 2, 2)
+    x = torch.tensor([[[0.0, 1.0], [0.3, 0.7]]])
+    label = int(clf(x[None]).argmax())
+    res = verify_ball(clf, None, x, eps=[1e-4, 5.0], label=label)
+    assert res.status[0, 0] == CERTIFIED
+    if res.status[0, 1] == FALSIFIED:
+        w = res.witness[0, 1]
+        assert (w >= 0).all() and (w <= 1).all()
+
+
+def test_bad_input_is_refused_clearly(builtin):
+    clf, gens = builtin
+    v = LocalVerifier(clf, gens[1], latent_dim=10, options=VerifyOptions(max_boxes=1))
+    z = latents(0, 1, 2, 10)
+    for bad in (0.0, -1.0, math.nan, math.inf, []):
+        with pytest.raises(gr.GenrobustError, match="ε"):
+            v.run(z, [1, 1], bad)
+    with pytest.raises(gr.GenrobustError, match=r"shape \(N, 10\)"):
+        v.run(torch.zeros(2, 9), [1, 1], 0.01)
+    with pytest.raises(gr.GenrobustError, match="NaN"):
+        v.run(torch.full((1, 10), math.nan), [1], 0.01)
+    with pytest.raises(gr.GenrobustError, match="labels"):
+        v.run(z, [1, 12], 0.01)
+    with pytest.raises(gr.GenrobustError, match="split"):
+        VerifyOptions(split="random")
+    with pytest.raises(UnsupportedLayerError, match="GELU"):
+        LocalVerifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.GELU()), gens[1], latent_dim=10)
+    broken = gr.load_classifier("mnist-small")
+    with torch.no_grad():
+        broken.head[0].weight[0, 0] = math.nan
+    with pytest.raises(gr.GenrobustError, match="NaN"):
+        LocalVerifier(broken, gens[1], latent_dim=10)
+
+
+def _tiny_family_and_classifier():
+    torch.manual_seed(0)
+    cfg = MLPGANConfig(latent_dim=4, hidden=(16,), image_size=28, num_classes=10)
+    fam = GeneratorFamily(per_class=[MLPGenerator(cfg) for _ in range(10)])
+    clf = ConvClassifier(ConvClassifierConfig(a=2, b=2, c=8)).eval()
+    with torch.no_grad():  # class 0 robustly everywhere: class 0's balls are certified, every other's falsified
+        clf.head[-1].bias[0] = 20.0
+    return clf, fam
+
+
+def test_global_robustness_statistics_centres_and_chunking():
+    clf, fam = _tiny_family_and_classifier()
+    kw = dict(eps=[0.001, 0.05], n=12, classes=[0, 3], options=VerifyOptions(max_boxes=2))
+    a = gr.global_robustness(clf, fam, chunk=5, seed=3, **kw)
+    b = gr.global_robustness(clf, fam, chunk=12, seed=3, **kw)
+    for c in (0, 3):
+        assert torch.equal(a.local[c].status, b.local[c].status)  # chunking changes nothing
+        assert torch.equal(a.local[c].centers, latents(3, c, 12, 4))  # the correctness estimator's centres
+    for cls in a.classes:
+        for r in cls.per_eps:
+            assert r.certified + r.falsified + r.unknown == r.n == 12
+            assert r.lower == pytest.approx(clopper_pearson(r.certified, 12, 0.95)[0])
+            assert r.upper == pytest.approx(clopper_pearson(12 - r.falsified, 12, 0.95)[1])
+            assert r.lower <= r.upper
+        assert cls.per_eps[0].certified == (12 if cls.cls == 0 else 0)
+        assert cls.per_eps[0].falsified == (0 if cls.cls == 0 else 12)
+        # monotone in ε: certified shrinks, falsified grows
+        assert cls.per_eps[0].certified >= cls.per_eps[1].certified
+        assert cls.per_eps[0].falsified <= cls.per_eps[1].falsified
+    d = a.to_dict()
+    assert d["format"] == "genrobust-robustness/1" and set(d["verdicts"]) == {"0.001", "0.05"}
+    assert "class" in a.table()
+    with pytest.raises(gr.GenrobustError, match="was not checked"):
+        a.verdict(0.2)
+
+
+def test_sequential_stops_early_when_the_answer_is_clear():
+    clf, fam = _tiny_family_and_classifier()
+    res = gr.global_robustness(clf, fam, eps=[0.01], n=400, classes=[0, 3], sequential=True, chunk=20,
+                               options=VerifyOptions(max_boxes=1))  # fmt: skip
+    robust, broken = res.classes[0].per_eps[0], res.classes[1].per_eps[0]
+    assert robust.verdict == "holds" and robust.n < 400 and robust.decided_at == robust.n
+    assert broken.verdict == "fails" and broken.n < 400 and robust.certified == robust.n
+
+
+def test_global_robustness_refuses_bad_arguments(builtin):
+    clf, gens = builtin
+    for kw, msg in ((dict(n=0), "n must"), (dict(delta=1.5), "delta"), (dict(seed=-1), "seed"),
+                    (dict(classes=[]), "classes"), (dict(classes=[10]), "out of range")):  # fmt: skip
+        with pytest.raises(gr.GenrobustError, match=msg):
+            gr.global_robustness(clf, gens, **{"eps": 0.01, **kw})
