@@ -57,7 +57,9 @@ class BoundOptions:
     ``classifier_forward``: also carry forward affine bounds through the classifier (besides intervals).
     ``refine``: backward passes for the classifier's unstable neurons, in ``refine_dtype`` (float32 is ~3–10×
     faster on a CPU; its rounding is paid for by a rigorous guard, see the module docstring). The margins
-    are always bounded in float64. ``row_chunk``: rows per backward pass (memory).
+    are always bounded in float64. ``row_chunk``: rows per backward pass (memory). ``refine_limit``: a box
+    with more unstable neurons than this in one layer keeps its interval/forward bounds there (still sound,
+    looser): at large ε such a box is hopeless, and refining it would cost minutes.
     """
 
     mode: Mode = "crown"
@@ -65,6 +67,7 @@ class BoundOptions:
     refine: bool = True
     refine_dtype: torch.dtype = torch.float32
     row_chunk: int = 4096
+    refine_limit: int = 12_000
 
 
 @dataclass
@@ -266,8 +269,11 @@ class BoundEngine:
         stops = [k for k in (linear_back[1:2] if len(linear_back) > 2 else []) if k > self.anchor] + [self.anchor]
         lo, hi = lo.clone(), hi.clone()
         refined = 0
+        mask = op.unstable(lo, hi)
+        per_box = mask.reshape(len(mask), -1).sum(1)
+        mask &= (per_box <= self.options.refine_limit).reshape(-1, *([1] * (mask.ndim - 1)))
         for stop in stops:
-            idx = torch.nonzero(op.unstable(lo, hi))
+            idx = torch.nonzero(mask & op.unstable(lo, hi))
             if len(idx) == 0:
                 break
             refined += len(idx)

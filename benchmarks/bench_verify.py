@@ -1,0 +1,106 @@
+"""The verifier on the built-in ``mnist-small`` ∘ ``mnist-gan``: how many balls each ingredient decides, and at
+what cost.
+
+For every ε and every configuration, the first ``--balls`` latents of each class (the correctness estimator's
+centres, seed 0) are checked: certified / falsified / unknown, mean and 95th-percentile seconds per ball, and
+the peak resident memory of the process that ran them (each configuration × ε runs in its own process). The
+configurations are the ablation the README reports:
+
+* ``full``: CROWN-style bounds (forward in the generator, interval + forward + backward with patches in the
+  classifier, float32 refinement) with branch and bound on the latent box and PGD;
+* ``bounds-only``: the same bounds on the whole box, no splitting (``max_boxes = 1``), and PGD;
+* ``interval``: interval arithmetic only, with the same splitting budget as ``full``, and PGD.
+
+    python benchmarks/bench_verify.py [--balls 100] [--classes 0,...,9] [--eps 0.01,0.03,0.05,0.1]
+                                      [--max-boxes 64] [--max-seconds 30] [--out docs/verify-benchmark]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CONFIGS = ("full", "bounds-only", "interval")
+
+
+def run_one(config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float) -> dict:
+    import torch
+
+    import genrobust as gr
+    from genrobust.bounds.engine import BoundOptions
+    from genrobust.estimate import latents
+    from genrobust.verify import LocalVerifier, VerifyOptions
+
+    torch.set_num_threads(2)
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    opts = {
+        "full": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds),
+        "bounds-only": VerifyOptions(max_boxes=1, max_seconds=max_seconds),
+        "interval": VerifyOptions(bounds=BoundOptions(mode="interval"), max_boxes=max_boxes, max_seconds=max_seconds),
+    }[config]
+    counts = {"certified": 0, "falsified": 0, "unknown": 0}
+    seconds: list[float] = []
+    t0 = time.perf_counter()
+    for c in classes:
+        v = LocalVerifier(clf, gens[c], latent_dim=gens.latent_dim, options=opts)
+        res = v.run(latents(0, c, balls, gens.latent_dim), [c] * balls, [eps])
+        for k, n in res.counts()[0].items():
+            counts[k] += n
+        seconds += res.seconds.tolist()
+    return {
+        "config": config,
+        "eps": eps,
+        "balls": len(seconds),
+        **counts,
+        "mean_s": float(np.mean(seconds)),
+        "p95_s": float(np.percentile(seconds, 95)),
+        "wall_s": time.perf_counter() - t0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--balls", type=int, default=100, help="balls per class")
+    ap.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9")
+    ap.add_argument("--eps", default="0.01,0.03,0.05,0.1")
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--max-boxes", type=int, default=64)
+    ap.add_argument("--max-seconds", type=float, default=30.0)
+    ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
+    a = ap.parse_args()
+    classes = [int(c) for c in a.classes.split(",")]
+    if a.one:
+        config, eps = a.one.split("@")
+        print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds)))
+        return
+    rows = []
+    head = (f"{'config':<12} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
+            f"{'decided':>8} {'mean s':>8} {'p95 s':>8} {'peak RSS':>9}")  # fmt: skip
+    print(f"mnist-small ∘ mnist-gan, classes {a.classes}, {a.balls} balls each, budget {a.max_boxes} boxes / "
+          f"{a.max_seconds:g} s per ball", flush=True)  # fmt: skip
+    print(head, flush=True)
+    for eps in [float(e) for e in a.eps.split(",")]:
+        for config in a.configs.split(","):
+            cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
+                   a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds)]  # fmt: skip
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            rows.append(r)
+            decided = (r["certified"] + r["falsified"]) / r["balls"]
+            counts = f"{r['balls']:>6} {r['certified']:>10} {r['falsified']:>10} {r['unknown']:>8}"
+            cost = f"{r['mean_s']:>8.2f} {r['p95_s']:>8.2f} {r['peak_rss_mb']:>7.0f} MB"
+            print(f"{config:<12} {eps:>6g} {counts} {decided:>8.1%} {cost}", flush=True)
+    if a.out:
+        Path(a.out).with_suffix(".json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
