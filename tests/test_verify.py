@@ -121,6 +121,8 @@ def test_bad_input_is_refused_clearly(builtin):
         VerifyOptions(split="random")
     with pytest.raises(UnsupportedLayerError, match="GELU"):
         LocalVerifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.GELU()), gens[1], latent_dim=10)
+    with pytest.raises(gr.GenrobustError, match="different devices"):
+        LocalVerifier(clf, nn.Linear(10, 784).to("meta"), latent_dim=10)
     broken = gr.load_classifier("mnist-small")
     with torch.no_grad():
         broken.head[0].weight[0, 0] = math.nan

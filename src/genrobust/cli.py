@@ -42,6 +42,16 @@ def main() -> None:
     """Check image classifiers globally, against generative models of their inputs."""
 
 
+def _eps_and_classes(eps_text: str, classes: str | None) -> tuple[list[float], list[int] | None]:
+    """--eps 0.01,0.03 and --classes 1,8 (None: all classes)."""
+    try:
+        eps = [float(e) for e in eps_text.split(",") if e.strip()]
+        wanted = [int(c) for c in classes.split(",") if c.strip()] if classes else None
+    except ValueError:
+        raise click.BadParameter("--eps takes numbers and --classes integers, separated by commas") from None
+    return eps, wanted
+
+
 @main.group()
 def data() -> None:
     """Datasets: where they are, whether they verify, and downloading them."""
@@ -330,11 +340,7 @@ def reproduce_robustness_table(
     from .experiments.correctness_table import ALL_ROWS
     from .experiments.robustness_table import RobustnessPlan, robustness_markdown, run_robustness_table
 
-    try:
-        eps = [float(e) for e in eps_text.split(",") if e.strip()]
-        wanted = [int(c) for c in classes.split(",") if c.strip()] if classes else None
-    except ValueError:
-        raise click.BadParameter("--eps takes numbers and --classes integers, separated by commas") from None
+    eps, wanted = _eps_and_classes(eps_text, classes)
     plan = RobustnessPlan(
         dataset, n, [r.strip() for r in rows.split(",") if r.strip()] if rows else list(ALL_ROWS),
         Path(work) if work else cache_dir() / "reproduce", sorted(eps), seed, wanted, max_boxes, max_seconds,
@@ -432,11 +438,7 @@ def robustness_cmd(
     from .report.robustness import falsified_examples, save_robustness_curve
     from .verify import VerifyOptions, global_robustness
 
-    try:
-        eps = [float(e) for e in eps_text.split(",") if e.strip()]
-        wanted = [int(c) for c in classes.split(",") if c.strip()] if classes else None
-    except ValueError:
-        raise click.BadParameter("--eps takes numbers and --classes integers, separated by commas") from None
+    eps, wanted = _eps_and_classes(eps_text, classes)
     clf, gens = load_classifier(classifier_name), load_generators(generators_name)
     options = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split)
     res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed, classes=wanted,

@@ -28,6 +28,21 @@ BLOCK = 1024
 PROFILE_LEVELS = (0.90, 0.97, 0.99)
 
 
+def check_estimate_args(*, n: object, delta: float, confidence: float, seed: object, **counts: object) -> None:
+    """The checks every Monte Carlo estimate makes of its arguments (one message per mistake)."""
+    if not isinstance(n, numbers.Integral) or n <= 0:
+        raise GenrobustError(f"n must be a positive integer, got {n!r}")
+    if not 0 < delta < 1:
+        raise GenrobustError(f"delta must be in (0, 1), got {delta}")
+    if not 0 < confidence < 1:
+        raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise GenrobustError(f"seed must be a non-negative integer, got {seed!r}")
+    for name, value in counts.items():
+        if not isinstance(value, numbers.Integral) or value <= 0:
+            raise GenrobustError(f"{name} must be a positive integer, got {value!r}")
+
+
 def latent_block(seed: int, cls: int, block: int, latent_dim: int) -> torch.Tensor:
     """The ``block``-th block of BLOCK latents of class ``cls``: N(0, I), float32, on the CPU."""
     gen = torch.Generator().manual_seed(sub_seed(seed, cls, block))
@@ -196,16 +211,7 @@ def global_correctness(
     (error ≤ 1 − confidence at any stopping time); ``n`` is then the budget. The Clopper–Pearson interval
     reported beside a sequential verdict describes the samples used and is not adjusted for early stopping.
     """
-    if not isinstance(n, numbers.Integral) or n <= 0:
-        raise GenrobustError(f"n must be a positive integer, got {n!r}")
-    if not 0 < delta < 1:
-        raise GenrobustError(f"delta must be in (0, 1), got {delta}")
-    if not 0 < confidence < 1:
-        raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
-    if not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
-        raise GenrobustError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(seed, numbers.Integral) or seed < 0:
-        raise GenrobustError(f"seed must be a non-negative integer, got {seed!r}")
+    check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, batch_size=batch_size)
     dev = resolve_device(device)
     classifier = inference_copy(classifier).to(dev).eval()
     generators = generators.to(dev).eval()

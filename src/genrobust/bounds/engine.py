@@ -36,6 +36,7 @@ Bias sums and the final substitution are done in float64.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -57,9 +58,10 @@ class BoundOptions:
     ``classifier_forward``: also carry forward affine bounds through the classifier (besides intervals).
     ``refine``: backward passes for the classifier's unstable neurons, in ``refine_dtype`` (float32 is ~3–10×
     faster on a CPU; its rounding is paid for by a rigorous guard, see the module docstring). The margins
-    are always bounded in float64. ``row_chunk``: rows per backward pass (memory). ``refine_limit``: a box
-    with more unstable neurons than this in one layer keeps its interval/forward bounds there (still sound,
-    looser): at large ε such a box is hopeless, and refining it would cost minutes.
+    are always bounded in float64. ``row_chunk``: rows per backward pass, at most; rows that cover whole
+    maps are cut further so that one chunk's coefficients stay under ``chunk_bytes`` (peak memory).
+    ``refine_limit``: a box with more unstable neurons than this in one layer keeps its interval/forward
+    bounds there (still sound, looser): at large ε such a box is hopeless, and refining it costs minutes.
     """
 
     mode: Mode = "crown"
@@ -67,6 +69,7 @@ class BoundOptions:
     refine: bool = True
     refine_dtype: torch.dtype = torch.float32
     row_chunk: int = 4096
+    chunk_bytes: int = 96 << 20
     refine_limit: int = 12_000
 
 
@@ -283,7 +286,9 @@ class BoundEngine:
     def _refine_rows(self, j, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, stop) -> None:
         shape = self.ops[j].out_shape
         patch = len(shape) == 3 and self.ops[j].patches
-        chunk = max(1, self.options.row_chunk // 2)
+        # dense rows are as large as the largest map on their way back; patches stay small
+        widest = max(math.prod(op.out_shape) for op in self.ops[self.anchor : j + 1]) if not patch else 2600
+        chunk = max(1, min(self.options.row_chunk, self.options.chunk_bytes // (8 * widest)) // 2)
         dt = self.options.refine_dtype
         for start in range(0, len(idx), chunk):
             part = idx[start : start + chunk]

@@ -105,9 +105,14 @@ class Op:
         raise NotImplementedError
 
     def to(self, device: torch.device) -> Op:
-        for k, v in vars(self).items():
+        """Move every tensor (and dict of tensors, like a weight's parts) to ``device``; drop cached casts."""
+        self.__dict__.pop("_casts", None)
+        self.__dict__.pop("_toeplitz_cache", None)
+        for k, v in list(vars(self).items()):
             if isinstance(v, torch.Tensor):
                 setattr(self, k, v.to(device))
+            elif isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values()):
+                setattr(self, k, {name: t.to(device) for name, t in v.items()})
         return self
 
     def __repr__(self) -> str:
@@ -152,10 +157,6 @@ class Dense(Op):
         self.b = bias.detach().to(DT) if bias is not None else torch.zeros(weight.shape[0], dtype=DT)
         self.out_shape = (weight.shape[0],)
 
-    def to(self, device: torch.device) -> Dense:
-        self.w = {k: v.to(device) for k, v in self.w.items()}
-        self.b = self.b.to(device)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
@@ -206,10 +207,6 @@ class Conv(Op):
             raise GenrobustError(f"a {k[0]}×{k[1]} convolution does not fit its input of shape {self.in_shape}")
         self.out_shape = (weight.shape[0], Ho, Wo)
 
-    def to(self, device: torch.device) -> Conv:
-        self.w = {k: v.to(device) for k, v in self.w.items()}
-        self.b = self.b.to(device)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
@@ -303,10 +300,6 @@ class Scale(Op):
         self.a = _parts(a)
         self.c = c
 
-    def to(self, device: torch.device) -> Scale:
-        self.a = {k: v.to(device) for k, v in self.a.items()}
-        self.c = self.c.to(device)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)

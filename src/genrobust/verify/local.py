@@ -156,7 +156,12 @@ class LocalVerifier:
         import copy
 
         self.options = options or VerifyOptions()
-        self.device = resolve_device(device)
+        devices = {p.device for m in (classifier, generator) if m is not None for p in m.parameters()}
+        if device is None and len(devices) > 1:
+            names = ", ".join(sorted(str(d) for d in devices))
+            raise GenrobustError(f"the classifier and the generator are on different devices ({names}): move both "
+                                 "to one device, or pass device=")  # fmt: skip
+        self.device = resolve_device(device if device is not None else (devices.pop() if devices else None))
         clf = copy.deepcopy(classifier).to(self.device).eval().requires_grad_(False)
         for p in clf.parameters():
             if not torch.isfinite(p).all():

@@ -30,7 +30,7 @@ from torch import nn
 from ..attacks import _eps_list
 from ..compose import check_compatible
 from ..errors import GenrobustError
-from ..estimate import latents
+from ..estimate import check_estimate_args, latents
 from ..models.generators import GeneratorFamily
 from ..runtime import progress, resolve_device
 from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest
@@ -158,16 +158,7 @@ def global_robustness(
     anytime-valid test on the certified share says *holds* or the one on the non-falsified share says *fails*
     (each with error ≤ 1 − confidence at any stopping time); ``n`` is then the budget.
     """
-    if not isinstance(n, numbers.Integral) or n <= 0:
-        raise GenrobustError(f"n must be a positive integer, got {n!r}")
-    if not 0 < delta < 1:
-        raise GenrobustError(f"delta must be in (0, 1), got {delta}")
-    if not 0 < confidence < 1:
-        raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
-    if not isinstance(seed, numbers.Integral) or seed < 0:
-        raise GenrobustError(f"seed must be a non-negative integer, got {seed!r}")
-    if not isinstance(chunk, numbers.Integral) or chunk <= 0:
-        raise GenrobustError(f"chunk must be a positive integer, got {chunk!r}")
+    check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, chunk=chunk)
     if not isinstance(generators, GeneratorFamily):
         raise GenrobustError("generators must be a GeneratorFamily (see load_generators)")
     eps_values = sorted(_eps_list(eps))
