@@ -62,12 +62,16 @@ def _random_pair(draw_ints: list[int], act_g: str, act_c: str, pool: str, pad: i
     eps=st.sampled_from([0.01, 0.1, 0.5]),
     mode=st.sampled_from(["crown", "forward", "interval"]),
     refine32=st.booleans(),
+    limit=st.sampled_from([0.0, 0.9]),
 )
-def test_bounds_contain_every_sampled_point(ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32):
+def test_bounds_contain_every_sampled_point(
+    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit
+):
     gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond)
     gen_ops = capture(gen, (d,))
     ops = gen_ops + capture(clf, (2, 6, 6))
-    opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7)
+    opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
+                        refine_limit=limit)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
     center = torch.randn(B, d, dtype=torch.float64)
@@ -105,6 +109,26 @@ def test_interval_is_loosest_and_crown_tightest_on_the_builtin_models():
         worst[mode] = BoundEngine(ops, len(gen_ops), BoundOptions(mode=mode)).margins(z, r, spec).lower.min(1).values
     assert (worst["interval"] <= worst["crown"]).all() and (worst["forward"] <= worst["crown"]).all()
     assert (worst["crown"] > 0).all()  # both balls are certified at ε = 0.003
+
+
+def test_refinement_certifies_at_eps_001_and_skips_only_hopeless_boxes():
+    """At ε = 0.01 the fourth convolution has ~half its neurons unstable before refinement; refining them is what
+    certifies (a cap on their number once silently turned this ball's +8.87 into −263). At ε = 0.5 every neuron is
+    unstable: the box keeps its cheaper bounds and costs no backward pass."""
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    gen_ops = capture(gens[8], (10,))
+    engine = BoundEngine(gen_ops + capture(clf, (1, 28, 28)), len(gen_ops))
+    z = gr.estimate.latents(0, 8, 2, 10)[1:].double()
+    spec = _margin_spec(torch.tensor([8]), 10)
+    res = engine.margins(z, torch.full_like(z, 0.01), spec)
+    assert float(res.lower.min()) > 5 and res.refined > 5000
+    wide = engine.margins(z, torch.full_like(z, 0.5), spec)
+    assert wide.refined == 0
+    s = torch.rand(300, 10, dtype=torch.float64) * 2 - 1
+    model = torch.nn.Sequential(gens[8], clf).double().eval()
+    with torch.no_grad():
+        margins = (spec[0] @ model(z + 0.5 * s).T).T
+    assert (margins >= wide.lower).all()
 
 
 def test_capture_refuses_what_it_cannot_bound():
