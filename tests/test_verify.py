@@ -92,16 +92,54 @@ def test_misclassified_centre_and_multi_eps_monotone(builtin):
 
 
 def test_pixel_space_box_is_clipped_and_witnesses_stay_inside():
-    torch.manual_seed(1)
     clf = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    with torch.no_grad():  # logits (x0, 1 − x0, 0.1): class 1 below x0 = 0.5, class 0 above
+        clf[1].weight.zero_()
+        clf[1].weight[0, 0], clf[1].weight[1, 0] = 1.0, -1.0
+        clf[1].bias.copy_(torch.tensor([0.0, 1.0, 0.1]))
     clf.input_shape = (1, 2, 2)
-    x = torch.tensor([[[0.0, 1.0], [0.3, 0.7]]])
-    label = int(clf(x[None]).argmax())
-    res = verify_ball(clf, None, x, eps=[1e-4, 5.0], label=label)
-    assert res.status[0, 0] == CERTIFIED
-    if res.status[0, 1] == FALSIFIED:
-        w = res.witness[0, 1]
-        assert (w >= 0).all() and (w <= 1).all()
+    x = torch.tensor([[[0.3, 1.0], [0.0, 0.7]]])
+    res = verify_ball(clf, None, x, eps=[0.19, 0.21, 5.0])
+    assert res.labels.tolist() == [1]
+    assert res.status[0].tolist() == [CERTIFIED, FALSIFIED, FALSIFIED]
+    for e in (1, 2):  # witnesses lie in the box clipped to [0, 1], and cross x0 = 0.5
+        w = res.witness[0, e]
+        assert (w >= 0).all() and (w <= 1).all() and float((w - x.flatten()).abs().max()) <= res.eps[e]
+        assert w[0] > 0.5 and int(res.witness_pred[0, e]) == 0
+
+
+def test_pgd_in_boxes_respects_unequal_widths():
+    model = nn.Linear(2, 2).eval()
+    with torch.no_grad():  # class 1 iff z0 > 1; the box reaches it only along dimension 0
+        model.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+        model.bias.copy_(torch.tensor([0.0, -1.0]))
+    lo, hi = torch.tensor([[0.5, -3.0], [0.0, -3.0]]), torch.tensor([[1.2, 3.0], [0.9, 3.0]])
+    found, cand = gr.attacks.pgd_in_boxes(model, torch.tensor([0, 0]), lo, hi, seeds=[0, 1])
+    assert found.tolist() == [True, False]
+    assert (cand[0] >= lo[0]).all() and (cand[0] <= hi[0]).all() and cand[0, 0] > 1
+
+
+def test_exhausted_balls_attack_their_undecided_sub_boxes(builtin, monkeypatch):
+    clf, gens = builtin
+    import genrobust.verify.local as local
+
+    seen = []
+    real = local.pgd_in_boxes
+
+    def spy(model, y, lo, hi, **kw):
+        seen.append((lo.clone(), hi.clone()))
+        return real(model, y, lo, hi, **kw)
+
+    monkeypatch.setattr(local, "pgd_in_boxes", spy)
+    z = latents(0, 8, 1, 10)
+    v = LocalVerifier(clf, gens[8], latent_dim=10, options=VerifyOptions(max_boxes=3, leaf_attacks=4))
+    res = v.run(z, [8], [0.02])  # this ball stays undecided after 3 boxes (measured)
+    assert res.status[0, 0] == UNKNOWN and int(res.boxes[0, 0]) == 3
+    assert len(seen) == 2  # the sub-box attack first, then the whole ball's
+    leaf_lo, leaf_hi = seen[0]
+    assert 1 < len(leaf_lo) <= 4
+    assert ((leaf_hi - leaf_lo) < 0.04 - 1e-6).any(dim=1).all()  # split boxes, not the whole ball
+    assert (leaf_lo >= z - 0.02).all() and (leaf_hi <= z + 0.02).all()
 
 
 def test_bad_input_is_refused_clearly(builtin):

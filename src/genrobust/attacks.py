@@ -322,7 +322,8 @@ def _pgd(model, rows: _Rows, target, *, steps: int, restarts: int, step_size: fl
     cur = _project(lo + init.reshape(n * restarts, d) * (hi - lo), lo, hi).view(n, restarts, d)
     cur[:, 0] = rows.z0  # restart 0 starts at z itself
     cur = cur.reshape(n * restarts, d)
-    alpha = (rows.eps[r] * step_size).float()[:, None]
+    alpha = (rows.eps[r] * step_size).float()  # ε per row, or a half-width per row and dimension
+    alpha = alpha[:, None] if alpha.ndim == 1 else alpha
     active = torch.arange(n * restarts, device=cur.device)
     for step in range(steps + 1):
         active = active[~rows.found[r[active]]]  # a row that has an example stops all its restarts
@@ -538,38 +539,20 @@ def pgd_in_boxes(
     seeds: Sequence[int],
     batch_size: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Untargeted PGD on the margin inside arbitrary boxes [lo, hi] (float32, rows (R, d)), one per label ``y``.
-
-    The falsifier of the verifier: restart 0 starts at the box's centre, the others uniformly inside; steps of
-    ``step_size``·(half-width)/``steps``. Returns (found (R,), a candidate per row): the caller re-checks every
-    candidate with a plain forward pass before believing it. Seeded per row, so batching changes nothing.
+    """Untargeted latent PGD (the ``pgd`` search above) inside arbitrary boxes [lo, hi] (float32, rows (R, d)),
+    one per label ``y``: restart 0 at the box's centre, steps of ``step_size``·(half-width)/``steps`` per
+    dimension. The verifier's falsifier, on whole balls and on the sub-boxes its bounds could not decide.
+    Returns (found (R,), a candidate per row); the caller re-checks every candidate before believing it.
     """
-    n, d = lo.shape
-    if n == 0:
-        return torch.zeros(0, dtype=torch.bool), lo.clone()
-    dev = lo.device
-    r = torch.arange(n, device=dev).repeat_interleave(restarts)
-    init = torch.stack([torch.rand(restarts, d, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(dev)
-    blo, bhi = lo[r], hi[r]
-    cur = _project(blo + init.reshape(n * restarts, d) * (bhi - blo), blo, bhi).view(n, restarts, d)
-    cur[:, 0] = (lo + hi) / 2
-    cur = cur.reshape(n * restarts, d)
-    alpha = ((bhi - blo) / 2 * (step_size / steps)).clamp(min=0)
-    found = torch.zeros(n, dtype=torch.bool, device=dev)
-    witness = lo.clone()
-    active = torch.arange(n * restarts, device=dev)
-    with torch.no_grad():
-        for step in range(steps + 1):
-            active = active[~found[r[active]]]
-            if len(active) == 0:
-                break
-            grad, _, success = _grad(model, cur[active], y[r[active]], None, "margin", batch_size)
-            if success.any():
-                for j in torch.nonzero(success).flatten().tolist():
-                    row = int(r[active[j]])
-                    if not found[row]:
-                        found[row] = True
-                        witness[row] = cur[active[j]]
-            if step < steps:
-                cur[active] = _project(cur[active] + alpha[active] * grad.sign(), blo[active], bhi[active])
-    return found, witness
+    n = lo.shape[0]
+    rows = _Rows(
+        z0=(lo + hi) / 2, y=y, eps=((hi.double() - lo.double()) / 2), seeds=list(seeds), lo=lo, hi=hi,
+        found=torch.zeros(n, dtype=torch.bool, device=lo.device), z_adv=lo.clone(),
+        queries=torch.zeros(n, dtype=torch.long, device=lo.device),
+        when=torch.full((n,), math.nan, dtype=torch.float64, device=lo.device),
+    )  # fmt: skip
+    if n:
+        with torch.no_grad():
+            _pgd(model, rows, None, steps=steps, restarts=restarts, step_size=step_size / steps,
+                 batch_size=batch_size, t0=time.perf_counter())  # fmt: skip
+    return rows.found, rows.z_adv

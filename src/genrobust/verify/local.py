@@ -48,6 +48,8 @@ class VerifyOptions:
     ``split``: which latent dimension to halve: ``"gap"`` (the one whose width costs the worst margin's bound
     most), ``"width"`` (the widest), ``"gradient"`` (|∂margin/∂z|·width at the box's centre).
     ``batch_boxes``: boxes bounded together. ``attack_steps``/``attack_restarts``: the PGD falsifier.
+    ``leaf_attacks``: when a ball's budget runs out, PGD searches this many of its undecided sub-boxes (where
+    the bounds are weakest) before the ball is left unknown.
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
@@ -57,12 +59,15 @@ class VerifyOptions:
     batch_boxes: int = 16
     attack_steps: int = 20
     attack_restarts: int = 4
+    leaf_attacks: int = 8
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise GenrobustError(f"unknown split heuristic {self.split!r}; choose one of {', '.join(SPLITS)}")
         if self.max_boxes < 1 or self.batch_boxes < 1 or self.attack_steps < 1 or self.attack_restarts < 1:
             raise GenrobustError("max_boxes, batch_boxes, attack_steps and attack_restarts must be ≥ 1")
+        if self.leaf_attacks < 0:
+            raise GenrobustError(f"leaf_attacks must be ≥ 0, got {self.leaf_attacks}")
         if not self.max_seconds > 0:
             raise GenrobustError(f"max_seconds must be > 0, got {self.max_seconds}")
 
@@ -285,7 +290,7 @@ class LocalVerifier:
                 self._attack(todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status)
             prove = [i for i in todo if status[i, e] == UNKNOWN and (e == 0 or status[i, e - 1] == CERTIFIED)]
             if prove:
-                self._branch_and_bound(prove, e, eps_e, z, labels, status, boxes, seconds, falsify)
+                self._branch_and_bound(prove, e, eps_e, z, labels, status, boxes, seconds, falsify, seed, ids)
             if e == 0:
                 self._attack(todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status)
             bar.update(int(sum(1 for i in todo if status[i, e] != FALSIFIED)))
@@ -322,7 +327,7 @@ class LocalVerifier:
             if inside and pj != int(labels[i]):
                 falsify(i, e, wj, pj)
 
-    def _branch_and_bound(self, balls, e, eps_e, z, labels, status, boxes, seconds, falsify) -> None:
+    def _branch_and_bound(self, balls, e, eps_e, z, labels, status, boxes, seconds, falsify, seed, ids) -> None:
         opt = self.options
         dev = self.device
         # queue of sub-boxes: (ball, lo, hi) in float64; lo/hi partition the real ball exactly
@@ -370,8 +375,11 @@ class LocalVerifier:
                 spent[b] += dt
                 seconds[b] += dt
             children: list[tuple] = []
+            exhausted: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for k, b in enumerate(owners):
                 if b in done:
+                    if b in exhausted and not certified[k]:  # its siblings in this batch are leaves too
+                        exhausted[b].append((blo[k], bhi[k]))
                     continue
                 open_boxes[b] -= 1
                 if certified[k]:
@@ -386,7 +394,8 @@ class LocalVerifier:
                         done.add(b)
                         continue
                 if boxes[b, e] + open_boxes[b] + 2 > opt.max_boxes or spent[b] > opt.max_seconds:
-                    done.add(b)  # budget spent: unknown (the whole-ball attack may still falsify it)
+                    done.add(b)  # budget spent: its undecided sub-boxes are attacked below, then the whole ball
+                    exhausted.setdefault(b, []).append((blo[k], bhi[k]))
                     continue
                 dim = self._split_dim(blo[k], bhi[k], mb.coef[k, worst[k]], b, labels)
                 mid = (blo[k, dim] + bhi[k, dim]) / 2
@@ -398,6 +407,35 @@ class LocalVerifier:
                 children.append((b, right_lo, bhi[k], inherited))
                 open_boxes[b] += 2
             queue = children + queue
+            if exhausted and opt.leaf_attacks:
+                t2 = time.perf_counter()
+                for item in queue:
+                    if item[0] in exhausted:
+                        exhausted[item[0]].append((item[1], item[2]))
+                self._attack_leaves(exhausted, e, eps_e, z, labels, seed, ids, falsify)
+                for b in exhausted:
+                    seconds[b] += (time.perf_counter() - t2) / len(exhausted)
+
+    def _attack_leaves(self, leaves, e, eps_e, z, labels, seed, ids, falsify) -> None:
+        """PGD inside up to ``leaf_attacks`` undecided sub-boxes per ball (float32 boxes rounded inwards)."""
+        owners, los, his, seeds = [], [], [], []
+        for b, items in leaves.items():
+            for k, (lo, hi) in enumerate(items[: self.options.leaf_attacks]):
+                owners.append(b)
+                los.append(lo)
+                his.append(hi)
+                seeds.append(sub_seed(seed, ids[b], e, 1 + k))  # per ball: batching changes nothing
+        lo64, hi64 = torch.stack(los), torch.stack(his)
+        lo32, hi32 = lo64.float(), hi64.float()
+        lo32 = torch.where(lo32.double() < lo64, torch.nextafter(lo32, torch.full_like(lo32, math.inf)), lo32)
+        hi32 = torch.where(hi32.double() > hi64, torch.nextafter(hi32, torch.full_like(hi32, -math.inf)), hi32)
+        own = torch.tensor(owners, device=self.device)
+        flo, fhi = self._float_box(z[own], eps_e)
+        lo32, hi32 = torch.maximum(lo32, flo), torch.minimum(hi32, fhi)
+        hi32 = torch.maximum(hi32, lo32)  # a sub-box thinner than a float32 step: its lower corner
+        found, cand = pgd_in_boxes(self.fast, labels[own], lo32, hi32, steps=self.options.attack_steps,
+                                   restarts=self.options.attack_restarts, seeds=seeds)  # fmt: skip
+        self._confirm(owners, e, eps_e, found, cand, z, labels, falsify)
 
     def _split_dim(self, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor, ball: int, labels) -> int:
         split = self.options.split
@@ -454,4 +492,5 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
                    "refine_dtype": str(b.refine_dtype).removeprefix("torch.")},
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
+        "leaf_attacks": opt.leaf_attacks,
     }  # fmt: skip

@@ -34,7 +34,7 @@ from ..estimate import check_estimate_args, latents
 from ..models.generators import GeneratorFamily
 from ..runtime import progress, resolve_device
 from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest
-from .local import CERTIFIED, FALSIFIED, LocalResult, LocalVerifier, VerifyOptions
+from .local import CERTIFIED, FALSIFIED, LocalResult, LocalVerifier, VerifyOptions, _options_dict
 
 
 @dataclass
@@ -165,7 +165,7 @@ def global_robustness(
     dev = resolve_device(device)
     import copy
 
-    check_compatible(copy.deepcopy(classifier).eval(), copy.deepcopy(generators).eval(), "cpu")
+    check_compatible(copy.deepcopy(classifier).to(dev).eval(), copy.deepcopy(generators).to(dev).eval(), dev)
     wanted = list(range(len(generators))) if classes is None else list(classes)
     if not wanted:
         raise GenrobustError("classes is empty: name at least one class")
@@ -209,8 +209,6 @@ def global_robustness(
         local[c] = res
         out.append(ClassRobustness(c, generators.class_names[c], per_eps, time.perf_counter() - t0))
     bar.close()
-    from .local import _options_dict
-
     return RobustnessResult(eps_values, delta, confidence, seed, out, local, generators, _options_dict(options))
 
 
