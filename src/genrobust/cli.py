@@ -42,6 +42,23 @@ def main() -> None:
     """Check image classifiers globally, against generative models of their inputs."""
 
 
+def verify_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every verifying command shares: --eps, --classes and the budget (one place for their help)."""
+    from .verify import SPLITS
+
+    for option in reversed([
+        click.option("--eps", "eps_text", default="0.01,0.03,0.05", show_default=True,
+                     help="Latent radii, e.g. 0.01,0.03 (checked in increasing order)."),
+        click.option("--classes", default=None, help="Comma-separated classes (default: all)."),
+        click.option("--max-boxes", type=int, default=64, show_default=True, help="Sub-boxes per ball and ε."),
+        click.option("--max-seconds", type=float, default=30.0, show_default=True, help="Seconds per ball."),
+        click.option("--split", type=click.Choice(SPLITS), default="gap", show_default=True,
+                     help="Which latent dimension a split halves."),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
 def _eps_and_classes(eps_text: str, classes: str | None) -> tuple[list[float], list[int] | None]:
     """--eps 0.01,0.03 and --classes 1,8 (None: all classes)."""
     try:
@@ -316,22 +333,19 @@ def reproduce_correctness_table(
 @reproduce.command("robustness-table")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist", show_default=True)
 @click.option("-n", "n", type=int, default=100, show_default=True, help="Latent centres per class and row.")
-@click.option("--eps", "eps_text", default="0.01,0.03,0.05", show_default=True)
+@verify_options
 @click.option("--rows", default=None, help="Comma-separated rows (default: all of the correctness table).")
-@click.option("--classes", default=None, help="Comma-separated classes (default: all).")
 @click.option("--work", type=click.Path(file_okay=False), default=None,
               help="Folder for trained classifiers and cached cells (default: the cache; shared with "
               "correctness-table).")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-boxes", type=int, default=64, show_default=True)
-@click.option("--max-seconds", type=float, default=30.0, show_default=True)
 @DATA_DIR_OPTION
 @click.option("--quiet", is_flag=True)
 @friendly_errors
 def reproduce_robustness_table(
     dataset: str, n: int, eps_text: str, rows: str | None, classes: str | None, work: str | None, out: str,
-    seed: int, max_boxes: int, max_seconds: float, data_dir: str | None, quiet: bool,
+    seed: int, max_boxes: int, max_seconds: float, split: str, data_dir: str | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Global robustness of every table row against the standard GAN; writes OUT/robustness-table-DATASET.{md,json}."""
     from pathlib import Path
@@ -343,7 +357,7 @@ def reproduce_robustness_table(
     eps, wanted = _eps_and_classes(eps_text, classes)
     plan = RobustnessPlan(
         dataset, n, [r.strip() for r in rows.split(",") if r.strip()] if rows else list(ALL_ROWS),
-        Path(work) if work else cache_dir() / "reproduce", sorted(eps), seed, wanted, max_boxes, max_seconds,
+        Path(work) if work else cache_dir() / "reproduce", sorted(eps), seed, wanted, max_boxes, max_seconds, split,
     )  # fmt: skip
     table = run_robustness_table(plan, data_dir=data_dir, show_progress=not quiet)
     md = robustness_markdown(table, plan)
@@ -410,16 +424,12 @@ def attack_cmd(
 @main.command("robustness")
 @click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
 @click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
-@click.option("--eps", "eps_text", default="0.01,0.03,0.05", show_default=True, help="Latent radii, e.g. 0.01,0.03")
+@verify_options
 @click.option("-n", "n", type=int, default=100, show_default=True, help="Centres per class (budget if sequential).")
 @click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(robust) ≥ 1 − δ per class.")
 @click.option("--confidence", type=float, default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same centres as correctness.")
-@click.option("--classes", default=None, help="Comma-separated classes (default: all).")
 @click.option("--sequential", is_flag=True, help="Stop each class once every ε is decided (anytime-valid).")
-@click.option("--max-boxes", type=int, default=64, show_default=True, help="Sub-boxes per ball and ε.")
-@click.option("--max-seconds", type=float, default=60.0, show_default=True, help="Seconds per ball.")
-@click.option("--split", type=click.Choice(["gap", "width", "gradient"]), default="gap", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and pictures.")
 @click.option("--show", type=int, default=16, show_default=True, help="Falsified pairs drawn in pairs.png.")

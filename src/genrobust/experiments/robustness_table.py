@@ -32,6 +32,7 @@ class RobustnessPlan:
     classes: list[int] | None = None
     max_boxes: int = 64
     max_seconds: float = 30.0
+    split: str = "gap"
 
     @property
     def cache(self) -> Path:
@@ -44,7 +45,7 @@ class RobustnessPlan:
 
     @property
     def budget(self) -> dict[str, Any]:
-        return {"max_boxes": self.max_boxes, "max_seconds": self.max_seconds}
+        return {"max_boxes": self.max_boxes, "max_seconds": self.max_seconds, "split": self.split}
 
 
 def run_robustness_table(
@@ -59,7 +60,7 @@ def run_robustness_table(
     gens = load_generators(plan.generators)
     classes = list(range(len(gens))) if plan.classes is None else plan.classes
     table: dict[str, Any] = json.loads(plan.cache.read_text()) if plan.cache.is_file() else {}
-    options = VerifyOptions(max_boxes=plan.max_boxes, max_seconds=plan.max_seconds)
+    options = VerifyOptions(max_boxes=plan.max_boxes, max_seconds=plan.max_seconds, split=plan.split)
     for row in plan.rows:
         recipe = row_recipe(plan.dataset, row)
         entry = table.get(row)
@@ -111,8 +112,8 @@ def robustness_markdown(table: dict[str, Any], plan: RobustnessPlan) -> str:
     classes = sorted({c for e in table.values() for c in e["classes"]}, key=int)
     lines.append(
         f"\nAgainst `{plan.generators}`, n = {plan.n} centres per class (classes {', '.join(classes)}), seed "
-        f"{plan.seed}; budget {plan.max_boxes} sub-boxes and {plan.max_seconds:g} s per ball. A range is "
-        "certified share – non-falsified share (the two bounds on P(robust)), pooled over classes; the brackets "
-        "hold the one-sided ends of their Clopper–Pearson intervals (conservative for a pooled count)."
+        f"{plan.seed}; budget {plan.max_boxes} sub-boxes and {plan.max_seconds:g} s per ball, split `{plan.split}`. "
+        "A range is the certified share – non-falsified share (the two bounds on P(robust)), pooled over classes; "
+        "the brackets hold the one-sided ends of their Clopper–Pearson intervals (conservative for a pooled count)."
     )
     return "\n".join(lines)
