@@ -24,12 +24,17 @@ def _margin_spec(labels: torch.Tensor, k: int) -> torch.Tensor:
     return spec[keep].reshape(len(labels), k - 1, k)
 
 
-def _random_pair(draw_ints: list[int], act_g: str, act_c: str, pool: str, pad: int, stride: int, bn: bool, cond: bool):
+def _random_pair(
+    draw_ints: list[int], act_g: str, act_c: str, pool: str, pad: int, stride: int, bn: bool, cond: bool,
+    deep: bool = False,
+):  # fmt: skip
     seed, d, h = draw_ints
     torch.manual_seed(seed)
     gen_layers: list[nn.Module] = [ConcatConstant(torch.tensor([0.0, 1.0]))] if cond else []
-    gen_layers += [nn.Linear(d + (2 if cond else 0), h), ACTS[act_g](), nn.Linear(h, 2 * 6 * 6), nn.Tanh(),
-                   Affine(0.5, 0.5), nn.Unflatten(1, (2, 6, 6))]  # fmt: skip
+    gen_layers += [nn.Linear(d + (2 if cond else 0), h), ACTS[act_g]()]
+    if deep:  # two hidden layers: the generator's own backward refinement passes a nonlinearity
+        gen_layers += [nn.Linear(h, h), ACTS[act_g]()]
+    gen_layers += [nn.Linear(h, 2 * 6 * 6), nn.Tanh(), Affine(0.5, 0.5), nn.Unflatten(1, (2, 6, 6))]
     clf_layers: list[nn.Module] = [nn.Conv2d(2, 4, 3, stride=stride, padding=pad)]
     if bn:
         b = nn.BatchNorm2d(4)
@@ -49,7 +54,7 @@ def _random_pair(draw_ints: list[int], act_g: str, act_c: str, pool: str, pad: i
     return nn.Sequential(*gen_layers).eval(), nn.Sequential(*clf_layers).eval(), d
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ints=st.tuples(st.integers(0, 10_000), st.integers(2, 4), st.integers(4, 12)),
     act_g=st.sampled_from(sorted(ACTS)),
@@ -63,15 +68,17 @@ def _random_pair(draw_ints: list[int], act_g: str, act_c: str, pool: str, pad: i
     mode=st.sampled_from(["crown", "forward", "interval"]),
     refine32=st.booleans(),
     limit=st.sampled_from([0.0, 0.9]),
+    deep=st.booleans(),
+    gen_backward=st.booleans(),
 )
 def test_bounds_contain_every_sampled_point(
-    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit
+    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward
 ):
-    gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond)
+    gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep)
     gen_ops = capture(gen, (d,))
     ops = gen_ops + capture(clf, (2, 6, 6))
     opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
-                        refine_limit=limit)  # fmt: skip
+                        refine_limit=limit, generator_backward=gen_backward, margins_to_latent=gen_backward)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
     center = torch.randn(B, d, dtype=torch.float64)

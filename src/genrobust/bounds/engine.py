@@ -75,6 +75,8 @@ class BoundOptions:
     row_chunk: int = 4096
     chunk_bytes: int = 96 << 20
     refine_limit: float = 0.9
+    generator_backward: bool = True
+    margins_to_latent: bool = True
 
 
 @dataclass
@@ -84,7 +86,8 @@ class MarginBounds:
     lower: torch.Tensor  # (B, M), guarded: every margin ≥ lower on the whole box
     coef: torch.Tensor  # (B, M, d): ∂(lower bound)/∂s with the box written as center + radius·s, s ∈ [−1, 1]^d
     intervals: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(repr=False)  # op index → pre-activation (l, u)
-    refined: int = 0  # neurons refined by backward passes
+    refined: int = 0  # classifier neurons refined by backward passes
+    refined_generator: int = 0  # generator neurons bounded by backward passes to the latent
 
 
 @dataclass
@@ -162,11 +165,12 @@ class BoundEngine:
         coef = torch.diag_embed(radius)  # (B, d over s, d over x)
         forms: _Forms | None = None if opt.mode == "interval" else _Forms(coef, center, coef, center)
         anchor_forms, anchor_box = forms, (lo, hi)
+        latent_forms, latent_box = forms, (lo, hi)
         relax: dict[int, object] = {}
         absmax: dict[int, torch.Tensor] = {}  # op index → (B,) bound on |op's inputs·weights| terms (rounding guard)
         boxes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # op index → its output's intervals (classifier)
         intervals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        refined = 0
+        refined = refined_gen = 0
         hopeless: torch.Tensor | None = None  # (B,) boxes too wide to be worth refining (``refine_limit``)
         for i, op in enumerate(self.ops):
             in_classifier = i >= self.anchor
@@ -177,8 +181,7 @@ class BoundEngine:
             if op.linear:
                 # |W||x| + |b| bounds every term this layer sums: GUARD times it pays for all its rounding
                 reach = op.apply(size, "abs")
-                if in_classifier:
-                    absmax[i] = reach.flatten(1).amax(1)
+                absmax[i] = reach.flatten(1).amax(1)
                 mid, rad = (lo + hi) / 2, (hi - lo) / 2
                 r = op.apply(rad, "abs", bias=False)
                 m = op.apply(mid)
@@ -186,10 +189,13 @@ class BoundEngine:
                 if forms is not None:
                     forms = self._forward_linear(op, forms)
             else:
-                if in_classifier:
-                    absmax[i] = size.flatten(1).amax(1)
+                absmax[i] = size.flatten(1).amax(1)
                 if parent is not None and i in parent:
                     lo, hi = torch.maximum(lo, parent[i][0]), torch.minimum(hi, parent[i][1])
+                if (not in_classifier and opt.mode == "crown" and opt.generator_backward and forms is not None
+                        and any(not o.linear for o in self.ops[:i])):  # fmt: skip
+                    lo, hi, forms, n = self._refine_generator(i, lo, hi, forms, relax, latent_forms, latent_box, absmax)
+                    refined_gen += n
                 if (in_classifier and opt.mode == "crown" and opt.refine and i > self.anchor
                         and any(not o.linear for o in self.ops[self.anchor : i])):  # fmt: skip
                     if hopeless is None and isinstance(op, Activation):
@@ -197,15 +203,13 @@ class BoundEngine:
                         hopeless = share > opt.refine_limit
                     lo, hi, n = self._refine(i, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, hopeless)
                     refined += n
-                if in_classifier:
-                    intervals[i] = (lo, hi)
+                intervals[i] = (lo, hi)
                 if bool((lo > hi).any()):
                     raise GenrobustError(f"internal: empty interval at layer {i} ({op!r}): NaN or inconsistent bounds")
                 if isinstance(op, Activation):
                     rel = op.relax(lo, hi)
-                    if in_classifier:
-                        relax[i] = torch.stack(rel, 1)  # (B, 4, *shape): gathered together in backward passes
-                        relax[("pre", i)] = (lo, hi)
+                    relax[i] = torch.stack(rel, 1)  # (B, 4, *shape): gathered together in backward passes
+                    relax[("pre", i)] = (lo, hi)
                     if forms is not None:
                         forms = self._forward_activation(rel, forms)
                     lo, hi = op.fn(lo), op.fn(hi)
@@ -213,8 +217,7 @@ class BoundEngine:
                         lo, hi = lo - GUARD * (1 + lo.abs()), hi + GUARD * (1 + hi.abs())
                 elif isinstance(op, MaxPool):
                     plan = op.plan(lo, hi)
-                    if in_classifier:
-                        relax[i] = plan
+                    relax[i] = plan
                     if forms is not None:
                         forms = self._forward_maxpool(op, plan, forms)
                     lo, hi = op.interval(lo, hi)
@@ -235,7 +238,10 @@ class BoundEngine:
         M = spec.shape[1]
         if opt.mode == "crown":
             rows = Rows(spec.reshape(B * M, K), torch.arange(B, device=spec.device).repeat_interleave(M))
-            val, g = self._backward(len(self.ops) - 1, rows, relax, anchor_forms, anchor_box, absmax)
+            if opt.margins_to_latent and any(not o.linear for o in self.ops[: self.anchor]):
+                val, g = self._backward(len(self.ops) - 1, rows, relax, latent_forms, latent_box, absmax, stop=0)
+            else:
+                val, g = self._backward(len(self.ops) - 1, rows, relax, anchor_forms, anchor_box, absmax)
             lower, coef = val.reshape(B, M), g.reshape(B, M, d)
         elif opt.mode == "forward":
             assert forms is not None
@@ -251,7 +257,7 @@ class BoundEngine:
             coef = torch.zeros(B, M, d, dtype=DT, device=center.device)
         if not torch.isfinite(lower).all():
             raise GenrobustError("the margin bounds are NaN or infinite: check the network's weights")
-        return MarginBounds(lower, coef, intervals, refined)
+        return MarginBounds(lower, coef, intervals, refined, refined_gen)
 
     # --------------------------------------------------------------------------------- forward mode
     @staticmethod
@@ -285,6 +291,49 @@ class BoundEngine:
         return _Forms(lc, l0, uc, u0)
 
     # -------------------------------------------------------------------------------- backward mode
+    def _refine_generator(self, i, lo, hi, forms: _Forms, relax, latent_forms, latent_box, absmax):
+        """Backward (CROWN) bounds, to the latent box, of the inputs of the generator's nonlinearity ``i``.
+
+        Forward forms lose each earlier relaxation's slack through |W| at every layer; a backward pass pays it
+        only once, weighted by the signed coefficients. Each refined neuron also gets the backward pass's lower
+        and upper *functions* as its affine forms wherever they are tighter than the forward ones, so the
+        generator's pixels reach the classifier as tight affine functions of the latent.
+        """
+        op = self.ops[i]
+        j = i - 1
+        shape = self.ops[j].out_shape
+        idx = torch.nonzero(op.unstable(lo, hi))
+        if len(idx) == 0:
+            return lo, hi, forms, 0
+        lo, hi = lo.clone(), hi.clone()
+        lc, l0 = forms.lc.clone(), forms.l0.clone()
+        uc, u0 = forms.uc.clone(), forms.u0.clone()
+        chunk = max(1, min(self.options.row_chunk, self.options.chunk_bytes // (8 * math.prod(shape))) // 2)
+        for start in range(0, len(idx), chunk):
+            part = idx[start : start + chunk]
+            n = len(part)
+            A = torch.zeros(2 * n, *shape, dtype=DT, device=lo.device)
+            sign = torch.cat([torch.ones(n, dtype=DT, device=lo.device), -torch.ones(n, dtype=DT, device=lo.device)])
+            A[(torch.arange(2 * n, device=lo.device), *part[:, 1:].repeat(2, 1).T)] = sign
+            val, g = self._backward(j, Rows(A, part[:, 0].repeat(2)), relax, latent_forms, latent_box, absmax, stop=0)
+            # the row's function over s is g·s + c with c = val + Σ|g| (less the rounding of that sum)
+            gsum = g.abs().sum(1)
+            c = val + gsum - GUARD * (val.abs() + gsum)
+            key = tuple(part.T)
+            kl, ku = (slice(0, n)), (slice(n, 2 * n))
+            # forward forms' own minimum / maximum, to keep whichever form is tighter per neuron
+            fl = forms.l0[key] - forms.lc.movedim(1, -1)[key].abs().sum(-1)
+            fu = forms.u0[key] + forms.uc.movedim(1, -1)[key].abs().sum(-1)
+            better_l, better_u = val[kl] > fl, -val[ku] < fu
+            lcm, ucm = lc.movedim(1, -1), uc.movedim(1, -1)  # views: (B, *shape, d)
+            lcm[key] = torch.where(better_l[:, None], g[kl], lcm[key])
+            l0[key] = torch.where(better_l, c[kl], l0[key])
+            ucm[key] = torch.where(better_u[:, None], -g[ku], ucm[key])
+            u0[key] = torch.where(better_u, -c[ku], u0[key])
+            lo[key] = torch.maximum(lo[key], val[kl])
+            hi[key] = torch.minimum(hi[key], -val[ku])
+        return lo, hi, _Forms(lc, l0, uc, u0), len(idx)
+
     def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, hopeless):
         """Tighten the unstable inputs of nonlinearity ``i`` by backward passes from each such neuron.
 
