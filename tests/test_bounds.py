@@ -78,7 +78,8 @@ def test_bounds_contain_every_sampled_point(
     gen_ops = capture(gen, (d,))
     ops = gen_ops + capture(clf, (2, 6, 6))
     opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
-                        refine_limit=limit, generator_backward=gen_backward, margins_to_latent=gen_backward)  # fmt: skip
+                        refine_limit=limit, generator_backward=gen_backward,
+                        margins_to_latent=gen_backward)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
     center = torch.randn(B, d, dtype=torch.float64)

@@ -157,7 +157,6 @@ class Dense(Op):
         self.b = bias.detach().to(DT) if bias is not None else torch.zeros(weight.shape[0], dtype=DT)
         self.out_shape = (weight.shape[0],)
 
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
 
@@ -206,7 +205,6 @@ class Conv(Op):
         if Ho < 1 or Wo < 1:
             raise GenrobustError(f"a {k[0]}×{k[1]} convolution does not fit its input of shape {self.in_shape}")
         self.out_shape = (weight.shape[0], Ho, Wo)
-
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
@@ -299,7 +297,6 @@ class Scale(Op):
             a, c = a.reshape(-1, 1, 1), c.reshape(-1, 1, 1) if c.ndim == 1 else c
         self.a = _parts(a)
         self.c = c
-
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
