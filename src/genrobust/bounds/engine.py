@@ -221,7 +221,6 @@ class BoundEngine:
         latent_forms, latent_box = forms, (lo, hi)
         relax: dict[int, object] = {}
         absmax: dict[int, torch.Tensor] = {}  # op index → (B,) bound on |op's inputs·weights| terms (rounding guard)
-        boxes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # op index → its output's intervals (classifier)
         intervals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         refined = refined_gen = 0
         hopeless: torch.Tensor | None = None  # (B,) boxes too wide to be worth refining (``refine_limit``)
@@ -254,7 +253,7 @@ class BoundEngine:
                     if hopeless is None and isinstance(op, Activation):
                         share = op.unstable(lo, hi).reshape(B, -1).double().mean(1)
                         hopeless = share > opt.refine_limit
-                    lo, hi, n = self._refine(i, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, hopeless)
+                    lo, hi, n = self._refine(i, lo, hi, relax, anchor_forms, anchor_box, absmax, hopeless)
                     refined += n
                 intervals[i] = (lo, hi)
                 if bool((lo > hi).any()):
@@ -282,8 +281,6 @@ class BoundEngine:
                 lo, hi = torch.maximum(lo, fl - slack), torch.minimum(hi, fu + slack)
                 if in_classifier and opt.mode == "crown" and not opt.classifier_forward and i + 1 < len(self.ops):
                     forms = None
-            if in_classifier:
-                boxes[i] = (lo, hi)
             if not torch.isfinite(lo).all() or not torch.isfinite(hi).all():
                 raise GenrobustError(f"bounds became NaN or infinite at layer {i} ({op!r})")
         size = torch.maximum(lo.abs(), hi.abs())  # of the logits
@@ -388,7 +385,7 @@ class BoundEngine:
             hi[key] = torch.minimum(hi[key], -val[ku])
         return lo, hi, _Forms(lc, l0, uc, u0), len(idx)
 
-    def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, hopeless):
+    def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, absmax, hopeless):
         """Tighten the unstable inputs of nonlinearity ``i`` by backward passes from each such neuron to the image.
 
         (A cascade with a shallow pass first, back through two linear layers, settled two thirds of the
@@ -401,10 +398,10 @@ class BoundEngine:
         lo, hi = lo.clone(), hi.clone()
         idx = torch.nonzero(op.unstable(lo, hi) & ~hopeless.reshape(-1, *([1] * (lo.ndim - 1))))
         if len(idx):
-            self._refine_rows(i - 1, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, self.anchor)
+            self._refine_rows(i - 1, idx, lo, hi, relax, anchor_forms, anchor_box, absmax)
         return lo, hi, len(idx)
 
-    def _refine_rows(self, j, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, boxes, stop) -> None:
+    def _refine_rows(self, j, idx, lo, hi, relax, anchor_forms, anchor_box, absmax) -> None:
         shape = self.ops[j].out_shape
         patch = len(shape) == 3 and self.ops[j].patches
         # dense rows are as large as the largest map on their way back; patches stay small
@@ -427,10 +424,7 @@ class BoundEngine:
                 A = torch.zeros(2 * n, *shape, dtype=dt, device=lo.device)
                 A[(torch.arange(2 * n), *pairs[:, 1:].T)] = sign
                 rows = Rows(A, ball)
-            if stop == self.anchor:
-                val, _ = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax)
-            else:
-                val, _ = self._backward(j, rows, relax, None, boxes[stop - 1], absmax, stop=stop)
+            val, _ = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax)
             key = tuple(part.T)
             lo[key] = torch.maximum(lo[key], val[0::2])
             hi[key] = torch.minimum(hi[key], -val[1::2])
