@@ -70,16 +70,17 @@ def _random_pair(
     limit=st.sampled_from([0.0, 0.9]),
     deep=st.booleans(),
     gen_backward=st.booleans(),
+    lazy=st.booleans(),
 )
 def test_bounds_contain_every_sampled_point(
-    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward
+    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward, lazy
 ):
     gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep)
     gen_ops = capture(gen, (d,))
     ops = gen_ops + capture(clf, (2, 6, 6))
     opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
                         refine_limit=limit, generator_backward=gen_backward,
-                        margins_to_latent=gen_backward)  # fmt: skip
+                        margins_to_latent=gen_backward, lazy_last=lazy)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
     center = torch.randn(B, d, dtype=torch.float64)
@@ -126,11 +127,15 @@ def test_refinement_certifies_at_eps_001_and_skips_only_hopeless_boxes():
     and costs no backward pass in the classifier."""
     clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
     gen_ops = capture(gens[8], (10,))
-    engine = BoundEngine(gen_ops + capture(clf, (1, 28, 28)), len(gen_ops))
+    ops = gen_ops + capture(clf, (1, 28, 28))
+    engine = BoundEngine(ops, len(gen_ops), BoundOptions(lazy_last=False))
     z = gr.estimate.latents(0, 8, 2, 10)[1:].double()
     spec = _margin_spec(torch.tensor([8]), 10)
     res = engine.margins(z, torch.full_like(z, 0.01), spec)
     assert float(res.lower.min()) > 5 and res.refined > 1000 and res.refined_generator >= 784
+    # lazily, the last dense layer is left unrefined once the box is certified without it: fewer neurons, still > 0
+    lazy = BoundEngine(ops, len(gen_ops)).margins(z, torch.full_like(z, 0.01), spec)
+    assert 0 < float(lazy.lower.min()) <= float(res.lower.min()) and lazy.refined < res.refined
     wide = engine.margins(z, torch.full_like(z, 0.5), spec)
     assert wide.refined == 0
     s = torch.rand(300, 10, dtype=torch.float64) * 2 - 1
