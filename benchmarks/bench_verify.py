@@ -32,7 +32,9 @@ import numpy as np
 CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward")
 
 
-def run_one(config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float) -> dict:
+def run_one(
+    config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float, split: str = "gap"
+) -> dict:
     import torch
 
     import genrobust as gr
@@ -43,7 +45,7 @@ def run_one(config: str, eps: float, classes: list[int], balls: int, max_boxes: 
     torch.set_num_threads(2)
     clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
     opts = {
-        "full": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds),
+        "full": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split),
         "bounds-only": VerifyOptions(max_boxes=1, max_seconds=max_seconds),
         "interval": VerifyOptions(bounds=BoundOptions(mode="interval"), max_boxes=max_boxes, max_seconds=max_seconds),
         "no-gen-backward": VerifyOptions(
@@ -63,6 +65,7 @@ def run_one(config: str, eps: float, classes: list[int], balls: int, max_boxes: 
         seconds += res.seconds.tolist()
     return {
         "config": config,
+        "split": split,
         "eps": eps,
         "balls": len(seconds),
         **counts,
@@ -81,13 +84,14 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--max-boxes", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=30.0)
+    ap.add_argument("--split", default="gap", help="the full configuration's split heuristic (gap, width, gradient)")
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
     a = ap.parse_args()
     classes = [int(c) for c in a.classes.split(",")]
     if a.one:
         config, eps = a.one.split("@")
-        print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds)))
+        print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split)))
         return
     rows = []
     head = (f"{'config':<16} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
@@ -98,7 +102,8 @@ def main() -> None:
     for eps in [float(e) for e in a.eps.split(",")]:
         for config in a.configs.split(","):
             cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
-                   a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds)]  # fmt: skip
+                   a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
+                   "--split", a.split]  # fmt: skip
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             rows.append(r)
             decided = (r["certified"] + r["falsified"]) / r["balls"]
