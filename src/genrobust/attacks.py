@@ -33,10 +33,10 @@ from torch import nn
 
 from .compose import Composed, check_compatible
 from .errors import GenrobustError
-from .estimate import latents
 from .models.generators import GeneratorFamily
 from .models.layout import inference_copy
 from .runtime import progress, resolve_device, sub_seed
+from .sampling import latents
 
 METHODS = ("blackbox", "whitebox", "pgd")
 

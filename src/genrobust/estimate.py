@@ -1,14 +1,12 @@
 """Monte Carlo estimation of global correctness: P_z[C(G_c(z)) = c] for every class c, with exact intervals.
 
-Latents come in fixed blocks of :data:`BLOCK` drawn from per-(seed, class, block) streams, so the samples — and
-hence the counts — do not depend on the batch size used to evaluate them, and any block can be computed on
-another device or machine.
+The samples are the seeded latent blocks of :mod:`genrobust.sampling` (the same whatever the batch size), run
+through its per-class loop with one outcome: is C(G_c(z)) = c, and how confident is C.
 """
 
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,38 +19,20 @@ from .compose import check_compatible
 from .errors import GenrobustError
 from .models.generators import GeneratorFamily
 from .models.layout import inference_copy
-from .runtime import progress, resolve_device, sub_seed
-from .stats import UNDECIDED, SequentialTest, clopper_pearson, verdict
+from .runtime import resolve_device
+from .sampling import BLOCK, check_classes, check_estimate_args, latent_block, latents, run_classes
+from .stats import UNDECIDED, Proportion, SequentialTest
 
-BLOCK = 1024
+__all__ = [
+    "BLOCK",
+    "ClassEstimate",
+    "CorrectnessResult",
+    "check_estimate_args",
+    "global_correctness",
+    "latent_block",
+    "latents",
+]  # fmt: skip
 PROFILE_LEVELS = (0.90, 0.97, 0.99)
-
-
-def check_estimate_args(*, n: object, delta: float, confidence: float, seed: object, **counts: object) -> None:
-    """The checks every Monte Carlo estimate makes of its arguments (one message per mistake)."""
-    if not isinstance(n, numbers.Integral) or n <= 0:
-        raise GenrobustError(f"n must be a positive integer, got {n!r}")
-    if not 0 < delta < 1:
-        raise GenrobustError(f"delta must be in (0, 1), got {delta}")
-    if not 0 < confidence < 1:
-        raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
-    if not isinstance(seed, numbers.Integral) or seed < 0:
-        raise GenrobustError(f"seed must be a non-negative integer, got {seed!r}")
-    for name, value in counts.items():
-        if not isinstance(value, numbers.Integral) or value <= 0:
-            raise GenrobustError(f"{name} must be a positive integer, got {value!r}")
-
-
-def latent_block(seed: int, cls: int, block: int, latent_dim: int) -> torch.Tensor:
-    """The ``block``-th block of BLOCK latents of class ``cls``: N(0, I), float32, on the CPU."""
-    gen = torch.Generator().manual_seed(sub_seed(seed, cls, block))
-    return torch.randn(BLOCK, latent_dim, generator=gen)
-
-
-def latents(seed: int, cls: int, n: int, latent_dim: int) -> torch.Tensor:
-    """The first n latents of class ``cls`` for ``seed`` (the same whatever the batch size)."""
-    blocks = [latent_block(seed, cls, b, latent_dim) for b in range(-(-n // BLOCK))]
-    return torch.cat(blocks)[:n] if blocks else torch.empty(0, latent_dim)
 
 
 @dataclass
@@ -69,6 +49,16 @@ class ClassEstimate:
     verdict: str  # holds / fails / undecided (P ≥ 1 − δ?)
     confident: dict[str, float] = field(default_factory=dict)  # share correct with softmax confidence > level
     decided_at: int | None = None  # sequential mode: samples used when the verdict became certain
+
+
+@dataclass
+class _Chunk:
+    """The outcome of one chunk of latents: the latents, C's predictions and confidences, and which are correct."""
+
+    z: torch.Tensor
+    pred: torch.Tensor
+    conf: torch.Tensor
+    ok: np.ndarray
 
 
 @dataclass
@@ -216,61 +206,50 @@ def global_correctness(
     classifier = inference_copy(classifier).to(dev).eval()
     generators = generators.to(dev).eval()
     check_compatible(classifier, generators, dev)
-    wanted = list(range(len(generators))) if classes is None else list(classes)
-    if not wanted:
-        raise GenrobustError("classes is empty: name at least one class to estimate")
-    for c in wanted:
-        if not 0 <= c < len(generators):
-            raise GenrobustError(f"class {c} out of range 0..{len(generators) - 1}")
-    estimates, outliers = [], []
-    bar = progress(n * len(wanted), "correctness", show_progress)
-    for c in wanted:
-        z_all = latents(seed, c, n, generators.latent_dim)
-        test = SequentialTest(delta=delta, alpha=1 - confidence) if sequential else None
-        correct = used = 0
-        conf_counts = dict.fromkeys(PROFILE_LEVELS, 0)
+    wanted = check_classes(classes, len(generators))
+
+    def outcome(c: int, z: torch.Tensor, ids: list[int]) -> _Chunk:
         with torch.no_grad():
-            for lo in range(0, n, batch_size):
-                z = z_all[lo : lo + batch_size].to(dev)
-                images = generators[c](z)
-                if not torch.isfinite(images).all():
-                    raise GenrobustError(f"the generator of class {c} returned NaN or infinite pixels")
-                logits = classifier(images)
-                if not torch.isfinite(logits).all():
-                    raise GenrobustError(f"the classifier returned NaN or infinite logits on class {c}")
-                probs = torch.softmax(logits.double(), 1)
-                conf, pred = probs.max(1)
-                ok = (pred == c).cpu().numpy()
-                if test is not None:
-                    test.update(ok)
-                    if test.decision != UNDECIDED:
-                        cut = test.decided_at - used  # keep exactly the samples the decision saw
-                        ok, conf, pred, z = ok[:cut], conf[:cut], pred[:cut], z[:cut]
-                correct += int(ok.sum())
-                used += len(ok)
-                for level in PROFILE_LEVELS:
-                    conf_counts[level] += int(((pred == c) & (conf > level)).sum())
-                kept = sum(o.cls == c for o in outliers)
-                for i in np.flatnonzero(~ok)[: max(0, keep_outliers - kept)]:
-                    outliers.append(Outlier(c, z[i].cpu().tolist(), int(pred[i]), float(conf[i])))
-                bar.update(len(ok))
-                if test is not None and test.decision != UNDECIDED:
-                    break
-        lo_ci, hi_ci = clopper_pearson(correct, used, confidence)
-        v = test.decision if test is not None else verdict(correct, used, delta, confidence)
+            images = generators[c](z.to(dev))
+            if not torch.isfinite(images).all():
+                raise GenrobustError(f"the generator of class {c} returned NaN or infinite pixels")
+            logits = classifier(images)
+            if not torch.isfinite(logits).all():
+                raise GenrobustError(f"the classifier returned NaN or infinite logits on class {c}")
+            conf, pred = torch.softmax(logits.double(), 1).max(1)
+        return _Chunk(z, pred.cpu(), conf.cpu(), (pred == c).cpu().numpy())
+
+    tests = {c: SequentialTest(delta=delta, alpha=1 - confidence) for c in wanted} if sequential else {}
+
+    def stop_rule(c: int):
+        return lambda part: tests[c].update(part.ok) != UNDECIDED
+
+    runs = run_classes(wanted, generators.latent_dim, outcome, n=n, seed=seed, chunk=batch_size,
+                       stop_rule=stop_rule if sequential else None, desc="correctness",
+                       show_progress=show_progress)  # fmt: skip
+    estimates, outliers = [], []
+    for run in runs:
+        c, test = run.cls, tests.get(run.cls)
+        used = test.decided_at if test is not None and test.decided_at is not None else n
+        # keep exactly the samples the decision saw (the last chunk may run past it)
+        z, pred, conf = (torch.cat([getattr(p, k) for p in run.parts])[:used] for k in ("z", "pred", "conf"))
+        ok = np.concatenate([p.ok for p in run.parts])[:used]
+        share = Proportion(int(ok.sum()), used, confidence)
+        for i in np.flatnonzero(~ok)[:keep_outliers]:
+            outliers.append(Outlier(c, z[i].tolist(), int(pred[i]), float(conf[i])))
+        lo_ci, hi_ci = share.ci
         estimates.append(
             ClassEstimate(
                 cls=c,
                 name=generators.class_names[c],
                 n=used,
-                correct=correct,
-                estimate=correct / used,
+                correct=share.k,
+                estimate=share.estimate,
                 ci_low=lo_ci,
                 ci_high=hi_ci,
-                verdict=v,
-                confident={f"{level:.2f}": conf_counts[level] / used for level in PROFILE_LEVELS},
+                verdict=test.decision if test is not None else share.verdict(delta),
+                confident={f"{q:.2f}": int(((pred == c) & (conf > q)).sum()) / used for q in PROFILE_LEVELS},
                 decided_at=test.decided_at if test is not None else None,
             )
         )
-    bar.close()
     return CorrectnessResult(delta, confidence, seed, estimates, outliers, generators)

@@ -16,9 +16,7 @@ below it, and is *undecided* otherwise: unknowns count against both sides.
 from __future__ import annotations
 
 import json
-import numbers
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +28,9 @@ from torch import nn
 from ..attacks import _eps_list
 from ..compose import check_compatible
 from ..errors import GenrobustError
-from ..estimate import check_estimate_args, latents
 from ..models.generators import GeneratorFamily
-from ..runtime import progress, resolve_device
+from ..runtime import resolve_device
+from ..sampling import check_classes, check_estimate_args, run_classes
 from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest
 from .local import CERTIFIED, FALSIFIED, LocalResult, LocalVerifier, VerifyOptions, _options_dict
 
@@ -166,50 +164,60 @@ def global_robustness(
     import copy
 
     check_compatible(copy.deepcopy(classifier).to(dev).eval(), copy.deepcopy(generators).to(dev).eval(), dev)
-    wanted = list(range(len(generators))) if classes is None else list(classes)
-    if not wanted:
-        raise GenrobustError("classes is empty: name at least one class")
-    for c in wanted:
-        if not (isinstance(c, numbers.Integral) and 0 <= c < len(generators)):
-            raise GenrobustError(f"class {c} out of range 0..{len(generators) - 1}")
+    wanted = check_classes(classes, len(generators))
     options = options or VerifyOptions()
+    verifiers: dict[int, LocalVerifier] = {}
+
+    def outcome(c: int, z: torch.Tensor, ids: list[int]) -> LocalResult:
+        if c not in verifiers:
+            verifiers.clear()  # one class at a time: free the previous class's composed network
+            verifiers[c] = LocalVerifier(classifier, generators[c], latent_dim=generators.latent_dim,
+                                         options=options, device=dev)  # fmt: skip
+        return verifiers[c].run(z, [c] * len(ids), eps_values, seed=seed, ids=ids)
+
+    stoppers = {c: _SequentialStop(len(eps_values), delta, confidence) for c in wanted}
+    runs = run_classes(wanted, generators.latent_dim, outcome, n=n, seed=seed, chunk=chunk,
+                       stop_rule=(lambda c: stoppers[c].update) if sequential else None, desc="robustness",
+                       show_progress=show_progress)  # fmt: skip
     out, local = [], {}
-    bar = progress(n * len(wanted), "robustness", show_progress)
-    for c in wanted:
-        t0 = time.perf_counter()
-        verifier = LocalVerifier(classifier, generators[c], latent_dim=generators.latent_dim, options=options,
-                                 device=dev)  # fmt: skip
-        z_all = latents(seed, c, n, generators.latent_dim)
-        tests = [(SequentialTest(delta, 1 - confidence), SequentialTest(delta, 1 - confidence)) for _ in eps_values]
-        parts: list[LocalResult] = []
-        decided_at: list[int | None] = [None] * len(eps_values)
-        for lo in range(0, n, chunk):
-            ids = list(range(lo, min(n, lo + chunk)))
-            part = verifier.run(z_all[ids], [c] * len(ids), eps_values, seed=seed, ids=ids)
-            parts.append(part)
-            bar.update(len(ids))
-            if sequential:
-                for e, (t_cert, t_alive) in enumerate(tests):
-                    t_cert.update((part.status[:, e] == CERTIFIED).numpy())
-                    t_alive.update((part.status[:, e] != FALSIFIED).numpy())
-                    final = t_cert.decision == HOLDS or t_alive.decision == FAILS
-                    stuck = t_cert.decision == FAILS and t_alive.decision == HOLDS  # unknowns keep it undecided
-                    if decided_at[e] is None and (final or stuck):
-                        decided_at[e] = ids[-1] + 1
-                if all(d is not None for d in decided_at):
-                    break
-        res = _concat(parts, eps_values)
+    for run in runs:
+        c = run.cls
+        res = _concat(run.parts, eps_values)
         per_eps = _estimates(res, eps_values, delta, confidence)
         if sequential:
-            for e, (t_cert, t_alive) in enumerate(tests):
-                per_eps[e].verdict = (
-                    HOLDS if t_cert.decision == HOLDS else FAILS if t_alive.decision == FAILS else UNDECIDED
-                )
-                per_eps[e].decided_at = decided_at[e]
+            stoppers[c].settle(per_eps)
         local[c] = res
-        out.append(ClassRobustness(c, generators.class_names[c], per_eps, time.perf_counter() - t0))
-    bar.close()
+        out.append(ClassRobustness(c, generators.class_names[c], per_eps, run.seconds))
     return RobustnessResult(eps_values, delta, confidence, seed, out, local, generators, _options_dict(options))
+
+
+class _SequentialStop:
+    """Per ε, the anytime-valid tests on the certified share (can say *holds*) and on the non-falsified share
+    (can say *fails*); a class stops once every ε is final, or stuck (certified says fails while non-falsified
+    says holds: the unknowns keep it undecided whatever comes)."""
+
+    def __init__(self, n_eps: int, delta: float, confidence: float) -> None:
+        self.tests = [(SequentialTest(delta, 1 - confidence), SequentialTest(delta, 1 - confidence))
+                      for _ in range(n_eps)]  # fmt: skip
+        self.decided_at: list[int | None] = [None] * n_eps
+        self.seen = 0
+
+    def update(self, part: LocalResult) -> bool:
+        self.seen += len(part.labels)
+        for e, (t_cert, t_alive) in enumerate(self.tests):
+            t_cert.update((part.status[:, e] == CERTIFIED).numpy())
+            t_alive.update((part.status[:, e] != FALSIFIED).numpy())
+            final = t_cert.decision == HOLDS or t_alive.decision == FAILS
+            stuck = t_cert.decision == FAILS and t_alive.decision == HOLDS
+            if self.decided_at[e] is None and (final or stuck):
+                self.decided_at[e] = self.seen
+        return all(d is not None for d in self.decided_at)
+
+    def settle(self, per_eps: list[EpsEstimate]) -> None:
+        """Replace the fixed-n verdicts by the sequential ones."""
+        for est, (t_cert, t_alive), at in zip(per_eps, self.tests, self.decided_at, strict=True):
+            est.verdict = HOLDS if t_cert.decision == HOLDS else FAILS if t_alive.decision == FAILS else UNDECIDED
+            est.decided_at = at
 
 
 def _concat(parts: list[LocalResult], eps: list[float]) -> LocalResult:
