@@ -1,0 +1,72 @@
+"""The root ``genrobust`` group and what its command groups share: the data-folder option, the verifier's
+budget options, ε/class lists, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import GenrobustError
+
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    envvar="GENROBUST_DATA_DIR",
+    default=None,
+    help="Folder holding datasets in torchvision's raw layout (MNIST/raw/*.gz, ...). "
+    "Defaults to $GENROBUST_DATA_DIR, then the per-user cache.",
+)
+
+DEVICE_OPTION = click.option(
+    "--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
+)
+
+
+def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn genrobust's own errors into a one-line message and exit status 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GenrobustError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="genrobust")
+def main() -> None:
+    """Check image classifiers globally, against generative models of their inputs."""
+
+
+def verify_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every verifying command shares: --eps, --classes and the budget (one place for their help)."""
+    from ..verify import SPLITS
+
+    for option in reversed([
+        click.option("--eps", "eps_text", default="0.01,0.03,0.05", show_default=True,
+                     help="Latent radii, e.g. 0.01,0.03 (checked in increasing order)."),
+        click.option("--classes", default=None, help="Comma-separated classes (default: all)."),
+        click.option("--max-boxes", type=int, default=64, show_default=True, help="Sub-boxes per ball and ε."),
+        click.option("--max-seconds", type=float, default=30.0, show_default=True, help="Seconds per ball."),
+        click.option("--split", type=click.Choice(SPLITS), default="gap", show_default=True,
+                     help="Which latent dimension a split halves."),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def eps_and_classes(eps_text: str, classes: str | None) -> tuple[list[float], list[int] | None]:
+    """--eps 0.01,0.03 and --classes 1,8 (None: all classes)."""
+    try:
+        eps = [float(e) for e in eps_text.split(",") if e.strip()]
+        wanted = [int(c) for c in classes.split(",") if c.strip()] if classes else None
+    except ValueError:
+        raise click.BadParameter("--eps takes numbers and --classes integers, separated by commas") from None
+    return eps, wanted

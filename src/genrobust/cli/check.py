@@ -1,0 +1,150 @@
+"""The checks themselves: ``genrobust correctness``, ``robustness`` and ``attack``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .app import eps_and_classes, friendly_errors, main, verify_options
+
+
+@main.command("correctness")
+@click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
+@click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
+@click.option("-n", "n", type=int, default=10_000, show_default=True, help="Samples per class (budget if sequential).")
+@click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(correct) ≥ 1 − δ per class.")
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--sequential", is_flag=True, help="Stop each class as soon as the anytime-valid test decides.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and outliers.png.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def correctness_cmd(
+    classifier_name: str, generators_name: str, n: int, delta: float, confidence: float, seed: int,
+    batch_size: int, sequential: bool, device: str, out: str | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Global correctness of a classifier against generators: per-class estimate, exact CI and δ verdict."""
+
+    from ..estimate import global_correctness
+    from ..models.zoo import load_classifier, load_generators
+
+    res = global_correctness(
+        load_classifier(classifier_name), load_generators(generators_name), n=n, delta=delta,
+        confidence=confidence, seed=seed, batch_size=batch_size, device=device, sequential=sequential,
+        show_progress=not quiet,
+    )  # fmt: skip
+    click.echo(res.table())
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        res.save_json(folder / "result.json")
+        res.save_confidence_profile(folder / "confidence_profile.png")
+        written = ["result.json", "confidence_profile.png"]
+        if res.outlier_list:
+            res.outliers(64).save(folder / "outliers.png")
+            written.append("outliers.png")
+        click.echo(f"wrote {', '.join(written)} in {folder}")
+
+
+@main.command("attack")
+@click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
+@click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
+@click.option("--method", type=click.Choice(["blackbox", "whitebox", "pgd"]), default="pgd", show_default=True)
+@click.option("--source", type=int, required=True, help="Class whose generator draws the starting images.")
+@click.option("--target", type=int, default=None, help="Class to reach (default: untargeted, any other class).")
+@click.option("--eps", "eps_text", default="0.5", show_default=True, help="Radius in latent space; a list: 0.1,0.3,1")
+@click.option("--starts", type=int, default=100, show_default=True, help="Starting latents drawn.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=None, help="Search steps (default 16; pgd 20).")
+@click.option("--directions", type=int, default=10, show_default=True, help="blackbox: directions tried per step.")
+@click.option("--restarts", type=int, default=4, show_default=True, help="pgd: random restarts.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result, pictures.")
+@click.option("--show", type=int, default=16, show_default=True, help="Pairs drawn in pairs.png.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def attack_cmd(
+    classifier_name: str, generators_name: str, method: str, source: int, target: int | None, eps_text: str,
+    starts: int, seed: int, steps: int | None, directions: int, restarts: int, device: str, out: str | None,
+    show: int, quiet: bool,
+) -> None:  # fmt: skip
+    """Realistic adversarial examples: ε-close latents whose images the classifier labels differently."""
+
+    from ..attacks import realistic_adversarial
+    from ..models.zoo import load_classifier, load_generators
+    from ..report.adversarial import save_pairs, save_path_gif
+
+    try:
+        eps = [float(e) for e in eps_text.split(",") if e.strip()]
+    except ValueError:
+        raise click.BadParameter(f"not a list of numbers: {eps_text!r}", param_hint="--eps") from None
+    clf, gens = load_classifier(classifier_name), load_generators(generators_name)
+    res = realistic_adversarial(
+        clf, gens, source=source, target=target, eps=eps, method=method, n_starts=starts, seed=seed,
+        device=device, show_progress=not quiet, steps=steps, directions=directions, restarts=restarts,
+    )  # fmt: skip
+    click.echo(res.table())
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "result.json").write_text(json.dumps(res.to_dict(), indent=2) + "\n")
+        written = ["result.json"]
+        examples = res.examples()
+        if examples:
+            names = list(gens.class_names)
+            save_pairs(examples[:show], gens[source], folder / "pairs.png", class_names=names)
+            save_path_gif(examples[0], clf, gens[source], folder / "path.gif", class_names=names)
+            written += ["pairs.png", "path.gif"]
+        click.echo(f"wrote {', '.join(written)} in {folder}")
+
+
+@main.command("robustness")
+@click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
+@click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
+@verify_options
+@click.option("-n", "n", type=int, default=100, show_default=True, help="Centres per class (budget if sequential).")
+@click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(robust) ≥ 1 − δ per class.")
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same centres as correctness.")
+@click.option("--sequential", is_flag=True, help="Stop each class once every ε is decided (anytime-valid).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and pictures.")
+@click.option("--show", type=int, default=16, show_default=True, help="Falsified pairs drawn in pairs.png.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def robustness_cmd(
+    classifier_name: str, generators_name: str, eps_text: str, n: int, delta: float, confidence: float, seed: int,
+    classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
+    out: str | None, show: int, quiet: bool,
+) -> None:  # fmt: skip
+    """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
+
+    from ..models.zoo import load_classifier, load_generators
+    from ..report.adversarial import save_pairs, save_path_gif
+    from ..report.robustness import falsified_examples, save_robustness_curve
+    from ..verify import VerifyOptions, global_robustness
+
+    eps, wanted = eps_and_classes(eps_text, classes)
+    clf, gens = load_classifier(classifier_name), load_generators(generators_name)
+    options = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split)
+    res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed, classes=wanted,
+                            sequential=sequential, options=options, device=device, show_progress=not quiet)  # fmt: skip
+    click.echo(res.table())
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        res.save_json(folder / "result.json")
+        save_robustness_curve(res, folder / "robustness_curve.png")
+        written = ["result.json", "robustness_curve.png"]
+        by_class = {c: falsified_examples(res, c, show, clf) for c in res.local}
+        cls = max(by_class, key=lambda c: len(by_class[c]))  # the class with the most witnesses
+        if by_class[cls]:
+            names = list(gens.class_names)
+            save_pairs(by_class[cls], gens[cls], folder / "pairs.png", class_names=names)
+            save_path_gif(by_class[cls][0], clf, gens[cls], folder / "path.gif", class_names=names)
+            written += ["pairs.png", "path.gif"]
+        click.echo(f"wrote {', '.join(written)} in {folder}")
