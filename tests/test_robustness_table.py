@@ -6,6 +6,7 @@ import json
 
 from click.testing import CliRunner
 
+import genrobust as gr
 from genrobust.cli import main
 from genrobust.experiments import robustness_table as rt
 
@@ -34,3 +35,37 @@ def test_robustness_table_runs_caches_and_resumes(tmp_path, monkeypatch):
     again = runner.invoke(main, args)
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text()) == table
+
+
+def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_first(tmp_path, monkeypatch):
+    base = ["reproduce", "robustness-table", "--rows", "built-in", "--classes", "3", "--eps", "0.002", "--max-boxes",
+            "1", "--save-every", "2", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs"),
+            "--quiet"]  # fmt: skip
+    calls = []
+    real = rt.global_robustness
+
+    def spy(*a, **k):
+        calls.append((k["start"], k["n"]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(rt, "global_robustness", spy)
+    runner = CliRunner()
+    assert runner.invoke(main, [*base, "-n", "3"]).exit_code == 0
+    assert calls == [(0, 2), (2, 3)]  # chunks of 2 balls, each saved
+    cache = tmp_path / "work" / "mnist" / "robustness-seed0-eps0.002" / "built-in.json"
+    balls = json.loads(cache.read_text())["classes"]["3"]
+    assert len(balls["status"]) == len(balls["seconds"]) == 3
+    assert runner.invoke(main, [*base, "-n", "5"]).exit_code == 0
+    assert calls[2:] == [(3, 5)]  # only the two new centres
+    five = json.loads(cache.read_text())["classes"]["3"]["status"]
+    assert five[:3] == balls["status"]
+    one_run = real(gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan"), eps=[0.002], n=5, classes=[3],
+                   options=rt.VerifyOptions(max_boxes=1))  # fmt: skip
+    assert one_run.local[3].status.tolist() == five  # the same outcomes as one run of 5
+    assert runner.invoke(main, [*base, "-n", "2"]).exit_code == 0
+    assert len(calls) == 3  # a smaller n reuses the first balls
+    cell = json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())["built-in"]["classes"]["3"]
+    assert cell["per_eps"][0]["n"] == 2
+    cache.write_text("{not json")
+    bad = runner.invoke(main, [*base, "-n", "2"])
+    assert bad.exit_code == 1 and "corrupt robustness cache" in bad.output

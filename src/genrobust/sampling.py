@@ -85,25 +85,29 @@ def run_classes(
     n: int,
     seed: int,
     chunk: int,
+    start: int = 0,
     stop_rule: Callable[[int], StopRule[T]] | None = None,
     desc: str = "samples",
     show_progress: bool = False,
 ) -> list[ClassRun[T]]:
-    """Feed each class's first ``n`` latents of ``seed``, ``chunk`` at a time, to ``outcome``.
+    """Feed each class's first ``n`` latents of ``seed`` (from index ``start`` on: the rest of a run that
+    stopped there), ``chunk`` at a time, to ``outcome``.
 
     ``stop_rule(c)`` makes class c's stopping rule (e.g. a sequential test fed with the chunk's outcomes):
     the class ends after the first chunk for which it returns True. The chunk size changes only where a
     sequential run may stop, never the samples: they are the same blocks whatever ``chunk`` is.
     """
+    if not isinstance(start, numbers.Integral) or not 0 <= start < n:
+        raise GenrobustError(f"start must be in 0..n − 1 = {n - 1}, got {start}")
     runs: list[ClassRun[T]] = []
-    bar = progress(n * len(classes), desc, show_progress)
+    bar = progress((n - start) * len(classes), desc, show_progress)
     try:
         for c in classes:
             run: ClassRun[T] = ClassRun(c)
             t0 = time.perf_counter()
             z_all = latents(seed, c, n, latent_dim)
             rule = stop_rule(c) if stop_rule is not None else None
-            for lo in range(0, n, chunk):
+            for lo in range(start, n, chunk):
                 ids = list(range(lo, min(n, lo + chunk)))
                 part = outcome(c, z_all[lo : lo + len(ids)], ids)
                 run.parts.append(part)

@@ -96,12 +96,14 @@ def reproduce_correctness_table(
               "correctness-table).")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--save-every", type=int, default=10, show_default=True,
+              help="Balls checked between two saves of the per-row cache (a kill loses at most these).")  # fmt: skip
 @DATA_DIR_OPTION
 @click.option("--quiet", is_flag=True)
 @friendly_errors
 def reproduce_robustness_table(
     dataset: str, n: int, eps_text: str, rows: str | None, classes: str | None, work: str | None, out: str,
-    seed: int, max_boxes: int, max_seconds: float, split: str, data_dir: str | None, quiet: bool,
+    seed: int, save_every: int, max_boxes: int, max_seconds: float, split: str, data_dir: str | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Global robustness of every table row against the standard GAN; writes OUT/robustness-table-DATASET.{md,json}."""
 
@@ -113,6 +115,7 @@ def reproduce_robustness_table(
     plan = RobustnessPlan(
         dataset, n, [r.strip() for r in rows.split(",") if r.strip()] if rows else list(ALL_ROWS),
         Path(work) if work else cache_dir() / "reproduce", sorted(eps), seed, wanted, max_boxes, max_seconds, split,
+        save_every,
     )  # fmt: skip
     table = run_robustness_table(plan, data_dir=data_dir, show_progress=not quiet)
     md = robustness_markdown(table, plan)

@@ -2,8 +2,10 @@
 standard-data GAN, at several ε, with both bounds on P(robust) and their exact intervals.
 
 Rows and their trained classifiers are the correctness table's (``correctness_table``: missing classifiers
-are trained, in the same ``work`` folder, and reused by both tables). Every finished class of every row is
-cached, so the command can be killed and rerun at any time and loses at most one class of work.
+are trained, in the same ``work`` folder, and reused by both tables). The cache keeps every ball's outcome, one
+file per row: a kill loses at most one chunk of balls, rows can be run by separate processes at once, and a
+larger ``n`` only checks the new centres (the centres are the seeded latents, so the first n of a larger run
+are the centres of a run of n).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 
 from ..errors import GenrobustError
 from ..models.zoo import load_generators
-from ..stats import clopper_pearson
-from ..verify import VerifyOptions, global_robustness
+from ..stats import Proportion
+from ..verify import CERTIFIED, FALSIFIED, VerifyOptions, global_robustness
 from .correctness_table import GENERATORS, TablePlan, _classifier, check_rows, row_recipe
+
+CACHE_FORMAT = "genrobust-robustness-balls/1"
 
 
 @dataclass
@@ -33,11 +37,13 @@ class RobustnessPlan:
     max_boxes: int = 64
     max_seconds: float = 30.0
     split: str = "gap"
+    chunk: int = 10  # balls verified between two saves of the cache
 
     @property
     def cache(self) -> Path:
+        """The folder of per-row ball caches (independent of n: a run of n reuses and extends it)."""
         eps = "-".join(f"{e:g}" for e in self.eps)
-        return self.work / self.dataset / f"robustness-n{self.n}-seed{self.seed}-eps{eps}.json"
+        return self.work / self.dataset / f"robustness-seed{self.seed}-eps{eps}"
 
     @property
     def generators(self) -> str:
@@ -48,43 +54,74 @@ class RobustnessPlan:
         return {"max_boxes": self.max_boxes, "max_seconds": self.max_seconds, "split": self.split}
 
 
+def _load_row(path: Path, recipe: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
+    """A row's cached balls, or a fresh entry when there are none or they came from another recipe or budget."""
+    fresh = {"format": CACHE_FORMAT, "recipe": recipe, "budget": budget, "classes": {}}
+    if not path.is_file():
+        return fresh
+    try:
+        entry = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise GenrobustError(f"corrupt robustness cache {path}: {exc}; delete it to recompute") from None
+    same = entry.get("format") == CACHE_FORMAT and entry.get("recipe") == recipe and entry.get("budget") == budget
+    return entry if same else fresh
+
+
+def _save_row(path: Path, entry: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entry))
+    os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one
+
+
+def _summary(balls: dict[str, list], n: int, eps: list[float]) -> dict[str, Any]:
+    """Counts per ε over a class's first n balls."""
+    status = balls["status"][:n]
+    per_eps = []
+    for e, value in enumerate(eps):
+        column = [s[e] for s in status]
+        cert, fals = column.count(CERTIFIED), column.count(FALSIFIED)
+        per_eps.append({"eps": value, "n": n, "certified": cert, "falsified": fals, "unknown": n - cert - fals})
+    return {"seconds": sum(balls["seconds"][:n]), "per_eps": per_eps}
+
+
 def run_robustness_table(
     plan: RobustnessPlan, *, data_dir: str | os.PathLike[str] | None = None, show_progress: bool = True
 ) -> dict[str, Any]:
-    """Fill every (row, class) not cached; return {row: {recipe, source, classes: {c: per-ε counts}}}."""
+    """Check every (row, class) ball not cached; return {row: {recipe, source, budget, classes: {c: counts}}}."""
     if plan.dataset not in GENERATORS:
         raise GenrobustError(f"no built-in generators for {plan.dataset!r}; choose one of {', '.join(GENERATORS)}")
     if not isinstance(plan.n, int) or plan.n <= 0:
         raise GenrobustError(f"n must be a positive integer, got {plan.n!r}")
+    if not isinstance(plan.chunk, int) or plan.chunk <= 0:
+        raise GenrobustError(f"the save interval must be a positive number of balls, got {plan.chunk!r}")
     check_rows(plan.rows)
     gens = load_generators(plan.generators)
     classes = list(range(len(gens))) if plan.classes is None else plan.classes
-    table: dict[str, Any] = json.loads(plan.cache.read_text()) if plan.cache.is_file() else {}
     options = VerifyOptions(max_boxes=plan.max_boxes, max_seconds=plan.max_seconds, split=plan.split)
+    table: dict[str, Any] = {}
     for row in plan.rows:
-        recipe = row_recipe(plan.dataset, row)
-        entry = table.get(row)
-        if entry is None or entry.get("recipe") != recipe or entry.get("budget") != plan.budget:
-            entry = table[row] = {"recipe": recipe, "budget": plan.budget, "classes": {}}  # stale: recompute
-        missing = [c for c in classes if str(c) not in entry["classes"]]
-        if not missing:
-            continue
-        clf, source = _classifier(TablePlan(plan.dataset, plan.n, plan.rows, plan.work), row, data_dir, show_progress)
-        entry["source"] = source
-        for c in missing:
-            res = global_robustness(clf, gens, eps=plan.eps, n=plan.n, seed=plan.seed, classes=[c], options=options,
-                                    show_progress=show_progress)  # fmt: skip
-            cls = res.classes[0]
-            entry["classes"][str(c)] = {
-                "seconds": cls.seconds,
-                "per_eps": [
-                    {"eps": r.eps, "n": r.n, "certified": r.certified, "falsified": r.falsified, "unknown": r.unknown}
-                    for r in cls.per_eps
-                ],
-            }
-            plan.cache.parent.mkdir(parents=True, exist_ok=True)
-            plan.cache.write_text(json.dumps(table, indent=2))  # every finished class survives a kill
-    return {row: table[row] for row in plan.rows}
+        path = plan.cache / f"{row}.json"
+        entry = _load_row(path, row_recipe(plan.dataset, row), plan.budget)
+        cells = entry["classes"]
+        if any(len(cells.get(str(c), {}).get("status", [])) < plan.n for c in classes):
+            clf, entry["source"] = _classifier(TablePlan(plan.dataset, plan.n, plan.rows, plan.work), row, data_dir,
+                                               show_progress)  # fmt: skip
+            for c in classes:
+                balls = cells.setdefault(str(c), {"status": [], "seconds": []})
+                while (start := len(balls["status"])) < plan.n:
+                    end = min(plan.n, start + plan.chunk)
+                    res = global_robustness(clf, gens, eps=plan.eps, n=end, start=start, seed=plan.seed, classes=[c],
+                                            options=options, show_progress=show_progress)  # fmt: skip
+                    local = res.local[c]
+                    balls["status"] += local.status.tolist()
+                    balls["seconds"] += local.seconds.tolist()
+                    _save_row(path, entry)  # every finished chunk survives a kill
+        table[row] = {
+            "recipe": entry["recipe"], "budget": entry["budget"], "source": entry.get("source", ""),
+            "classes": {str(c): _summary(cells[str(c)], plan.n, plan.eps) for c in classes},
+        }  # fmt: skip
+    return table
 
 
 def robustness_markdown(table: dict[str, Any], plan: RobustnessPlan) -> str:
@@ -100,13 +137,12 @@ def robustness_markdown(table: dict[str, Any], plan: RobustnessPlan) -> str:
                 cells.append("…")
                 continue
             n = sum(p["n"] for _, p in per)
-            cert = sum(p["certified"] for _, p in per)
-            alive = n - sum(p["falsified"] for _, p in per)
-            lo, hi = clopper_pearson(cert, n, 0.95)[0], clopper_pearson(alive, n, 0.95)[1]
+            cert = Proportion(sum(p["certified"] for _, p in per), n)
+            alive = Proportion(n - sum(p["falsified"] for _, p in per), n)
             worst_c, worst = min(per, key=lambda cp: cp[1]["certified"] / cp[1]["n"])
             cells.append(
-                f"{100 * cert / n:.1f}–{100 * alive / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] · "
-                f"{worst_c}: ≥ {100 * worst['certified'] / worst['n']:.0f}%"
+                f"{100 * cert.estimate:.1f}–{100 * alive.estimate:.1f}% [{100 * cert.ci[0]:.1f}, "
+                f"{100 * alive.ci[1]:.1f}] · {worst_c}: ≥ {100 * worst['certified'] / worst['n']:.0f}%"
             )
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     classes = sorted({c for e in table.values() for c in e["classes"]}, key=int)

@@ -147,6 +147,7 @@ def global_robustness(
     sequential: bool = False,
     options: VerifyOptions | None = None,
     chunk: int = 32,
+    start: int = 0,
     device: str | torch.device | None = None,
     show_progress: bool = False,
 ) -> RobustnessResult:
@@ -154,7 +155,9 @@ def global_robustness(
 
     ``sequential=True`` checks centres ``chunk`` at a time and stops a class once, at every ε, the
     anytime-valid test on the certified share says *holds* or the one on the non-falsified share says *fails*
-    (each with error ≤ 1 − confidence at any stopping time); ``n`` is then the budget.
+    (each with error ≤ 1 − confidence at any stopping time); ``n`` is then the budget. ``start`` checks only
+    centres start..n − 1 (extending a fixed-n run that covered the first ``start``: the same centres, seeds and
+    outcomes as one run of n).
     """
     check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, chunk=chunk)
     if not isinstance(generators, GeneratorFamily):
@@ -176,7 +179,9 @@ def global_robustness(
         return verifiers[c].run(z, [c] * len(ids), eps_values, seed=seed, ids=ids)
 
     stoppers = {c: _SequentialStop(len(eps_values), delta, confidence) for c in wanted}
-    runs = run_classes(wanted, generators.latent_dim, outcome, n=n, seed=seed, chunk=chunk,
+    if sequential and start:
+        raise GenrobustError("a sequential run starts at the first centre: start must be 0")
+    runs = run_classes(wanted, generators.latent_dim, outcome, n=n, seed=seed, chunk=chunk, start=start,
                        stop_rule=(lambda c: stoppers[c].update) if sequential else None, desc="robustness",
                        show_progress=show_progress)  # fmt: skip
     out, local = [], {}
