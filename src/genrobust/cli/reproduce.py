@@ -96,6 +96,8 @@ def reproduce_correctness_table(
               "correctness-table).")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-seed", type=int, default=0, show_default=True,
+              help="Training seed of the rows' classifiers (trained if missing, as in correctness-table).")  # fmt: skip
 @click.option("--save-every", type=int, default=10, show_default=True,
               help="Balls checked between two saves of the per-row cache (a kill loses at most these).")  # fmt: skip
 @DATA_DIR_OPTION
@@ -103,7 +105,8 @@ def reproduce_correctness_table(
 @friendly_errors
 def reproduce_robustness_table(
     dataset: str, n: int, eps_text: str, rows: str | None, classes: str | None, work: str | None, out: str,
-    seed: int, save_every: int, max_boxes: int, max_seconds: float, split: str, data_dir: str | None, quiet: bool,
+    seed: int, train_seed: int, save_every: int, max_boxes: int, max_seconds: float, split: str,
+    data_dir: str | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Global robustness of every table row against the standard GAN; writes OUT/robustness-table-DATASET.{md,json}."""
 
@@ -115,12 +118,13 @@ def reproduce_robustness_table(
     plan = RobustnessPlan(
         dataset, n, [r.strip() for r in rows.split(",") if r.strip()] if rows else list(ALL_ROWS),
         Path(work) if work else cache_dir() / "reproduce", sorted(eps), seed, wanted, max_boxes, max_seconds, split,
-        save_every,
+        save_every, train_seed,
     )  # fmt: skip
     table = run_robustness_table(plan, data_dir=data_dir, show_progress=not quiet)
     md = robustness_markdown(table, plan)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"robustness-table-{dataset}.md").write_text(md + "\n")
-    (folder / f"robustness-table-{dataset}.json").write_text(json.dumps(table, indent=2) + "\n")
+    stem = f"robustness-table-{dataset}" + (f"-train{train_seed}" if train_seed else "")
+    (folder / f"{stem}.md").write_text(md + "\n")
+    (folder / f"{stem}.json").write_text(json.dumps(table, indent=2) + "\n")
     click.echo(md)

@@ -38,12 +38,16 @@ class RobustnessPlan:
     max_seconds: float = 30.0
     split: str = "gap"
     chunk: int = 10  # balls verified between two saves of the cache
+    #: Training seed of the rows' classifiers (as in the correctness table): a second seed measures how much of
+    #: a difference between rows is training noise.
+    train_seed: int = 0
 
     @property
     def cache(self) -> Path:
         """The folder of per-row ball caches (independent of n: a run of n reuses and extends it)."""
         eps = "-".join(f"{e:g}" for e in self.eps)
-        return self.work / self.dataset / f"robustness-seed{self.seed}-eps{eps}"
+        suffix = f"-train{self.train_seed}" if self.train_seed else ""
+        return self.work / self.dataset / f"robustness-seed{self.seed}-eps{eps}{suffix}"
 
     @property
     def generators(self) -> str:
@@ -95,18 +99,18 @@ def run_robustness_table(
         raise GenrobustError(f"n must be a positive integer, got {plan.n!r}")
     if not isinstance(plan.chunk, int) or plan.chunk <= 0:
         raise GenrobustError(f"the save interval must be a positive number of balls, got {plan.chunk!r}")
-    check_rows(plan.rows)
+    check_rows(plan.rows, plan.train_seed)
     gens = load_generators(plan.generators)
     classes = list(range(len(gens))) if plan.classes is None else plan.classes
     options = VerifyOptions(max_boxes=plan.max_boxes, max_seconds=plan.max_seconds, split=plan.split)
     table: dict[str, Any] = {}
     for row in plan.rows:
         path = plan.cache / f"{row}.json"
-        entry = _load_row(path, row_recipe(plan.dataset, row), plan.budget)
+        entry = _load_row(path, row_recipe(plan.dataset, row, plan.train_seed), plan.budget)
         cells = entry["classes"]
         if any(len(cells.get(str(c), {}).get("status", [])) < plan.n for c in classes):
-            clf, entry["source"] = _classifier(TablePlan(plan.dataset, plan.n, plan.rows, plan.work), row, data_dir,
-                                               show_progress)  # fmt: skip
+            table_plan = TablePlan(plan.dataset, plan.n, plan.rows, plan.work, train_seed=plan.train_seed)
+            clf, entry["source"] = _classifier(table_plan, row, data_dir, show_progress)
             for c in classes:
                 balls = cells.setdefault(str(c), {"status": [], "seconds": []})
                 while (start := len(balls["status"])) < plan.n:
