@@ -69,3 +69,12 @@ def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_fir
     cache.write_text("{not json")
     bad = runner.invoke(main, [*base, "-n", "2"])
     assert bad.exit_code == 1 and "corrupt robustness cache" in bad.output
+
+
+def test_train_seed_keeps_its_own_cache_and_refuses_the_shipped_row(tmp_path):
+    plan = rt.RobustnessPlan("mnist", 5, ["small"], tmp_path, train_seed=2)
+    assert plan.cache.name == "robustness-seed0-eps0.01-0.03-0.05-train2"
+    assert rt.RobustnessPlan("mnist", 5, ["small"], tmp_path).cache.name == "robustness-seed0-eps0.01-0.03-0.05"
+    bad = CliRunner().invoke(main, ["reproduce", "robustness-table", "--rows", "built-in", "--train-seed", "1",
+                                    "--work", str(tmp_path), "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    assert bad.exit_code == 1 and "no training seed 1" in bad.output
