@@ -3,8 +3,11 @@ budget options, ε/class lists, and one-line errors instead of tracebacks."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -70,3 +73,27 @@ def eps_and_classes(eps_text: str, classes: str | None) -> tuple[list[float], li
     except ValueError:
         raise click.BadParameter("--eps takes numbers and --classes integers, separated by commas") from None
     return eps, wanted
+
+
+class ResultFolder:
+    """The one writer of a command's result files: creates the folder, writes JSON the same way everywhere
+    (indented, newline-terminated), and reports what it wrote in one line."""
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        self.folder = Path(out)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.written: list[str] = []
+
+    def path(self, name: str) -> Path:
+        """Where ``name`` goes; counted as written (for files drawn by a report function)."""
+        self.written.append(name)
+        return self.folder / name
+
+    def json(self, name: str, data: Any) -> None:
+        self.path(name).write_text(json.dumps(data, indent=2) + "\n")
+
+    def text(self, name: str, text: str) -> None:
+        self.path(name).write_text(text.rstrip("\n") + "\n")
+
+    def report(self) -> None:
+        click.echo(f"wrote {', '.join(self.written)} in {self.folder}")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
-from .app import eps_and_classes, friendly_errors, main, verify_options
+from .app import ResultFolder, eps_and_classes, friendly_errors, main, verify_options
 
 
 @main.command("correctness")
@@ -39,15 +36,12 @@ def correctness_cmd(
     )  # fmt: skip
     click.echo(res.table())
     if out:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        res.save_json(folder / "result.json")
-        res.save_confidence_profile(folder / "confidence_profile.png")
-        written = ["result.json", "confidence_profile.png"]
+        files = ResultFolder(out)
+        files.json("result.json", res.to_dict())
+        res.save_confidence_profile(files.path("confidence_profile.png"))
         if res.outlier_list:
-            res.outliers(64).save(folder / "outliers.png")
-            written.append("outliers.png")
-        click.echo(f"wrote {', '.join(written)} in {folder}")
+            res.outliers(64).save(files.path("outliers.png"))
+        files.report()
 
 
 @main.command("attack")
@@ -89,17 +83,14 @@ def attack_cmd(
     )  # fmt: skip
     click.echo(res.table())
     if out:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "result.json").write_text(json.dumps(res.to_dict(), indent=2) + "\n")
-        written = ["result.json"]
+        files = ResultFolder(out)
+        files.json("result.json", res.to_dict())
         examples = res.examples()
         if examples:
             names = list(gens.class_names)
-            save_pairs(examples[:show], gens[source], folder / "pairs.png", class_names=names)
-            save_path_gif(examples[0], clf, gens[source], folder / "path.gif", class_names=names)
-            written += ["pairs.png", "path.gif"]
-        click.echo(f"wrote {', '.join(written)} in {folder}")
+            save_pairs(examples[:show], gens[source], files.path("pairs.png"), class_names=names)
+            save_path_gif(examples[0], clf, gens[source], files.path("path.gif"), class_names=names)
+        files.report()
 
 
 @main.command("robustness")
@@ -135,16 +126,13 @@ def robustness_cmd(
                             sequential=sequential, options=options, device=device, show_progress=not quiet)  # fmt: skip
     click.echo(res.table())
     if out:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        res.save_json(folder / "result.json")
-        save_robustness_curve(res, folder / "robustness_curve.png")
-        written = ["result.json", "robustness_curve.png"]
+        files = ResultFolder(out)
+        files.json("result.json", res.to_dict())
+        save_robustness_curve(res, files.path("robustness_curve.png"))
         by_class = {c: falsified_examples(res, c, show, clf) for c in res.local}
         cls = max(by_class, key=lambda c: len(by_class[c]))  # the class with the most witnesses
         if by_class[cls]:
             names = list(gens.class_names)
-            save_pairs(by_class[cls], gens[cls], folder / "pairs.png", class_names=names)
-            save_path_gif(by_class[cls][0], clf, gens[cls], folder / "path.gif", class_names=names)
-            written += ["pairs.png", "path.gif"]
-        click.echo(f"wrote {', '.join(written)} in {folder}")
+            save_pairs(by_class[cls], gens[cls], files.path("pairs.png"), class_names=names)
+            save_path_gif(by_class[cls][0], clf, gens[cls], files.path("path.gif"), class_names=names)
+        files.report()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from ..errors import GenrobustError
-from .app import DATA_DIR_OPTION, eps_and_classes, friendly_errors, main, verify_options
+from .app import DATA_DIR_OPTION, ResultFolder, eps_and_classes, friendly_errors, main, verify_options
 
 
 @main.group()
@@ -67,23 +66,23 @@ def reproduce_correctness_table(
         else:  # the shipped model has no training seed
             wanted_by_seed[k] = [r for r in ALL_ROWS if r != BUILTIN_ROW or k == 0]
         check_rows(wanted_by_seed[k], k)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    files = ResultFolder(out)  # made before any training: an unwritable --out fails at once
     tables = {}
     for k in seeds:
         plan = TablePlan(dataset, n, wanted_by_seed[k], Path(work) if work else cache_dir() / "reproduce", seed, k)
         tables[k] = table = run_table(plan, data_dir=data_dir, show_progress=not quiet)
         md = to_markdown(table, dataset, n)
         stem = f"correctness-table-{dataset}" + (f"-train{k}" if k else "")
-        (folder / f"{stem}.md").write_text(md + "\n")
-        (folder / f"{stem}.json").write_text(json.dumps(table, indent=2) + "\n")
+        files.text(f"{stem}.md", md)
+        files.json(f"{stem}.json", table)
         click.echo(md)
     if len(seeds) > 1:
         spread = seed_spread(tables, dataset)
         md = seed_spread_markdown(spread, dataset)
-        (folder / f"correctness-table-{dataset}-spread.md").write_text(md + "\n")
-        (folder / f"correctness-table-{dataset}-spread.json").write_text(json.dumps(spread, indent=2) + "\n")
+        files.text(f"correctness-table-{dataset}-spread.md", md)
+        files.json(f"correctness-table-{dataset}-spread.json", spread)
         click.echo(md)
+    files.report()
 
 
 @reproduce.command("robustness-table")
@@ -122,9 +121,9 @@ def reproduce_robustness_table(
     )  # fmt: skip
     table = run_robustness_table(plan, data_dir=data_dir, show_progress=not quiet)
     md = robustness_markdown(table, plan)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     stem = f"robustness-table-{dataset}" + (f"-train{train_seed}" if train_seed else "")
-    (folder / f"{stem}.md").write_text(md + "\n")
-    (folder / f"{stem}.json").write_text(json.dumps(table, indent=2) + "\n")
+    files = ResultFolder(out)
+    files.text(f"{stem}.md", md)
+    files.json(f"{stem}.json", table)
     click.echo(md)
+    files.report()
