@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 import genrobust as gr
@@ -78,3 +79,19 @@ def test_train_seed_keeps_its_own_cache_and_refuses_the_shipped_row(tmp_path):
     bad = CliRunner().invoke(main, ["reproduce", "robustness-table", "--rows", "built-in", "--train-seed", "1",
                                     "--work", str(tmp_path), "--out", str(tmp_path), "--quiet"])  # fmt: skip
     assert bad.exit_code == 1 and "no training seed 1" in bad.output
+
+
+def test_rows_are_compared_ball_by_ball_with_the_reference():
+    # ε index 0: small certifies balls 0-3; madry certifies 0-1 and 4-9 (6 more, 2 fewer); class 1 is shared
+    small = {"0": {"status": [[1]] * 4 + [[0]] * 6}, "1": {"status": [[1], [-1]]}}
+    madry = {"0": {"status": [[1]] * 2 + [[0]] * 2 + [[1]] * 6}, "1": {"status": [[1], [1]]}}
+    for cells in (small, madry):
+        for c in cells.values():
+            c["per_eps"] = [{"eps": 0.03}]
+    table = {"small": {"classes": small}, "madry": {"classes": madry}}
+    cmp = rt.paired_comparison(table, "madry", "small", 0)
+    assert cmp["certified"]["only_row"] == 7 and cmp["certified"]["only_reference"] == 2
+    assert cmp["falsified"] == {"only_row": 0, "only_reference": 1, "p": 1.0}
+    from scipy.stats import binomtest
+
+    assert cmp["certified"]["p"] == pytest.approx(binomtest(7, 9, 0.5).pvalue)

@@ -110,3 +110,16 @@ def test_sequential_decides_early_and_right_when_far_from_the_threshold():
         assert np.mean(decisions == expected) >= 0.9
         assert not np.any(decisions == (FAILS if expected == HOLDS else HOLDS))
         assert np.median(stops) < 5_000
+
+
+def test_mcnemar_exact_matches_the_binomial_test():
+    from scipy.stats import binomtest
+
+    from genrobust.stats import mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(3, 3) == 1.0
+    for a, b in ((5, 0), (0, 7), (9, 2), (20, 35)):
+        assert mcnemar_exact(a, b) == pytest.approx(binomtest(a, a + b, 0.5).pvalue, rel=1e-9)
+    with pytest.raises(GenrobustError, match="non-negative integers"):
+        mcnemar_exact(-1, 2)

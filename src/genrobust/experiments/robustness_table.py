@@ -18,11 +18,13 @@ from typing import Any
 
 from ..errors import GenrobustError
 from ..models.zoo import load_generators
-from ..stats import Proportion
+from ..stats import Proportion, mcnemar_exact
 from ..verify import CERTIFIED, FALSIFIED, VerifyOptions, global_robustness
 from .correctness_table import GENERATORS, TablePlan, _classifier, check_rows, row_recipe
 
 CACHE_FORMAT = "genrobust-robustness-balls/1"
+#: The row the others are compared with, ball by ball (every row is checked on the same seeded centres).
+REFERENCE_ROW = "small"
 
 
 @dataclass
@@ -79,14 +81,14 @@ def _save_row(path: Path, entry: dict[str, Any]) -> None:
 
 
 def _summary(balls: dict[str, list], n: int, eps: list[float]) -> dict[str, Any]:
-    """Counts per ε over a class's first n balls."""
+    """Counts per ε over a class's first n balls, and those balls' outcomes (for paired comparisons)."""
     status = balls["status"][:n]
     per_eps = []
     for e, value in enumerate(eps):
         column = [s[e] for s in status]
         cert, fals = column.count(CERTIFIED), column.count(FALSIFIED)
         per_eps.append({"eps": value, "n": n, "certified": cert, "falsified": fals, "unknown": n - cert - fals})
-    return {"seconds": sum(balls["seconds"][:n]), "per_eps": per_eps}
+    return {"seconds": sum(balls["seconds"][:n]), "per_eps": per_eps, "status": status}
 
 
 def run_robustness_table(
@@ -128,6 +130,21 @@ def run_robustness_table(
     return table
 
 
+def paired_comparison(table: dict[str, Any], row: str, reference: str, e: int) -> dict[str, Any]:
+    """Row against reference at the ε of index ``e``, ball by ball over the classes both have: how many balls
+    only one of them certifies (falsifies), and the exact McNemar p-value of each difference."""
+    a, b = table[row]["classes"], table[reference]["classes"]
+    out: dict[str, Any] = {"row": row, "reference": reference, "eps": a[next(iter(a))]["per_eps"][e]["eps"]}
+    for name, code in (("certified", CERTIFIED), ("falsified", FALSIFIED)):
+        only_row = only_ref = 0
+        for c in sorted(set(a) & set(b), key=int):
+            for sa, sb in zip(a[c]["status"], b[c]["status"], strict=False):
+                only_row += sa[e] == code and sb[e] != code
+                only_ref += sb[e] == code and sa[e] != code
+        out[name] = {"only_row": only_row, "only_reference": only_ref, "p": mcnemar_exact(only_row, only_ref)}
+    return out
+
+
 def robustness_markdown(table: dict[str, Any], plan: RobustnessPlan) -> str:
     """Per row and ε: certified ≤ P(robust) ≤ not falsified, pooled over classes with Clopper–Pearson ends,
     and the worst class's certified share."""
@@ -156,4 +173,20 @@ def robustness_markdown(table: dict[str, Any], plan: RobustnessPlan) -> str:
         "A range is the certified share – non-falsified share (the two bounds on P(robust)), pooled over classes; "
         "the brackets hold the one-sided ends of their Clopper–Pearson intervals (conservative for a pooled count)."
     )
+    others = [r for r in table if r != REFERENCE_ROW]
+    if REFERENCE_ROW in table and others:
+        lines += [
+            f"\nBall by ball against `{REFERENCE_ROW}` (the same centres): balls certified (falsified) by the row only "
+            f"/ by `{REFERENCE_ROW}` only, and the exact McNemar p-value of the difference.\n",
+            "| row | " + " | ".join(f"ε = {e:g}: certified · falsified" for e in plan.eps) + " |",
+            "|---" * (1 + len(plan.eps)) + "|",
+        ]
+        for row in others:
+            cells = []
+            for e in range(len(plan.eps)):
+                cmp = paired_comparison(table, row, REFERENCE_ROW, e)
+                cert, fals = cmp["certified"], cmp["falsified"]
+                cells.append(f"+{cert['only_row']}/−{cert['only_reference']} (p = {cert['p']:.2g}) · "
+                             f"+{fals['only_row']}/−{fals['only_reference']} (p = {fals['p']:.2g})")  # fmt: skip
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
