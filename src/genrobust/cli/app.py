@@ -28,6 +28,8 @@ DEVICE_OPTION = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
 )
 
+QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bar.")
+
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn genrobust's own errors into a one-line message and exit status 1."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .app import ResultFolder, eps_and_classes, friendly_errors, main, verify_options
+from .app import DEVICE_OPTION, QUIET_OPTION, ResultFolder, eps_and_classes, friendly_errors, main, verify_options
 
 
 @main.command("correctness")
@@ -16,9 +16,9 @@ from .app import ResultFolder, eps_and_classes, friendly_errors, main, verify_op
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--sequential", is_flag=True, help="Stop each class as soon as the anytime-valid test decides.")
-@click.option("--device", default="auto", show_default=True)
+@DEVICE_OPTION
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and outliers.png.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@QUIET_OPTION
 @friendly_errors
 def correctness_cmd(
     classifier_name: str, generators_name: str, n: int, delta: float, confidence: float, seed: int,
@@ -56,10 +56,10 @@ def correctness_cmd(
 @click.option("--steps", type=int, default=None, help="Search steps (default 16; pgd 20).")
 @click.option("--directions", type=int, default=10, show_default=True, help="blackbox: directions tried per step.")
 @click.option("--restarts", type=int, default=4, show_default=True, help="pgd: random restarts.")
-@click.option("--device", default="auto", show_default=True)
+@DEVICE_OPTION
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result, pictures.")
 @click.option("--show", type=int, default=16, show_default=True, help="Pairs drawn in pairs.png.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@QUIET_OPTION
 @friendly_errors
 def attack_cmd(
     classifier_name: str, generators_name: str, method: str, source: int, target: int | None, eps_text: str,
@@ -102,10 +102,10 @@ def attack_cmd(
 @click.option("--confidence", type=float, default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same centres as correctness.")
 @click.option("--sequential", is_flag=True, help="Stop each class once every ε is decided (anytime-valid).")
-@click.option("--device", default="auto", show_default=True)
+@DEVICE_OPTION
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and pictures.")
 @click.option("--show", type=int, default=16, show_default=True, help="Falsified pairs drawn in pairs.png.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@QUIET_OPTION
 @friendly_errors
 def robustness_cmd(
     classifier_name: str, generators_name: str, eps_text: str, n: int, delta: float, confidence: float, seed: int,
