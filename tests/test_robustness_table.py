@@ -67,6 +67,8 @@ def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_fir
     assert len(calls) == 3  # a smaller n reuses the first balls
     cell = json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())["built-in"]["classes"]["3"]
     assert cell["per_eps"][0]["n"] == 2
+    zero = runner.invoke(main, [*base, "-n", "2", "--save-every", "0"])
+    assert zero.exit_code == 1 and "save interval must be a positive number of balls" in zero.output
     cache.write_text("{not json")
     bad = runner.invoke(main, [*base, "-n", "2"])
     assert bad.exit_code == 1 and "corrupt robustness cache" in bad.output

@@ -216,6 +216,8 @@ def test_sequential_stops_early_when_the_answer_is_clear():
 def test_global_robustness_refuses_bad_arguments(builtin):
     clf, gens = builtin
     for kw, msg in ((dict(n=0), "n must"), (dict(delta=1.5), "delta"), (dict(seed=-1), "seed"),
-                    (dict(classes=[]), "classes"), (dict(classes=[10]), "out of range")):  # fmt: skip
+                    (dict(classes=[]), "classes"), (dict(classes=[10]), "out of range"),
+                    (dict(n=5, start=5), "start must be in 0..n"), (dict(start=-1), "start must be"),
+                    (dict(start=2, sequential=True), "sequential run starts at the first centre")):  # fmt: skip
         with pytest.raises(gr.GenrobustError, match=msg):
             gr.global_robustness(clf, gens, **{"eps": 0.01, **kw})

@@ -160,6 +160,8 @@ def global_robustness(
     outcomes as one run of n).
     """
     check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, chunk=chunk)
+    if sequential and start:
+        raise GenrobustError("a sequential run starts at the first centre: start must be 0")
     if not isinstance(generators, GeneratorFamily):
         raise GenrobustError("generators must be a GeneratorFamily (see load_generators)")
     eps_values = sorted(_eps_list(eps))
@@ -179,8 +181,6 @@ def global_robustness(
         return verifiers[c].run(z, [c] * len(ids), eps_values, seed=seed, ids=ids)
 
     stoppers = {c: _SequentialStop(len(eps_values), delta, confidence) for c in wanted}
-    if sequential and start:
-        raise GenrobustError("a sequential run starts at the first centre: start must be 0")
     runs = run_classes(wanted, generators.latent_dim, outcome, n=n, seed=seed, chunk=chunk, start=start,
                        stop_rule=(lambda c: stoppers[c].update) if sequential else None, desc="robustness",
                        show_progress=show_progress)  # fmt: skip
