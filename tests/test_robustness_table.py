@@ -97,3 +97,17 @@ def test_rows_are_compared_ball_by_ball_with_the_reference():
     from scipy.stats import binomtest
 
     assert cmp["certified"]["p"] == pytest.approx(binomtest(7, 9, 0.5).pvalue)
+
+
+def test_default_rows_for_another_training_seed_leave_out_the_shipped_model(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(plan, **kwargs):
+        seen["rows"] = plan.rows
+        return {}
+
+    monkeypatch.setattr(rt, "run_robustness_table", fake)
+    result = CliRunner().invoke(main, ["reproduce", "robustness-table", "--train-seed", "1", "--out", str(tmp_path),
+                                       "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "built-in" not in seen["rows"] and "small" in seen["rows"] and "papernot" in seen["rows"]
