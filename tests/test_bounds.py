@@ -26,7 +26,7 @@ def _margin_spec(labels: torch.Tensor, k: int) -> torch.Tensor:
 
 def _random_pair(
     draw_ints: list[int], act_g: str, act_c: str, pool: str, pad: int, stride: int, bn: bool, cond: bool,
-    deep: bool = False,
+    deep: bool = False, convs: int = 1,
 ):  # fmt: skip
     seed, d, h = draw_ints
     torch.manual_seed(seed)
@@ -35,7 +35,12 @@ def _random_pair(
     if deep:  # two hidden layers: the generator's own backward refinement passes a nonlinearity
         gen_layers += [nn.Linear(h, h), ACTS[act_g]()]
     gen_layers += [nn.Linear(h, 2 * 6 * 6), nn.Tanh(), Affine(0.5, 0.5), nn.Unflatten(1, (2, 6, 6))]
-    clf_layers: list[nn.Module] = [nn.Conv2d(2, 4, 3, stride=stride, padding=pad)]
+    # with more convolutions (8 channels, padded), the classifier's refinement runs patch rows: windows that stick
+    # out of the map, and a transposed convolution for sparse float32 patches instead of the Toeplitz GEMM
+    width = 8 if convs > 1 else 4
+    clf_layers: list[nn.Module] = [nn.Conv2d(2, width, 3, stride=stride, padding=pad)]
+    for k in range(1, convs):
+        clf_layers += [ACTS[act_c](), nn.Conv2d(width, width if k < convs - 1 else 4, 3, padding=1)]
     if bn:
         b = nn.BatchNorm2d(4)
         b.running_mean.uniform_(-0.3, 0.3)
@@ -54,7 +59,7 @@ def _random_pair(
     return nn.Sequential(*gen_layers).eval(), nn.Sequential(*clf_layers).eval(), d
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ints=st.tuples(st.integers(0, 10_000), st.integers(2, 4), st.integers(4, 12)),
     act_g=st.sampled_from(sorted(ACTS)),
@@ -71,11 +76,12 @@ def _random_pair(
     deep=st.booleans(),
     gen_backward=st.booleans(),
     lazy=st.booleans(),
+    convs=st.integers(1, 3),
 )
 def test_bounds_contain_every_sampled_point(
-    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward, lazy
+    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward, lazy, convs
 ):
-    gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep)
+    gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep, convs)
     gen_ops = capture(gen, (d,))
     ops = gen_ops + capture(clf, (2, 6, 6))
     opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
@@ -215,3 +221,19 @@ def test_capture_reads_forward_arithmetic_and_the_generators():
         for op in capture(g, (10,)):
             h = op.forward(h)
         assert torch.allclose(h, g.double()(z), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_window_table_gathers_the_same_windows_as_gather_patches(dtype):
+    """Patch rows read their relaxation lines from an unfolded table: the same values, zeros outside the map."""
+    from genrobust.bounds.ops import WindowTable, gather_patches
+
+    torch.manual_seed(0)
+    maps = torch.randn(3, 4, 5, 7, 6, dtype=dtype)  # (B, lines, C, H, W)
+    ph, pw = 3, 4
+    off = torch.stack([torch.randint(-2, 7 - ph + 3, (50,)), torch.randint(-3, 6 - pw + 2, (50,))], 1)
+    ball = torch.randint(0, 3, (50,))
+    pad = (int(-off[:, 0].min()), int(off[:, 0].max()) + ph - 7, int(-off[:, 1].min()), int(off[:, 1].max()) + pw - 6)
+    table = WindowTable(maps.reshape(3, 20, 7, 6), ph, pw, tuple(max(0, p) for p in pad))
+    got = table.gather(ball, off).reshape(50, 4, 5, ph, pw)
+    assert torch.equal(got, gather_patches(maps, ball, off, ph, pw))
