@@ -15,6 +15,11 @@ configurations are the ablation the README reports:
 
     python benchmarks/bench_verify.py [--balls 100] [--classes 0,...,9] [--eps 0.01,0.03,0.05,0.1]
                                       [--max-boxes 64] [--max-seconds 30] [--out docs/verify-benchmark]
+                                      [--work DIR]
+
+With ``--work DIR`` every (configuration, ε, class) is saved as it finishes (per-ball outcomes and seconds, and
+the peak memory of the process that ran it), and a rerun with the same arguments only runs what is missing:
+100 balls per class is hours of CPU, so a kill loses at most one class of one configuration.
 """
 
 from __future__ import annotations
@@ -32,9 +37,15 @@ import numpy as np
 CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward")
 
 
+def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
+               split: str) -> Path:  # fmt: skip
+    return work / f"{config}-eps{eps:g}-class{c}-n{balls}-boxes{max_boxes}-s{max_seconds:g}-{split}.json"
+
+
 def run_one(
-    config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float, split: str = "gap"
-) -> dict:
+    config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float, split: str = "gap",
+    work: Path | None = None,
+) -> dict:  # fmt: skip
     import torch
 
     import genrobust as gr
@@ -56,13 +67,26 @@ def run_one(
     }[config]
     counts = {"certified": 0, "falsified": 0, "unknown": 0}
     seconds: list[float] = []
+    peak = 0.0
     t0 = time.perf_counter()
     for c in classes:
-        v = LocalVerifier(clf, gens[c], latent_dim=gens.latent_dim, options=opts)
-        res = v.run(latents(0, c, balls, gens.latent_dim), [c] * balls, [eps])
-        for k, n in res.counts()[0].items():
+        path = _part_path(work, config, eps, c, balls, max_boxes, max_seconds, split) if work else None
+        if path is not None and path.exists():
+            part = json.loads(path.read_text())
+        else:
+            v = LocalVerifier(clf, gens[c], latent_dim=gens.latent_dim, options=opts)
+            res = v.run(latents(0, c, balls, gens.latent_dim), [c] * balls, [eps])
+            part = {"counts": res.counts()[0], "seconds": res.seconds.tolist(),
+                    "status": res.status[:, 0].tolist(),
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+            if path is not None:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(part) + "\n")
+                tmp.replace(path)  # atomic: a kill leaves the part whole or absent
+        for k, n in part["counts"].items():
             counts[k] += n
-        seconds += res.seconds.tolist()
+        seconds += part["seconds"]
+        peak = max(peak, part["peak_rss_mb"])
     return {
         "config": config,
         "split": split,
@@ -72,7 +96,7 @@ def run_one(
         "mean_s": float(np.mean(seconds)),
         "p95_s": float(np.percentile(seconds, 95)),
         "wall_s": time.perf_counter() - t0,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak,
     }
 
 
@@ -86,12 +110,16 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=30.0)
     ap.add_argument("--split", default="gap", help="the full configuration's split heuristic (gap, width, gradient)")
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
     a = ap.parse_args()
     classes = [int(c) for c in a.classes.split(",")]
+    work = Path(a.work) if a.work else None
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
     if a.one:
         config, eps = a.one.split("@")
-        print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split)))
+        print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split, work)))
         return
     rows = []
     head = (f"{'config':<16} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
@@ -103,7 +131,7 @@ def main() -> None:
         for config in a.configs.split(","):
             cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
                    a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
-                   "--split", a.split]  # fmt: skip
+                   "--split", a.split, *(["--work", str(work)] if work else [])]  # fmt: skip
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             rows.append(r)
             decided = (r["certified"] + r["falsified"]) / r["balls"]
