@@ -237,3 +237,31 @@ def test_window_table_gathers_the_same_windows_as_gather_patches(dtype):
     table = WindowTable(maps.reshape(3, 20, 7, 6), ph, pw, tuple(max(0, p) for p in pad))
     got = table.gather(ball, off).reshape(50, 4, 5, ph, pw)
     assert torch.equal(got, gather_patches(maps, ball, off, ph, pw))
+
+
+def test_bounds_run_in_ieee_float32_whatever_the_callers_tf32_settings():
+    """TF32 (cuDNN's default for float32 convolutions) or bfloat16 GEMMs would void the float32 rounding guards:
+    the engine switches them off while it works and gives the caller's settings back."""
+    b = torch.backends
+    knobs = [b.cuda.matmul, b.cudnn.conv, b.mkldnn.matmul, b.mkldnn.conv]
+    old = [k.fp32_precision for k in knobs]
+    seen = []
+    gen, clf, d = _random_pair([1, 3, 8], "relu", "relu", "none", 1, 1, False, False, False, 3)
+    gen_ops = capture(gen, (d,))
+    engine = BoundEngine(gen_ops + capture(clf, (2, 6, 6)), len(gen_ops))
+    inner = engine._margins
+
+    def spy(*args):
+        seen.append([k.fp32_precision for k in knobs])
+        return inner(*args)
+
+    engine._margins = spy
+    try:
+        for k in knobs:
+            k.fp32_precision = "tf32"
+        c = torch.zeros(1, d, dtype=torch.float64)
+        engine.margins(c, torch.full_like(c, 0.1), _margin_spec(torch.tensor([0]), 3))
+        assert seen == [["ieee"] * 4] and [k.fp32_precision for k in knobs] == ["tf32"] * 4
+    finally:
+        for k, v in zip(knobs, old, strict=True):
+            k.fp32_precision = v

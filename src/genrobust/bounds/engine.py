@@ -44,6 +44,8 @@ Intercept sums are blocked: 128 terms in float32, their partial sums in float64 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -127,6 +129,36 @@ class _Forms:
     def widened(self, err: torch.Tensor) -> _Forms:
         """The same forms with the constants moved outwards by ``err``: still valid despite rounding ≤ err."""
         return _Forms(self.lc, self.l0 - err, self.uc, self.u0 + err)
+
+
+@contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Float32 GEMMs and convolutions in IEEE single precision while bounds are computed.
+
+    The float32 guards assume the unit roundoff 2⁻²⁴, but PyTorch lets cuDNN run float32 convolutions in TF32
+    by default (10-bit mantissa on Ampere and later GPUs), and ``set_float32_matmul_precision("medium")`` lets
+    oneDNN and cuBLAS use bfloat16 or TF32: either would void the guards. The caller's settings come back after.
+    """
+    b = torch.backends
+    knobs = [b.cuda.matmul, b.cudnn.conv, b.mkldnn.matmul, b.mkldnn.conv]
+    if all(hasattr(k, "fp32_precision") for k in knobs):  # torch ≥ 2.9 (mixing in the legacy flags is an error)
+        old = [k.fp32_precision for k in knobs]
+        try:
+            for k in knobs:
+                k.fp32_precision = "ieee"
+            yield
+        finally:
+            for k, v in zip(knobs, old, strict=True):
+                k.fp32_precision = v
+    else:  # pragma: no cover - older torch
+        legacy = (torch.get_float32_matmul_precision(), b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32)
+        try:
+            torch.set_float32_matmul_precision("highest")
+            b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = False
+            yield
+        finally:
+            torch.set_float32_matmul_precision(legacy[0])
+            b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32 = legacy[1], legacy[2]
 
 
 def _round_up(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
@@ -253,6 +285,10 @@ class BoundEngine:
         parent: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> MarginBounds:
         """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64)."""
+        with ieee_float32():
+            return self._margins(center, radius, spec, parent)
+
+    def _margins(self, center, radius, spec, parent) -> MarginBounds:
         opt = self.options
         center, radius, spec = center.to(DT), radius.to(DT), spec.to(DT)
         B, d = center.shape
