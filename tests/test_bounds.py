@@ -265,3 +265,20 @@ def test_bounds_run_in_ieee_float32_whatever_the_callers_tf32_settings():
     finally:
         for k, v in zip(knobs, old, strict=True):
             k.fp32_precision = v
+
+
+def test_dense_backward_takes_unit_rows_directly_and_equals_the_gemm():
+    from genrobust.bounds.ops import Dense, Rows
+
+    torch.manual_seed(0)
+    layer = Dense(torch.randn(30, 20), torch.randn(30), (20,))
+    A = torch.zeros(6, 30, dtype=torch.float64)
+    A[0, 3], A[1, 3], A[2, 7], A[3, 0], A[4, 29], A[5, 5] = 1, -1, 2.5, 1, -1, 1
+    for extra in (False, True):  # one non-zero per row (the shortcut), then a row with two (the GEMM)
+        if extra:
+            A[5, 6] = 1
+        if extra:
+            with pytest.raises(gr.GenrobustError, match="one non-zero"):
+                layer.backward(Rows(A, torch.zeros(6, dtype=torch.long), unit=True))
+        rows, bias = layer.backward(Rows(A, torch.zeros(6, dtype=torch.long), unit=not extra))
+        assert torch.equal(rows.A, A @ layer.w["all"]) and torch.allclose(bias, A @ layer.b, rtol=0, atol=1e-12)

@@ -465,7 +465,7 @@ class BoundEngine:
             A = torch.zeros(2 * n, *shape, dtype=DT, device=lo.device)
             sign = torch.tensor([1.0, -1.0], dtype=DT, device=lo.device).repeat(n)  # lower, upper row per neuron
             A[(torch.arange(2 * n, device=lo.device), *part[:, 1:].repeat_interleave(2, 0).T)] = sign
-            rows = Rows(A, part[:, 0].repeat_interleave(2))  # sorted by ball, as activation steps like them
+            rows = Rows(A, part[:, 0].repeat_interleave(2), unit=True)  # sorted by ball, as activation steps like
             val, g = self._backward(j, rows, relax, latent_forms, latent_box, absmax, stop=0)
             # the row's function over s is g·s + c with c = val + Σ|g| (less the rounding of that sum)
             gsum = g.abs().sum(1)
@@ -526,7 +526,7 @@ class BoundEngine:
             else:
                 A = torch.zeros(2 * n, *shape, dtype=dt, device=lo.device)
                 A[(torch.arange(2 * n), *pairs[:, 1:].T)] = sign
-                rows = Rows(A, ball)
+                rows = Rows(A, ball, unit=True)
             val, g = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax, tables=tables)
             key = tuple(part.T)
             if forms is not None:

@@ -47,7 +47,10 @@ class VerifyOptions:
     ``max_seconds``: wall time per ball over all its ε (measured on the batches it takes part in).
     ``split``: which latent dimension to halve: ``"gap"`` (the one whose width costs the worst margin's bound
     most), ``"width"`` (the widest), ``"gradient"`` (|∂margin/∂z|·width at the box's centre).
-    ``batch_boxes``: boxes bounded together. ``attack_steps``/``attack_restarts``: the PGD falsifier.
+    ``batch_boxes``: boxes bounded together; by default 2 on a CPU and 16 on a GPU. On a 2-core CPU smaller
+    batches are faster per box (their tensors stay in cache): seconds per ball at ε = 0.03 (16 balls of classes
+    0 and 8, same outcomes) were 3.4 / 3.26 / 3.95 / 4.38 / 4.93 for batches of 1 / 2 / 4 / 8 / 16, and 0.66 /
+    0.69 / 0.75 for 2 / 4 / 16 at ε = 0.01. ``attack_steps``/``attack_restarts``: the PGD falsifier.
     ``leaf_attacks``: when a ball's budget runs out, PGD searches this many of its undecided sub-boxes (where
     the bounds are weakest) before the ball is left unknown.
     """
@@ -56,7 +59,7 @@ class VerifyOptions:
     max_boxes: int = 64
     max_seconds: float = 60.0
     split: Split = "gap"
-    batch_boxes: int = 16
+    batch_boxes: int | None = None
     attack_steps: int = 20
     attack_restarts: int = 4
     leaf_attacks: int = 8
@@ -64,7 +67,8 @@ class VerifyOptions:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise GenrobustError(f"unknown split heuristic {self.split!r}; choose one of {', '.join(SPLITS)}")
-        if self.max_boxes < 1 or self.batch_boxes < 1 or self.attack_steps < 1 or self.attack_restarts < 1:
+        batch = 1 if self.batch_boxes is None else self.batch_boxes
+        if self.max_boxes < 1 or batch < 1 or self.attack_steps < 1 or self.attack_restarts < 1:
             raise GenrobustError("max_boxes, batch_boxes, attack_steps and attack_restarts must be ≥ 1")
         if self.leaf_attacks < 0:
             raise GenrobustError(f"leaf_attacks must be ≥ 0, got {self.leaf_attacks}")
@@ -330,6 +334,7 @@ class LocalVerifier:
     def _branch_and_bound(self, balls, e, eps_e, z, labels, status, boxes, seconds, falsify, seed, ids) -> None:
         opt = self.options
         dev = self.device
+        batch_boxes = default_batch_boxes(dev) if opt.batch_boxes is None else opt.batch_boxes
         # queue of sub-boxes: (ball, lo, hi) in float64; lo/hi partition the real ball exactly
         lo, hi = self._ball(z[torch.tensor(balls, device=dev)], eps_e)
         # a queued box: (ball, lo, hi, the parent's intervals as float32 rounded outwards, or None)
@@ -342,12 +347,12 @@ class LocalVerifier:
             live = [item for item in queue if item[0] not in done]
             batch, rest, seen = [], [], set()
             for item in live:
-                if len(batch) < opt.batch_boxes and item[0] not in seen:
+                if len(batch) < batch_boxes and item[0] not in seen:
                     batch.append(item)
                     seen.add(item[0])
                 else:
                     rest.append(item)
-            room = opt.batch_boxes - len(batch)
+            room = batch_boxes - len(batch)
             batch, queue = batch + rest[:room], rest[room:]
             if not batch:
                 break
@@ -483,6 +488,12 @@ def _stack_parents(parents: list) -> dict[int, tuple[torch.Tensor, torch.Tensor]
                 highs.append(p[i][1])
         out[i] = (torch.stack(lows).double(), torch.stack(highs).double())
     return out
+
+
+def default_batch_boxes(device: torch.device) -> int:
+    """Boxes bounded together when ``VerifyOptions.batch_boxes`` is None: 2 on a CPU (measured, see there), 16
+    elsewhere (a GPU wants large batches; not measured here)."""
+    return 2 if device.type == "cpu" else 16
 
 
 def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
