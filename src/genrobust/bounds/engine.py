@@ -11,8 +11,12 @@ The chain of operators is cut at the *anchor*, the classifier's input (the gener
 2. **Classifier, layer by layer.** Each neuron's interval is the intersection of interval arithmetic from the
    previous layer and (optionally) the forward affine bounds carried on. Neurons that a nonlinearity still finds
    unstable (a ReLU with l < 0 < u) are refined by a backward (CROWN) pass from that neuron to the anchor,
-   where the generator's affine bounds of the pixels are substituted. Backward passes through convolutions
-   carry only the neuron's receptive field (a *patch*), not the whole map.
+   where the generator's affine bounds of the pixels are substituted; the pass's linear function of the latent
+   then replaces the neuron's forward form wherever it is tighter (as in the generator), so the next layer's
+   forward bounds start tighter and leave fewer neurons to refine (16 boxes of class 8 at ε = 0.03: 194,667
+   instead of 224,639 in the fourth convolution; 1.3× faster). Backward passes through convolutions carry only
+   the neuron's receptive field (a *patch*), not the whole map, and read each ReLU's lines from a
+   :class:`~.ops.WindowTable` of the layer's windows.
 3. **Margins.** One backward pass from the margins logit_c − logit_j through the classifier *and* the generator
    to the latent; the lower bound is minimised over the box exactly (a linear function of the latent). Its
    coefficients say which latent dimension costs most: the branch-and-bound splits there.
@@ -234,23 +238,25 @@ def _relax_step_by_ball(A: torch.Tensor, maps: torch.Tensor, ball: torch.Tensor,
     return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
-def _keep_tighter(forms: _Forms, key, val: torch.Tensor, g: torch.Tensor) -> None:
+def _keep_tighter(forms: _Forms, key, val: torch.Tensor, g: torch.Tensor, signs=(1.0, -1.0)) -> None:
     """Replace, in place, the forms of the neurons ``key`` by backward passes' functions where those are tighter.
 
-    Rows come in pairs (lower, upper) per neuron: row 2k bounds neuron k from below by g·s + c over s ∈ [−1, 1]^d
-    with minimum ``val`` (guarded), so c = val + Σ|g| less that sum's own rounding; row 2k+1 is the negated upper
-    bound. A form is kept where its own minimum (maximum) is the better one."""
-    gsum = g.abs().sum(1)
-    c = val + gsum - GUARD * (val.abs() + gsum)
-    kl, ku = slice(0, None, 2), slice(1, None, 2)
-    fl = forms.l0[key] - forms.lc.movedim(1, -1)[key].abs().sum(-1)
-    fu = forms.u0[key] + forms.uc.movedim(1, -1)[key].abs().sum(-1)
-    better_l, better_u = val[kl] > fl, -val[ku] < fu
-    lcm, ucm = forms.lc.movedim(1, -1), forms.uc.movedim(1, -1)  # views: (B, *shape, d)
-    lcm[key] = torch.where(better_l[:, None], g[kl], lcm[key])
-    forms.l0[key] = torch.where(better_l, c[kl], forms.l0[key])
-    ucm[key] = torch.where(better_u[:, None], -g[ku], ucm[key])
-    forms.u0[key] = torch.where(better_u, -c[ku], forms.u0[key])
+    Rows come in groups of ``len(signs)`` per neuron: a row of sign +1 bounds its neuron from below by g·s + c over
+    s ∈ [−1, 1]^d with minimum ``val`` (guarded), so c = val + Σ|g| less that sum's own rounding; a row of sign −1
+    is the negated upper bound. A form is kept where its own minimum (maximum) is the better one."""
+    k = len(signs)
+    for t, sign in enumerate(signs):
+        v, gt = val[t::k], g[t::k]
+        gsum = gt.abs().sum(1)
+        c = v + gsum - GUARD * (v.abs() + gsum)
+        if sign > 0:
+            better = v > forms.l0[key] - forms.lc.movedim(1, -1)[key].abs().sum(-1)
+            coef, const, new_coef, new_const = forms.lc.movedim(1, -1), forms.l0, gt, c  # views: (B, *shape, d)
+        else:
+            better = -v < forms.u0[key] + forms.uc.movedim(1, -1)[key].abs().sum(-1)
+            coef, const, new_coef, new_const = forms.uc.movedim(1, -1), forms.u0, -gt, -c
+        coef[key] = torch.where(better[:, None], new_coef, coef[key])
+        const[key] = torch.where(better, new_const, const[key])
 
 
 class BoundEngine:
@@ -456,8 +462,7 @@ class BoundEngine:
         if len(idx) == 0:
             return lo, hi, forms, 0
         lo, hi = lo.clone(), hi.clone()
-        lc, l0 = forms.lc.clone(), forms.l0.clone()
-        uc, u0 = forms.uc.clone(), forms.u0.clone()
+        forms = _Forms(forms.lc.clone(), forms.l0.clone(), forms.uc.clone(), forms.u0.clone())
         chunk = max(1, min(self.options.row_chunk, self.options.chunk_bytes // (8 * math.prod(shape))) // 2)
         for start in range(0, len(idx), chunk):
             part = idx[start : start + chunk]
@@ -467,23 +472,11 @@ class BoundEngine:
             A[(torch.arange(2 * n, device=lo.device), *part[:, 1:].repeat_interleave(2, 0).T)] = sign
             rows = Rows(A, part[:, 0].repeat_interleave(2), unit=True)  # sorted by ball, as activation steps like
             val, g = self._backward(j, rows, relax, latent_forms, latent_box, absmax, stop=0)
-            # the row's function over s is g·s + c with c = val + Σ|g| (less the rounding of that sum)
-            gsum = g.abs().sum(1)
-            c = val + gsum - GUARD * (val.abs() + gsum)
             key = tuple(part.T)
-            kl, ku = slice(0, 2 * n, 2), slice(1, 2 * n, 2)
-            # forward forms' own minimum / maximum, to keep whichever form is tighter per neuron
-            fl = forms.l0[key] - forms.lc.movedim(1, -1)[key].abs().sum(-1)
-            fu = forms.u0[key] + forms.uc.movedim(1, -1)[key].abs().sum(-1)
-            better_l, better_u = val[kl] > fl, -val[ku] < fu
-            lcm, ucm = lc.movedim(1, -1), uc.movedim(1, -1)  # views: (B, *shape, d)
-            lcm[key] = torch.where(better_l[:, None], g[kl], lcm[key])
-            l0[key] = torch.where(better_l, c[kl], l0[key])
-            ucm[key] = torch.where(better_u[:, None], -g[ku], ucm[key])
-            u0[key] = torch.where(better_u, -c[ku], u0[key])
-            lo[key] = torch.maximum(lo[key], val[kl])
-            hi[key] = torch.minimum(hi[key], -val[ku])
-        return lo, hi, _Forms(lc, l0, uc, u0), len(idx)
+            _keep_tighter(forms, key, val, g)
+            lo[key] = torch.maximum(lo[key], val[0::2])
+            hi[key] = torch.minimum(hi[key], -val[1::2])
+        return lo, hi, forms, len(idx)
 
     def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, absmax, hopeless, forms: _Forms | None = None):
         """Tighten the unstable inputs of nonlinearity ``i`` by backward passes from each such neuron to the image.
@@ -500,39 +493,57 @@ class BoundEngine:
         if len(idx):
             if forms is not None:
                 forms = _Forms(forms.lc.clone(), forms.l0.clone(), forms.uc.clone(), forms.u0.clone())
-            self._refine_rows(i - 1, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, forms)
+            args = (relax, anchor_forms, anchor_box, absmax, forms)
+            if op.name == "ReLU":
+                # a ReLU whose input is ≤ 0 outputs 0 whatever the lower bound: upper bounds first, then lower
+                # bounds only where the upper one stays > 0: at ε = 0.03 (4 boxes of class 8) 34% of the fourth
+                # convolution's neurons need a lower row, margins identical, 8 boxes 16.4 → 12.6 s
+                self._refine_rows(i - 1, idx, lo, hi, *args, signs=(-1.0,))
+                idx_lower = idx[hi[tuple(idx.T)] > 0]
+                if len(idx_lower):
+                    self._refine_rows(i - 1, idx_lower, lo, hi, *args, signs=(1.0,))
+            else:
+                self._refine_rows(i - 1, idx, lo, hi, *args)
         return lo, hi, len(idx), forms
 
-    def _refine_rows(self, j, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, forms=None) -> None:
+    def _refine_rows(
+        self, j, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, forms=None, signs=(1.0, -1.0)
+    ) -> None:
+        """Backward passes for the neurons ``idx`` of op ``j``'s output: per neuron, a lower-bound row (sign +1)
+        and/or an upper-bound row (sign −1), as ``signs`` says; ``lo``/``hi`` and ``forms`` are tightened in place."""
         shape = self.ops[j].out_shape
         patch = len(shape) == 3 and self.ops[j].patches
         # dense rows are as large as the largest map on their way back; patches stay small
         widest = max(math.prod(op.out_shape) for op in self.ops[self.anchor : j + 1]) if not patch else 2600
-        chunk = max(1, min(self.options.row_chunk, self.options.chunk_bytes // (8 * widest)) // 2)
+        k = len(signs)
+        chunk = max(1, min(self.options.row_chunk, self.options.chunk_bytes // (8 * widest)) // k)
         dt = self.options.refine_dtype
         tables: dict = {}  # the relaxation lines' windows, shared by the chunks
         for start in range(0, len(idx), chunk):
             part = idx[start : start + chunk]
             n = len(part)
-            # rows ordered by ball (each neuron's lower row, then its upper row): activation steps then take each
-            # ball's relaxation as a broadcast view instead of gathering a copy per row
-            ball = part[:, 0].repeat_interleave(2)
-            sign = torch.tensor([1.0, -1.0], dtype=dt, device=lo.device).repeat(n)
-            pairs = part.repeat_interleave(2, 0)
+            # rows ordered by ball (each neuron's rows together): activation steps then take each ball's
+            # relaxation as a broadcast view instead of gathering a copy per row
+            ball = part[:, 0].repeat_interleave(k)
+            sign = torch.tensor(signs, dtype=dt, device=lo.device).repeat(n)
+            pairs = part.repeat_interleave(k, 0)
             if patch:
-                A = torch.zeros(2 * n, shape[0], 1, 1, dtype=dt, device=lo.device)
-                A[torch.arange(2 * n), pairs[:, 1], 0, 0] = sign
+                A = torch.zeros(k * n, shape[0], 1, 1, dtype=dt, device=lo.device)
+                A[torch.arange(k * n), pairs[:, 1], 0, 0] = sign
                 rows = Rows(A, ball, pairs[:, 2:4])
             else:
-                A = torch.zeros(2 * n, *shape, dtype=dt, device=lo.device)
-                A[(torch.arange(2 * n), *pairs[:, 1:].T)] = sign
+                A = torch.zeros(k * n, *shape, dtype=dt, device=lo.device)
+                A[(torch.arange(k * n), *pairs[:, 1:].T)] = sign
                 rows = Rows(A, ball, unit=True)
             val, g = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax, tables=tables)
             key = tuple(part.T)
             if forms is not None:
-                _keep_tighter(forms, key, val, g)
-            lo[key] = torch.maximum(lo[key], val[0::2])
-            hi[key] = torch.minimum(hi[key], -val[1::2])
+                _keep_tighter(forms, key, val, g, signs)
+            for t, s_t in enumerate(signs):
+                if s_t > 0:
+                    lo[key] = torch.maximum(lo[key], val[t::k])
+                else:
+                    hi[key] = torch.minimum(hi[key], -val[t::k])
 
     def _backward(
         self, j, rows: Rows, relax, anchor_forms: _Forms | None, anchor_box, absmax, stop: int | None = None,
