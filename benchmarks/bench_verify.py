@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--max-boxes", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=30.0)
     ap.add_argument("--split", default="gap", help="the full configuration's split heuristic (gap, width, gradient)")
-    ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    ap.add_argument("--out", default=None, help="write the rows to OUT.json")
     ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
     a = ap.parse_args()

@@ -635,16 +635,16 @@ class BoundEngine:
         H, W = maps.shape[-2:]
         pad = (max(0, -int(off[:, 0].min())), max(0, int(off[:, 0].max()) + ph - H),
                max(0, -int(off[:, 1].min())), max(0, int(off[:, 1].max()) + pw - W))  # fmt: skip
-        lines = maps[:, [0, 2, 3]] if origin else maps
-        stack = lines.reshape(len(maps), -1, H, W)
+        n_lines = 3 if origin else 4
         key = (k, A.dtype, ph, pw)
         table = tables.get(key)
-        if table is None or table.pad != pad:
+        if table is None or table.pad != pad:  # built once per layer and window (the lines' copy included)
             tables.pop(key, None)
+            stack = (maps[:, [0, 2, 3]] if origin else maps).reshape(len(maps), -1, H, W)
             if WindowTable.nbytes(stack, ph, pw, pad) > TABLE_LIMIT:
                 return gather_patches(maps, rows.ball, off, ph, pw)
             table = tables[key] = WindowTable(stack, ph, pw, pad)
-        return table.gather(rows.ball, off).reshape(len(A), lines.shape[1], -1, ph, pw)
+        return table.gather(rows.ball, off).reshape(len(A), n_lines, -1, ph, pw)
 
     def _relax_in(self, relax, k: int, dt: torch.dtype) -> torch.Tensor:
         """The relaxation lines of activation ``k`` in ``dt``, still sound after the rounding (see the docstring)."""

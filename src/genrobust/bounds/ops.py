@@ -297,7 +297,7 @@ class Conv(Op):
         k = self.w["all"].shape[2:]
         qh = (ph - 1) * self.stride[0] + self.dilation[0] * (k[0] - 1) + 1
         qw = (pw - 1) * self.stride[1] + self.dilation[1] * (k[1] - 1) + 1
-        density = (k[0] * k[1]) / (qh * qw) / (self.groups if self.groups > 1 else 1)
+        density = (k[0] * k[1]) / (qh * qw) / self.groups  # a grouped convolution's matrix is block-diagonal
         return density > 0.5
 
     @property
