@@ -85,13 +85,13 @@ def release_heap(threshold_bytes: int = 256 << 20) -> bool:
     Why: the bound engine allocates and frees tensors of hundreds of MB whose sizes vary from box to box.
     glibc raises its mmap threshold after each large free, so later blocks of that size come from the heap,
     whose free holes it keeps resident. The verifier's peak memory then grows with the length of a run, not with
-    its work. Called after every bound computation (``BoundEngine.margins``); measured on 30 balls of
-    ``mnist-small`` ∘ ``mnist-gan`` at ε = 0.05 (one process, the benchmark's budget): peak 2.44 GB without,
-    2.25 GB with it, and 1.2 GB once the engine's chunks were also made smaller (``chunk_bytes``). Trimming after
-    every chunk as well held the peak at 1.45 GB but cost 20% more time (the released pages are faulted in
-    again), so it is not done. ``malloc_trim`` returns the holes' pages
-    (``MADV_DONTNEED``) without moving anything; it runs only when the free total passes the threshold, so it
-    costs nothing measurable. A no-op returning False where the C library is not glibc.
+    its work. Called after every bound computation (``BoundEngine.margins``). Measured on 30 balls of
+    ``mnist-small`` ∘ ``mnist-gan`` at ε = 0.05 (one process each, the benchmark's budget): peak 2.44 GB in 204 s
+    without it; 2.25 GB in 217 s with it and 96 MB row chunks; 1.2 GB in 204 s with it and 16 MB chunks (the
+    engine's default ``chunk_bytes``). Trimming after every chunk as well held the peak at 1.45 GB but took 246 s
+    (the released pages are faulted in again), so it is not done. ``malloc_trim`` returns the holes' pages
+    (``MADV_DONTNEED``) without moving anything, and only once the free total passes the threshold. A no-op
+    returning False where the C library is not glibc.
     """
     libc = _glibc()
     if libc is None or libc.mallinfo2().fordblks <= threshold_bytes:
