@@ -7,9 +7,11 @@ the peak resident memory of the process that ran them (each configuration × ε 
 configurations are the ablation the README reports:
 
 * ``full``: CROWN-style bounds (forward in the generator, interval + forward + backward with patches in the
-  classifier, float32 refinement) with branch and bound on the latent box and PGD;
+  classifier, float32 refinement) with branch and bound on the latent box and PGD; a ball whose whole-box bound
+  is hopeless (``VerifyOptions.give_up``, ``--give-up``) is not split;
 * ``bounds-only``: the same bounds on the whole box, no splitting (``max_boxes = 1``), and PGD;
-* ``interval``: interval arithmetic only, with the same splitting budget as ``full``, and PGD;
+* ``interval``: interval arithmetic only, with the same splitting budget as ``full`` (every ball is split: the
+  give-up rule is calibrated on CROWN bounds, and interval bounds would give up on every ball), and PGD;
 * ``no-gen-backward``: ``full`` with the generator's pixels bounded by forward forms only and the margins'
   backward pass stopped at the image (the engine before the generator's backward refinement).
 
@@ -34,17 +36,21 @@ from pathlib import Path
 
 import numpy as np
 
+from genrobust.verify.local import GIVE_UP
+
 CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward")
+GIVE_UP_CONFIGS = ("full", "no-gen-backward")  # the configurations that split and use the give-up rule
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
-               split: str) -> Path:  # fmt: skip
-    return work / f"{config}-eps{eps:g}-class{c}-n{balls}-boxes{max_boxes}-s{max_seconds:g}-{split}.json"
+               split: str, give_up: float | None) -> Path:  # fmt: skip
+    rule = f"-giveup{give_up:g}" if config in GIVE_UP_CONFIGS and give_up is not None else ""
+    return work / f"{config}-eps{eps:g}-class{c}-n{balls}-boxes{max_boxes}-s{max_seconds:g}-{split}{rule}.json"
 
 
 def run_one(
     config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float, split: str = "gap",
-    work: Path | None = None,
+    work: Path | None = None, give_up: float | None = None,
 ) -> dict:  # fmt: skip
     import torch
 
@@ -56,13 +62,16 @@ def run_one(
     torch.set_num_threads(2)
     clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
     opts = {
-        "full": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split),
-        "bounds-only": VerifyOptions(max_boxes=1, max_seconds=max_seconds),
-        "interval": VerifyOptions(bounds=BoundOptions(mode="interval"), max_boxes=max_boxes, max_seconds=max_seconds),
+        "full": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up),
+        "bounds-only": VerifyOptions(max_boxes=1, max_seconds=max_seconds, give_up=None),
+        "interval": VerifyOptions(
+            bounds=BoundOptions(mode="interval"), max_boxes=max_boxes, max_seconds=max_seconds, give_up=None
+        ),
         "no-gen-backward": VerifyOptions(
             bounds=BoundOptions(generator_backward=False, margins_to_latent=False),
             max_boxes=max_boxes,
             max_seconds=max_seconds,
+            give_up=give_up,
         ),
     }[config]
     counts = {"certified": 0, "falsified": 0, "unknown": 0}
@@ -70,7 +79,7 @@ def run_one(
     peak = 0.0
     t0 = time.perf_counter()
     for c in classes:
-        path = _part_path(work, config, eps, c, balls, max_boxes, max_seconds, split) if work else None
+        path = _part_path(work, config, eps, c, balls, max_boxes, max_seconds, split, give_up) if work else None
         if path is not None and path.exists():
             part = json.loads(path.read_text())
         else:
@@ -109,29 +118,36 @@ def main() -> None:
     ap.add_argument("--max-boxes", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=30.0)
     ap.add_argument("--split", default="gap", help="the full configuration's split heuristic (gap, width, gradient)")
+    ap.add_argument(
+        "--give-up",
+        default=str(GIVE_UP),
+        help=f"VerifyOptions.give_up of the splitting configurations ('none': split every ball; default {GIVE_UP})",
+    )
     ap.add_argument("--out", default=None, help="write the rows to OUT.json")
     ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
     a = ap.parse_args()
     classes = [int(c) for c in a.classes.split(",")]
+    give_up = None if a.give_up.lower() == "none" else float(a.give_up)
     work = Path(a.work) if a.work else None
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
     if a.one:
         config, eps = a.one.split("@")
-        print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split, work)))
+        print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split, work,
+                                 give_up)))  # fmt: skip
         return
     rows = []
     head = (f"{'config':<16} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
             f"{'decided':>8} {'mean s':>8} {'p95 s':>8} {'peak RSS':>9}")  # fmt: skip
     print(f"mnist-small ∘ mnist-gan, classes {a.classes}, {a.balls} balls each, budget {a.max_boxes} boxes / "
-          f"{a.max_seconds:g} s per ball", flush=True)  # fmt: skip
+          f"{a.max_seconds:g} s per ball, give-up {a.give_up}", flush=True)  # fmt: skip
     print(head, flush=True)
     for eps in [float(e) for e in a.eps.split(",")]:
         for config in a.configs.split(","):
             cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
                    a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
-                   "--split", a.split, *(["--work", str(work)] if work else [])]  # fmt: skip
+                   "--split", a.split, "--give-up", a.give_up, *(["--work", str(work)] if work else [])]  # fmt: skip
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             rows.append(r)
             decided = (r["certified"] + r["falsified"]) / r["balls"]

@@ -132,7 +132,7 @@ def test_exhausted_balls_attack_their_undecided_sub_boxes(builtin, monkeypatch):
 
     monkeypatch.setattr(local, "pgd_in_boxes", spy)
     z = latents(0, 8, 1, 10)
-    v = LocalVerifier(clf, gens[8], latent_dim=10, options=VerifyOptions(max_boxes=3, leaf_attacks=4))
+    v = LocalVerifier(clf, gens[8], latent_dim=10, options=VerifyOptions(max_boxes=3, leaf_attacks=4, give_up=None))
     res = v.run(z, [8], [0.02])  # this ball stays undecided after 3 boxes (measured)
     assert res.status[0, 0] == UNKNOWN and int(res.boxes[0, 0]) == 3
     assert len(seen) == 2  # the sub-box attack first, then the whole ball's
@@ -140,6 +140,22 @@ def test_exhausted_balls_attack_their_undecided_sub_boxes(builtin, monkeypatch):
     assert 1 < len(leaf_lo) <= 4
     assert ((leaf_hi - leaf_lo) < 0.04 - 1e-6).any(dim=1).all()  # split boxes, not the whole ball
     assert (leaf_lo >= z - 0.02).all() and (leaf_hi <= z + 0.02).all()
+
+
+def test_a_hopeless_ball_is_not_split(builtin):
+    """``give_up``: a ball whose whole-box bound is far below zero (relative to its centre's margin) costs one
+    bound computation and an attack, not its whole budget; a ball the rule spares is split as before."""
+    clf, gens = builtin
+    z = latents(0, 8, 1, 10)
+    runs = {}
+    for give_up in (None, 0.0, 1e6):
+        v = LocalVerifier(clf, gens[8], latent_dim=10, options=VerifyOptions(max_boxes=3, give_up=give_up))
+        runs[give_up] = v.run(z, [8], [0.02])  # undecided after 3 boxes (see above): its root bound is < 0
+    assert int(runs[0.0].boxes[0, 0]) == 1 and runs[0.0].status[0, 0] == UNKNOWN
+    assert int(runs[None].boxes[0, 0]) == int(runs[1e6].boxes[0, 0]) == 3
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(gr.GenrobustError, match="give_up"):
+            VerifyOptions(give_up=bad)
 
 
 def test_bad_input_is_refused_clearly(builtin):

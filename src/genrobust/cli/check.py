@@ -105,12 +105,15 @@ def attack_cmd(
 @DEVICE_OPTION
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and pictures.")
 @click.option("--show", type=int, default=16, show_default=True, help="Falsified pairs drawn in pairs.png.")
+@click.option("--give-up", "give_up", default="1.5", show_default=True,
+              help="Do not split a ball whose whole-box bound is below −GIVE_UP × its centre's margin ('none': "
+                   "split every ball until its budget runs out).")  # fmt: skip
 @QUIET_OPTION
 @friendly_errors
 def robustness_cmd(
     classifier_name: str, generators_name: str, eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
-    out: str | None, show: int, quiet: bool,
+    out: str | None, show: int, give_up: str, quiet: bool,
 ) -> None:  # fmt: skip
     """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
 
@@ -121,7 +124,11 @@ def robustness_cmd(
 
     eps, wanted = eps_and_classes(eps_text, classes)
     clf, gens = load_classifier(classifier_name), load_generators(generators_name)
-    options = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split)
+    try:
+        rule = None if give_up.strip().lower() == "none" else float(give_up)
+    except ValueError:
+        raise click.BadParameter(f"--give-up takes a number ≥ 0 or 'none', not {give_up!r}") from None
+    options = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=rule)
     res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed, classes=wanted,
                             sequential=sequential, options=options, device=device, show_progress=not quiet)  # fmt: skip
     click.echo(res.table())
