@@ -19,10 +19,11 @@ from .data import (
     load_dataset,
     split_halves,
 )
-from .errors import ChecksumError, DatasetError, DownloadError, GenrobustError, IdxFormatError
+from .errors import ChecksumError, DatasetError, DownloadError, GenrobustError, GenrobustWarning, IdxFormatError
 from .estimate import CorrectnessResult, global_correctness
 from .models import (
     GeneratorFamily,
+    ImageAdapter,
     ModelFileError,
     build_classifier,
     list_models,
@@ -48,7 +49,9 @@ __all__ = [
     "GANRecipe",
     "GeneratorFamily",
     "GenrobustError",
+    "GenrobustWarning",
     "IdxFormatError",
+    "ImageAdapter",
     "LocalResult",
     "ModelFileError",
     "RobustnessResult",

@@ -25,3 +25,8 @@ class ChecksumError(DatasetError):
 
 class DownloadError(DatasetError):
     """A dataset could not be downloaded (offline, mirror gone, or bad checksum)."""
+
+
+class GenrobustWarning(UserWarning):
+    """Something that may make a result mean less than it seems (models from different datasets, a generator
+    whose images leave the range it declared); the run goes on."""

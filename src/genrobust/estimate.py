@@ -17,7 +17,7 @@ from torch import nn
 
 from .compose import check_compatible
 from .errors import GenrobustError
-from .models.generators import GeneratorFamily
+from .models.generators import GeneratorFamily, module_device
 from .models.layout import inference_copy
 from .runtime import resolve_device
 from .sampling import BLOCK, check_classes, check_estimate_args, latent_block, latents, run_classes
@@ -168,9 +168,12 @@ class Outliers:
     def images(self) -> torch.Tensor:
         if self.generators is None:
             raise GenrobustError("the generators are not attached to this result: cannot draw the outliers")
-        dev = next(self.generators.parameters()).device
-        with torch.no_grad():
-            return torch.cat([self.generators[o.cls](torch.tensor([o.latent], device=dev)).cpu() for o in self.items])
+        gens = self.generators
+        dev = module_device(gens)
+        with torch.no_grad():  # as people should see them: an adapter's normalisation undone
+            return torch.cat(
+                [gens.display(gens[o.cls](torch.tensor([o.latent], device=dev))).cpu() for o in self.items]
+            )
 
     def save(self, path: str | os.PathLike[str], ncol: int = 8) -> str:
         from .report import save_grid

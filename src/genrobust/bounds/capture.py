@@ -18,7 +18,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import GenrobustError
-from ..models.layers import Affine, ChannelsLast, ConcatConstant
+from ..models.layers import Affine, ChannelsLast, ConcatConstant, ImageAdapter
 from .ops import (
     SUPPORTED_MODULES,
     Activation,
@@ -92,11 +92,15 @@ MODULE_BUILDERS: dict[type, Callable[[nn.Module, tuple], Op | None]] = {
     nn.Identity: None,
     Affine: lambda m, s: Scale(m.scale, m.shift, s, name="Affine"),
     ConcatConstant: lambda m, s: ConcatConst(m.constant, s),
+    ImageAdapter: lambda m, s: Scale(
+        m.scale.double().reshape(-1), m.shift.double().reshape(-1), s, name="ImageAdapter"
+    ),
 }
 _RESHAPES = (nn.Flatten, nn.Unflatten)
 _FUNCTIONS: dict[object, str] = {
     torch.relu: "ReLU", F.relu: "ReLU", torch.tanh: "Tanh", torch.sigmoid: "Sigmoid", F.leaky_relu: "LeakyReLU",
-    torch.flatten: "reshape", torch.reshape: "reshape",
+    torch.flatten: "reshape", torch.reshape: "reshape", torch.cat: "cat", torch.concat: "cat",
+    torch.mul: "mul", torch.add: "add", torch.sub: "sub", torch.div: "div",
     operator.mul: "mul", operator.add: "add", operator.sub: "sub", operator.truediv: "div", F.dropout: "identity",
 }  # fmt: skip
 _METHODS = {
@@ -122,6 +126,44 @@ def _unsupported(what: str) -> UnsupportedLayerError:
                                  "(and relu/tanh/sigmoid/flatten/view/scalar arithmetic in forward)")  # fmt: skip
 
 
+class _Recorder(torch.fx.Interpreter):
+    """Runs the graph once and keeps the values of the ``wanted`` nodes (the constants)."""
+
+    def __init__(self, gm: torch.fx.GraphModule, wanted: set[torch.fx.Node]) -> None:
+        super().__init__(gm)
+        self.wanted = wanted
+        self.values: dict[torch.fx.Node, object] = {}
+
+    def run_node(self, n: torch.fx.Node):
+        out = super().run_node(n)
+        if n in self.wanted:
+            self.values[n] = out
+        return out
+
+
+_META_ATTRS = {"shape", "dtype", "device", "ndim"}
+
+
+def _shape_only(node: torch.fx.Node) -> bool:
+    """A step that reads only the input's shape, dtype or device (constant for a given batch size)."""
+    if node.op == "call_method" and node.target in _SHAPE_ONLY:
+        return True
+    return node.op == "call_function" and node.target is getattr and node.args[1] in _META_ATTRS
+
+
+def _dependent(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The nodes whose values depend on the input's values; the others are constants (a conditional generator's
+    label, its embedding, a one-hot expanded to the batch) and are folded into the operators that use them."""
+    dep: set[torch.fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if node.users:
+                dep.add(node)
+        elif not _shape_only(node) and any(a in dep for a in node.all_input_nodes):
+            dep.add(node)
+    return dep
+
+
 def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
     """The chain of operators computing ``module`` on inputs of shape (N, *input_shape), in eval mode."""
     module = module.eval()
@@ -130,11 +172,21 @@ def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
     except Exception as exc:
         raise UnsupportedLayerError(f"cannot trace {type(module).__name__} into a graph: {exc}") from None
     gm = torch.fx.GraphModule(module, graph)
-    ref = next(iter(module.parameters()), torch.zeros(()))
+    ref = next(iter(module.parameters()), None)
+    if ref is None:
+        ref = next(iter(module.buffers()), torch.zeros(()))
+    dummy = torch.zeros(2, *input_shape, device=ref.device, dtype=torch.float32 if ref.dtype not in
+                        (torch.float32, torch.float64) else ref.dtype)  # fmt: skip
     try:
-        ShapeProp(gm).propagate(torch.zeros(2, *input_shape, device=ref.device, dtype=ref.dtype))
+        ShapeProp(gm).propagate(dummy)
     except Exception as exc:
         raise GenrobustError(f"the network does not run on inputs of shape {tuple(input_shape)}: {exc}") from None
+    dep = _dependent(graph)
+    wanted = {n for n in graph.nodes if n not in dep and n.op not in ("placeholder", "output")}
+    recorder = _Recorder(gm, wanted)
+    with torch.no_grad():
+        recorder.run(dummy)
+    consts = recorder.values
     ops: list[Op] = []
     prev: torch.fx.Node | None = None
     shape = tuple(input_shape)
@@ -153,19 +205,13 @@ def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
                 raise _unsupported("a network with several inputs")
             prev = node
             continue
-        if node.op == "get_attr":
-            continue
         if node.op == "output":
             if node.args[0] is not prev:
                 raise _unsupported("a network whose output is not its last step")
             break
-        if (node.op == "call_method" and node.target in _SHAPE_ONLY) or (
-            node.op == "call_function" and node.target is getattr
-        ):
+        if node not in dep:  # a constant or a shape: folded into the steps that use it
             continue
-        if node.op == "call_function" and node.target is operator.getitem and node.meta.get("tensor_meta") is None:
-            continue
-        tensor_args = [a for a in node.all_input_nodes if a.meta.get("tensor_meta") is not None and a.op != "get_attr"]
+        tensor_args = [a for a in node.all_input_nodes if a in dep]
         if tensor_args != [prev]:
             raise _unsupported(f"step {node.name!r} ({node.format_node()}): the network is not a chain of layers")
         new_shape = out_shape(node)
@@ -175,6 +221,8 @@ def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
             builder = MODULE_BUILDERS.get(type(m))
             if builder is None and type(m) not in MODULE_BUILDERS:
                 raise _unsupported(f"layer {node.target!r} of type {type(m).__name__}")
+            if any(a not in dep for a in node.all_input_nodes):
+                raise _unsupported(f"layer {node.target!r} called with a constant beside its input")
             if isinstance(m, _RESHAPES):
                 op = Reshape(shape, new_shape, name=type(m).__name__)
             else:
@@ -183,7 +231,7 @@ def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
             kind = _FUNCTIONS.get(node.target) if node.op == "call_function" else _METHODS.get(node.target)
             if kind is None:
                 raise _unsupported(f"the operation {node.format_node()}")
-            op = _function_op(kind, node, prev, shape, new_shape)
+            op = _function_op(kind, node, prev, shape, new_shape, consts)
         if op is not None:
             if op.out_shape != new_shape:
                 raise GenrobustError(f"internal: {op!r} computes shape {op.out_shape}, the network {new_shape}")
@@ -193,7 +241,22 @@ def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
     return ops
 
 
-def _function_op(kind: str, node: torch.fx.Node, prev: torch.fx.Node, shape, new_shape) -> Op | None:
+def _batch_constant(value: object, node: torch.fx.Node, shape: tuple[int, ...]) -> torch.Tensor | float:
+    """A folded constant as one per-example value: a number, or a tensor broadcastable to ``shape`` that is the
+    same for every example of the batch (a constant that differs between examples is not a constant)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise _unsupported(f"the operation {node.format_node()} (with a non-numeric constant)")
+    t = value.detach().double()
+    if t.ndim > len(shape):  # it has a batch dimension: every example must carry the same constant
+        if t.ndim != len(shape) + 1 or not bool((t == t[:1]).all()):
+            raise _unsupported(f"the operation {node.format_node()} (its constant differs between examples)")
+        t = t[0]
+    return t.cpu()
+
+
+def _function_op(kind: str, node: torch.fx.Node, prev: torch.fx.Node, shape, new_shape, consts) -> Op | None:
     if kind in ("ReLU", "Tanh", "Sigmoid"):
         return Activation(kind, shape)
     if kind == "LeakyReLU":
@@ -203,17 +266,58 @@ def _function_op(kind: str, node: torch.fx.Node, prev: torch.fx.Node, shape, new
         return Reshape(shape, new_shape)
     if kind == "identity":
         return None
-    args = [a for a in node.args if a is not prev]
-    if len(args) != 1 or not isinstance(args[0], (int, float)):
-        raise _unsupported(f"the operation {node.format_node()} (only arithmetic with a scalar constant)")
-    c = float(args[0])
+    if kind == "cat":
+        return _concat(node, prev, shape, consts)
+    if node.kwargs:
+        raise _unsupported(f"the operation {node.format_node()} (with keyword arguments)")
+    others = [a for a in node.args if a is not prev]
+    if len(node.args) != 2 or len(others) != 1:
+        raise _unsupported(f"the operation {node.format_node()} (arithmetic of the input with one constant)")
+    other = others[0]
+    c = _batch_constant(consts[other] if isinstance(other, torch.fx.Node) else other, node, shape)
+    if not isinstance(c, float):
+        try:
+            full = torch.broadcast_to(c, shape)
+        except RuntimeError:
+            raise _unsupported(f"the operation {node.format_node()} (a constant of shape {tuple(c.shape)})") from None
+        if len(shape) == 3 and bool((full == full[:, :1, :1]).all()):
+            c = full[:, 0, 0].clone()  # per channel
+        elif bool((full == full.reshape(-1)[0]).all()):
+            c = float(full.reshape(-1)[0])
+        else:
+            c = full.clone()
+    x_first = node.args[0] is prev
+    one = 1.0 if isinstance(c, float) else torch.ones_like(c)
+    zero = 0.0 if isinstance(c, float) else torch.zeros_like(c)
     if kind == "mul":
-        return Scale(c, 0.0, shape, name="mul")
+        return Scale(c, zero, shape, name="mul")
     if kind == "div":
-        if node.args[0] is not prev:
+        if not x_first:
             raise _unsupported(f"the operation {node.format_node()} (a constant divided by the input)")
-        return Scale(1.0 / c, 0.0, shape, name="div")
+        return Scale(1.0 / c if isinstance(c, float) else c.reciprocal(), zero, shape, name="div")
     if kind == "add":
-        return Scale(1.0, c, shape, name="add")
+        return Scale(one, c, shape, name="add")
     # sub: x − c, or c − x
-    return Scale(1.0, -c, shape, name="sub") if node.args[0] is prev else Scale(-1.0, c, shape, name="sub")
+    return Scale(one, -c, shape, name="sub") if x_first else Scale(-one, c, shape, name="sub")
+
+
+def _concat(node: torch.fx.Node, prev: torch.fx.Node, shape, consts) -> Op:
+    """``torch.cat`` of the (flat) input with constants along the features: a conditional generator's label."""
+    parts = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not isinstance(parts, (list, tuple)) or sum(p is prev for p in parts) != 1:
+        raise _unsupported(f"the concatenation {node.format_node()} (the input once, with constants)")
+    if len(shape) != 1 or dim not in (1, -1):
+        raise _unsupported(f"the concatenation {node.format_node()} (only of flat vectors along their features)")
+    k = next(i for i, p in enumerate(parts) if p is prev)
+    values = []
+    for p in parts:
+        if p is prev:
+            continue
+        t = _batch_constant(consts[p] if isinstance(p, torch.fx.Node) else p, node, (1,))
+        if isinstance(t, float) or t.ndim != 1:
+            raise _unsupported(f"the concatenation {node.format_node()} (a constant that is not a vector)")
+        values.append(t)
+    before = torch.cat(values[:k]) if k else torch.zeros(0, dtype=torch.float64)
+    after = torch.cat(values[k:]) if len(values) > k else torch.zeros(0, dtype=torch.float64)
+    return ConcatConst(after, shape, before=before)

@@ -357,6 +357,8 @@ class Scale(Op):
             a, c = a.reshape(-1, 1, 1), c.reshape(-1, 1, 1) if c.ndim == 1 else c
         self.a = _parts(a)
         self.c = c
+        if any(t.ndim == 3 and t.shape[1:] != (1, 1) for t in (a, c)):
+            self.patches = False  # a constant per pixel: rows must be dense to meet it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
@@ -368,7 +370,7 @@ class Scale(Op):
         return out
 
     def _bias(self, A: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        if c.ndim == 3 and A.ndim == 4:  # per channel
+        if c.ndim == 3 and A.ndim == 4 and c.shape[1:] == (1, 1):  # per channel
             return (A.sum((2, 3)) * c.reshape(1, -1)).sum(1)
         return (A * c).reshape(A.shape[0], -1).sum(1)
 
@@ -415,39 +417,44 @@ class Reshape(Op):
 
 
 class ConcatConst(Op):
-    """x (d,) ↦ [x, c] (d + k,): a constant appended (a conditional generator's one-hot class)."""
+    """x (d,) ↦ [b, x, c] (k + d + m,): constants around the input (a conditional generator's one-hot class)."""
 
     name = "ConcatConstant"
 
-    def __init__(self, constant: torch.Tensor, in_shape: Shape) -> None:
+    def __init__(self, constant: torch.Tensor, in_shape: Shape, before: torch.Tensor | None = None) -> None:
         super().__init__(in_shape)
         if len(self.in_shape) != 1:
             raise GenrobustError(f"concatenation with a constant is supported on flat vectors, not {self.in_shape}")
         self.const = constant.detach().reshape(-1).to(DT)
-        self.out_shape = (self.in_shape[0] + self.const.numel(),)
+        self.before = (before.detach().reshape(-1).to(DT) if before is not None
+                       else torch.zeros(0, dtype=DT, device=self.const.device))  # fmt: skip
+        self.out_shape = (len(self.before) + self.in_shape[0] + self.const.numel(),)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
 
     def apply(self, x: torch.Tensor, part: str = "all", bias: bool = True) -> torch.Tensor:
-        c = self.const if bias else torch.zeros_like(self.const)
+        b, c = (self.before, self.const) if bias else (torch.zeros_like(self.before), torch.zeros_like(self.const))
         if part == "abs":
-            c = c.abs()
+            b, c = b.abs(), c.abs()
         if part == "neg":  # the identity's negative part is 0
             x = torch.zeros_like(x)
-        return torch.cat([x, c.expand(x.shape[0], -1)], 1)
+        n = x.shape[0]
+        return torch.cat([b.to(x.dtype).expand(n, -1), x, c.to(x.dtype).expand(n, -1)], 1)
 
     def dot_length(self, rows: Rows) -> int:
         return 1
 
     @property
     def max_bias(self) -> float:
-        return float(self.const.abs().max()) if self.const.numel() else 0.0
+        both = torch.cat([self.before, self.const])
+        return float(both.abs().max()) if both.numel() else 0.0
 
     def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
-        d = self.in_shape[0]
+        k, d = len(self.before), self.in_shape[0]
         A = rows.A
-        return Rows(A[:, :d], rows.ball), A[:, d:] @ self.const.to(A.dtype)
+        bias = A[:, :k] @ self.before.to(A.dtype) + A[:, k + d :] @ self.const.to(A.dtype)
+        return Rows(A[:, k : k + d], rows.ball), bias
 
 
 # ------------------------------------------------------------------------------------------- nonlinear
@@ -596,7 +603,8 @@ class MaxPool(Op):
 #: Operator names genrobust can bound, as module types (filled by ``capture``) and ONNX operator names.
 SUPPORTED_MODULES = (
     "Linear", "Conv2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "BatchNorm1d", "BatchNorm2d", "AvgPool2d",
-    "MaxPool2d", "Flatten", "Unflatten", "Dropout", "Identity", "Affine", "ConcatConstant", "Sequential",
+    "MaxPool2d", "Flatten", "Unflatten", "Dropout", "Identity", "Affine", "ImageAdapter", "ConcatConstant",
+    "Sequential",
 )  # fmt: skip
 ONNX_OPS = {
     "Gemm": Dense, "MatMul": Dense, "Conv": Conv, "Relu": Activation, "LeakyRelu": Activation,

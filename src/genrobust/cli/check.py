@@ -88,8 +88,10 @@ def attack_cmd(
         examples = res.examples()
         if examples:
             names = list(gens.class_names)
-            save_pairs(examples[:show], gens[source], files.path("pairs.png"), class_names=names)
-            save_path_gif(examples[0], clf, gens[source], files.path("path.gif"), class_names=names)
+            save_pairs(examples[:show], gens[source], files.path("pairs.png"), class_names=names, display=gens.display)
+            save_path_gif(
+                examples[0], clf, gens[source], files.path("path.gif"), class_names=names, display=gens.display
+            )
         files.report()
 
 
@@ -140,6 +142,8 @@ def robustness_cmd(
         cls = max(by_class, key=lambda c: len(by_class[c]))  # the class with the most witnesses
         if by_class[cls]:
             names = list(gens.class_names)
-            save_pairs(by_class[cls], gens[cls], files.path("pairs.png"), class_names=names)
-            save_path_gif(by_class[cls][0], clf, gens[cls], files.path("path.gif"), class_names=names)
+            save_pairs(by_class[cls], gens[cls], files.path("pairs.png"), class_names=names, display=gens.display)
+            save_path_gif(
+                by_class[cls][0], clf, gens[cls], files.path("path.gif"), class_names=names, display=gens.display
+            )
         files.report()

@@ -68,6 +68,6 @@ def models_sample(generators: str, per_class: int, seed: int, out: str) -> None:
         raise click.BadParameter("must be at least 1", param_hint="--per-class")
     family = load_generators(generators)
     g = torch.Generator().manual_seed(seed)
-    images = torch.cat([family.sample(c, per_class, generator=g)[1] for c in range(len(family))])
+    images = family.display(torch.cat([family.sample(c, per_class, generator=g)[1] for c in range(len(family))]))
     save_grid(images, out, ncol=per_class, row_labels=list(family.class_names))
     click.echo(f"wrote {out}")

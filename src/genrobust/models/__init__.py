@@ -3,6 +3,7 @@
 from .classifiers import CLASSIFIER_ARCHS, ConvClassifier, ConvClassifierConfig, build_classifier
 from .generators import GeneratorFamily, MLPDiscriminator, MLPGANConfig, MLPGenerator
 from .io import ModelFileError, load_model, read_metadata, save_model
+from .layers import ImageAdapter
 from .zoo import (
     ZOO,
     ZooEntry,
@@ -20,6 +21,7 @@ __all__ = [
     "ConvClassifier",
     "ConvClassifierConfig",
     "GeneratorFamily",
+    "ImageAdapter",
     "MLPDiscriminator",
     "MLPGANConfig",
     "MLPGenerator",

@@ -54,6 +54,11 @@ def _describe(module: nn.Module) -> dict[str, Any]:
     if isinstance(module, ConvClassifier):
         return {"role": "classifier", "arch": "conv-classifier", "config": module.config.to_dict()}
     if isinstance(module, GeneratorFamily):
+        if not module.builtin:
+            raise ModelFileError(
+                "genrobust's safetensors format rebuilds only its own MLP GANs (without an adapter); keep a family "
+                "of your own modules as ONNX files or a Python factory (see the README, 'Your own models')"
+            )
         return {
             "role": "generators",
             "arch": f"mlp-gan/{module.kind}",
@@ -75,7 +80,11 @@ def save_model(
 
     ``half`` stores every floating tensor (``True``) or the named ones in float16, halving their size.
     """
-    sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if not k.startswith("_slices")}
+    sd = {
+        k: v.detach().cpu().contiguous()
+        for k, v in module.state_dict().items()
+        if not k.startswith(("_slices", "_members"))
+    }
     half_keys = {k for k, v in sd.items() if v.is_floating_point()} if half is True else set(half or ())
     if half_keys - set(sd):
         raise ModelFileError(f"cannot store unknown tensors in float16: {sorted(half_keys - set(sd))[:3]}")
@@ -156,7 +165,7 @@ def load_model(path: str | os.PathLike[str], *, expect_role: str | None = None) 
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ModelFileError(f"{path}: tensor {k!r} contains NaN or infinity")
     module = _build(meta, path)
-    expected = {k: v for k, v in module.state_dict().items() if not k.startswith("_slices")}
+    expected = {k: v for k, v in module.state_dict().items() if not k.startswith(("_slices", "_members"))}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]

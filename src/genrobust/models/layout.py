@@ -21,4 +21,7 @@ def inference_copy(model: nn.Module) -> nn.Module:
     """
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return model
-    return ChannelsLast(copy.deepcopy(model).to(memory_format=torch.channels_last))
+    out = ChannelsLast(copy.deepcopy(model).to(memory_format=torch.channels_last))
+    if hasattr(model, "genrobust_meta"):  # what it was trained on travels with it (mismatch warnings)
+        out.genrobust_meta = model.genrobust_meta
+    return out

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..attacks import AdversarialExample
+from ..models.generators import module_device
 from ..verify.local import FALSIFIED
 from ..verify.robustness import RobustnessResult
 
@@ -74,7 +75,7 @@ def falsified_examples(
     out = sorted(out, key=lambda ex: ex.distance)[:limit]
     if classifier is not None and result.generators is not None and out:
         gen = result.generators[cls]
-        dev = next(gen.parameters()).device
+        dev = module_device(gen)
         with torch.no_grad():
             for ex in out:
                 z = torch.stack([ex.z, ex.z_adv]).to(dev)
