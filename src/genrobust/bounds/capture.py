@@ -18,7 +18,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import GenrobustError
-from ..models.layers import Affine, ChannelsLast, ConcatConstant, ImageAdapter
+from ..models.layers import Affine, BatchReshape, ChannelsLast, ConcatConstant, ImageAdapter
 from .ops import (
     SUPPORTED_MODULES,
     Activation,
@@ -88,6 +88,7 @@ MODULE_BUILDERS: dict[type, Callable[[nn.Module, tuple], Op | None]] = {
     nn.MaxPool2d: _maxpool,
     nn.Flatten: None,  # reshapes: their shapes come from the shape propagation
     nn.Unflatten: None,
+    BatchReshape: None,
     nn.Dropout: None,
     nn.Identity: None,
     Affine: lambda m, s: Scale(m.scale, m.shift, s, name="Affine"),
@@ -96,10 +97,11 @@ MODULE_BUILDERS: dict[type, Callable[[nn.Module, tuple], Op | None]] = {
         m.scale.double().reshape(-1), m.shift.double().reshape(-1), s, name="ImageAdapter"
     ),
 }
-_RESHAPES = (nn.Flatten, nn.Unflatten)
+_RESHAPES = (nn.Flatten, nn.Unflatten, BatchReshape)
 _FUNCTIONS: dict[object, str] = {
     torch.relu: "ReLU", F.relu: "ReLU", torch.tanh: "Tanh", torch.sigmoid: "Sigmoid", F.leaky_relu: "LeakyReLU",
     torch.flatten: "reshape", torch.reshape: "reshape", torch.cat: "cat", torch.concat: "cat",
+    F.max_pool2d: "maxpool", F.avg_pool2d: "avgpool", torch.max_pool2d: "maxpool",
     torch.mul: "mul", torch.add: "add", torch.sub: "sub", torch.div: "div",
     operator.mul: "mul", operator.add: "add", operator.sub: "sub", operator.truediv: "div", F.dropout: "identity",
 }  # fmt: skip
@@ -109,6 +111,10 @@ _METHODS = {
     "sub": "sub", "div": "div",
 }  # fmt: skip
 _SHAPE_ONLY = {"size", "dim"}
+_POOL_ARGS = {
+    "maxpool": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "avgpool": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+}
 
 
 class _Tracer(torch.fx.Tracer):
@@ -266,6 +272,13 @@ def _function_op(kind: str, node: torch.fx.Node, prev: torch.fx.Node, shape, new
         return Reshape(shape, new_shape)
     if kind == "identity":
         return None
+    if kind in ("maxpool", "avgpool"):  # the functional forms: read their arguments as the module would
+        names = _POOL_ARGS[kind]
+        params = dict(zip(names, node.args[1:], strict=False)) | dict(node.kwargs)
+        if params.pop("return_indices", False) or set(params) - set(names):
+            raise _unsupported(f"the operation {node.format_node()}")
+        m = (nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(**params)
+        return _maxpool(m, shape) if kind == "maxpool" else _avgpool(m, shape)
     if kind == "cat":
         return _concat(node, prev, shape, consts)
     if node.kwargs:

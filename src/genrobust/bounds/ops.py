@@ -7,9 +7,10 @@ Each operator knows its concrete forward pass (float64), and either
   backwards (CROWN), on dense rows or on convolution *patches* (only a neuron's receptive field); or
 * its relaxation (``linear = False``): the two lines (slope, intercept) that sandwich it on an interval [l, u].
 
-:data:`MODULE_OPS` maps module types to builders, :data:`ONNX_OPS` maps ONNX operator names to the same
-classes, so the ONNX importer shares this table. Everything runs in float64 (see ``engine`` for why that is
-sound); the float32 or float16 weights convert to float64 exactly.
+:data:`genrobust.bounds.capture.MODULE_BUILDERS` maps module types to these classes; the ONNX importer
+(``genrobust.models.onnx_import``) turns ONNX operators into those same modules, so one table serves both.
+Everything runs in float64 (see ``engine`` for why that is sound); the float32 or float16 weights convert to
+float64 exactly.
 """
 
 from __future__ import annotations
@@ -600,14 +601,9 @@ class MaxPool(Op):
 
 # ------------------------------------------------------------------------------------------- the table
 
-#: Operator names genrobust can bound, as module types (filled by ``capture``) and ONNX operator names.
+#: The layers genrobust can bound, as module type names (for error messages).
 SUPPORTED_MODULES = (
     "Linear", "Conv2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "BatchNorm1d", "BatchNorm2d", "AvgPool2d",
-    "MaxPool2d", "Flatten", "Unflatten", "Dropout", "Identity", "Affine", "ImageAdapter", "ConcatConstant",
-    "Sequential",
+    "MaxPool2d", "Flatten", "Unflatten", "BatchReshape", "Dropout", "Identity", "Affine", "ImageAdapter",
+    "ConcatConstant", "Sequential",
 )  # fmt: skip
-ONNX_OPS = {
-    "Gemm": Dense, "MatMul": Dense, "Conv": Conv, "Relu": Activation, "LeakyRelu": Activation,
-    "Tanh": Activation, "Sigmoid": Activation, "BatchNormalization": Scale, "AveragePool": Conv,
-    "MaxPool": MaxPool, "Flatten": Reshape, "Reshape": Reshape, "Identity": Scale, "Concat": ConcatConst,
-}  # fmt: skip

@@ -77,6 +77,63 @@ def eps_and_classes(eps_text: str, classes: str | None) -> tuple[list[float], li
     return eps, wanted
 
 
+_SOURCE_HELP = (
+    "a built-in name, a genrobust .safetensors file, an .onnx file or a factory package.module:attr "
+    "(pickled .pt/.pth files are refused)"
+)
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--classifier, --generators and what an ONNX file cannot say: the generators' output range, the class
+    names, and the classifier's expected input range and normalisation (one adapter between the two)."""
+    for option in reversed([
+        click.option("--classifier", "classifier_name", default="mnist-small", show_default=True,
+                     help=f"The classifier: {_SOURCE_HELP}."),
+        click.option("--generators", "generators_name", default="mnist-gan", show_default=True,
+                     help=f"The generators: {_SOURCE_HELP}; per-class ONNX files as a,b,c or gen_{{c}}.onnx."),
+        click.option("--generator-range", default=None, help="LOW,HIGH: the range the generators' pixels live in "
+                     "(ONNX; default 0,1), e.g. -1,1 for a tanh."),
+        click.option("--class-names", default=None, help="Comma-separated class names (ONNX generators)."),
+        click.option("--input-range", default=None, help="LOW,HIGH: the pixel range the classifier expects "
+                     "(default: the generators' range, unchanged)."),
+        click.option("--mean", default=None, help="Per-channel mean the classifier normalises with, e.g. 0.5,0.5,0.5."),
+        click.option("--std", default=None, help="Per-channel standard deviation, e.g. 0.25,0.25,0.25."),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def _numbers(text: str | None, option: str, count: int | None = None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"not a list of numbers: {text!r}", param_hint=option) from None
+    if count is not None and len(values) != count:
+        raise click.BadParameter(f"expected {count} numbers, got {text!r}", param_hint=option)
+    return values
+
+
+def load_models(
+    classifier_name: str, generators_name: str, generator_range: str | None = None, class_names: str | None = None,
+    input_range: str | None = None, mean: str | None = None, std: str | None = None,
+):  # fmt: skip
+    """The classifier and the generator family the model options describe, the adapter applied."""
+    from ..models.zoo import load_classifier, load_generators
+
+    out_range = _numbers(generator_range, "--generator-range", 2)
+    names = [n.strip() for n in class_names.split(",")] if class_names else None
+    clf = load_classifier(classifier_name)
+    gens = load_generators(generators_name, output_range=out_range, class_names=names)  # type: ignore[arg-type]
+    in_range, m, sd = _numbers(input_range, "--input-range", 2), _numbers(mean, "--mean"), _numbers(std, "--std")
+    if in_range is not None or m is not None or sd is not None:
+        if gens.adapter is not None:
+            raise click.UsageError("the generators already carry an adapter: drop --input-range/--mean/--std")
+        gens = gens.adapt(in_range or gens.output_range, mean=m, std=sd)
+    return clf, gens
+
+
 class ResultFolder:
     """The one writer of a command's result files: creates the folder, writes JSON the same way everywhere
     (indented, newline-terminated), and reports what it wrote in one line."""

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import click
 
-from .app import DEVICE_OPTION, QUIET_OPTION, ResultFolder, eps_and_classes, friendly_errors, main, verify_options
+from .app import (
+    DEVICE_OPTION,
+    QUIET_OPTION,
+    ResultFolder,
+    eps_and_classes,
+    friendly_errors,
+    load_models,
+    main,
+    model_options,
+    verify_options,
+)
 
 
 @main.command("correctness")
-@click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
-@click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
+@model_options
 @click.option("-n", "n", type=int, default=10_000, show_default=True, help="Samples per class (budget if sequential).")
 @click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(correct) ≥ 1 − δ per class.")
 @click.option("--confidence", type=float, default=0.95, show_default=True)
@@ -21,16 +30,15 @@ from .app import DEVICE_OPTION, QUIET_OPTION, ResultFolder, eps_and_classes, fri
 @QUIET_OPTION
 @friendly_errors
 def correctness_cmd(
-    classifier_name: str, generators_name: str, n: int, delta: float, confidence: float, seed: int,
-    batch_size: int, sequential: bool, device: str, out: str | None, quiet: bool,
+    n: int, delta: float, confidence: float, seed: int,
+    batch_size: int, sequential: bool, device: str, out: str | None, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global correctness of a classifier against generators: per-class estimate, exact CI and δ verdict."""
 
     from ..estimate import global_correctness
-    from ..models.zoo import load_classifier, load_generators
 
     res = global_correctness(
-        load_classifier(classifier_name), load_generators(generators_name), n=n, delta=delta,
+        *load_models(**models), n=n, delta=delta,
         confidence=confidence, seed=seed, batch_size=batch_size, device=device, sequential=sequential,
         show_progress=not quiet,
     )  # fmt: skip
@@ -45,8 +53,7 @@ def correctness_cmd(
 
 
 @main.command("attack")
-@click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
-@click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
+@model_options
 @click.option("--method", type=click.Choice(["blackbox", "whitebox", "pgd"]), default="pgd", show_default=True)
 @click.option("--source", type=int, required=True, help="Class whose generator draws the starting images.")
 @click.option("--target", type=int, default=None, help="Class to reach (default: untargeted, any other class).")
@@ -62,21 +69,20 @@ def correctness_cmd(
 @QUIET_OPTION
 @friendly_errors
 def attack_cmd(
-    classifier_name: str, generators_name: str, method: str, source: int, target: int | None, eps_text: str,
+    method: str, source: int, target: int | None, eps_text: str,
     starts: int, seed: int, steps: int | None, directions: int, restarts: int, device: str, out: str | None,
-    show: int, quiet: bool,
+    show: int, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Realistic adversarial examples: ε-close latents whose images the classifier labels differently."""
 
     from ..attacks import realistic_adversarial
-    from ..models.zoo import load_classifier, load_generators
     from ..report.adversarial import save_pairs, save_path_gif
 
     try:
         eps = [float(e) for e in eps_text.split(",") if e.strip()]
     except ValueError:
         raise click.BadParameter(f"not a list of numbers: {eps_text!r}", param_hint="--eps") from None
-    clf, gens = load_classifier(classifier_name), load_generators(generators_name)
+    clf, gens = load_models(**models)
     res = realistic_adversarial(
         clf, gens, source=source, target=target, eps=eps, method=method, n_starts=starts, seed=seed,
         device=device, show_progress=not quiet, steps=steps, directions=directions, restarts=restarts,
@@ -96,8 +102,7 @@ def attack_cmd(
 
 
 @main.command("robustness")
-@click.option("--classifier", "classifier_name", default="mnist-small", show_default=True, help="Name or file.")
-@click.option("--generators", "generators_name", default="mnist-gan", show_default=True, help="Name or file.")
+@model_options
 @verify_options
 @click.option("-n", "n", type=int, default=100, show_default=True, help="Centres per class (budget if sequential).")
 @click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(robust) ≥ 1 − δ per class.")
@@ -113,19 +118,18 @@ def attack_cmd(
 @QUIET_OPTION
 @friendly_errors
 def robustness_cmd(
-    classifier_name: str, generators_name: str, eps_text: str, n: int, delta: float, confidence: float, seed: int,
+    eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
-    out: str | None, show: int, give_up: str, quiet: bool,
+    out: str | None, show: int, give_up: str, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
 
-    from ..models.zoo import load_classifier, load_generators
     from ..report.adversarial import save_pairs, save_path_gif
     from ..report.robustness import falsified_examples, save_robustness_curve
     from ..verify import VerifyOptions, global_robustness
 
     eps, wanted = eps_and_classes(eps_text, classes)
-    clf, gens = load_classifier(classifier_name), load_generators(generators_name)
+    clf, gens = load_models(**models)
     try:
         rule = None if give_up.strip().lower() == "none" else float(give_up)
     except ValueError:

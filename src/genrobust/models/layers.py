@@ -107,3 +107,17 @@ class ImageAdapter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"source_range={self.source_range}, target_range={self.target_range}, mean={self.mean}, std={self.std}"
+
+
+class BatchReshape(nn.Module):
+    """x (N, ...) ↦ x reshaped to (N, *shape): a reshape that keeps the batch (ONNX Reshape and Flatten)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"

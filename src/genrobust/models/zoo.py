@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ..errors import GenrobustError
 from .classifiers import ConvClassifier
 from .generators import GeneratorFamily
 from .io import ModelFileError, file_sha256, load_model, read_metadata, save_model
+from .sources import is_factory, load_factory, onnx_classifier, onnx_generators, refuse_pickle
 
 
 @dataclass(frozen=True)
@@ -84,31 +88,62 @@ def _resolve(name_or_path: str | os.PathLike[str], role: str) -> Path:
             raise ModelFileError(f"{path}: SHA-256 {actual[:12]}… does not match the registry ({entry.sha256[:12]}…)")
         return path
     path = Path(text).expanduser()
-    if path.suffix == ".onnx":
-        raise GenrobustError(f"{path}: ONNX models are not supported yet; export to safetensors with gr.save_model")
+    refuse_pickle(path)
     if not path.exists():
         known = ", ".join(list_models(role)) or "none"
         raise GenrobustError(f"{text!r} is neither a file nor a built-in {role} (built-in: {known})")
     return path
 
 
-def load_classifier(name_or_path: str | os.PathLike[str], *, device: str | None = None) -> ConvClassifier:
-    """A classifier by built-in name (``mnist-small``) or safetensors path, in eval mode.
+def load_classifier(source: str | os.PathLike[str], *, device: str | None = None) -> nn.Module:
+    """A classifier in eval mode from a built-in name (``mnist-small``), a genrobust ``.safetensors`` file, an
+    ``.onnx`` file or a factory ``package.module:attr`` (see ``genrobust.models.sources``).
 
-    The metadata (recipe, test accuracy, ...) is attached as ``model.genrobust_meta``.
+    The metadata (recipe, test accuracy, ... ; for ONNX the file's hash) is attached as ``model.genrobust_meta``.
     """
-    model, meta = load_model(_resolve(name_or_path, "classifier"), expect_role="classifier")
-    assert isinstance(model, ConvClassifier)
-    model.genrobust_meta = meta  # type: ignore[assignment]
+    text = os.fspath(source)
+    if text not in ZOO and is_factory(text):
+        model = load_factory(text)
+        if not isinstance(model, nn.Module):
+            raise GenrobustError(f"factory {text!r} gave a {type(model).__name__}, not a torch nn.Module")
+        model.eval()
+    elif text.lower().endswith(".onnx"):
+        model = onnx_classifier(Path(text).expanduser())
+    else:
+        model, meta = load_model(_resolve(text, "classifier"), expect_role="classifier")
+        model.genrobust_meta = meta  # type: ignore[assignment]
     return model.to(device) if device else model
 
 
-def load_generators(name_or_path: str | os.PathLike[str], *, device: str | None = None) -> GeneratorFamily:
-    """A generator family by built-in name (``mnist-gan``) or safetensors path, in eval mode."""
-    family, meta = load_model(_resolve(name_or_path, "generators"), expect_role="generators")
-    assert isinstance(family, GeneratorFamily)
-    family.genrobust_meta = meta  # type: ignore[assignment]
-    return family.to(device) if device else family
+def load_generators(
+    source: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    output_range: tuple[float, float] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> GeneratorFamily:
+    """A generator family in eval mode from a built-in name (``mnist-gan``), a genrobust ``.safetensors`` file,
+    ONNX (one conditional file, or per-class files as ``a.onnx,b.onnx`` or ``gen_{c}.onnx``) or a factory
+    ``package.module:attr`` returning a :class:`GeneratorFamily`.
+
+    ``output_range`` and ``class_names`` declare what an ONNX file cannot say (default range [0, 1]).
+    """
+    text = os.fspath(source)
+    if text not in ZOO and is_factory(text):
+        family = load_factory(text)
+        if not isinstance(family, GeneratorFamily):
+            raise GenrobustError(f"factory {text!r} gave a {type(family).__name__}, not a genrobust GeneratorFamily")
+        if output_range is not None or class_names is not None:
+            raise GenrobustError(f"factory {text!r}: its GeneratorFamily declares its own output range and classes")
+    elif ".onnx" in text.lower():
+        family = onnx_generators(text, output_range=output_range or (0.0, 1.0), class_names=class_names)
+    else:
+        family, meta = load_model(_resolve(text, "generators"), expect_role="generators")
+        assert isinstance(family, GeneratorFamily)
+        if output_range is not None and tuple(output_range) != family.output_range:
+            raise GenrobustError(f"{text}: genrobust's generators draw in {family.output_range}, not {output_range}")
+        family.genrobust_meta = meta  # type: ignore[assignment]
+    return family.eval().to(device) if device else family.eval()
 
 
 def model_info(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
