@@ -216,6 +216,40 @@ class LocalVerifier:
         self.engine = BoundEngine(ops, anchor, bound_opts).to(self.device)
         self.num_classes = self.engine.num_classes
 
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        input_shape: tuple[int, ...],
+        *,
+        options: VerifyOptions | None = None,
+        device: str | torch.device | None = None,
+    ) -> LocalVerifier:
+        """The local check of one network from its input (flattened, boxes around points of it) to logits, for a
+        model that arrives whole, such as C∘G exported to ONNX. Where the classifier starts is read from the
+        chain: at the first operator that takes an image (C, H, W); without one the whole network is refined."""
+        import copy
+
+        self = cls.__new__(cls)
+        self.options = options or VerifyOptions()
+        self.device = resolve_device(device)
+        net = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)
+        for p in net.parameters():
+            if not torch.isfinite(p).all():
+                raise GenrobustError("the model has NaN or infinite weights")
+        self.pixel, self.pixel_range = False, (0.0, 1.0)
+        self.latent_dim = math.prod(input_shape)
+        self.plain = _pixel_chain(net, tuple(input_shape)) if len(input_shape) > 1 else net
+        ops = capture(self.plain, (self.latent_dim,))
+        anchor = next((i for i, op in enumerate(ops) if len(op.in_shape) == 3), 0)
+        bound_opts = self.options.bounds
+        if anchor <= 1:  # no generator in front: as in pixel space
+            bound_opts = BoundOptions(**{**vars(bound_opts), "classifier_forward": False})
+        self.fast = inference_copy(self.plain)
+        self.engine = BoundEngine(ops, anchor, bound_opts).to(self.device)
+        self.num_classes = self.engine.num_classes
+        return self
+
     # ------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _logits(self, z: torch.Tensor) -> torch.Tensor:

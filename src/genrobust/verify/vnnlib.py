@@ -1,0 +1,410 @@
+"""VNN-COMP exchange: C∘G_c as ONNX with one VNN-LIB property per latent ball, and answers to competition
+instances.
+
+A VNN-LIB property describes the *unsafe* inputs: boxes on the inputs X_i and constraints on the outputs Y_j; the
+instance is ``sat`` when some input in the box meets them (a counterexample) and ``unsat`` when none does. The
+robustness of a ball for class c is the property "some Y_j ≥ Y_c, j ≠ c" (a disjunction); :func:`answer`
+recognises that form and checks it with the same local verifier as :func:`genrobust.verify_ball` (bounds, branch
+and bound, attacks), so an exported ball gets the same answer back. Other output constraints (any disjunction of
+conjunctions of linear inequalities) get sound bounds on the whole box and a PGD search.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..bounds.ops import DT
+from ..errors import GenrobustError
+from .local import CERTIFIED, FALSIFIED, LocalVerifier, VerifyOptions
+
+
+class VnnlibError(GenrobustError):
+    """A VNN-LIB file genrobust cannot read."""
+
+
+# --------------------------------------------------------------------------------------------------- writing
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def property_text(lo: np.ndarray, hi: np.ndarray, label: int, num_classes: int, comment: str = "") -> str:
+    """The VNN-LIB property "some output j ≠ ``label`` reaches Y_label" on the box [lo, hi]; the bounds are written
+    rounded outwards to the nearest float64 (``repr`` is exact), so the file's box contains the ball."""
+    lines = [f"; {line}" for line in comment.splitlines()] if comment else []
+    lines += [f"(declare-const X_{i} Real)" for i in range(len(lo))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(num_classes)]
+    for i, (a, b) in enumerate(zip(lo, hi, strict=True)):
+        lines += [f"(assert (>= X_{i} {_num(a)}))", f"(assert (<= X_{i} {_num(b)}))"]
+    others = [j for j in range(num_classes) if j != label]
+    lines.append("(assert (or")
+    lines += [f"    (and (>= Y_{j} Y_{label}))" for j in others]
+    lines.append("))")
+    return "\n".join(lines) + "\n"
+
+
+def ball_box(center: torch.Tensor, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 box [z − ε, z + ε], rounded outwards."""
+    z = center.double().cpu().numpy()
+    return np.nextafter(z - eps, -np.inf), np.nextafter(z + eps, np.inf)
+
+
+# --------------------------------------------------------------------------------------------------- reading
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def _sexprs(text: str) -> list:
+    text = "\n".join(line.split(";", 1)[0] for line in text.splitlines())
+    stack: list[list] = [[]]
+    for tok in _TOKEN.findall(text):
+        if tok == "(":
+            stack.append([])
+        elif tok == ")":
+            if len(stack) == 1:
+                raise VnnlibError("unbalanced parentheses")
+            done = stack.pop()
+            stack[-1].append(done)
+        else:
+            stack[-1].append(tok)
+    if len(stack) != 1:
+        raise VnnlibError("unbalanced parentheses")
+    return stack[0]
+
+
+@dataclass
+class Constraint:
+    """coef·Y + const ≥ 0 (``strict``: > 0)."""
+
+    coef: np.ndarray
+    const: float
+    strict: bool = False
+
+
+@dataclass
+class VnnProperty:
+    """Input box [lo, hi] and the unsafe outputs: a disjunction of conjunctions of :class:`Constraint`."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    disjuncts: list[list[Constraint]] = field(default_factory=list)
+
+    def robustness_label(self) -> int | None:
+        """c when the property is "some Y_j ≥ Y_c" over single-constraint disjuncts (j ≠ c), else None."""
+        label = None
+        for conj in self.disjuncts:
+            if len(conj) != 1 or conj[0].const != 0.0:
+                return None
+            c = conj[0].coef
+            pos, neg = np.flatnonzero(c == 1.0), np.flatnonzero(c == -1.0)
+            if len(pos) != 1 or len(neg) != 1 or np.count_nonzero(c) != 2:
+                return None
+            if label is None:
+                label = int(neg[0])
+            if int(neg[0]) != label:
+                return None
+        return label
+
+
+def _linear(expr, n_x: int, n_y: int) -> tuple[np.ndarray, float]:
+    """A linear expression over the Y_j: (coefficients, constant). X_i may not appear in output constraints."""
+    if isinstance(expr, str):
+        if expr.startswith("Y_"):
+            c = np.zeros(n_y)
+            c[int(expr[2:])] = 1.0
+            return c, 0.0
+        if expr.startswith("X_"):
+            raise VnnlibError("constraints that mix inputs and outputs are not supported")
+        try:
+            return np.zeros(n_y), float(expr)
+        except ValueError:
+            raise VnnlibError(f"unknown term {expr!r}") from None
+    op, *args = expr
+    parts = [_linear(a, n_x, n_y) for a in args]
+    if op == "+":
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    if op == "-":
+        if len(parts) == 1:
+            return -parts[0][0], -parts[0][1]
+        return parts[0][0] - sum(p[0] for p in parts[1:]), parts[0][1] - sum(p[1] for p in parts[1:])
+    if op == "*":
+        out_c, out_k = np.zeros(n_y), 1.0
+        for c, k in parts:
+            if np.any(c != 0):
+                if np.any(out_c != 0):
+                    raise VnnlibError("a product of outputs is not linear")
+                out_c = c * out_k
+                out_k = 0.0
+            elif np.any(out_c != 0):
+                out_c = out_c * k
+            else:
+                out_k *= k
+        return out_c, out_k
+    raise VnnlibError(f"unknown operator {op!r}")
+
+
+def _atom(expr, n_x: int, n_y: int) -> Constraint:
+    op, a, b = expr
+    (ca, ka), (cb, kb) = _linear(a, n_x, n_y), _linear(b, n_x, n_y)
+    if op in (">=", ">"):
+        return Constraint(ca - cb, ka - kb, op == ">")
+    if op in ("<=", "<"):
+        return Constraint(cb - ca, kb - ka, op == "<")
+    raise VnnlibError(f"unknown comparison {op!r}")
+
+
+def _dnf(expr, n_x: int, n_y: int) -> list[list[Constraint]]:
+    head = expr[0]
+    if head == "or":
+        return [conj for e in expr[1:] for conj in _dnf(e, n_x, n_y)]
+    if head == "and":
+        out: list[list[Constraint]] = [[]]
+        for e in expr[1:]:
+            out = [a + b for a in out for b in _dnf(e, n_x, n_y)]
+        return out
+    return [[_atom(expr, n_x, n_y)]]
+
+
+def parse_vnnlib(text: str) -> VnnProperty:
+    """Read a property: a box on the X_i and output constraints in any and/or nesting (made a disjunction)."""
+    exprs = _sexprs(text)
+    n_x = sum(1 for e in exprs if isinstance(e, list) and e[:1] == ["declare-const"] and e[1].startswith("X_"))
+    n_y = sum(1 for e in exprs if isinstance(e, list) and e[:1] == ["declare-const"] and e[1].startswith("Y_"))
+    if not n_x or not n_y:
+        raise VnnlibError("the property declares no inputs X_i or no outputs Y_j")
+    lo, hi = np.full(n_x, -np.inf), np.full(n_x, np.inf)
+    outputs: list[list[list[Constraint]]] = []
+    for e in exprs:
+        if not isinstance(e, list) or e[:1] != ["assert"]:
+            continue
+        body = e[1]
+        names = re.findall(r"[XY]_\d+", str(body))
+        if names and all(n.startswith("X_") for n in names):
+            if body[0] not in ("<=", ">=") or len(body) != 3:
+                raise VnnlibError(f"input constraint {body} is not a bound on one input")
+            op, a, b = body
+            var, val, flip = (a, b, False) if a.startswith("X_") else (b, a, True)
+            i, v = int(var[2:]), float(val)
+            upper = (op == "<=") != flip
+            if upper:
+                hi[i] = min(hi[i], v)
+            else:
+                lo[i] = max(lo[i], v)
+        else:
+            outputs.append(_dnf(body, n_x, n_y))
+    if not np.all(np.isfinite(lo)) or not np.all(np.isfinite(hi)) or np.any(lo > hi):
+        raise VnnlibError("every input needs finite bounds with lower ≤ upper")
+    if not outputs:
+        raise VnnlibError("the property has no output constraints")
+    disjuncts: list[list[Constraint]] = [[]]
+    for dnf in outputs:  # top-level asserts are conjoined
+        disjuncts = [a + b for a in disjuncts for b in dnf]
+        if len(disjuncts) > 10_000:
+            raise VnnlibError("the output constraints expand to more than 10,000 cases")
+    return VnnProperty(lo, hi, disjuncts)
+
+
+# --------------------------------------------------------------------------------------------------- answering
+@dataclass
+class Answer:
+    """``sat`` (with the counterexample x and its outputs y), ``unsat`` or ``unknown``."""
+
+    result: str
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+
+    def text(self) -> str:
+        """The competition's result file: the verdict, then for ``sat`` ((X_0 v) ... (Y_0 v) ...)."""
+        if self.result != "sat" or self.x is None or self.y is None:
+            return self.result + "\n"
+        items = [f"(X_{i} {_num(v)})" for i, v in enumerate(self.x)] + [f"(Y_{j} {_num(v)})" for j, v in
+                                                                         enumerate(self.y)]  # fmt: skip
+        return "sat\n(" + "\n ".join(items) + ")\n"
+
+
+def _holds(prop: VnnProperty, y: np.ndarray) -> bool:
+    return any(all((c.coef @ y + c.const > 0) if c.strict else (c.coef @ y + c.const >= 0) for c in conj)
+               for conj in prop.disjuncts)  # fmt: skip
+
+
+def _confirm(model: nn.Module, prop: VnnProperty, x: torch.Tensor, shape) -> Answer | None:
+    """The counterexample, clamped into the box and evaluated by a plain forward pass, if it really is one."""
+    lo, hi = torch.as_tensor(prop.lo, dtype=torch.float32), torch.as_tensor(prop.hi, dtype=torch.float32)
+    x = torch.minimum(torch.maximum(x.float().cpu(), lo), hi)
+    inside = (x.double() >= torch.as_tensor(prop.lo)) & (x.double() <= torch.as_tensor(prop.hi))
+    x = torch.where(inside, x, torch.as_tensor(prop.lo, dtype=torch.float32))  # a float32 rounding outside
+    if not bool(((x.double() >= torch.as_tensor(prop.lo)) & (x.double() <= torch.as_tensor(prop.hi))).all()):
+        return None
+    with torch.no_grad():
+        y = model(x.reshape(1, *shape)).double().reshape(-1).numpy()
+    return Answer("sat", x.double().numpy(), y) if _holds(prop, y) else None
+
+
+def answer(
+    model: nn.Module,
+    prop: VnnProperty,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    options: VerifyOptions | None = None,
+    seed: int = 0,
+) -> Answer:
+    """Answer a competition instance on ``model`` (inputs flattened in the property's X_i order)."""
+    shape = tuple(input_shape) if input_shape is not None else (len(prop.lo),)
+    if math.prod(shape) != len(prop.lo):
+        raise VnnlibError(f"the property has {len(prop.lo)} inputs, the model takes {shape}")
+    model = model.eval()
+    with torch.no_grad():
+        k = model(torch.zeros(1, *shape)).shape[1]
+    if any(len(c.coef) != k for conj in prop.disjuncts for c in conj):
+        raise VnnlibError(f"the property has outputs for {len(prop.disjuncts[0][0].coef)} classes, the model {k}")
+    label = prop.robustness_label()
+    if label is not None:
+        return _robustness(model, prop, shape, label, options, seed)
+    return _general(model, prop, shape, options, seed)
+
+
+def _robustness(model, prop: VnnProperty, shape, label: int, options, seed: int) -> Answer:
+    """The robustness form through the local verifier, on the smallest cube around the box's centre that holds it
+    (the box itself when it is a cube, as exported balls are), or on the box rescaled to one."""
+    lo, hi = torch.as_tensor(prop.lo), torch.as_tensor(prop.hi)
+    center = ((lo + hi) / 2).float().double()
+    eps = float(torch.maximum(hi - center, center - lo).max())
+    eps = float(np.nextafter(eps, np.inf))
+    if float((hi - lo).min()) < 0.999 * 2 * eps:  # not a cube: check the box itself, rescaled to [−1, 1]^d
+        return _general(model, prop, shape, options, seed)
+    verifier = LocalVerifier.for_model(model, shape, options=options)
+    res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed)
+    status = int(res.status[0, 0])
+    if status == CERTIFIED:
+        return Answer("unsat")
+    if status == FALSIFIED:
+        found = _confirm(model, prop, res.witness[0, 0], shape)
+        if found is not None:
+            return found
+    return Answer("unknown")
+
+
+class _Box(nn.Module):
+    """s ∈ [−1, 1]^d ↦ c + r·s: the property's box (contained in the image of the cube) as the model's input."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        super().__init__()
+        c = ((lo + hi) / 2).astype(np.float32)
+        r = np.maximum(np.nextafter(hi - c.astype(np.float64), np.inf), np.nextafter(c - lo, np.inf))
+        r32 = r.astype(np.float32)
+        r32 = np.where(r32.astype(np.float64) < r, np.nextafter(r32, np.float32(np.inf)), r32)
+        self.register_buffer("c", torch.as_tensor(c))
+        self.register_buffer("r", torch.as_tensor(r32))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return s * self.r + self.c
+
+
+def _general(model, prop: VnnProperty, shape, options, seed: int) -> Answer:
+    """Sound bounds on the whole box for every constraint (a disjunct is ruled out when one of its constraints is
+    proved false everywhere), and PGD for a counterexample meanwhile."""
+    box = _Box(prop.lo, prop.hi)
+    d = len(prop.lo)
+    chain = nn.Sequential(box, nn.Unflatten(1, shape), model) if len(shape) > 1 else nn.Sequential(box, model)
+    found = _search(chain, prop, d, seed)
+    if found is not None:
+        got = _confirm(model, prop, box(found.reshape(1, -1)).detach().reshape(-1), shape)
+        if got is not None:
+            return got
+    verifier = LocalVerifier.for_model(chain, (d,), options=options)
+    rows = [(-c.coef, -c.const, c.strict) for conj in prop.disjuncts for c in conj]
+    spec = torch.as_tensor(np.stack([r[0] for r in rows]), dtype=DT).unsqueeze(0)
+    low = verifier.engine.margins(torch.zeros(1, d, dtype=DT), torch.ones(1, d, dtype=DT), spec).lower[0]
+    # one step down pays for the rounding of this float64 addition
+    refuted = np.nextafter((low + torch.as_tensor([r[1] for r in rows], dtype=DT)).numpy(), -np.inf)
+    # −(coef·Y + const) ≥ low + (−const) > 0 proves coef·Y + const < 0: the constraint fails everywhere;
+    # a strict constraint (> 0) also fails where −(…) ≥ 0 is proved
+    ok = [v > 0 or (r[2] and v >= 0) for v, r in zip(refuted, rows, strict=True)]
+    k = 0
+    for conj in prop.disjuncts:
+        if not any(ok[k : k + len(conj)]):
+            return Answer("unknown")
+        k += len(conj)
+    return Answer("unsat")
+
+
+def _search(chain: nn.Module, prop: VnnProperty, d: int, seed: int, steps: int = 50, restarts: int = 8):
+    """PGD on s ∈ [−1, 1]^d towards the disjunct closest to holding (the largest of its smallest constraint)."""
+    gen = torch.Generator().manual_seed(seed)
+    coefs = [torch.as_tensor(np.stack([c.coef for c in conj]), dtype=torch.float32) for conj in prop.disjuncts]
+    consts = [torch.as_tensor([c.const for c in conj], dtype=torch.float32) for conj in prop.disjuncts]
+    s = torch.rand(restarts, d, generator=gen) * 2 - 1
+    s[0] = 0.0
+    for _ in range(steps):
+        s = s.detach().requires_grad_(True)
+        y = chain(s)
+        score = torch.stack([(y @ a.T + b).amin(1) for a, b in zip(coefs, consts, strict=True)], 1).amax(1)
+        if bool((score > 0).any()):
+            return s[int(score.argmax())].detach()
+        (g,) = torch.autograd.grad(score.sum(), s)
+        s = (s + 0.1 * g.sign()).clamp(-1, 1)
+    with torch.no_grad():
+        y = chain(s)
+        score = torch.stack([(y @ a.T + b).amin(1) for a, b in zip(coefs, consts, strict=True)], 1).amax(1)
+    return s[int(score.argmax())].detach() if bool((score >= 0).any()) else None
+
+
+# --------------------------------------------------------------------------------------------------- exporting
+def export_onnx(model: nn.Module, input_dim: int, path: str | Path) -> None:
+    """``model`` (inputs (N, input_dim) → logits) as an ONNX file with a free batch dimension."""
+    import warnings
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {"input_names": ["X"], "output_names": ["Y"], "dynamic_axes": {"X": {0: "batch"}, "Y": {0: "batch"}},
+              "opset_version": 17}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        try:
+            torch.onnx.export(model.eval(), (torch.zeros(1, input_dim),), str(path), dynamo=False, **kwargs)
+        except TypeError:  # torch < 2.5 has no dynamo= argument
+            torch.onnx.export(model.eval(), (torch.zeros(1, input_dim),), str(path), **kwargs)
+
+
+def export_instances(
+    classifier: nn.Module,
+    generators,
+    *,
+    eps: list[float],
+    n: int,
+    seed: int,
+    out: str | Path,
+    classes: list[int] | None = None,
+    timeout: float = 60.0,
+) -> list[tuple[str, str, float]]:
+    """Write ``onnx/class_{c}.onnx`` (C∘G_c, latent → logits), one property per centre and ε in ``vnnlib/``
+    (the centres of :func:`genrobust.global_robustness` for ``seed``, labelled with their class) and
+    ``instances.csv``; return its rows."""
+    import copy
+
+    from ..compose import Composed
+    from ..sampling import latents
+
+    out = Path(out)
+    rows = []
+    wanted = list(range(len(generators))) if classes is None else classes
+    for c in wanted:
+        model = Composed(copy.deepcopy(classifier).eval(), copy.deepcopy(generators[c]).eval())
+        onnx_path = Path("onnx") / f"class_{c}.onnx"
+        export_onnx(model, generators.latent_dim, out / onnx_path)
+        for i, z in enumerate(latents(seed, c, n, generators.latent_dim)):
+            for e in eps:
+                lo, hi = ball_box(z, e)
+                prop = Path("vnnlib") / f"class_{c}_ball_{i}_eps_{e:g}.vnnlib"
+                (out / prop).parent.mkdir(parents=True, exist_ok=True)
+                note = (f"genrobust: is C(G_{c}(z')) = {c} for every |z' - z|_inf <= {e:g}? (class {c}, centre {i}, "
+                        f"seed {seed}); sat = a counterexample exists")  # fmt: skip
+                (out / prop).write_text(property_text(lo, hi, c, len(generators), note))
+                rows.append((onnx_path.as_posix(), prop.as_posix(), float(timeout)))
+    (out / "instances.csv").write_text("".join(f"{a},{b},{t:g}\n" for a, b, t in rows))
+    return rows
