@@ -58,7 +58,8 @@ def _prop(lo, hi, outputs: str) -> str:
     head = "".join(f"(declare-const X_{i} Real)\n" for i in range(3)) + "".join(
         f"(declare-const Y_{j} Real)\n" for j in range(4)
     )
-    box = "".join(f"(assert (>= X_{i} {a}))\n(assert (<= X_{i} {b}))\n" for i, (a, b) in enumerate(zip(lo, hi)))
+    pairs = enumerate(zip(lo, hi, strict=True))
+    box = "".join(f"(assert (>= X_{i} {a}))\n(assert (<= X_{i} {b}))\n" for i, (a, b) in pairs)
     return head + box + outputs
 
 
