@@ -213,3 +213,28 @@ def test_every_command_takes_onnx_models(files, tmp_path):
     assert res.exit_code == 1 and "pickled" in res.output
     res = runner.invoke(main, ["correctness", *common, "--mean", "0.5,0.5", "--std", "x", "-n", "5"])
     assert res.exit_code != 0 and "--std" in res.output
+
+
+def test_onnx_inputs_need_fixed_shapes_and_models_one_output(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "k"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k"])],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), tmp_path / "free.onnx")
+    with pytest.raises(gr.ModelFileError, match="fixed shape"):
+        import_onnx(tmp_path / "free.onnx")
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Tanh", ["x"], ["t"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("t", TensorProto.FLOAT, ["n", 3])],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), tmp_path / "two.onnx")
+    with pytest.raises(UnsupportedOnnxError, match="2 outputs"):
+        import_onnx(tmp_path / "two.onnx")
+
+
+def test_an_index_generator_without_class_names_is_refused(files):
+    with pytest.raises(gr.GenrobustError, match="class names"):
+        gr.load_generators(files["dir"] / "index.onnx")
