@@ -103,6 +103,23 @@ def _graph_model(nodes, inits, in_shape, out_shape, opset=19):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def test_torchs_default_dynamo_exporter_imports_too(files, tmp_path):
+    """torch ≥ 2.9 exports through torch.export by default (needs onnxscript): other graphs, same networks."""
+    pytest.importorskip("onnxscript")
+    batch = torch.export.Dim("batch")
+    cases = [("clf", files["clf"], (torch.rand(2, 3, 16, 16),)),
+             ("index", files["index"], (torch.randn(2, 4), torch.tensor([[0], [2]])))]  # fmt: skip
+    for name, model, args in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, args, str(tmp_path / f"{name}.onnx"), input_names=["a", "b"][: len(args)],
+                              dynamic_shapes=tuple({0: batch} for _ in args))  # fmt: skip
+        imported = import_onnx(tmp_path / f"{name}.onnx")
+        more = tuple(torch.cat([a, a, a]) for a in args)
+        with torch.no_grad():
+            assert torch.allclose(imported(*more), model(*more), atol=1e-5)
+
+
 def test_hand_written_opset_19_graphs_match_onnxruntime(tmp_path):
     rng = np.random.default_rng(0)
     nodes = [
