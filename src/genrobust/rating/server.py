@@ -27,7 +27,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .results import summarise
-from .study import CATEGORIES, Study, rater_order
+from .study import CATEGORIES, SHORTCUTS, Study, rater_order
 
 MAX_BODY = 4096
 MAX_NAME = 80
@@ -90,7 +90,7 @@ class RatingApp:
 
     # ------------------------------------------------------------------------------------------ pages
     def _page_rate(self) -> str:
-        return _ENV.get_template("rate.html").render(study=self.study.meta, categories=CATEGORIES)
+        return _ENV.get_template("rate.html").render(study=self.study.meta, categories=CATEGORIES, keys=SHORTCUTS)
 
     def _page_results(self) -> str:
         return _ENV.get_template("results.html").render(study=self.study.meta, summary=self._results({}))

@@ -32,6 +32,8 @@ CATEGORIES: dict[str, str] = {
     "hard": "hard to identify",
     "rubbish": "rubbish",
 }
+#: Keyboard shortcuts of the categories on the rating page (the class is its digit).
+SHORTCUTS: dict[str, str] = {"perfect": "n", "perturbed": "p", "hard": "h", "rubbish": "r"}
 FORMAT = "genrobust-rating-study/1"
 
 SCHEMA = """
