@@ -238,3 +238,29 @@ def test_rate_results_on_the_command_line(study, tmp_path):
     assert data["identified"] == 23 and data["classifier"]["n"] == 23
     res = CliRunner().invoke(main, ["rate", "results", str(tmp_path)])
     assert res.exit_code == 1 and "no study here" in res.output
+
+
+def test_rate_serve_draws_a_study_serves_it_and_reopens_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "served"
+    cmd = [sys.executable, "-c", "from genrobust.cli import main; main()", "rate", "serve", "-n", "12", "--study",
+           str(folder), "--port", "0"]  # fmt: skip
+    for attempt in range(2):  # the second run reopens the folder
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = [proc.stdout.readline(), proc.stdout.readline()]
+            url = lines[1].split()[2]
+            with urllib.request.urlopen(url + "api/study", timeout=30) as resp:
+                assert json.loads(resp.read())["n"] == 12
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        assert ("reopened" if attempt else "drew 12 images") in lines[0]
+    assert open_study(folder).n == 12
+    proc = subprocess.run([*cmd[:-2], "--port", "0", "--host", "256.1.1.1"], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert "warning: serving on 256.1.1.1" in proc.stderr and "Error: cannot serve on 256.1.1.1:0" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.returncode == 1

@@ -46,7 +46,10 @@ def rate_serve(generators: str, generator_range: str | None, class_names: str | 
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: serving on {host}: anyone who can reach this machine can open the page and rate",
                    err=True)  # fmt: skip
-    server = make_rating_server(study, host, port)
+    try:
+        server = make_rating_server(study, host, port)
+    except OSError as exc:  # a taken port, an address this machine does not have
+        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     click.echo(f"rating page: http://{host}:{server.server_port}/  results: http://{host}:{server.server_port}/results"
                "  (Ctrl-C stops; the ratings are saved as they come)")  # fmt: skip
     try:
