@@ -1,10 +1,11 @@
-"""The studies behind the definitions: ``genrobust random-walk`` (continuity of the generators)."""
+"""The studies behind the definitions: ``genrobust random-walk`` (continuity) and ``generators assess``
+(variety and realism)."""
 
 from __future__ import annotations
 
 import click
 
-from .app import QUIET_OPTION, ResultFolder, friendly_errors, load_models, main, model_options
+from .app import DATA_DIR_OPTION, QUIET_OPTION, ResultFolder, friendly_errors, load_models, main, model_options
 
 
 @main.command("random-walk")
@@ -46,3 +47,42 @@ def random_walk_cmd(cls: int, steps: int, step: float, seed: int, eps_text: str,
                "steps")  # fmt: skip
     click.echo(res.table())
     files.report()
+
+
+@main.group("generators")
+def generators_group() -> None:
+    """Judge generative models themselves."""
+
+
+@generators_group.command("assess")
+@click.option("--generators", "names", default="mnist-gan,mnist-gan-aug", show_default=True,
+              help="Comma-separated generator families (names or files) of one dataset.")  # fmt: skip
+@click.option("--classifier", default=None, help="Feature extractor (default: the dataset's built-in classifier).")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("-n", "n", type=int, default=1000, show_default=True, help="Images per class on each side.")
+@click.option("-k", "k", type=int, default=3, show_default=True, help="Neighbours defining the manifolds.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@DATA_DIR_OPTION
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and table.md.")
+@friendly_errors
+def generators_assess(names: str, classifier: str | None, dataset: str, n: int, k: int, seed: int,
+                      data_dir: str | None, out: str | None) -> None:  # fmt: skip
+    """Precision and recall (k-NN manifolds) and Fréchet distance per class, in a classifier's feature space,
+    with the real test set as the reference row."""
+    from ..data import load_dataset
+    from ..experiments.generator_quality import assess_generators
+    from ..models.zoo import load_classifier, load_generators
+
+    clf_name = classifier or f"{dataset}-small"
+    clf = load_classifier(clf_name)
+    train, test = load_dataset(dataset, "train", data_dir=data_dir), load_dataset(dataset, "test", data_dir=data_dir)
+    families = {name.strip(): load_generators(name.strip()) for name in names.split(",") if name.strip()}
+    res = assess_generators(clf, families, train.tensors(), test.tensors(), n=n, k=k, seed=seed, dataset=dataset,
+                            classifier_name=clf_name, class_names=train.class_names)  # fmt: skip
+    click.echo(res.table())
+    if out:
+        files = ResultFolder(out)
+        files.json("result.json", res.to_dict())
+        files.text("table.md", res.table() + "\n\nPer class: precision / recall / Fréchet distance\n\n"
+                   + res.class_table())  # fmt: skip
+        files.report()

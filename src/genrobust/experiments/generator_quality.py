@@ -1,0 +1,195 @@
+"""Generator quality (the paper's assumptions 1 and 2: variety and realism), measured per class.
+
+In the feature space of a classifier trained on the dataset (the input of its last linear layer), per class c:
+
+* **precision** (realism): the share of generated images that fall inside the real images' manifold, the union
+  of balls around each real feature reaching its k-th nearest real neighbour (Kynkäänniemi et al., 2019);
+* **recall** (variety): the share of real images inside the generated images' manifold;
+* **Fréchet distance** between Gaussians fitted to the two feature sets (the FID recipe, with this classifier's
+  features instead of Inception's).
+
+The reference row puts the real test set in the generator's place: the values a perfect generator would get at
+these sample sizes (precision and recall fall with fewer samples, so every row uses the same n per class).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import GenrobustError
+from ..models.generators import GeneratorFamily, module_device
+from ..runtime import sub_seed
+
+
+def last_linear(classifier: nn.Module) -> nn.Linear:
+    layers = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise GenrobustError("the classifier has no nn.Linear layer whose input could serve as features")
+    return layers[-1]
+
+
+@torch.no_grad()
+def features(classifier: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The input of the classifier's last linear layer for each image (float64, on the CPU)."""
+    layer, out = last_linear(classifier), []
+    captured: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda m, inp, o: captured.append(inp[0].detach()))
+    try:
+        classifier.eval()
+        dev = module_device(classifier)
+        for i in range(0, len(images), batch_size):
+            captured.clear()
+            classifier(images[i : i + batch_size].to(dev))
+            out.append(captured[-1].flatten(1).double().cpu())
+    finally:
+        hook.remove()
+    return torch.cat(out)
+
+
+def _kth_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each row to its k-th nearest other row."""
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(math.inf)
+    return d.kthvalue(k, dim=1).values
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of ``fake`` against ``real`` features."""
+    if len(real) <= k or len(fake) <= k:
+        raise GenrobustError(f"precision and recall need more than k = {k} samples on each side")
+    r_real, r_fake = _kth_radii(real, k), _kth_radii(fake, k)
+    d = torch.cdist(fake, real)  # (fake, real)
+    precision = float((d <= r_real[None, :]).any(1).double().mean())
+    recall = float((r_fake[None, :] >= d.T).any(1).double().mean())
+    return precision, recall
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖μa − μb‖² + Tr(Σa + Σb − 2 (Σa Σb)^½) between Gaussians fitted to two feature sets."""
+    a, b = a.numpy(), b.numpy()
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = _sqrtm(sa @ sb)
+    if not np.isfinite(root).all():  # a singular product: regularise as the FID reference code does
+        eye = np.eye(len(sa)) * 1e-6
+        root = _sqrtm((sa + eye) @ (sb + eye))
+    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(root.real))
+
+
+def _sqrtm(m: np.ndarray) -> np.ndarray:
+    import warnings
+
+    from scipy import linalg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on nearly singular products; the result is checked instead
+        out = linalg.sqrtm(m)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@dataclass
+class QualityRow:
+    name: str  # a generator family, or "real test set"
+    precision: list[float]  # per class
+    recall: list[float]
+    frechet: list[float]
+    frechet_all: float  # over all classes pooled
+
+    @property
+    def mean(self) -> dict[str, float]:
+        return {"precision": float(np.mean(self.precision)), "recall": float(np.mean(self.recall)),
+                "frechet": float(np.mean(self.frechet))}  # fmt: skip
+
+
+@dataclass
+class QualityResult:
+    dataset: str
+    classifier: str
+    n: int
+    k: int
+    seed: int
+    class_names: list[str]
+    rows: list[QualityRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for row, r in zip(d["rows"], self.rows, strict=True):
+            row["mean"] = r.mean
+        return d
+
+    def table(self) -> str:
+        """Markdown: per row the mean over classes and the worst class of each measure."""
+        lines = ["| generated by | precision: mean · worst class | recall: mean · worst class | Fréchet distance: "
+                 "mean over classes · worst class · all classes pooled |", "|---|---|---|---|"]  # fmt: skip
+        for r in self.rows:
+            worst = lambda v, f: (self.class_names[int(f(v))], v[int(f(v))])  # noqa: E731
+            p, rc, fd = worst(r.precision, np.argmin), worst(r.recall, np.argmin), worst(r.frechet, np.argmax)
+            lines.append(f"| {r.name} | {r.mean['precision']:.2f} · {p[0]}: {p[1]:.2f} | {r.mean['recall']:.2f} · "
+                         f"{rc[0]}: {rc[1]:.2f} | {r.mean['frechet']:.1f} · {fd[0]}: {fd[1]:.1f} · "
+                         f"{r.frechet_all:.1f} |")  # fmt: skip
+        return "\n".join(lines)
+
+    def class_table(self) -> str:
+        """Markdown: precision / recall / Fréchet distance per class and row."""
+        head = "| class | " + " | ".join(r.name for r in self.rows) + " |"
+        lines = [head, "|---|" + "---|" * len(self.rows)]
+        for c, name in enumerate(self.class_names):
+            cells = [f"{r.precision[c]:.2f} / {r.recall[c]:.2f} / {r.frechet[c]:.1f}" for r in self.rows]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _per_class(images: torch.Tensor, labels: torch.Tensor, c: int, n: int, seed: int, tag: int) -> torch.Tensor:
+    idx = torch.nonzero(labels == c).flatten()
+    g = torch.Generator().manual_seed(sub_seed(seed, c, tag))
+    return images[idx[torch.randperm(len(idx), generator=g)[:n]]]
+
+
+@torch.no_grad()
+def assess_generators(
+    classifier: nn.Module,
+    families: dict[str, GeneratorFamily],
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    n: int = 1000,
+    k: int = 3,
+    seed: int = 0,
+    dataset: str = "",
+    classifier_name: str = "",
+    class_names: Sequence[str] | None = None,
+) -> QualityResult:
+    """Precision, recall and Fréchet distance per class of each family's images against n training images per
+    class (and of n test images, the reference row, when ``test`` is given)."""
+    if not isinstance(n, int) or n <= k:
+        raise GenrobustError(f"n must be an integer larger than k = {k}, got {n!r}")
+    x_train, y_train = train
+    num = int(y_train.max()) + 1
+    names = list(class_names) if class_names is not None else [str(c) for c in range(num)]
+    real = [features(classifier, _per_class(x_train, y_train, c, n, seed, 1)) for c in range(num)]
+    res = QualityResult(dataset, classifier_name, n, k, seed, names)
+    sources: list[tuple[str, list[torch.Tensor]]] = []
+    if test is not None:
+        sources.append(("real test set", [features(classifier, _per_class(*test, c, n, seed, 2)) for c in range(num)]))
+    for fname, fam in families.items():
+        if len(fam) != num:
+            raise GenrobustError(f"{fname} has {len(fam)} classes, the dataset {num}")
+        feats = []
+        for c in range(num):
+            z = fam.sample_latents(n, generator=torch.Generator().manual_seed(sub_seed(seed, c, 3)))
+            g = fam[c].eval()
+            feats.append(features(classifier, g(z.to(module_device(g)))))
+        sources.append((fname, feats))
+    for name, feats in sources:
+        pr = [precision_recall(real[c], feats[c], k) for c in range(num)]
+        fd = [frechet_distance(real[c], feats[c]) for c in range(num)]
+        res.rows.append(QualityRow(name, [p for p, _ in pr], [r for _, r in pr], fd,
+                                   frechet_distance(torch.cat(real), torch.cat(feats))))  # fmt: skip
+    return res
