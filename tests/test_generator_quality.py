@@ -58,3 +58,15 @@ def test_the_command_reports_every_family_beside_the_test_set(shared_datasets, t
     real, gan = data["rows"][0], data["rows"][1]
     assert real["mean"]["frechet"] < gan["mean"]["frechet"]  # the real test set is closest to the training set
     assert "| real test set |" in (tmp_path / "table.md").read_text()
+
+
+def test_reproduce_writes_the_doc_and_reuses_its_cache(shared_datasets, tmp_path):
+    args = ["reproduce", "generator-quality", "-n", "30", "--work", str(tmp_path / "work"), "--out",
+            str(tmp_path / "docs"), "--data-dir", str(shared_datasets)]  # fmt: skip
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    md = (tmp_path / "docs" / "generator-quality-mnist.md").read_text()
+    assert "| mnist-gan-aug |" in md and "Per class" in md
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "reused" in again.output
+    assert (tmp_path / "docs" / "generator-quality-mnist.md").read_text() == md

@@ -54,3 +54,19 @@ def test_the_command_draws_the_walk_and_measures_continuity(tmp_path):
     assert 0 < med[0] < med[1]  # a larger box moves the pixels more
     res = CliRunner().invoke(main, ["random-walk", "--class", "12", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "--class" in res.output
+
+
+def test_reproduce_random_walk_writes_its_doc_and_pictures(tmp_path):
+    res = CliRunner().invoke(main, ["reproduce", "random-walk", "--steps", "4", "-n", "10", "--eps", "0.1",
+                                    "--out", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    for name in (
+        "random-walk-mnist.md",
+        "random-walk-mnist.json",
+        "images/random-walk-mnist.gif",
+        "images/random-walk-mnist.png",
+        "images/continuity-mnist-gan.png",
+        "images/continuity-mnist-gan-aug.png",
+    ):
+        assert (tmp_path / name).is_file(), name
+    assert "`mnist-gan-aug`" in (tmp_path / "random-walk-mnist.md").read_text()

@@ -128,3 +128,101 @@ def reproduce_robustness_table(
     files.json(f"{stem}.json", table)
     click.echo(md)
     files.report()
+
+
+@reproduce.command("generator-quality")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist", show_default=True)
+@click.option("-n", "n", type=int, default=1000, show_default=True, help="Images per class on each side.")
+@click.option("-k", "k", type=int, default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--work", type=click.Path(file_okay=False), default=None, help="Cache folder (default: the cache).")
+@click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
+@DATA_DIR_OPTION
+@friendly_errors
+def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: str | None, out: str,
+                                data_dir: str | None) -> None:  # fmt: skip
+    """Precision, recall and Fréchet distance of the dataset's built-in generators, with the real test set as the
+    reference row; writes OUT/generator-quality-DATASET.{md,json} (cached: a rerun reuses the result)."""
+    import json
+
+    from ..data import load_dataset
+    from ..data.store import cache_dir
+    from ..experiments.correctness_table import GENERATORS
+    from ..experiments.generator_quality import assess_generators
+    from ..models.zoo import load_classifier, load_generators
+
+    cache = Path(work) if work else cache_dir() / "reproduce"
+    cached = cache / dataset / f"generator-quality-n{n}-k{k}-seed{seed}.json"
+    clf_name = f"{dataset}-small"
+    if cached.is_file():
+        data = json.loads(cached.read_text())
+        click.echo(f"reused {cached}")
+    else:
+        train, test = load_dataset(dataset, "train", data_dir=data_dir), load_dataset(dataset, "test",
+                                                                                         data_dir=data_dir)  # fmt: skip
+        families = {name: load_generators(name) for name in GENERATORS[dataset]}
+        res = assess_generators(load_classifier(clf_name), families, train.tensors(), test.tensors(), n=n, k=k,
+                                seed=seed, dataset=dataset, classifier_name=clf_name,
+                                class_names=train.class_names)  # fmt: skip
+        data = res.to_dict()
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(data, indent=2) + "\n")
+    from ..experiments.generator_quality import QualityResult, QualityRow
+
+    rows = [QualityRow(r["name"], r["precision"], r["recall"], r["frechet"], r["frechet_all"]) for r in data["rows"]]
+    res = QualityResult(data["dataset"], data["classifier"], data["n"], data["k"], data["seed"], data["class_names"],
+                        rows)  # fmt: skip
+    files = ResultFolder(out)
+    files.json(f"generator-quality-{dataset}.json", data)
+    files.text(f"generator-quality-{dataset}.md",
+               f"Features: the input of `{clf_name}`'s last linear layer; n = {n} images per class on each side "
+               f"(training images drawn with seed {seed}); k = {k}.\n\n{res.table()}\n\nPer class: precision / "
+               f"recall / Fréchet distance\n\n{res.class_table()}")  # fmt: skip
+    click.echo(res.table())
+    files.report()
+
+
+@reproduce.command("random-walk")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist", show_default=True)
+@click.option("--class", "cls", type=int, default=8, show_default=True, help="Class of the pictured walk.")
+@click.option("--steps", type=int, default=60, show_default=True)
+@click.option("--step", type=float, default=0.1, show_default=True)
+@click.option("--eps", "eps_text", default="0.01,0.03,0.05,0.1,0.3,1", show_default=True)
+@click.option("-n", "n", type=int, default=1000, show_default=True, help="Centres per class for continuity.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
+@friendly_errors
+def reproduce_random_walk(dataset: str, cls: int, steps: int, step: float, eps_text: str, n: int, seed: int,
+                          out: str) -> None:  # fmt: skip
+    """The random walk and the continuity of every built-in generator family of the dataset; writes
+    OUT/random-walk-DATASET.{md,json} and OUT/images/random-walk-DATASET.{gif,png}, continuity-DATASET.png."""
+    from ..experiments.correctness_table import GENERATORS
+    from ..experiments.random_walk import continuity, save_continuity_plot, save_walk_gif, save_walk_plot, walk
+    from ..models.zoo import load_classifier, load_generators
+    from .app import _numbers
+
+    clf = load_classifier(f"{dataset}-small").eval()
+    eps = list(_numbers(eps_text, "--eps") or ())
+    files = ResultFolder(out)
+    (Path(out) / "images").mkdir(parents=True, exist_ok=True)
+    data, text = {}, []
+    for name in GENERATORS[dataset]:
+        gens = load_generators(name)
+        names = list(gens.class_names)
+        if name == GENERATORS[dataset][0]:
+            _, images, probs = walk(clf, gens, cls, steps=steps, step=step, seed=seed)
+            save_walk_gif(images, probs, files.path(f"images/random-walk-{dataset}.gif"), class_names=names)
+            save_walk_plot(probs, files.path(f"images/random-walk-{dataset}.png"), class_names=names, cls=cls,
+                           images=images)  # fmt: skip
+            data["walk"] = {"generators": name, "class": cls, "steps": steps, "step": step, "seed": seed,
+                            "labels": probs.argmax(1).tolist(), "probabilities": probs.tolist()}  # fmt: skip
+        res = continuity(gens, eps=eps, n=n, seed=seed, classifier=clf)
+        save_continuity_plot(res, files.path(f"images/continuity-{name}.png"))
+        data[name] = res.to_dict()
+        text.append(
+            f"### `{name}` (n = {n} centres per class, classifier `{dataset}-small`)\n\n```\n{res.table()}\n```"
+        )
+    files.json(f"random-walk-{dataset}.json", data)
+    files.text(f"random-walk-{dataset}.md", "\n\n".join(text))
+    click.echo("\n\n".join(text))
+    files.report()
