@@ -226,3 +226,34 @@ def reproduce_random_walk(dataset: str, cls: int, steps: int, step: float, eps_t
     files.text(f"random-walk-{dataset}.md", "\n\n".join(text))
     click.echo("\n\n".join(text))
     files.report()
+
+
+@reproduce.command("dependence")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist", show_default=True)
+@click.option("-n", "n", type=int, default=10_000, show_default=True, help="Generated images per class and cell.")
+@click.option("--rows", default="built-in,small,small-aug,madry,papernot", show_default=True,
+              help="Classifier rows of the correctness table.")  # fmt: skip
+@click.option("--gan-steps", type=int, default=None, help="GAN training steps (default: the built-in GAN's).")
+@click.option("--work", type=click.Path(file_okay=False), default=None,
+              help="Folder for the GANs, classifiers and cached cells (default: the cache; shared with "
+              "correctness-table).")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated latents.")
+@DATA_DIR_OPTION
+@click.option("--quiet", is_flag=True)
+@friendly_errors
+def reproduce_dependence(dataset: str, n: int, rows: str, gan_steps: int | None, work: str | None, out: str,
+                         seed: int, data_dir: str | None, quiet: bool) -> None:  # fmt: skip
+    """GANs on disjoint halves of the data (and a second GAN seed on one half) against several classifiers: do
+    the halves give different correctness, beyond training noise? Writes OUT/dependence-DATASET.{md,json}."""
+    from ..data.store import cache_dir
+    from ..experiments import dependence as dep
+    from ..models.zoo import load_generators
+
+    plan = dep.DependencePlan(dataset, n, [r.strip() for r in rows.split(",") if r.strip()],
+                              Path(work) if work else cache_dir() / "reproduce", seed, gan_steps)  # fmt: skip
+    table = dep.run_dependence(plan, data_dir=data_dir, show_progress=not quiet)
+    names = list(load_generators(dep.GENERATORS[dataset][0]).class_names)
+    dep.save(table, plan, out, names)
+    click.echo(dep.dependence_markdown(table, plan, names))
+    click.echo(f"wrote dependence-{dataset}.md, dependence-{dataset}.json in {out}")

@@ -67,6 +67,7 @@ def train_classifier_cmd(out: str, data_dir: str | None, device: str, quiet: boo
 @click.option("--lr", type=float, default=2e-4, show_default=True)
 @click.option("--latent-dim", type=int, default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--split-seed", type=int, default=None, help="Seed of the disjoint halves (default: --seed).")
 @click.option("--classes", default=None, help="Comma-separated classes to train now (per-class GANs only).")
 @click.option("--fp16", is_flag=True, help="Store the generators in float16.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for checkpoints and weights.")

@@ -39,6 +39,9 @@ class GANRecipe:
     latent_dim: int = 10
     seed: int = 0
     checkpoint_every: int = 500
+    #: Seed of the disjoint halves (``half-a``/``half-b``); ``None``: ``seed``. Fixing it lets GANs of several
+    #: training seeds share one half (the generator-dependence study tells data from training noise so).
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.data not in DATA_VARIANTS:
@@ -56,6 +59,7 @@ class GANRecipe:
         args += ["--conditional"] if self.conditional else []
         args += ["--steps", str(self.steps), "--batch-size", str(self.batch_size), "--lr", str(self.lr)]
         args += ["--latent-dim", str(self.latent_dim), "--seed", str(self.seed)]
+        args += ["--split-seed", str(self.split_seed)] if self.split_seed is not None else []
         return shlex.join([*args, "--out", str(out)])
 
 
@@ -175,7 +179,8 @@ def train_gan(
     dev = resolve_device(device)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
-    data = train_data or training_data(recipe.dataset, recipe.data, seed=recipe.seed, data_dir=data_dir)
+    split = recipe.seed if recipe.split_seed is None else recipe.split_seed
+    data = train_data or training_data(recipe.dataset, recipe.data, seed=split, data_dir=data_dir)
     x_u8 = torch.from_numpy(data.images).unsqueeze(1)
     y = torch.from_numpy(data.labels)
     k = data.num_classes
