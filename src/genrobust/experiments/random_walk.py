@@ -121,6 +121,8 @@ def continuity(
         dev = module_device(g)
         rng = torch.Generator().manual_seed(sub_seed(seed, c, 7002))
         z = torch.randn(n, generators.latent_dim, generator=rng)
+        centre = [g(z[i : i + batch_size].to(dev)) for i in range(0, n, batch_size)]  # drawn once per class
+        centre_label = [classifier(a).argmax(1) for a in centre] if classifier is not None else []
         rows = []
         for eps_e in eps_values:
             uni = z + (torch.rand(z.shape, generator=rng) * 2 - 1) * eps_e
@@ -128,12 +130,12 @@ def continuity(
             stats: dict[str, Any] = {}
             for name, zz in (("uniform", uni), ("corner", corner)):
                 diffs, flips = [], []
-                for i in range(0, n, batch_size):
-                    a, b = g(z[i : i + batch_size].to(dev)), g(zz[i : i + batch_size].to(dev))
+                for j, i in enumerate(range(0, n, batch_size)):
+                    a, b = centre[j], g(zz[i : i + batch_size].to(dev))
                     diff = (generators.display(b) - generators.display(a)).flatten(1).double()
                     diffs.append(torch.stack([diff.pow(2).mean(1).sqrt(), diff.abs().amax(1)], 1).cpu())
                     if classifier is not None:
-                        flips.append((classifier(a).argmax(1) != classifier(b).argmax(1)).cpu())
+                        flips.append((centre_label[j] != classifier(b).argmax(1)).cpu())
                 d = torch.cat(diffs)
                 stats[name] = (torch.quantile(d[:, 0], q).tolist(), torch.quantile(d[:, 1], q).tolist(),
                                float(torch.cat(flips).double().mean()) if flips else math.nan)  # fmt: skip
