@@ -3,6 +3,7 @@ verdicts of imported models against the originals, factories, and the refusals (
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -163,6 +164,25 @@ def test_unsupported_operators_and_bad_files_get_one_line_errors(tmp_path):
     assert set(CONVERTERS) >= {"Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Relu", "LeakyRelu", "Tanh",
                                "Sigmoid", "BatchNormalization", "MaxPool", "AveragePool", "Flatten", "Reshape",
                                "Constant", "Concat", "Identity"}  # fmt: skip
+
+
+def test_models_info_reads_onnx_files_without_converting_them(files, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["models", "info", str(files["dir"] / "clf.onnx")])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["format"] == "onnx" and info["unsupported_operators"] == []
+    assert [i["name"] for i in info["inputs"]] == ["x"] and info["inputs"][0]["shape"][1:] == [3, 16, 16]
+    assert info["operators"]["Conv"] == 2 and info["operators"]["Gemm"] == 2 and info["opset"]["ai.onnx"] == 17
+    # the exporter folds the eval-mode BatchNorm into the convolution before it: its weights, not the norm's
+    assert info["parameters"] == sum(p.numel() for n, p in Classifier().named_parameters() if not n.startswith("bn"))
+    nodes = [helper.make_node("Erf", ["x"], ["y"])]
+    onnx.save(_graph_model(nodes, {}, [4], [4]), tmp_path / "erf.onnx")
+    info = gr.model_info(tmp_path / "erf.onnx")  # the importer refuses it; info names why
+    assert info["unsupported_operators"] == ["Erf"] and info["outputs"][0]["dtype"] == "float"
+    (tmp_path / "junk.onnx").write_bytes(b"\x00not a protobuf" * 10)
+    res = runner.invoke(main, ["models", "info", str(tmp_path / "junk.onnx")])
+    assert res.exit_code != 0 and "not a valid ONNX model" in res.output
 
 
 @pytest.mark.parametrize("kind", ["onehot", "index", "per-class"])

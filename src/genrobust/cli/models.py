@@ -43,7 +43,8 @@ def models_list(as_json: bool) -> None:
 @click.argument("name_or_path")
 @friendly_errors
 def models_info(name_or_path: str) -> None:
-    """Print the metadata of a built-in model or a .safetensors model file (recipe, command, accuracy)."""
+    """Print the metadata of a built-in model, a .safetensors model file (recipe, command, accuracy) or an .onnx
+    file (inputs, outputs, operators, and any genrobust cannot import)."""
     from ..models.zoo import model_info
 
     meta = model_info(name_or_path)

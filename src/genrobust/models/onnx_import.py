@@ -50,6 +50,19 @@ def _require_onnx():
     return onnx, numpy_helper
 
 
+def _load_checked(path: Path):
+    """The ONNX model at ``path``, parsed and checked (protocol buffers only: nothing in the file runs)."""
+    onnx, _ = _require_onnx()
+    if not path.is_file():
+        raise ModelFileError(f"{path}: ONNX file not found")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError, ...
+        raise ModelFileError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0][:200]})") from None
+    return model
+
+
 class _Value:
     """A tensor while converting: ``node`` in the graph with an ``example`` value, or a ``static`` constant."""
 
@@ -349,13 +362,7 @@ def import_onnx(path: str | os.PathLike[str]) -> torch.fx.GraphModule:
     """
     onnx, numpy_helper = _require_onnx()
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: ONNX file not found")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError, ...
-        raise ModelFileError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0][:200]})") from None
+    model = _load_checked(path)
     g = model.graph
     values: dict[str, _Value] = {}
     for init in g.initializer:
@@ -402,6 +409,39 @@ def import_onnx(path: str | os.PathLike[str]) -> torch.fx.GraphModule:
     for t in gm.parameters():
         t.requires_grad_(False)
     return gm.eval()
+
+
+def onnx_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``genrobust models info`` shows for an ONNX file: its inputs, outputs, opset, operators and size, and
+    which operators genrobust cannot import, read from the file alone (nothing is converted or run), so a user
+    learns what to change in their export before a run fails on it."""
+    onnx, _ = _require_onnx()
+    path = Path(path)
+    model = _load_checked(path)
+    g = model.graph
+    initialized = {init.name for init in g.initializer}
+
+    def tensor(v) -> dict[str, Any]:
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+        return {"name": v.name, "shape": dims, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower()}
+
+    ops: dict[str, int] = {}
+    for node in g.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return {
+        "format": "onnx",
+        "file": str(path),
+        "ir_version": model.ir_version,
+        "opset": {imp.domain or "ai.onnx": imp.version for imp in model.opset_import},
+        "producer": " ".join(x for x in (model.producer_name, model.producer_version) if x) or None,
+        "inputs": [tensor(v) for v in g.input if v.name not in initialized],
+        "outputs": [tensor(v) for v in g.output],
+        "operators": dict(sorted(ops.items())),
+        "unsupported_operators": sorted(op for op in ops if op not in CONVERTERS),
+        "parameters": int(sum(math.prod(init.dims) for init in g.initializer)),
+        "metadata": {p.key: p.value for p in model.metadata_props},
+    }
 
 
 def _identifier(text: str) -> str:

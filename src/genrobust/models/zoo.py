@@ -147,9 +147,14 @@ def load_generators(
 
 
 def model_info(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata of a built-in model or a model file, without loading the weights."""
+    """The metadata of a built-in model or a model file, without loading the weights (for an ``.onnx`` file: its
+    inputs, outputs, operators and the ones genrobust cannot import)."""
     text = os.fspath(name_or_path)
     path = ZOO[text].path() if text in ZOO else Path(text)
+    if path.suffix.lower() == ".onnx":
+        from .onnx_import import onnx_info
+
+        return onnx_info(path)
     return read_metadata(path)
 
 
