@@ -1,5 +1,6 @@
 """The generator-dependence study: the two-proportion test on counts with known answers and its error rate by
-simulation, and the pipeline (GANs on halves, cached cells, the doc) on a tiny budget."""
+simulation, Newcombe's interval against his examples and by coverage, the comparisons on synthetic counts with a
+known answer, and the pipeline (GANs on halves, cached cells, the doc) on a tiny budget."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from click.testing import CliRunner
 
 import genrobust as gr
 from genrobust.cli import main
-from genrobust.experiments.dependence import two_proportion_test
+from genrobust.experiments.dependence import DependencePlan, comparisons, dependence_markdown
+from genrobust.stats import difference_interval, two_proportion_test, wilson_interval
 
 
 def test_two_proportion_test_known_values():
@@ -32,6 +34,55 @@ def test_two_proportion_test_rejects_at_its_level_under_the_null():
     k2 = rng.binomial(2000, 0.92, size=500)  # and a 3-point difference at n = 2000 it sees (power ≈ 0.97)
     power = np.mean([two_proportion_test(int(a), 2000, int(b), 2000)[1] < 0.05 for a, b in zip(k1, k2, strict=False)])
     assert power > 0.93
+
+
+def test_newcombes_interval_matches_his_published_examples():
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)  # Newcombe (1998a)
+    # Newcombe (1998b), Table II, method 10
+    assert difference_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    assert difference_interval(9, 10, 3, 10) == pytest.approx((0.1705, 0.8090), abs=1e-4)
+    assert difference_interval(5, 56, 0, 29) == pytest.approx((-0.0381, 0.1926), abs=1e-4)
+    with pytest.raises(gr.GenrobustError, match="invalid counts"):
+        difference_interval(3, 2, 1, 2)
+
+
+@pytest.mark.parametrize("p1,p2", [(0.95, 0.95), (0.99, 0.97), (0.6, 0.5)])
+def test_newcombes_interval_covers_the_true_difference_at_its_level(p1, p2):
+    rng = np.random.default_rng(1)
+    k1, k2 = rng.binomial(500, p1, size=3000), rng.binomial(500, p2, size=3000)
+    cover = np.mean([lo <= p1 - p2 <= hi for lo, hi in (difference_interval(int(a), 500, int(b), 500)
+                                                        for a, b in zip(k1, k2, strict=True))])  # fmt: skip
+    assert 0.935 < cover < 0.975  # nominal 95% (3,000 draws: ±0.8 points)
+
+
+def _cell(correct: list[int], n: int) -> dict:
+    return {"correct": correct, "n": [n] * len(correct), "mean": sum(correct) / (n * len(correct))}
+
+
+def test_comparisons_tell_a_data_effect_from_training_noise_on_known_counts():
+    n = 10_000
+    base = [9900, 9800, 9700, 9600, 9500, 9400, 9300, 9200, 9100, 9000]
+    table = {  # half b is 3 points worse on every class; the second seed matches half a up to ±5 images
+        "r1": {"half-a": _cell(base, n), "half-b": _cell([k - 300 for k in base], n),
+               "half-a-seed1": _cell([k + (5 if c % 2 else -5) for c, k in enumerate(base)], n)},
+        "r2": {"half-a": _cell(base, n), "half-b": _cell([k - 300 for k in base], n),
+               "half-a-seed1": _cell(base, n)},
+    }  # fmt: skip
+    cmp = comparisons(table)
+    assert cmp["tests"] == 20 and cmp["level"] == pytest.approx(0.05 / 20)
+    assert cmp["significant_halves"] == 20 and cmp["significant_seeds"] == 0
+    assert cmp["classes_halves_larger"] == 10 and cmp["sign_test_p"] == pytest.approx(0.5**10)
+    first = cmp["rows"]["r1"][0]
+    assert first["halves"]["diff"] == pytest.approx(0.03) and first["halves"]["ci"][0] > 0.02
+    assert first["seeds"]["ci"][0] < 0 < first["seeds"]["ci"][1]
+    assert first["half_a_ci"][0] < 0.99 < first["half_a_ci"][1]
+    assert cmp["means"]["r2"]["halves"]["diff"] == pytest.approx(0.03) and cmp["means"]["r2"]["seeds"]["diff"] == 0
+    md = dependence_markdown(table, DependencePlan(n=n), [str(c) for c in range(10)])
+    assert "| 0 | 99.00 | 96.00 | 98.95 | +3.00* [" in md and "| **mean** |" in md
+    assert "between the halves 20 of 20, between the GAN seeds on one half 0 of 20" in md
+    assert "in 10 of 10 classes (one-sided sign test p = 0.001)" in md
+    same = {"r": {"half-a": _cell(base, n), "half-b": _cell(base, n), "half-a-seed1": _cell(base, n)}}
+    assert comparisons(same)["classes_compared"] == 0 and comparisons(same)["sign_test_p"] == 1.0
 
 
 def test_the_pipeline_trains_gans_on_halves_and_writes_the_doc(shared_datasets, tmp_path):

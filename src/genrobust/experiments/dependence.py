@@ -12,7 +12,6 @@ clearly exceeds the second.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,24 +23,11 @@ from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..models.generators import GeneratorFamily
 from ..models.zoo import load_generators, model_info
+from ..stats import clopper_pearson, difference_interval, two_proportion_test
 from .correctness_table import GENERATORS, TablePlan, _classifier, check_rows
 
 #: name → (half, GAN training seed); the halves always come from split seed 0.
 FAMILIES: dict[str, tuple[str, int]] = {"half-a": ("half-a", 0), "half-b": ("half-b", 0), "half-a-seed1": ("half-a", 1)}
-
-
-def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
-    """(difference p1 − p2, two-sided p-value) of the pooled two-proportion z-test (n ≥ a few hundred here);
-    p = 1 when both proportions are 0 or 1 alike."""
-    if min(n1, n2) <= 0 or not (0 <= k1 <= n1 and 0 <= k2 <= n2):
-        raise GenrobustError(f"invalid counts {k1}/{n1}, {k2}/{n2}")
-    p1, p2 = k1 / n1, k2 / n2
-    pooled = (k1 + k2) / (n1 + n2)
-    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-    if var == 0:
-        return p1 - p2, 1.0
-    z = (p1 - p2) / math.sqrt(var)
-    return p1 - p2, float(2 * sps.norm.sf(abs(z)))
 
 
 @dataclass
@@ -114,52 +100,108 @@ def run_dependence(plan: DependencePlan, *, data_dir=None, show_progress: bool =
     return {row: table[row] for row in plan.rows}
 
 
+def _pair(k1: int, n1: int, k2: int, n2: int) -> dict[str, Any]:
+    diff, p = two_proportion_test(k1, n1, k2, n2)
+    return {"diff": diff, "ci": list(difference_interval(k1, n1, k2, n2)), "p": p}
+
+
 def comparisons(table: dict[str, Any], alpha: float = 0.05) -> dict[str, Any]:
-    """Per row and class: the halves' difference and p-value, the seeds' difference and p-value; and counts of
-    the classes where each is significant at ``alpha`` after Bonferroni over the classes of all rows."""
-    out: dict[str, Any] = {"rows": {}}
+    """Per row and class: each family's correctness with its Clopper–Pearson interval, and the differences
+    half a − half b (data + GAN training noise) and half a − half a′ (training noise alone), each with
+    Newcombe's 95% interval and a p-value; the same for the means over classes; and the summary counts.
+
+    Significance is Bonferroni-adjusted over the classes of all rows. Beyond counting significant classes, the
+    question "do the data matter beyond training noise?" is asked of the classes themselves: per class the mean
+    over rows of |a − b| against that of |a − a′|, and a one-sided sign test over the classes (the GANs, not the
+    rows, are the replicates: every row sees the same three GANs of a class).
+    """
+    out: dict[str, Any] = {"rows": {}, "means": {}}
     m = sum(len(e["half-a"]["correct"]) for e in table.values())
     level = alpha / max(1, m)
     sig_halves = sig_seeds = 0
+    abs_halves: dict[int, list[float]] = {}
+    abs_seeds: dict[int, list[float]] = {}
     for row, e in table.items():
         a, b, s = e["half-a"], e["half-b"], e["half-a-seed1"]
         rows = []
         for c in range(len(a["correct"])):
-            dh, ph = two_proportion_test(a["correct"][c], a["n"][c], b["correct"][c], b["n"][c])
-            ds, ps = two_proportion_test(a["correct"][c], a["n"][c], s["correct"][c], s["n"][c])
-            sig_halves += ph < level
-            sig_seeds += ps < level
-            rows.append({"cls": c, "half_a": a["correct"][c] / a["n"][c], "half_b": b["correct"][c] / b["n"][c],
-                         "half_a_seed1": s["correct"][c] / s["n"][c], "halves_diff": dh, "halves_p": ph,
-                         "seeds_diff": ds, "seeds_p": ps})  # fmt: skip
+            cell: dict[str, Any] = {"cls": c}
+            for key, fam in (("half_a", a), ("half_b", b), ("half_a_seed1", s)):
+                cell[key] = fam["correct"][c] / fam["n"][c]
+                cell[f"{key}_ci"] = list(clopper_pearson(fam["correct"][c], fam["n"][c]))
+            halves = _pair(a["correct"][c], a["n"][c], b["correct"][c], b["n"][c])
+            seeds = _pair(a["correct"][c], a["n"][c], s["correct"][c], s["n"][c])
+            cell.update({"halves": halves, "seeds": seeds})
+            sig_halves += halves["p"] < level
+            sig_seeds += seeds["p"] < level
+            abs_halves.setdefault(c, []).append(abs(halves["diff"]))
+            abs_seeds.setdefault(c, []).append(abs(seeds["diff"]))
+            rows.append(cell)
         out["rows"][row] = rows
-    out.update({"tests": m, "level": level, "significant_halves": int(sig_halves), "significant_seeds": int(sig_seeds)})
+        # The pooled count over classes (equal n per class): its binomial intervals are conservative for the mean.
+        pooled = {k: (sum(f["correct"]), sum(f["n"])) for k, f in (("a", a), ("b", b), ("s", s))}
+        out["means"][row] = {
+            "half_a": pooled["a"][0] / pooled["a"][1],
+            "half_b": pooled["b"][0] / pooled["b"][1],
+            "half_a_seed1": pooled["s"][0] / pooled["s"][1],
+            "halves": _pair(*pooled["a"], *pooled["b"]),
+            "seeds": _pair(*pooled["a"], *pooled["s"]),
+        }
+    classes = sorted(abs_halves)
+    per_class = [{"cls": c, "mean_abs_halves": float(sum(abs_halves[c]) / len(abs_halves[c])),
+                  "mean_abs_seeds": float(sum(abs_seeds[c]) / len(abs_seeds[c]))} for c in classes]  # fmt: skip
+    wins = sum(r["mean_abs_halves"] > r["mean_abs_seeds"] for r in per_class)
+    ties = sum(r["mean_abs_halves"] == r["mean_abs_seeds"] for r in per_class)
+    trials = len(per_class) - ties
+    sign_p = float(sps.binom.sf(wins - 1, trials, 0.5)) if trials else 1.0
+    out.update({
+        "tests": m, "level": level, "significant_halves": int(sig_halves), "significant_seeds": int(sig_seeds),
+        "per_class": per_class, "classes_halves_larger": int(wins), "classes_compared": int(trials),
+        "sign_test_p": sign_p,
+    })  # fmt: skip
     return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _diff(d: dict[str, Any], level: float) -> str:
+    star = "*" if d["p"] < level else ""
+    return f"{100 * d['diff']:+.2f}{star} [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}]"
+
+
+def _table_line(label: str, r: dict[str, Any], level: float) -> str:
+    cells = [label, _pct(r["half_a"]), _pct(r["half_b"]), _pct(r["half_a_seed1"]), _diff(r["halves"], level),
+             _diff(r["seeds"], level)]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
 
 
 def dependence_markdown(table: dict[str, Any], plan: DependencePlan, class_names: list[str]) -> str:
     cmp = comparisons(table)
-    lines = [f"n = {plan.n} generated images per class and cell (latent seed {plan.seed}). Per class: correctness "
-             "against the GANs of half a, half b and half a with GAN seed 1 (%), then the differences a − b "
-             "(data + training noise) and a − a′ (training noise alone), * where significant after Bonferroni "
-             f"over the {cmp['tests']} classes × rows (p < {cmp['level']:.1e}).", ""]  # fmt: skip
+    level = cmp["level"]
+    lines = [f"n = {plan.n:,} generated images per class and cell (latent seed {plan.seed}). Per class: correctness "
+             "(%) against the GANs of half a, half b and half a with GAN seed 1, then the differences a − b (data "
+             "+ training noise) and a − a′ (training noise alone) in points with Newcombe's 95% interval; * where "
+             f"significant after Bonferroni over the {cmp['tests']} classes × rows (p < {level:.1e}). The mean row "
+             "pools the classes (its intervals are conservative). Per-cell Clopper–Pearson intervals are in the "
+             "JSON.", ""]  # fmt: skip
     for row, rows in cmp["rows"].items():
-        lines += [
-            f"### {row}",
-            "",
-            "| class | half a | half b | half a, seed 1 | a − b | a − a′ |",
-            "|---|---|---|---|---|---|",
-        ]
+        lines += [f"### {row}", "", "| class | half a | half b | half a, seed 1 | a − b | a − a′ |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         for r in rows:
-            star = lambda p: "*" if p < cmp["level"] else ""  # noqa: E731
-            lines.append(f"| {class_names[r['cls']]} | {100 * r['half_a']:.2f} | {100 * r['half_b']:.2f} | "
-                         f"{100 * r['half_a_seed1']:.2f} | {100 * r['halves_diff']:+.2f}{star(r['halves_p'])} | "
-                         f"{100 * r['seeds_diff']:+.2f}{star(r['seeds_p'])} |")  # fmt: skip
-        means = {k: table[row][k]["mean"] for k in FAMILIES}
-        lines += ["", f"Means: half a {100 * means['half-a']:.2f}%, half b {100 * means['half-b']:.2f}%, half a "
-                      f"seed 1 {100 * means['half-a-seed1']:.2f}%.", ""]  # fmt: skip
-    lines.append(f"Significant class differences: between the halves {cmp['significant_halves']} of {cmp['tests']}, "
-                 f"between the GAN seeds on one half {cmp['significant_seeds']} of {cmp['tests']}.")  # fmt: skip
+            lines.append(_table_line(class_names[r["cls"]], r, level))
+        lines += [_table_line("**mean**", cmp["means"][row], level), ""]
+    lines += ["### Summary", "",
+              f"Significant class differences: between the halves {cmp['significant_halves']} of {cmp['tests']}, "
+              f"between the GAN seeds on one half {cmp['significant_seeds']} of {cmp['tests']}.", "",
+              "Per class, the mean over rows of |a − b| and |a − a′| (points):", "",
+              "| class | " + " | ".join(class_names[r["cls"]] for r in cmp["per_class"]) + " |",
+              "|---|" + "---|" * len(cmp["per_class"]),
+              "| halves | " + " | ".join(f"{100 * r['mean_abs_halves']:.2f}" for r in cmp["per_class"]) + " |",
+              "| seeds | " + " | ".join(f"{100 * r['mean_abs_seeds']:.2f}" for r in cmp["per_class"]) + " |", "",
+              f"The halves differ more than the seeds in {cmp['classes_halves_larger']} of "
+              f"{cmp['classes_compared']} classes (one-sided sign test p = {cmp['sign_test_p']:.3f})."]  # fmt: skip
     return "\n".join(lines)
 
 
