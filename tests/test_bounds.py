@@ -8,6 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.nn import functional as F
 
 import genrobust as gr
 from genrobust.bounds.capture import UnsupportedLayerError, capture
@@ -282,3 +283,75 @@ def test_dense_backward_takes_unit_rows_directly_and_equals_the_gemm():
                 layer.backward(Rows(A, torch.zeros(6, dtype=torch.long), unit=True))
         rows, bias = layer.backward(Rows(A, torch.zeros(6, dtype=torch.long), unit=not extra))
         assert torch.equal(rows.A, A @ layer.w["all"]) and torch.allclose(bias, A @ layer.b, rtol=0, atol=1e-12)
+
+
+def _sampled_margin_check(net: nn.Module, ops, x0: torch.Tensor, eps: float) -> None:
+    """The captured chain computes the network, and its bounds hold on sampled points of the box."""
+    net = net.double()
+    with torch.no_grad():
+        y = x0
+        for op in ops:
+            y = op.forward(y)
+        assert torch.allclose(y, net(x0), atol=1e-12)  # the engine's network is the user's network
+        pts = x0 + eps * (2 * torch.rand(2000, x0.shape[1], dtype=torch.float64) - 1)
+        out = net(pts)
+    for mode in ("crown", "interval"):
+        spec = torch.tensor([[[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64)
+        mb = BoundEngine(ops, anchor=0, options=BoundOptions(mode=mode)).margins(x0, torch.full_like(x0, eps), spec)
+        assert (mb.lower[0] <= (out @ spec[0].T).min(0).values).all(), mode
+
+
+def test_per_channel_scales_act_on_the_channel_axis_whatever_the_rank():
+    """A (C,) BatchNorm1d or adapter vector on (C, L) examples scales the C rows (found in review: with C == L
+    the engine once scaled the columns and certified a box 30% misclassified)."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(3)
+    bn.running_mean.copy_(torch.tensor([1.0, -2.0, 0.5]))
+    bn.running_var.copy_(torch.tensor([0.25, 4.0, 1.0]))
+    bn.weight.data, bn.bias.data = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.3, 0.0, -1.0])
+    adapter = gr.models.layers.ImageAdapter((0.0, 1.0), (-1.0, 1.0), mean=(0.1, 0.2, 0.3), std=(0.5, 2.0, 1.0))
+    for norm in (bn, adapter):
+        net = nn.Sequential(nn.Linear(2, 9), nn.Unflatten(1, (3, 3)), norm, nn.Flatten(), nn.Tanh(), nn.Linear(9, 2))
+        net = net.eval()
+        _sampled_margin_check(net, capture(net, (2,)), torch.tensor([[0.7, -0.4]], dtype=torch.float64), 1e-2)
+    from genrobust.bounds.ops import Scale
+
+    with pytest.raises(gr.GenrobustError, match="4 channels for inputs of shape \\(3, 5\\)"):
+        Scale(torch.ones(4), 0.0, (3, 5))
+
+
+def test_functional_dropout_is_bounded_only_when_it_cannot_drop():
+    class Net(nn.Module):
+        def __init__(self, training_arg: bool) -> None:
+            super().__init__()
+            self.a, self.b, self.training_arg = nn.Linear(3, 4), nn.Linear(4, 2), training_arg
+
+        def forward(self, x):
+            h = self.a(x)
+            h = F.dropout(h, 0.5, training=self.training) if self.training_arg else F.dropout(h, 0.5)
+            return self.b(torch.relu(h))
+
+    with pytest.raises(UnsupportedLayerError, match="drops at random even in eval mode"):
+        capture(Net(False), (3,))  # F.dropout's default is training=True, in eval mode too
+    ops = capture(Net(True), (3,))  # traced in eval mode: training=False
+    assert [op.name for op in ops] == ["Dense", "ReLU", "Dense"]
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, 0.5])
+def test_relu_lines_hold_at_both_ends_in_exact_arithmetic(slope):
+    """The chord above a (leaky) ReLU is rounded: checked with exact rationals at l and u (enough for lines
+    against a convex piecewise-linear f), on intervals where u ≪ |l| that once broke the leaky chord by 1e-14."""
+    from fractions import Fraction
+
+    from genrobust.bounds.ops import Activation
+
+    torch.manual_seed(1)
+    act = Activation("LeakyReLU" if slope else "ReLU", (1,), slope)
+    lo = -torch.exp(torch.empty(3000, dtype=torch.float64).uniform_(-5, 5))
+    up = torch.exp(torch.empty(3000, dtype=torch.float64).uniform_(-40, 0)) * (-lo)
+    al, bl, au, bu = (t.tolist() for t in act.relax(lo, up))
+    s = Fraction(slope)
+    for i, (l_, u_) in enumerate(zip(lo.tolist(), up.tolist(), strict=True)):
+        for x, fx in ((Fraction(l_), s * Fraction(l_)), (Fraction(u_), Fraction(u_))):
+            assert Fraction(au[i]) * x + Fraction(bu[i]) >= fx
+            assert Fraction(al[i]) * x + Fraction(bl[i]) <= fx

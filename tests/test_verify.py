@@ -237,3 +237,16 @@ def test_global_robustness_refuses_bad_arguments(builtin):
                     (dict(start=2, sequential=True), "sequential run starts at the first centre")):  # fmt: skip
         with pytest.raises(gr.GenrobustError, match=msg):
             gr.global_robustness(clf, gens, **{"eps": 0.01, **kw})
+
+
+def test_the_latent_ball_is_rounded_outward():
+    """The root box holds every real point of B(z, ε), not only the float64 ones."""
+    from fractions import Fraction
+
+    gen, clf = _linear_pair(0)
+    v = LocalVerifier(clf, gen, latent_dim=3)
+    z = torch.randn(1, 3, generator=torch.Generator().manual_seed(3))
+    for eps in (0.1, 0.03, 1e-7):
+        lo, hi = v._ball(z, eps)
+        for zi, a, b in zip(z[0].double().tolist(), lo[0].tolist(), hi[0].tolist(), strict=True):
+            assert Fraction(a) <= Fraction(zi) - Fraction(eps) and Fraction(b) >= Fraction(zi) + Fraction(eps)

@@ -103,7 +103,7 @@ _FUNCTIONS: dict[object, str] = {
     torch.flatten: "reshape", torch.reshape: "reshape", torch.cat: "cat", torch.concat: "cat",
     F.max_pool2d: "maxpool", F.avg_pool2d: "avgpool", torch.max_pool2d: "maxpool",
     torch.mul: "mul", torch.add: "add", torch.sub: "sub", torch.div: "div",
-    operator.mul: "mul", operator.add: "add", operator.sub: "sub", operator.truediv: "div", F.dropout: "identity",
+    operator.mul: "mul", operator.add: "add", operator.sub: "sub", operator.truediv: "div", F.dropout: "dropout",
 }  # fmt: skip
 _METHODS = {
     "relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "view": "reshape", "reshape": "reshape",
@@ -271,6 +271,12 @@ def _function_op(kind: str, node: torch.fx.Node, prev: torch.fx.Node, shape, new
     if kind == "reshape":
         return Reshape(shape, new_shape)
     if kind == "identity":
+        return None
+    if kind == "dropout":  # F.dropout is random unless told training=False (its default is True, even in eval)
+        params = dict(zip(("p", "training", "inplace"), node.args[1:], strict=False)) | dict(node.kwargs)
+        if params.get("training", True) is not False and params.get("p", 0.5) != 0:
+            raise _unsupported(f"the operation {node.format_node()}: F.dropout drops at random even in eval mode "
+                               "unless called with training=self.training (or use nn.Dropout)")  # fmt: skip
         return None
     if kind in ("maxpool", "avgpool"):  # the functional forms: read their arguments as the module would
         names = _POOL_ARGS[kind]

@@ -362,6 +362,9 @@ class BoundEngine:
                     lo, hi = op.fn(lo), op.fn(hi)
                     if not op.piecewise_linear:  # libm's tanh/exp are within a few ulps
                         lo, hi = lo - GUARD * (1 + lo.abs()), hi + GUARD * (1 + hi.abs())
+                    elif op.slope not in (0.0, 1.0):  # the leak's s·x is rounded to nearest: round it outward
+                        lo = torch.nextafter(lo, torch.full_like(lo, -math.inf))
+                        hi = torch.nextafter(hi, torch.full_like(hi, math.inf))
                 elif isinstance(op, MaxPool):
                     plan = op.plan(lo, hi)
                     relax[i] = plan

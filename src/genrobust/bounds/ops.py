@@ -344,7 +344,14 @@ class Conv(Op):
 
 
 class Scale(Op):
-    """Elementwise x ↦ a·x + c with a, c scalars or per channel (``Affine``, BatchNorm in eval mode, Dropout)."""
+    """Elementwise x ↦ a·x + c (``Affine``, BatchNorm in eval mode, the image adapter, arithmetic with constants).
+
+    ``a`` and ``c`` are scalars, tensors of the per-example shape, or 1-D vectors with one value *per channel*:
+    the first axis of an example, as BatchNorm1d/2d and the adapter normalise it, whatever the example's rank (a
+    (C,) vector on a (C, L) example scales the rows, not the columns, as torch's BatchNorm1d does). Arithmetic
+    with a constant is broadcast to the full shape by the capture before it gets here, so no torch broadcasting
+    rule is left to guess.
+    """
 
     name = "Scale"
     patches = True
@@ -354,12 +361,21 @@ class Scale(Op):
         self.name = name
         a = torch.as_tensor(scale, dtype=DT).detach()
         c = torch.as_tensor(shift, dtype=DT).detach()
-        if a.ndim == 1 and len(self.in_shape) == 3:  # per channel of a (C, H, W) map
-            a, c = a.reshape(-1, 1, 1), c.reshape(-1, 1, 1) if c.ndim == 1 else c
+        a, c = self._per_channel(a, "scale"), self._per_channel(c, "shift")
         self.a = _parts(a)
         self.c = c
         if any(t.ndim == 3 and t.shape[1:] != (1, 1) for t in (a, c)):
             self.patches = False  # a constant per pixel: rows must be dense to meet it
+
+    def _per_channel(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        if t.ndim != 1 or len(self.in_shape) < 2:
+            return t
+        if t.numel() == 1:
+            return t.reshape(())
+        if t.numel() != self.in_shape[0]:
+            raise GenrobustError(f"{self.name}: a {what} of {t.numel()} channels for inputs of shape "
+                                 f"{tuple(self.in_shape)} ({self.in_shape[0]} channels)")  # fmt: skip
+        return t.reshape(-1, *[1] * (len(self.in_shape) - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
@@ -527,8 +543,11 @@ class Activation(Op):
                 alpha = torch.where(u >= -l, torch.ones_like(u), torch.full_like(u, s))
             al = torch.where(u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), alpha))
             bl = torch.zeros_like(u)
-            # The chord's intercept u − au·u is rounded: lift it by a relative 1e-15 (a few ulps) to stay above.
-            bu = bu + (bu.abs() + u.abs()) * 1e-15
+            # Rounding: the computed slope is au·(1 + θ), |θ| ≤ 4 units of roundoff (a product, two differences, a
+            # quotient), which moves the line at l by θ·(u − s·l) = θ·(|u| + s·|l|); the intercept u − au·u adds
+            # a rounding of (|u| + |bu|)·u. Lift by 8 epsilons (16 units) of both to stay above the chord.
+            lift = 8 * torch.finfo(u.dtype).eps
+            bu = bu + torch.where((u <= 0) | (l >= 0), 0.0, lift * (u.abs() + s * l.abs() + bu.abs()))
             return al, bl, au, bu
         f, d = self.fn, self.deriv
         fl, fu = f(l), f(u)

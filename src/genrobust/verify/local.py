@@ -264,9 +264,11 @@ class LocalVerifier:
         return self._logits(z).argmax(1)
 
     def _ball(self, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The real box around z (float64) for ε, clipped to the pixel range in pixel space."""
+        """The real box around z (float64) for ε, clipped to the pixel range in pixel space. z ± ε is rounded
+        outward, so the box holds every real point of the ball, not only its float64 points."""
         z64 = z.double()
-        lo, hi = z64 - eps, z64 + eps
+        lo = torch.nextafter(z64 - eps, torch.full_like(z64, -math.inf))
+        hi = torch.nextafter(z64 + eps, torch.full_like(z64, math.inf))
         if self.pixel:
             lo, hi = lo.clamp(min=self.pixel_range[0]), hi.clamp(max=self.pixel_range[1])
         return lo, hi
