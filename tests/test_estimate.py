@@ -137,3 +137,26 @@ def test_inference_copy_is_faster_layout_same_values(models):
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), clf(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_overall_fails_needs_a_class_to_fail_after_bonferroni():
+    from genrobust.estimate import ClassEstimate, CorrectnessResult
+    from genrobust.stats import Proportion
+
+    def cls(c: int, k: int, n: int = 2000) -> ClassEstimate:
+        p = Proportion(k, n, 0.95)
+        return ClassEstimate(c, str(c), n, k, p.estimate, *p.ci, p.verdict(0.05))
+
+    alone = CorrectnessResult(0.05, 0.95, 0, [cls(c, 1990) for c in range(9)] + [cls(9, 1872)], [])
+    assert [c.cls for c in alone.failing] == [9] and alone.failing_familywise == []
+    assert alone.verdict == "undecided"
+    assert alone.table().endswith("δ = 0.05: undecided (9 fails alone, not after Bonferroni over 10 classes)")
+    assert alone.to_dict()["failing_classes"] == [9] and alone.to_dict()["failing_classes_familywise"] == []
+    clear = CorrectnessResult(0.05, 0.95, 0, [cls(c, 1990) for c in range(9)] + [cls(9, 1800)], [])
+    assert clear.verdict == "fails" and clear.table().endswith("δ = 0.05: fails")
+
+
+def test_a_class_listed_twice_is_refused(models):
+    clf, gens = models
+    with pytest.raises(gr.GenrobustError, match="class 0 listed more than once"):
+        gr.global_correctness(clf, gens, n=10, classes=[0, 1, 0])

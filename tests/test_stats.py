@@ -123,3 +123,39 @@ def test_mcnemar_exact_matches_the_binomial_test():
         assert mcnemar_exact(a, b) == pytest.approx(binomtest(a, a + b, 0.5).pvalue, rel=1e-9)
     with pytest.raises(GenrobustError, match="non-negative integers"):
         mcnemar_exact(-1, 2)
+
+
+def test_bonferroni_fails_holds_the_familywise_error_at_alpha():
+    """Ten classes all exactly at 1 − δ: per-class verdicts make some class "fail" about one run in five (0.18 at
+    n = 2000); the Bonferroni check keeps the overall "fails" at ≤ 5%."""
+    from genrobust.stats import bonferroni_fails
+
+    rng = np.random.default_rng(0)
+    k = rng.binomial(2000, 0.95, size=(1500, 10))
+    alone = np.mean([any(verdict(int(x), 2000, 0.05) == "fails" for x in row) for row in k])
+    fw = np.mean([any(bonferroni_fails(int(x), 2000, 0.05, 0.95, 10) for x in row) for row in k])
+    assert alone > 0.12 and fw <= 0.05
+    assert bonferroni_fails(1850, 2000, 0.05, 0.95, 10) and not bonferroni_fails(1872, 2000, 0.05, 0.95, 10)
+    assert verdict(1872, 2000, 0.05) == "fails"  # alone it fails
+    with pytest.raises(GenrobustError, match="invalid counts"):
+        bonferroni_fails(5, 4, 0.05, 0.95, 10)
+
+
+def test_bonferroni_fails_agrees_with_the_sequential_test_at_its_level():
+    """For sequential counts, the check is the test's own martingale against m/α: with m = 1 it says fails
+    exactly where SequentialTest decided fails, and a test run at α/m decides fails only where it says so."""
+    from genrobust.stats import bonferroni_fails
+
+    rng = np.random.default_rng(3)
+    for p in (0.90, 0.93, 0.94):
+        for _ in range(20):
+            x = (rng.random(5000) < p).astype(int)
+            t1 = SequentialTest(delta=0.05, alpha=0.05)
+            t1.update(x)
+            if t1.decision == "fails":
+                k, n = t1.decided_successes, t1.decided_at
+                assert bonferroni_fails(k, n, 0.05, 0.95, 1, sequential=True)
+            t10 = SequentialTest(delta=0.05, alpha=0.005)
+            t10.update(x)
+            if t10.decision == "fails":
+                assert bonferroni_fails(t10.decided_successes, t10.decided_at, 0.05, 0.95, 10, sequential=True)

@@ -250,3 +250,24 @@ def test_the_latent_ball_is_rounded_outward():
         lo, hi = v._ball(z, eps)
         for zi, a, b in zip(z[0].double().tolist(), lo[0].tolist(), hi[0].tolist(), strict=True):
             assert Fraction(a) <= Fraction(zi) - Fraction(eps) and Fraction(b) >= Fraction(zi) + Fraction(eps)
+
+
+def test_a_witness_falsifies_every_checked_eps_whose_ball_holds_it():
+    """A witness found at a larger ε that lies within a smaller one falsifies that one too (the smaller ε's
+    own attack may miss it): on a 1-D bump of class 1 at distance 0.041–0.059 from the centre, with a one-step
+    attack, statuses and attack radii agree."""
+    l1, l2 = nn.Linear(1, 3), nn.Linear(3, 2)
+    with torch.no_grad():
+        l1.weight.copy_(torch.ones(3, 1))
+        l1.bias.copy_(torch.tensor([-0.041, -0.05, -0.059]))
+        l2.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 1.0]]))
+        l2.bias.copy_(torch.tensor([1e-6, 0.0]))
+    opts = VerifyOptions(max_boxes=1, attack_steps=1, attack_restarts=2, leaf_attacks=0, give_up=None)
+    v = LocalVerifier.for_model(nn.Sequential(l1, nn.ReLU(), l2), (1,), options=opts)
+    eps = [0.06 + 0.0001 * k for k in range(10)]
+    res = v.run(torch.zeros(100, 1), [0] * 100, eps, seed=0)
+    radius = res.attack_radius
+    for e, value in enumerate(eps):
+        inside = radius <= value  # a witness within this ε
+        assert (res.status[inside, e] == FALSIFIED).all()
+    assert (res.status == FALSIFIED).any()

@@ -21,7 +21,7 @@ from .models.generators import GeneratorFamily, module_device
 from .models.layout import inference_copy
 from .runtime import resolve_device
 from .sampling import BLOCK, check_classes, check_estimate_args, latent_block, latents, run_classes
-from .stats import UNDECIDED, Proportion, SequentialTest
+from .stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 
 __all__ = [
     "BLOCK",
@@ -49,6 +49,14 @@ class ClassEstimate:
     verdict: str  # holds / fails / undecided (P ≥ 1 − δ?)
     confident: dict[str, float] = field(default_factory=dict)  # share correct with softmax confidence > level
     decided_at: int | None = None  # sequential mode: samples used when the verdict became certain
+
+
+def alone_note(failing: list, familywise: list, m: int) -> str:
+    """The verdict line's note when some class fails on its own but not after Bonferroni over the classes."""
+    alone = [c.name for c in failing if c not in familywise]
+    if not alone or familywise:
+        return ""
+    return f" ({', '.join(alone)} fail{'s' if len(alone) == 1 else ''} alone, not after Bonferroni over {m} classes)"
 
 
 @dataclass
@@ -90,17 +98,30 @@ class CorrectnessResult:
 
     @property
     def verdict(self) -> str:
-        """δ-correct iff every class holds; not iff some class fails; else undecided.
+        """δ-correct iff every class holds; not iff some class fails after Bonferroni over the classes; else
+        undecided.
 
         An overall "holds" is wrong with probability at most a class's error (a class that truly fails says
-        "holds" that rarely). A "fails" is a per-class claim: when all K classes truly hold, some class wrongly
-        says "fails" with probability up to K times that; pass ``confidence = 1 − α/K`` (Bonferroni) for a
-        family-wise guarantee on it.
+        "holds" that rarely). A "fails" needs one class to fail, and when all K classes truly hold some class
+        wrongly says "fails" up to K times as often as one does: so the overall "fails" asks a class to fail at
+        level α/K (:func:`~genrobust.stats.bonferroni_fails`). A class may say "fails" on its own while the
+        whole stays undecided; :attr:`failing` lists those classes.
         """
-        verdicts = {c.verdict for c in self.classes}
-        if "fails" in verdicts:
-            return "fails"
-        return "holds" if verdicts == {"holds"} else UNDECIDED
+        if self.failing_familywise:
+            return FAILS
+        return HOLDS if {c.verdict for c in self.classes} == {HOLDS} else UNDECIDED
+
+    @property
+    def failing(self) -> list[ClassEstimate]:
+        """The classes whose own verdict is *fails* (each at the chosen confidence)."""
+        return [c for c in self.classes if c.verdict == FAILS]
+
+    @property
+    def failing_familywise(self) -> list[ClassEstimate]:
+        """The failing classes whose *fails* survives Bonferroni over all the classes checked."""
+        m = len(self.classes)
+        return [c for c in self.failing if bonferroni_fails(c.correct, c.n, self.delta, self.confidence, m,
+                                                            sequential=c.decided_at is not None)]  # fmt: skip
 
     def table(self) -> str:
         level = f"{100 * self.confidence:g}%"
@@ -111,7 +132,8 @@ class CorrectnessResult:
             ci = f"[{c.ci_low:.4f}, {c.ci_high:.4f}]"
             lines.append(f"{c.name[:14]:<14} {c.n:>7} {c.correct:>8} {c.estimate:>9.4f}  {ci:<19} {c.verdict:<10}")
         w = self.worst
-        lines.append(f"worst class {w.name} ({w.estimate:.4f}); mean {self.mean:.4f}; δ = {self.delta}: {self.verdict}")
+        lines.append(f"worst class {w.name} ({w.estimate:.4f}); mean {self.mean:.4f}; δ = {self.delta}: {self.verdict}"
+                     + alone_note(self.failing, self.failing_familywise, len(self.classes)))  # fmt: skip
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +142,8 @@ class CorrectnessResult:
             "confidence": self.confidence,
             "seed": self.seed,
             "verdict": self.verdict,
+            "failing_classes": [c.cls for c in self.failing],
+            "failing_classes_familywise": [c.cls for c in self.failing_familywise],
             "worst_class": self.worst.cls,
             "mean": self.mean,
             "classes": [asdict(c) for c in self.classes],

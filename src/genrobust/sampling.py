@@ -52,6 +52,9 @@ def check_classes(classes: Sequence[int] | None, count: int) -> list[int]:
     for c in wanted:
         if not (isinstance(c, numbers.Integral) and 0 <= c < count):
             raise GenrobustError(f"class {c} out of range 0..{count - 1}")
+    repeated = sorted({c for c in wanted if wanted.count(c) > 1})
+    if repeated:  # a class twice would be one estimate reported twice (and counted twice in the mean)
+        raise GenrobustError(f"class {', '.join(map(str, repeated))} listed more than once in classes")
     return wanted
 
 

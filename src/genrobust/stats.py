@@ -113,6 +113,28 @@ def verdict(k: int, n: int, delta: float, confidence: float = 0.95) -> str:
     return UNDECIDED
 
 
+def bonferroni_fails(
+    k: int, n: int, delta: float, confidence: float, m: int, *, sequential: bool = False, prior_strength: float = 20.0
+) -> bool:
+    """Does "P < 1 − δ" still stand as one of ``m`` simultaneous claims (Bonferroni: level (1 − confidence)/m)?
+
+    "C is not δ-correct" follows from one failing class, so the overall *fails* must survive the number of
+    classes: with 10 classes all exactly at 1 − δ, some class says *fails* at its own 95% level about one time
+    in five. Fixed n: the Clopper–Pearson interval at confidence 1 − α/m. Sequential (k, n: the counts when the
+    test decided, a stopping time): the same mixture martingale against the threshold m/α (Ville's inequality
+    holds at every stopping time).
+    """
+    _check_confidence(confidence)
+    if m < 1 or n <= 0 or not 0 <= k <= n:
+        raise GenrobustError(f"invalid counts {k}/{n} or number of claims {m}")
+    alpha = (1 - confidence) / m
+    if not sequential:
+        return verdict(k, n, delta, 1 - alpha) == FAILS
+    p0 = 1 - delta
+    a, b = prior_strength * p0, prior_strength * (1 - p0)
+    return k / n < p0 and float(log_mixture_martingale(k, n, p0, a, b)) >= math.log(1 / alpha)
+
+
 def plan_sample_size(half_width: float, confidence: float = 0.95, p: float = 0.5) -> int:
     """An n whose Clopper–Pearson interval, at an observed proportion near ``p``, has half-width ≤ asked.
 
@@ -170,6 +192,7 @@ class SequentialTest:
     trials: int = 0
     decision: str = UNDECIDED
     decided_at: int | None = None
+    decided_successes: int | None = None  # the successes among the first ``decided_at`` outcomes
 
     def __post_init__(self) -> None:
         if not 0 < self.delta < 1:
@@ -204,6 +227,7 @@ class SequentialTest:
             i = int(hits[0])
             self.decision = HOLDS if s[i] / t[i] > p0 else FAILS
             self.decided_at = int(t[i])
+            self.decided_successes = int(s[i])
         self.successes += int(x.sum())
         self.trials += int(x.size)
         return self.decision

@@ -329,6 +329,12 @@ class LocalVerifier:
                     witness[i, f] = w.cpu()
                     witness_pred[i, f] = p
                     bar.update(1)
+            for f in range(e):  # ... and at every smaller ε whose ball holds the witness (counted in the bar)
+                lo, hi = self._ball(z[i : i + 1], eps_values[f])
+                if status[i, f] == UNKNOWN and bool(((w.double() >= lo[0]) & (w.double() <= hi[0])).all()):
+                    status[i, f] = FALSIFIED
+                    witness[i, f] = w.cpu()
+                    witness_pred[i, f] = p
 
         t0 = time.perf_counter()
         logits = self._logits(z)

@@ -28,10 +28,11 @@ from torch import nn
 from ..attacks import _eps_list
 from ..compose import check_compatible
 from ..errors import GenrobustError
+from ..estimate import alone_note
 from ..models.generators import GeneratorFamily
 from ..runtime import resolve_device
 from ..sampling import check_classes, check_estimate_args, run_classes
-from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest
+from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 from .local import CERTIFIED, FALSIFIED, LocalResult, LocalVerifier, VerifyOptions, _options_dict
 
 
@@ -48,6 +49,16 @@ class EpsEstimate:
     upper: float  # Clopper–Pearson upper bound of (n − falsified) / n
     verdict: str
     decided_at: int | None = None  # sequential mode: balls used when the verdict became certain
+    # sequential mode, when it says fails: (non-falsified, balls) when the non-falsified share's test decided
+    fails_counts: tuple[int, int] | None = None
+
+    def fails_familywise(self, delta: float, confidence: float, m: int) -> bool:
+        """Whether this *fails* survives Bonferroni over ``m`` classes (:func:`genrobust.stats.bonferroni_fails`)."""
+        if self.verdict != FAILS:
+            return False
+        if self.fails_counts is not None:
+            return bonferroni_fails(*self.fails_counts, delta, confidence, m, sequential=True)
+        return bonferroni_fails(self.n - self.falsified, self.n, delta, confidence, m)
 
 
 @dataclass
@@ -72,12 +83,18 @@ class RobustnessResult:
     options: dict[str, Any] = field(default_factory=dict)
 
     def verdict(self, eps: float) -> str:
-        """(ε, δ)-robust iff every class holds at ε; not iff some class fails; else undecided."""
-        e = self._index(eps)
-        vs = {c.per_eps[e].verdict for c in self.classes}
-        if FAILS in vs:
+        """(ε, δ)-robust iff every class holds at ε; not iff some class fails at ε after Bonferroni over the
+        classes (as :attr:`CorrectnessResult.verdict`); else undecided."""
+        if self.failing(eps, familywise=True):
             return FAILS
-        return HOLDS if vs == {HOLDS} else UNDECIDED
+        e = self._index(eps)
+        return HOLDS if {c.per_eps[e].verdict for c in self.classes} == {HOLDS} else UNDECIDED
+
+    def failing(self, eps: float, familywise: bool = False) -> list[ClassRobustness]:
+        """The classes that fail at ε on their own, or (``familywise``) after Bonferroni over the classes."""
+        e, m = self._index(eps), len(self.classes)
+        return [c for c in self.classes if c.per_eps[e].verdict == FAILS
+                and (not familywise or c.per_eps[e].fails_familywise(self.delta, self.confidence, m))]  # fmt: skip
 
     def _index(self, eps: float) -> int:
         for e, value in enumerate(self.eps):
@@ -96,7 +113,8 @@ class RobustnessResult:
                     f"{f'[{r.lower:.4f}, {r.upper:.4f}]':<22} {r.verdict:<10}"
                 )
         for eps in self.eps:
-            lines.append(f"ε = {eps:g}, δ = {self.delta}: {self.verdict(eps)}")
+            note = alone_note(self.failing(eps), self.failing(eps, familywise=True), len(self.classes))
+            lines.append(f"ε = {eps:g}, δ = {self.delta}: {self.verdict(eps)}{note}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +126,10 @@ class RobustnessResult:
             "seed": self.seed,
             "options": self.options,
             "verdicts": {f"{e:g}": self.verdict(e) for e in self.eps},
+            "failing_classes": {f"{e:g}": [c.cls for c in self.failing(e)] for e in self.eps},
+            "failing_classes_familywise": {
+                f"{e:g}": [c.cls for c in self.failing(e, familywise=True)] for e in self.eps
+            },
             "classes": [
                 {"cls": c.cls, "name": c.name, "seconds": c.seconds, "per_eps": [vars(r) for r in c.per_eps]}
                 for c in self.classes
@@ -155,7 +177,10 @@ def global_robustness(
 
     ``sequential=True`` checks centres ``chunk`` at a time and stops a class once, at every ε, the
     anytime-valid test on the certified share says *holds* or the one on the non-falsified share says *fails*
-    (each with error ≤ 1 − confidence at any stopping time); ``n`` is then the budget. ``start`` checks only
+    (each with error ≤ 1 − confidence at any stopping time); ``n`` is then the budget. The verdict is the
+    sequential test's, decided at ``decided_at`` (rounded up to the chunk); the counts and Clopper–Pearson
+    bounds beside it are those of every centre the class checked (it runs until its slowest ε decides), not
+    adjusted for the early stop, so they describe the sample and need not match the verdict. ``start`` checks only
     centres start..n − 1 (extending a fixed-n run that covered the first ``start``: the same centres, seeds and
     outcomes as one run of n).
     """
@@ -223,6 +248,8 @@ class _SequentialStop:
         for est, (t_cert, t_alive), at in zip(per_eps, self.tests, self.decided_at, strict=True):
             est.verdict = HOLDS if t_cert.decision == HOLDS else FAILS if t_alive.decision == FAILS else UNDECIDED
             est.decided_at = at
+            if est.verdict == FAILS:
+                est.fails_counts = (t_alive.decided_successes, t_alive.decided_at)
 
 
 def _concat(parts: list[LocalResult], eps: list[float]) -> LocalResult:
