@@ -252,18 +252,22 @@ def test_the_latent_ball_is_rounded_outward():
             assert Fraction(a) <= Fraction(zi) - Fraction(eps) and Fraction(b) >= Fraction(zi) + Fraction(eps)
 
 
-def test_a_witness_falsifies_every_checked_eps_whose_ball_holds_it():
-    """A witness found at a larger ε that lies within a smaller one falsifies that one too (the smaller ε's
-    own attack may miss it): on a 1-D bump of class 1 at distance 0.041–0.059 from the centre, with a one-step
-    attack, statuses and attack radii agree."""
+def _bump() -> nn.Module:
+    """1-D input, class 0 everywhere but a bump of class 1 at distance 0.041–0.059 from 0."""
     l1, l2 = nn.Linear(1, 3), nn.Linear(3, 2)
     with torch.no_grad():
         l1.weight.copy_(torch.ones(3, 1))
         l1.bias.copy_(torch.tensor([-0.041, -0.05, -0.059]))
         l2.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 1.0]]))
         l2.bias.copy_(torch.tensor([1e-6, 0.0]))
+    return nn.Sequential(l1, nn.ReLU(), l2)
+
+
+def test_a_witness_falsifies_every_checked_eps_whose_ball_holds_it():
+    """A witness found at a larger ε that lies within a smaller one falsifies that one too (the smaller ε's
+    own attack may miss it): on the bump, with a one-step attack, statuses and attack radii agree."""
     opts = VerifyOptions(max_boxes=1, attack_steps=1, attack_restarts=2, leaf_attacks=0, give_up=None)
-    v = LocalVerifier.for_model(nn.Sequential(l1, nn.ReLU(), l2), (1,), options=opts)
+    v = LocalVerifier.for_model(_bump(), (1,), options=opts)
     eps = [0.06 + 0.0001 * k for k in range(10)]
     res = v.run(torch.zeros(100, 1), [0] * 100, eps, seed=0)
     radius = res.attack_radius
@@ -271,3 +275,20 @@ def test_a_witness_falsifies_every_checked_eps_whose_ball_holds_it():
         inside = radius <= value  # a witness within this ε
         assert (res.status[inside, e] == FALSIFIED).all()
     assert (res.status == FALSIFIED).any()
+
+
+def test_a_witness_inside_a_certified_box_is_reported_not_hidden(monkeypatch):
+    """Were a certificate ever contradicted by a float32 witness found at a larger ε, the run says so (here the
+    branch and bound is replaced by one that certifies everything, to force the contradiction)."""
+
+    def certify_all(self, balls, e, *args, **kwargs):
+        status = args[3]
+        for i in balls:
+            status[i, e] = CERTIFIED
+
+    monkeypatch.setattr(LocalVerifier, "_branch_and_bound", certify_all)
+    opts = VerifyOptions(max_boxes=1, attack_steps=20, attack_restarts=16, leaf_attacks=0, give_up=None)
+    v = LocalVerifier.for_model(_bump(), (1,), options=opts)
+    with pytest.warns(gr.GenrobustWarning, match="float32 counterexample lies in the box certified at ε = 0.06"):
+        res = v.run(torch.zeros(4, 1), [0] * 4, [0.06, 0.07], seed=0)
+    assert (res.status[:, 0] == CERTIFIED).all() and (res.status[:, 1] == FALSIFIED).any()

@@ -21,6 +21,8 @@ from scipy import special, stats
 from .errors import GenrobustError
 
 HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
+#: The weight of the sequential test's Beta prior (centred on 1 − δ).
+PRIOR_STRENGTH = 20.0
 
 
 def _check_confidence(confidence: float) -> None:
@@ -113,8 +115,21 @@ def verdict(k: int, n: int, delta: float, confidence: float = 0.95) -> str:
     return UNDECIDED
 
 
+def beta_prior(delta: float, strength: float = PRIOR_STRENGTH) -> tuple[float, float]:
+    """The sequential test's Beta(a, b) prior: mean 1 − δ, where its power matters most, and weight ``strength``."""
+    p0 = 1 - delta
+    return strength * p0, strength * (1 - p0)
+
+
 def bonferroni_fails(
-    k: int, n: int, delta: float, confidence: float, m: int, *, sequential: bool = False, prior_strength: float = 20.0
+    k: int,
+    n: int,
+    delta: float,
+    confidence: float,
+    m: int,
+    *,
+    sequential: bool = False,
+    prior_strength: float = PRIOR_STRENGTH,
 ) -> bool:
     """Does "P < 1 − δ" still stand as one of ``m`` simultaneous claims (Bonferroni: level (1 − confidence)/m)?
 
@@ -131,7 +146,7 @@ def bonferroni_fails(
     if not sequential:
         return verdict(k, n, delta, 1 - alpha) == FAILS
     p0 = 1 - delta
-    a, b = prior_strength * p0, prior_strength * (1 - p0)
+    a, b = beta_prior(delta, prior_strength)
     return k / n < p0 and float(log_mixture_martingale(k, n, p0, a, b)) >= math.log(1 / alpha)
 
 
@@ -187,7 +202,7 @@ class SequentialTest:
 
     delta: float
     alpha: float = 0.05
-    prior_strength: float = 20.0
+    prior_strength: float = PRIOR_STRENGTH
     successes: int = 0
     trials: int = 0
     decision: str = UNDECIDED
@@ -204,8 +219,7 @@ class SequentialTest:
 
     @property
     def prior(self) -> tuple[float, float]:
-        p0 = 1 - self.delta
-        return self.prior_strength * p0, self.prior_strength * (1 - p0)
+        return beta_prior(self.delta, self.prior_strength)
 
     def update(self, outcomes: np.ndarray) -> str:
         """Feed outcomes one by one (in order), deciding as soon as possible; return the verdict."""

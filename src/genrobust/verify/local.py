@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,7 +30,7 @@ from ..bounds.capture import capture
 from ..bounds.engine import BoundEngine, BoundOptions
 from ..bounds.ops import DT, Reshape
 from ..compose import Composed
-from ..errors import GenrobustError
+from ..errors import GenrobustError, GenrobustWarning
 from ..models.layout import inference_copy
 from ..runtime import progress, resolve_device, sub_seed
 
@@ -331,7 +332,13 @@ class LocalVerifier:
                     bar.update(1)
             for f in range(e):  # ... and at every smaller ε whose ball holds the witness (counted in the bar)
                 lo, hi = self._ball(z[i : i + 1], eps_values[f])
-                if status[i, f] == UNKNOWN and bool(((w.double() >= lo[0]) & (w.double() <= hi[0])).all()):
+                if not bool(((w.double() >= lo[0]) & (w.double() <= hi[0])).all()):
+                    continue
+                if status[i, f] == CERTIFIED:  # exact arithmetic says robust, float32 finds a point: say so
+                    warnings.warn(f"ball {ids[i]}: a float32 counterexample lies in the box certified at ε = "
+                                  f"{eps_values[f]:g} (the certificate holds in exact arithmetic; rounding ties "
+                                  "the logits)", GenrobustWarning, stacklevel=2)  # fmt: skip
+                elif status[i, f] == UNKNOWN:
                     status[i, f] = FALSIFIED
                     witness[i, f] = w.cpu()
                     witness_pred[i, f] = p
