@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import genrobust as gr
 from genrobust.cli import main
-from genrobust.experiments.dependence import DependencePlan, comparisons, dependence_markdown
+from genrobust.experiments.dependence import DependencePlan, comparisons, dependence_markdown, save_difference_plot
 from genrobust.stats import difference_interval, two_proportion_test, wilson_interval
 
 
@@ -59,7 +60,7 @@ def _cell(correct: list[int], n: int) -> dict:
     return {"correct": correct, "n": [n] * len(correct), "mean": sum(correct) / (n * len(correct))}
 
 
-def test_comparisons_tell_a_data_effect_from_training_noise_on_known_counts():
+def test_comparisons_tell_a_data_effect_from_training_noise_on_known_counts(tmp_path):
     n = 10_000
     base = [9900, 9800, 9700, 9600, 9500, 9400, 9300, 9200, 9100, 9000]
     table = {  # half b is 3 points worse on every class; the second seed matches half a up to ±5 images
@@ -81,6 +82,16 @@ def test_comparisons_tell_a_data_effect_from_training_noise_on_known_counts():
     assert "| 0 | 99.00 | 96.00 | 98.95 | +3.00* [" in md and "| **mean** |" in md
     assert "between the halves 20 of 20, between the GAN seeds on one half 0 of 20" in md
     assert "in 10 of 10 classes (one-sided sign test p = 0.001)" in md
+    assert cmp["worst"]["r1"]["half_b"] == {"cls": 9, "share": pytest.approx(0.87)}
+    assert "r1 9 90.00 / 9 87.00 / 9 " in md
+    assert cmp["ranking_agrees"] and "(the same order for all three GANs)" in md  # equal means keep the row order
+    flip = {"better": table["r1"], "worse": {**table["r2"], "half-b": _cell(base, n)}}  # half b flips the order
+    assert comparisons(flip)["ranking"] == {"half-a": ["better", "worse"], "half-b": ["worse", "better"],
+                                            "half-a-seed1": ["better", "worse"]}  # fmt: skip
+    assert not comparisons(flip)["ranking_agrees"]
+    png = save_difference_plot(table, tmp_path / "d.png", [str(c) for c in range(10)])
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 500
     same = {"r": {"half-a": _cell(base, n), "half-b": _cell(base, n), "half-a-seed1": _cell(base, n)}}
     assert comparisons(same)["classes_compared"] == 0 and comparisons(same)["sign_test_p"] == 1.0
 
@@ -96,7 +107,10 @@ def test_the_pipeline_trains_gans_on_halves_and_writes_the_doc(shared_datasets, 
     assert set(cell) >= {"half-a", "half-b", "half-a-seed1"} and cell["half-a"]["n"] == [40] * 10
     assert data["comparisons"]["tests"] == 10
     md = (tmp_path / "docs" / "dependence-mnist.md").read_text()
-    assert "| class | half a | half b |" in md
+    assert "| class | half a | half b |" in md and "(images/dependence-mnist.png)" in md
+    with Image.open(tmp_path / "docs" / "images" / "dependence-samples-mnist.png") as im:
+        assert im.size[1] > 3 * 28  # a row of samples per family
+    assert (tmp_path / "docs" / "images" / "dependence-mnist.png").stat().st_size > 10_000
     gans = tmp_path / "work" / "mnist" / "dependence-steps3"
     meta = gr.load_generators(gans / "gan-half-a-seed1" / "generators.safetensors").genrobust_meta
     assert meta["recipe"]["data"] == "half-a" and meta["recipe"]["seed"] == 1 and meta["recipe"]["split_seed"] == 0

@@ -245,7 +245,8 @@ def reproduce_random_walk(dataset: str, cls: int, steps: int, step: float, eps_t
 def reproduce_dependence(dataset: str, n: int, rows: str, gan_steps: int | None, work: str | None, out: str,
                          seed: int, data_dir: str | None, quiet: bool) -> None:  # fmt: skip
     """GANs on disjoint halves of the data (and a second GAN seed on one half) against several classifiers: do
-    the halves give different correctness, beyond training noise? Writes OUT/dependence-DATASET.{md,json}."""
+    the halves give different correctness, beyond training noise? Writes OUT/dependence-DATASET.{md,json} and
+    OUT/images/dependence-DATASET.png (the differences), dependence-samples-DATASET.png (what each GAN draws)."""
     from ..data.store import cache_dir
     from ..experiments import dependence as dep
     from ..models.zoo import load_generators
@@ -254,6 +255,6 @@ def reproduce_dependence(dataset: str, n: int, rows: str, gan_steps: int | None,
                               Path(work) if work else cache_dir() / "reproduce", seed, gan_steps)  # fmt: skip
     table = dep.run_dependence(plan, data_dir=data_dir, show_progress=not quiet)
     names = list(load_generators(dep.GENERATORS[dataset][0]).class_names)
-    dep.save(table, plan, out, names)
+    written = dep.save(table, plan, out, names, families=dep.train_families(plan, data_dir=data_dir))  # cached
     click.echo(dep.dependence_markdown(table, plan, names))
-    click.echo(f"wrote dependence-{dataset}.md, dependence-{dataset}.json in {out}")
+    click.echo(f"wrote {', '.join(written)} in {out}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from scipy import stats as sps
 
 from ..errors import GenrobustError
@@ -147,6 +148,12 @@ def comparisons(table: dict[str, Any], alpha: float = 0.05) -> dict[str, Any]:
             "halves": _pair(*pooled["a"], *pooled["b"]),
             "seeds": _pair(*pooled["a"], *pooled["s"]),
         }
+        # The δ verdict is decided by the worst class: which one, and how bad, under each GAN.
+        out.setdefault("worst", {})[row] = {
+            key: min(({"cls": c, "share": f["correct"][c] / f["n"][c]} for c in range(len(f["correct"]))),
+                     key=lambda w: w["share"])
+            for key, f in (("half_a", a), ("half_b", b), ("half_a_seed1", s))
+        }  # fmt: skip
     classes = sorted(abs_halves)
     per_class = [{"cls": c, "mean_abs_halves": float(sum(abs_halves[c]) / len(abs_halves[c])),
                   "mean_abs_seeds": float(sum(abs_seeds[c]) / len(abs_seeds[c]))} for c in classes]  # fmt: skip
@@ -154,7 +161,11 @@ def comparisons(table: dict[str, Any], alpha: float = 0.05) -> dict[str, Any]:
     ties = sum(r["mean_abs_halves"] == r["mean_abs_seeds"] for r in per_class)
     trials = len(per_class) - ties
     sign_p = float(sps.binom.sf(wins - 1, trials, 0.5)) if trials else 1.0
+    # Does the choice of GAN change which classifier looks better? The rows ranked by pooled mean, per family.
+    keys = {"half-a": "half_a", "half-b": "half_b", "half-a-seed1": "half_a_seed1"}
+    ranking = {fam: sorted(out["means"], key=lambda r, k=key: -out["means"][r][k]) for fam, key in keys.items()}
     out.update({
+        "ranking": ranking, "ranking_agrees": len({tuple(v) for v in ranking.values()}) == 1,
         "tests": m, "level": level, "significant_halves": int(sig_halves), "significant_seeds": int(sig_seeds),
         "per_class": per_class, "classes_halves_larger": int(wins), "classes_compared": int(trials),
         "sign_test_p": sign_p,
@@ -185,7 +196,8 @@ def dependence_markdown(table: dict[str, Any], plan: DependencePlan, class_names
              "+ training noise) and a − a′ (training noise alone) in points with Newcombe's 95% interval; * where "
              f"significant after Bonferroni over the {cmp['tests']} classes × rows (p < {level:.1e}). The mean row "
              "pools the classes (its intervals are conservative). Per-cell Clopper–Pearson intervals are in the "
-             "JSON.", ""]  # fmt: skip
+             "JSON.", "",
+             f"![the differences per class and row](images/dependence-{plan.dataset}.png)", ""]  # fmt: skip
     for row, rows in cmp["rows"].items():
         lines += [f"### {row}", "", "| class | half a | half b | half a, seed 1 | a − b | a − a′ |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
@@ -201,14 +213,85 @@ def dependence_markdown(table: dict[str, Any], plan: DependencePlan, class_names
               "| halves | " + " | ".join(f"{100 * r['mean_abs_halves']:.2f}" for r in cmp["per_class"]) + " |",
               "| seeds | " + " | ".join(f"{100 * r['mean_abs_seeds']:.2f}" for r in cmp["per_class"]) + " |", "",
               f"The halves differ more than the seeds in {cmp['classes_halves_larger']} of "
-              f"{cmp['classes_compared']} classes (one-sided sign test p = {cmp['sign_test_p']:.3f})."]  # fmt: skip
+              f"{cmp['classes_compared']} classes (one-sided sign test p = {cmp['sign_test_p']:.3f}).", "",
+              "The worst class (it decides the δ verdict), per row: "
+              + "; ".join(f"{row} " + " / ".join(f"{class_names[w['cls']]} {_pct(w['share'])}" for w in ws.values())
+                          for row, ws in cmp["worst"].items())
+              + " (half a / half b / half a, seed 1; %).", "",
+              "Rows ranked by mean correctness (best first): "
+              + "; ".join(f"{fam}: {' > '.join(rows)}" for fam, rows in cmp["ranking"].items())
+              + (" (the same order for all three GANs)." if cmp["ranking_agrees"] else ".")]  # fmt: skip
     return "\n".join(lines)
 
 
-def save(table: dict[str, Any], plan: DependencePlan, out: str | os.PathLike[str], class_names: list[str]) -> None:
+def save_difference_plot(table: dict[str, Any], path: str | os.PathLike[str], class_names: list[str]) -> str:
+    """Two panels sharing one axis, per class and row: a − b (data + training noise) above a − a′ (training
+    noise alone), each with Newcombe's 95% interval. The data matter where the upper panel's spread clearly
+    exceeds the lower's; a table of numbers hides that comparison, a picture shows it at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cmp = comparisons(table)
+    rows = list(cmp["rows"])
+    width = 0.8 / max(1, len(rows))
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 4.8), dpi=120, sharex=True, sharey=True)
+    for ax, key, title in ((axes[0], "halves", "half a − half b (data + GAN training noise)"),
+                           (axes[1], "seeds", "half a − half a, GAN seed 1 (GAN training noise alone)")):  # fmt: skip
+        for i, row in enumerate(rows):
+            cells = cmp["rows"][row]
+            x = np.array([r["cls"] for r in cells]) - 0.4 + width * (i + 0.5)
+            d = np.array([100 * r[key]["diff"] for r in cells])
+            lo = np.array([100 * r[key]["ci"][0] for r in cells])
+            hi = np.array([100 * r[key]["ci"][1] for r in cells])
+            sig = np.array([r[key]["p"] < cmp["level"] for r in cells])
+            bar = ax.errorbar(x, d, yerr=[d - lo, hi - d], fmt="o", ms=3, lw=0.8, capsize=0, label=row)
+            ax.plot(x[sig], d[sig], "o", ms=6, mfc="none", color=bar[0].get_color())
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_title(title, fontsize=8)
+        ax.set_ylabel("points", fontsize=8)
+        ax.tick_params(labelsize=7)
+    ncls = len(class_names)
+    axes[1].set_xticks(range(ncls))
+    axes[1].set_xticklabels(class_names, fontsize=7, rotation=30 if max(map(len, class_names)) > 3 else 0)
+    axes[0].legend(fontsize=6, ncol=len(rows), loc="best")
+    fig.suptitle("Correctness differences with 95% intervals (ringed: significant after Bonferroni)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def save_samples(families: dict[str, GeneratorFamily], path: str | os.PathLike[str], *, per_class: int = 3,
+                 seed: int = 0) -> str:  # fmt: skip
+    """One row per family, ``per_class`` images of each class: what the three GANs draw, side by side."""
+    import torch
+
+    from ..report.grid import save_grid
+    from ..runtime import sub_seed
+
+    rows = []
+    for fam in families.values():
+        for c in range(fam.num_classes):
+            gen = torch.Generator().manual_seed(sub_seed(seed, c))
+            rows.append(fam.sample(c, per_class, generator=gen)[1].float().cpu())
+    ncol = per_class * next(iter(families.values())).num_classes
+    return save_grid(torch.cat(rows), path, ncol=ncol, scale=1, row_labels=list(families))
+
+
+def save(table: dict[str, Any], plan: DependencePlan, out: str | os.PathLike[str], class_names: list[str],
+         families: dict[str, GeneratorFamily] | None = None) -> list[str]:  # fmt: skip
+    """Write dependence-DATASET.{md,json}, images/dependence-DATASET.png and, given the families,
+    images/dependence-samples-DATASET.png; return the names written (relative to ``out``)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"dependence-{plan.dataset}.json").write_text(
-        json.dumps({"table": table, "comparisons": comparisons(table)}, indent=2)
-    )
-    (out / f"dependence-{plan.dataset}.md").write_text(dependence_markdown(table, plan, class_names) + "\n")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    names = [f"dependence-{plan.dataset}.json", f"dependence-{plan.dataset}.md",
+             f"images/dependence-{plan.dataset}.png"]  # fmt: skip
+    (out / names[0]).write_text(json.dumps({"table": table, "comparisons": comparisons(table)}, indent=2) + "\n")
+    (out / names[1]).write_text(dependence_markdown(table, plan, class_names) + "\n")
+    save_difference_plot(table, out / names[2], class_names)
+    if families:
+        names.append(f"images/dependence-samples-{plan.dataset}.png")
+        save_samples(families, out / names[-1], seed=plan.seed)
+    return names
