@@ -116,3 +116,30 @@ def test_the_pipeline_trains_gans_on_halves_and_writes_the_doc(shared_datasets, 
     assert meta["recipe"]["data"] == "half-a" and meta["recipe"]["seed"] == 1 and meta["recipe"]["split_seed"] == 0
     again = CliRunner().invoke(main, args)  # everything cached: same doc
     assert again.exit_code == 0 and (tmp_path / "docs" / "dependence-mnist.md").read_text() == md
+
+
+def test_emnist_digit_gans_judge_mnist_classifiers(tmp_path):
+    """The paper's set-up: GANs on the halves of EMNIST digits (here tiny files the test writes), the MNIST
+    classifiers judged against them, MNIST's GAN recipe with the dataset swapped."""
+    from genrobust.data.idx import write_idx
+
+    raw = tmp_path / "data" / "EMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("test", 40)):
+        write_idx(raw / f"emnist-digits-{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), np.uint8))
+        write_idx(raw / f"emnist-digits-{split}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+    args = ["reproduce", "dependence", "--dataset", "emnist-digits", "-n", "20", "--rows", "built-in",
+            "--gan-steps", "2", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs"), "--data-dir",
+            str(tmp_path / "data"), "--quiet"]  # fmt: skip
+    with pytest.warns(UserWarning, match="no published checksum"):
+        res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "docs" / "dependence-emnist-digits.json").read_text())
+    assert data["table"]["built-in"]["source"] == "built-in `mnist-small`"
+    gans = tmp_path / "work" / "emnist-digits" / "dependence-steps2"
+    meta = gr.load_generators(gans / "gan-half-b" / "generators.safetensors").genrobust_meta["recipe"]
+    mnist_recipe = gr.model_info("mnist-gan")["recipe"]
+    assert meta["dataset"] == "emnist-digits" and meta["data"] == "half-b" and meta["steps"] == 2
+    assert meta["batch_size"] == mnist_recipe["batch_size"] and meta["conditional"] is False
+    assert "| 0 |" in (tmp_path / "docs" / "dependence-emnist-digits.md").read_text()  # MNIST's class names
