@@ -8,12 +8,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
+from torch import nn
 
 import genrobust as gr
 from genrobust.cli import main
-from genrobust.experiments.dependence import DependencePlan, comparisons, dependence_markdown, save_difference_plot
+from genrobust.experiments.dependence import (
+    DependencePlan,
+    comparisons,
+    dependence_markdown,
+    overlap,
+    save_difference_plot,
+)
 from genrobust.stats import difference_interval, two_proportion_test, wilson_interval
 
 
@@ -106,6 +114,8 @@ def test_the_pipeline_trains_gans_on_halves_and_writes_the_doc(shared_datasets, 
     cell = data["table"]["built-in"]
     assert set(cell) >= {"half-a", "half-b", "half-a-seed1"} and cell["half-a"]["n"] == [40] * 10
     assert data["comparisons"]["tests"] == 10
+    assert data["overlap"]["n"] == 40 and data["overlap"]["classifier"] == "mnist-small"
+    assert set(data["overlap"]["mean"]) == {"half-a", "half-b", "half-a-seed1"}
     md = (tmp_path / "docs" / "dependence-mnist.md").read_text()
     assert "| class | half a | half b |" in md and "(images/dependence-mnist.png)" in md
     with Image.open(tmp_path / "docs" / "images" / "dependence-samples-mnist.png") as im:
@@ -143,3 +153,35 @@ def test_emnist_digit_gans_judge_mnist_classifiers(tmp_path):
     assert meta["dataset"] == "emnist-digits" and meta["data"] == "half-b" and meta["steps"] == 2
     assert meta["batch_size"] == mnist_recipe["batch_size"] and meta["conditional"] is False
     assert "| 0 |" in (tmp_path / "docs" / "dependence-emnist-digits.md").read_text()  # MNIST's class names
+
+
+def _two_rows() -> dict:
+    base = [900 - 10 * c for c in range(10)]
+    return {"r": {"half-a": _cell(base, 1000), "half-b": _cell(base, 1000), "half-a-seed1": _cell(base, 1000)}}
+
+
+class _Shift(nn.Module):
+    def __init__(self, by: float) -> None:
+        super().__init__()
+        self.by = by
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.by
+
+
+def test_overlap_tells_a_gan_that_draws_the_same_images_from_one_that_draws_others():
+    """Linear 'generators' into 16 pixels and a one-layer classifier (its features are the pixels): a family
+    that is half a scores what a second sample of half a scores; one shifted off half a's images scores 0."""
+    torch.manual_seed(0)
+    gens = [nn.Linear(4, 16) for _ in range(2)]
+    fam = gr.GeneratorFamily(per_class=gens, latent_dim=4)
+    shifted = gr.GeneratorFamily(per_class=[nn.Sequential(g, _Shift(100.0)) for g in gens], latent_dim=4)
+    clf = nn.Sequential(nn.Linear(16, 2))
+    ov = overlap({"half-a": fam, "same": fam, "shifted": shifted}, clf, n=300, k=3, seed=0)
+    assert ov["reference"] == "half-a" and len(ov["classes"]) == 2
+    assert ov["mean"]["same"] == ov["mean"]["half-a"] > 0.8 and ov["mean"]["shifted"] == 0.0
+    md = dependence_markdown(_two_rows(), DependencePlan(n=10), [str(c) for c in range(10)],
+                             {**ov, "classifier": "lin"})  # fmt: skip
+    assert "### Do the GANs draw the same images?" in md and "| shifted | 0.00 | 0.00 | 0.00 |" in md
+    with pytest.raises(gr.GenrobustError, match="more than k"):
+        overlap({"half-a": fam}, clf, n=3, k=3)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import stats as sps
 
 from ..errors import GenrobustError
@@ -111,6 +112,52 @@ def run_dependence(plan: DependencePlan, *, data_dir=None, show_progress: bool =
     return {row: table[row] for row in plan.rows}
 
 
+def overlap(families: dict[str, GeneratorFamily], classifier: torch.nn.Module, *, n: int = 1000, k: int = 3,
+            seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Do two GANs draw the same part of a class? Per class, the share of each family's images that fall inside
+    half a's k-nearest-neighbour manifold (the improved precision of Kynkäänniemi et al. with half a's images
+    as the reference), in the classifier's feature space. The reference value is a second, independent sample
+    of half a itself (``half-a`` below): what a GAN identical to half a would score. A family far below it
+    draws another slice of the class, so the classifier is judged on other images."""
+    from ..experiments.generator_quality import features, precision_recall
+    from ..runtime import sub_seed
+
+    if n <= k:
+        raise GenrobustError(f"overlap needs more than k = {k} images per class, got n = {n}")
+    ref_name = next(iter(families))
+    num_classes = families[ref_name].num_classes
+    classes = []
+    for c in range(num_classes):
+
+        def feats(fam: GeneratorFamily, draw: int, c: int = c) -> torch.Tensor:
+            gen = torch.Generator().manual_seed(sub_seed(seed, c, draw))
+            return features(classifier, fam.sample(c, n, generator=gen)[1])
+
+        ref = feats(families[ref_name], 0)
+        classes.append(
+            {"cls": c, **{name: precision_recall(ref, feats(fam, 1), k)[0] for name, fam in families.items()}}
+        )
+    mean = {name: float(np.mean([r[name] for r in classes])) for name in families}
+    return {"reference": ref_name, "n": n, "k": k, "seed": seed, "classes": classes, "mean": mean}
+
+
+def overlap_cached(plan: DependencePlan, families: dict[str, GeneratorFamily], n: int = 1000,
+                   k: int = 3) -> dict[str, Any]:  # fmt: skip
+    """:func:`overlap` with the dataset's built-in classifier as the feature extractor, cached beside the cells."""
+    from ..experiments.correctness_table import BUILTIN_CLASSIFIERS
+    from ..models.zoo import load_classifier
+
+    n = min(n, plan.n)
+    path = plan.folder / f"overlap-n{n}-k{k}-seed{plan.seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    name = BUILTIN_CLASSIFIERS[plan.classifier_dataset]
+    out = {"classifier": name, **overlap(families, load_classifier(name), n=n, k=k, seed=plan.seed)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
 def _pair(k1: int, n1: int, k2: int, n2: int) -> dict[str, Any]:
     diff, p = two_proportion_test(k1, n1, k2, n2)
     return {"diff": diff, "ci": list(difference_interval(k1, n1, k2, n2)), "p": p}
@@ -198,7 +245,23 @@ def _table_line(label: str, r: dict[str, Any], level: float) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def dependence_markdown(table: dict[str, Any], plan: DependencePlan, class_names: list[str]) -> str:
+def overlap_markdown(ov: dict[str, Any], class_names: list[str]) -> list[str]:
+    names = list(ov["mean"])
+    lines = ["### Do the GANs draw the same images?", "",
+             f"Per class, the share (%) of each family's images inside the k-NN manifold (k = {ov['k']}) of "
+             f"{ov['n']:,} images of `{ov['reference']}`, in the feature space of `{ov['classifier']}`. The "
+             f"`{ov['reference']}` row is a second, independent sample of it: the value for a GAN that draws the "
+             "same images.", "",
+             "| family | " + " | ".join(class_names[r["cls"]] for r in ov["classes"]) + " | mean |",
+             "|---|" + "---|" * (len(ov["classes"]) + 1)]  # fmt: skip
+    for name in names:
+        cells = [_pct(r[name]) for r in ov["classes"]] + [_pct(ov["mean"][name])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def dependence_markdown(table: dict[str, Any], plan: DependencePlan, class_names: list[str],
+                        shared: dict[str, Any] | None = None) -> str:  # fmt: skip
     cmp = comparisons(table)
     level = cmp["level"]
     lines = [f"n = {plan.n:,} generated images per class and cell (latent seed {plan.seed}). Per class: correctness "
@@ -231,7 +294,9 @@ def dependence_markdown(table: dict[str, Any], plan: DependencePlan, class_names
               "Rows ranked by mean correctness (best first): "
               + "; ".join(f"{fam}: {' > '.join(rows)}" for fam, rows in cmp["ranking"].items())
               + (" (the same order for all three GANs)." if cmp["ranking_agrees"] else ".")]  # fmt: skip
-    return "\n".join(lines)
+    if shared is not None:
+        lines += ["", *overlap_markdown(shared, class_names)]
+    return "\n".join(lines).rstrip("\n")
 
 
 def save_difference_plot(table: dict[str, Any], path: str | os.PathLike[str], class_names: list[str]) -> str:
@@ -290,16 +355,24 @@ def save_samples(families: dict[str, GeneratorFamily], path: str | os.PathLike[s
     return save_grid(torch.cat(rows), path, ncol=ncol, scale=1, row_labels=list(families))
 
 
-def save(table: dict[str, Any], plan: DependencePlan, out: str | os.PathLike[str], class_names: list[str],
-         families: dict[str, GeneratorFamily] | None = None) -> list[str]:  # fmt: skip
+def save(
+    table: dict[str, Any],
+    plan: DependencePlan,
+    out: str | os.PathLike[str],
+    class_names: list[str],
+    families: dict[str, GeneratorFamily] | None = None,
+    shared: dict[str, Any] | None = None,
+) -> list[str]:
     """Write dependence-DATASET.{md,json}, images/dependence-DATASET.png and, given the families,
-    images/dependence-samples-DATASET.png; return the names written (relative to ``out``)."""
+    images/dependence-samples-DATASET.png; ``shared`` (an :func:`overlap` result) goes into the JSON and the
+    doc. Returns the names written (relative to ``out``)."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     names = [f"dependence-{plan.dataset}.json", f"dependence-{plan.dataset}.md",
              f"images/dependence-{plan.dataset}.png"]  # fmt: skip
-    (out / names[0]).write_text(json.dumps({"table": table, "comparisons": comparisons(table)}, indent=2) + "\n")
-    (out / names[1]).write_text(dependence_markdown(table, plan, class_names) + "\n")
+    data = {"table": table, "comparisons": comparisons(table), **({"overlap": shared} if shared else {})}
+    (out / names[0]).write_text(json.dumps(data, indent=2) + "\n")
+    (out / names[1]).write_text(dependence_markdown(table, plan, class_names, shared) + "\n")
     save_difference_plot(table, out / names[2], class_names)
     if families:
         names.append(f"images/dependence-samples-{plan.dataset}.png")
