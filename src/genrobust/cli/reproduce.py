@@ -258,7 +258,7 @@ def reproduce_dependence(dataset: str, n: int, rows: str, gan_steps: int | None,
     table = dep.run_dependence(plan, data_dir=data_dir, show_progress=not quiet)
     names = list(load_generators(dep.GENERATORS[plan.classifier_dataset][0]).class_names)
     families = dep.train_families(plan, data_dir=data_dir)  # trained above: loaded from their files
-    ov = dep.overlap_cached(plan, families)
-    written = dep.save(table, plan, out, names, families=families, shared=ov)
+    ov = dep.overlap_cached(plan, families, show_progress=not quiet)
+    written = dep.save(table, plan, out, names, families=families, overlap_result=ov)
     click.echo(dep.dependence_markdown(table, plan, names, ov))
     click.echo(f"wrote {', '.join(written)} in {out}")

@@ -113,20 +113,21 @@ def run_dependence(plan: DependencePlan, *, data_dir=None, show_progress: bool =
 
 
 def overlap(families: dict[str, GeneratorFamily], classifier: torch.nn.Module, *, n: int = 1000, k: int = 3,
-            seed: int = 0) -> dict[str, Any]:  # fmt: skip
+            seed: int = 0, show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Do two GANs draw the same part of a class? Per class, the share of each family's images that fall inside
     half a's k-nearest-neighbour manifold (the improved precision of Kynkäänniemi et al. with half a's images
     as the reference), in the classifier's feature space. The reference value is a second, independent sample
     of half a itself (``half-a`` below): what a GAN identical to half a would score. A family far below it
     draws another slice of the class, so the classifier is judged on other images."""
-    from ..experiments.generator_quality import features, precision_recall
-    from ..runtime import sub_seed
+    from ..runtime import progress, sub_seed
+    from .generator_quality import features, precision_recall
 
     if n <= k:
         raise GenrobustError(f"overlap needs more than k = {k} images per class, got n = {n}")
     ref_name = next(iter(families))
     num_classes = families[ref_name].num_classes
     classes = []
+    bar = progress(num_classes, "overlap of the families", show_progress)
     for c in range(num_classes):
 
         def feats(fam: GeneratorFamily, draw: int, c: int = c) -> torch.Tensor:
@@ -137,22 +138,28 @@ def overlap(families: dict[str, GeneratorFamily], classifier: torch.nn.Module, *
         classes.append(
             {"cls": c, **{name: precision_recall(ref, feats(fam, 1), k)[0] for name, fam in families.items()}}
         )
+        bar.update(1)
+    bar.close()
     mean = {name: float(np.mean([r[name] for r in classes])) for name in families}
     return {"reference": ref_name, "n": n, "k": k, "seed": seed, "classes": classes, "mean": mean}
 
 
-def overlap_cached(plan: DependencePlan, families: dict[str, GeneratorFamily], n: int = 1000,
-                   k: int = 3) -> dict[str, Any]:  # fmt: skip
-    """:func:`overlap` with the dataset's built-in classifier as the feature extractor, cached beside the cells."""
+def overlap_cached(plan: DependencePlan, families: dict[str, GeneratorFamily], n: int = 1000, k: int = 3,
+                   show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """:func:`overlap` with the dataset's built-in classifier as the feature extractor, cached beside the cells.
+    Its sample is ``n`` images per class, or the study's own n if smaller (but always more than k)."""
     from ..experiments.correctness_table import BUILTIN_CLASSIFIERS
     from ..models.zoo import load_classifier
 
-    n = min(n, plan.n)
+    n = max(k + 1, min(n, plan.n))
     path = plan.folder / f"overlap-n{n}-k{k}-seed{plan.seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
     name = BUILTIN_CLASSIFIERS[plan.classifier_dataset]
-    out = {"classifier": name, **overlap(families, load_classifier(name), n=n, k=k, seed=plan.seed)}
+    out = {
+        "classifier": name,
+        **overlap(families, load_classifier(name), n=n, k=k, seed=plan.seed, show_progress=show_progress),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     return out
@@ -261,7 +268,7 @@ def overlap_markdown(ov: dict[str, Any], class_names: list[str]) -> list[str]:
 
 
 def dependence_markdown(table: dict[str, Any], plan: DependencePlan, class_names: list[str],
-                        shared: dict[str, Any] | None = None) -> str:  # fmt: skip
+                        overlap_result: dict[str, Any] | None = None) -> str:  # fmt: skip
     cmp = comparisons(table)
     level = cmp["level"]
     lines = [f"n = {plan.n:,} generated images per class and cell (latent seed {plan.seed}). Per class: correctness "
@@ -294,8 +301,8 @@ def dependence_markdown(table: dict[str, Any], plan: DependencePlan, class_names
               "Rows ranked by mean correctness (best first): "
               + "; ".join(f"{fam}: {' > '.join(rows)}" for fam, rows in cmp["ranking"].items())
               + (" (the same order for all three GANs)." if cmp["ranking_agrees"] else ".")]  # fmt: skip
-    if shared is not None:
-        lines += ["", *overlap_markdown(shared, class_names)]
+    if overlap_result is not None:
+        lines += ["", *overlap_markdown(overlap_result, class_names)]
     return "\n".join(lines).rstrip("\n")
 
 
@@ -341,8 +348,6 @@ def save_difference_plot(table: dict[str, Any], path: str | os.PathLike[str], cl
 def save_samples(families: dict[str, GeneratorFamily], path: str | os.PathLike[str], *, per_class: int = 3,
                  seed: int = 0) -> str:  # fmt: skip
     """One row per family, ``per_class`` images of each class: what the three GANs draw, side by side."""
-    import torch
-
     from ..report.grid import save_grid
     from ..runtime import sub_seed
 
@@ -361,18 +366,22 @@ def save(
     out: str | os.PathLike[str],
     class_names: list[str],
     families: dict[str, GeneratorFamily] | None = None,
-    shared: dict[str, Any] | None = None,
+    overlap_result: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write dependence-DATASET.{md,json}, images/dependence-DATASET.png and, given the families,
-    images/dependence-samples-DATASET.png; ``shared`` (an :func:`overlap` result) goes into the JSON and the
+    images/dependence-samples-DATASET.png; ``overlap_result`` (from :func:`overlap`) goes into the JSON and the
     doc. Returns the names written (relative to ``out``)."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     names = [f"dependence-{plan.dataset}.json", f"dependence-{plan.dataset}.md",
              f"images/dependence-{plan.dataset}.png"]  # fmt: skip
-    data = {"table": table, "comparisons": comparisons(table), **({"overlap": shared} if shared else {})}
+    data = {
+        "table": table,
+        "comparisons": comparisons(table),
+        **({"overlap": overlap_result} if overlap_result else {}),
+    }
     (out / names[0]).write_text(json.dumps(data, indent=2) + "\n")
-    (out / names[1]).write_text(dependence_markdown(table, plan, class_names, shared) + "\n")
+    (out / names[1]).write_text(dependence_markdown(table, plan, class_names, overlap_result) + "\n")
     save_difference_plot(table, out / names[2], class_names)
     if families:
         names.append(f"images/dependence-samples-{plan.dataset}.png")
