@@ -28,8 +28,10 @@ ReLUs buys against branching on the latent, and what a larger budget buys.
   most, which is all the probe needs when that value is negative.
 * ``ceiling``: the bound the engine's last pass would give if every classifier layer's intervals were (nearly)
   exact: each pre-activation's range over 1,024 corners and 4,096 uniform points of the box (an *inner*
-  estimate: not sound) is handed to the engine as the box's intervals. What no tightening of the intermediate
-  bounds (α-CROWN's optimised slopes, for one) can beat, since its bounds contain these ranges.
+  estimate: not sound) is handed to the engine as the box's intervals: an estimate of what near-exact
+  intermediate bounds would give its last pass (not a strict cap: CROWN's slope choices need not improve as
+  intervals tighten). Also each layer's ranges alone, and per layer the median ratio of the sound width to the
+  sampled one.
 
 ``collect --dir DIR --out docs/verify-limits.json`` bundles the parts' files in DIR (named PART-EPS.jsonl) with
 the summary the README quotes, and prints that summary.
@@ -298,8 +300,8 @@ def budget(v: LocalVerifier, c: int, i: int, eps: float, old_seconds: float) -> 
 
 
 def _quantiles(values: list[float]) -> list[float]:
-    v = sorted(values)
-    return [v[min(len(v) - 1, int(p * len(v)))] for p in (0.25, 0.5, 0.75)]
+    """Lower quartile, median, upper quartile (interpolated between order statistics)."""
+    return statistics.quantiles(values, n=4, method="inclusive")
 
 
 def summarise(parts: dict[str, list[dict]]) -> dict:
@@ -310,7 +312,7 @@ def summarise(parts: dict[str, list[dict]]) -> dict:
         part, _, eps = name.partition("-")
         if part == "gap":
             tight = sorted(r["tightening"] for r in recs)
-            k = round(needed.get(eps, 0.5) * len(recs))
+            k = math.ceil(needed.get(eps, 0.5) * len(recs))
             out[name] = {"balls": len(recs), "pgd_min": min(r["pgd"] for r in recs),
                          "pgd_over_centre_median": statistics.median(r["pgd"] / r["m0"] for r in recs),
                          "ratio_quartiles": _quantiles([r["ratio"] for r in recs]),
