@@ -6,6 +6,12 @@ ReLUs buys against branching on the latent, and what a larger budget buys.
     python benchmarks/bench_verify_limits.py split --eps 0.03 --ball 5:5 --ball 2:20 [--evals 32] --out FILE.jsonl
     python benchmarks/bench_verify_limits.py budget --eps 0.03 --work DIR [--sample 40] [--max-boxes 64]
                                                     [--max-seconds 40] [--give-up 6] --out FILE.jsonl
+    python benchmarks/bench_verify_limits.py {slack,ceiling} --eps 0.03 --work DIR [--sample 40] --out FILE.jsonl
+    python benchmarks/bench_verify_limits.py head --eps 0.03 --ball 0:7 [--milp-seconds 60] --out FILE.jsonl
+    python benchmarks/bench_verify_limits.py collect --dir DIR --out docs/verify-limits.json
+
+They take the built-in ``mnist-small`` ∘ ``mnist-gan`` (``slack``, ``head`` and the split's recorder assume its
+ten classes and its dense head).
 
 * ``gap``: per ball, the centre's margin, the sound bound on the whole box, and the smallest margin that PGD
   (100 Adam steps from 64 random starts) finds in it; the *ratio* bound / centre margin (what the give-up rule
@@ -142,16 +148,24 @@ def _bound(v: LocalVerifier, lab, lo, hi, parent):
     return mb, rec.seen
 
 
+def _activations(v: LocalVerifier) -> list[int]:
+    return [k for k, op in enumerate(v.engine.ops) if isinstance(op, engine_module.Activation)]
+
+
+def _classifier_rows(v: LocalVerifier, seen: list) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(op index, the margins' rows on its output, its relaxation lines) for each of the classifier's activations,
+    from the last margins pass recorded (which visits every activation, the last one first)."""
+    acts = _activations(v)
+    return [(k, A, maps) for (A, maps), k in zip(seen[-len(acts) :], reversed(acts), strict=True)
+            if k >= v.engine.anchor]  # fmt: skip
+
+
 def _relu_to_split(v: LocalVerifier, mb, seen) -> tuple[float, int, int] | None:
     """(score, op index, flat neuron) of the unstable classifier ReLU whose upper line's intercept, weighted by
     the worst margin's (negative) coefficient on its output, costs that margin's bound most."""
-    ops = v.engine.ops
-    acts = [k for k, op in enumerate(ops) if isinstance(op, engine_module.Activation)]
-    mine = [k for k in acts if k >= v.engine.anchor]
-    last_pass = seen[-len(acts) :][: len(mine)]  # the last margins pass visits activations last to first
     worst = int(mb.lower[0].argmin())
     best = None
-    for (A, maps), k in zip(last_pass, reversed(mine), strict=True):
+    for k, A, maps in _classifier_rows(v, seen):
         lo, hi = mb.intervals[k]
         score = (-A[worst].clamp(max=0)) * maps[0, 3] * ((lo[0] < 0) & (hi[0] > 0))
         val, idx = score.flatten().max(0)
@@ -206,15 +220,11 @@ def slack(v: LocalVerifier, c: int, i: int, eps: float) -> dict:
     z = centre(c, i, v.latent_dim).double()
     with MarginPassRecorder(v.num_classes - 1) as rec:
         mb = v.engine.margins(z, torch.full_like(z, eps), v._spec(torch.tensor([c])))
-    ops = v.engine.ops
-    acts = [k for k, op in enumerate(ops) if isinstance(op, engine_module.Activation)]
     worst = int(mb.lower[0].argmin())
     layers = []
-    for (A, maps), k in zip(rec.seen[-len(acts) :], reversed(acts), strict=True):
-        if k < v.engine.anchor:
-            continue
+    for k, A, maps in _classifier_rows(v, rec.seen):
         lo, hi = mb.intervals[k]
-        layers.append({"op": k, "shape": list(ops[k].in_shape), "unstable": int(((lo < 0) & (hi > 0)).sum()),
+        layers.append({"op": k, "shape": list(v.engine.ops[k].in_shape), "unstable": int(((lo < 0) & (hi > 0)).sum()),
                        "intercepts": float(((-A[worst].clamp(max=0)) * maps[0, 3]).sum())})  # fmt: skip
     return {"c": c, "i": i, "bound": float(mb.lower[0, worst]), "layers": layers[::-1]}
 
@@ -227,8 +237,7 @@ def head(v: LocalVerifier, clf: torch.nn.Module, c: int, i: int, eps: float, sec
     (W1, b1), (W2, b2) = [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy()) for m in linears]
     z = centre(c, i, v.latent_dim).double()
     mb = v.engine.margins(z, torch.full_like(z, eps), v._spec(torch.tensor([c])))
-    acts = [k for k, op in enumerate(v.engine.ops) if isinstance(op, engine_module.Activation)]
-    (l0, u0), (l1, u1) = [[t[0].numpy() for t in mb.intervals[k]] for k in acts[-2:]]
+    (l0, u0), (l1, u1) = [[t[0].numpy() for t in mb.intervals[k]] for k in _activations(v)[-2:]]
     n0, n1 = len(l0), len(l1)
     # variables: x0 (n0), y0 (n0), y1 (n1), d0 (n0), d1 (n1); x1 = W1·y0 + b1
     N = 3 * n0 + 2 * n1
@@ -349,7 +358,12 @@ def summarise(parts: dict[str, list[dict]]) -> dict:
 def collect(folder: Path, out: Path) -> None:
     parts = {f.stem: [json.loads(line) for line in f.read_text().splitlines()] for f in sorted(folder.glob("*.jsonl"))}
     summary = summarise(parts)
-    out.write_text(json.dumps({"summary": summary, "records": parts}, indent=1, allow_nan=True) + "\n")
+    records = ",\n".join(
+        f" {json.dumps(name)}: [\n" + ",\n".join("  " + json.dumps(r) for r in recs) + "\n ]"
+        for name, recs in parts.items()
+    )  # one line per ball
+    summary_text = json.dumps(summary, indent=1).replace("\n", "\n ")
+    out.write_text(f'{{\n "summary": {summary_text},\n "records": {{\n{records}\n }}\n}}\n')
     print(json.dumps(summary, indent=1))
 
 
@@ -362,7 +376,12 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=40, help="unknown balls to draw (without --ball)")
     ap.add_argument("--ball", action="append", default=[], help="CLASS:INDEX, repeatable (else --sample)")
     ap.add_argument("--milp-seconds", type=float, default=60.0, help="time limit of each head solve")
-    ap.add_argument("--evals", type=int, default=32, help="bound computations per ball and mode (split)")
+    ap.add_argument(
+        "--evals",
+        type=int,
+        default=32,
+        help="split: stop splitting once this many bounds are computed (a split computes two)",
+    )
     ap.add_argument("--max-boxes", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=40.0)
     ap.add_argument("--give-up", default="6", help="'none' splits every ball")
