@@ -11,11 +11,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import genrobust as gr
-from genrobust.bounds.capture import UnsupportedLayerError, capture
+from genrobust.bounds.capture import ACTIVATION_BUILDERS, UnsupportedLayerError, capture
 from genrobust.bounds.engine import BoundEngine, BoundOptions
 from genrobust.models.layers import Affine, ConcatConstant
 
-ACTS = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+#: One example module per row of the engine's activation table, so a new row is property-tested without touching
+#: this file; constructor arguments where the defaults would not exercise a rule (a leak, torch's softplus tail).
+_ARGS = {nn.LeakyReLU: (0.2,), nn.Softplus: (1.0, 2.0)}
+ACTS = {t.__name__: (lambda t=t: t(*_ARGS.get(t, ()))) for t in ACTIVATION_BUILDERS}
 
 
 def _margin_spec(labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -78,23 +81,31 @@ def _random_pair(
     gen_backward=st.booleans(),
     lazy=st.booleans(),
     convs=st.integers(1, 3),
+    alpha=st.sampled_from(["off", "default", "any"]),
 )
 def test_bounds_contain_every_sampled_point(
-    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward, lazy, convs
-):
+    ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward, lazy, convs,
+    alpha,
+):  # fmt: skip
     gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep, convs)
     gen_ops = capture(gen, (d,))
     ops = gen_ops + capture(clf, (2, 6, 6))
     opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
                         refine_limit=limit, generator_backward=gen_backward,
-                        margins_to_latent=gen_backward, lazy_last=lazy)  # fmt: skip
+                        margins_to_latent=gen_backward, lazy_last=lazy, alpha_steps=0 if alpha == "off" else 3,
+                        alpha_lr=0.5)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
     center = torch.randn(B, d, dtype=torch.float64)
     radius = torch.full((B, d), eps, dtype=torch.float64)
     labels = torch.tensor([0, 1, 2])
     spec = _margin_spec(labels, 3)
-    res = engine.margins(center, radius, spec)
+    start = None
+    if alpha == "any":  # any start, in range or not, NaN included (the engine's default there)
+        start = {k: torch.randn(B, 2, *op.out_shape) * 2 for k, op in enumerate(ops) if getattr(op, "tunable", False)}
+        for a in start.values():
+            a[0] = torch.nan
+    res = engine.margins(center, radius, spec, alpha=start)
     s = torch.rand(400, B, d, dtype=torch.float64) * 2 - 1
     s[:8] = torch.sign(s[:8])  # corners too
     z = (center + radius * s).reshape(-1, d)
@@ -247,7 +258,7 @@ def test_bounds_run_in_ieee_float32_whatever_the_callers_tf32_settings():
     knobs = [b.cuda.matmul, b.cudnn.conv, b.mkldnn.matmul, b.mkldnn.conv]
     old = [k.fp32_precision for k in knobs]
     seen = []
-    gen, clf, d = _random_pair([1, 3, 8], "relu", "relu", "none", 1, 1, False, False, False, 3)
+    gen, clf, d = _random_pair([1, 3, 8], "ReLU", "ReLU", "none", 1, 1, False, False, False, 3)
     gen_ops = capture(gen, (d,))
     engine = BoundEngine(gen_ops + capture(clf, (2, 6, 6)), len(gen_ops))
     inner = engine._margins
@@ -343,10 +354,10 @@ def test_relu_lines_hold_at_both_ends_in_exact_arithmetic(slope):
     against a convex piecewise-linear f), on intervals where u ≪ |l| that once broke the leaky chord by 1e-14."""
     from fractions import Fraction
 
-    from genrobust.bounds.ops import Activation
+    from genrobust.bounds.ops import LeakyReLU, ReLU
 
     torch.manual_seed(1)
-    act = Activation("LeakyReLU" if slope else "ReLU", (1,), slope)
+    act = LeakyReLU((1,), slope) if slope else ReLU((1,))
     lo = -torch.exp(torch.empty(3000, dtype=torch.float64).uniform_(-5, 5))
     up = torch.exp(torch.empty(3000, dtype=torch.float64).uniform_(-40, 0)) * (-lo)
     al, bl, au, bu = (t.tolist() for t in act.relax(lo, up))
@@ -355,3 +366,55 @@ def test_relu_lines_hold_at_both_ends_in_exact_arithmetic(slope):
         for x, fx in ((Fraction(l_), s * Fraction(l_)), (Fraction(u_), Fraction(u_))):
             assert Fraction(au[i]) * x + Fraction(bu[i]) >= fx
             assert Fraction(al[i]) * x + Fraction(bl[i]) <= fx
+
+
+@pytest.mark.parametrize("module_type", list(ACTIVATION_BUILDERS), ids=lambda t: t.__name__)
+def test_every_activation_rule_holds_on_sampled_points_for_any_alpha(module_type):
+    """Each row of the activation table: its interval holds f([l, u]), its lines sandwich f on [l, u] with slopes
+    in [0, 1] (the engine's guards rely on it), for the default relaxation and for any α in [0, 1] (α-CROWN's
+    optimised lines must be sound whether or not the optimisation converged)."""
+    module = ACTS[module_type.__name__]()
+    op = ACTIVATION_BUILDERS[module_type](module, (1,))
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    scale = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(-6, 3, generator=g))
+    a, b = torch.randn(n, dtype=torch.float64, generator=g) * scale, torch.randn(n, dtype=torch.float64, generator=g)
+    lo, up = torch.minimum(a, a + b * scale), torch.maximum(a, a + b * scale)
+    up[:50] = lo[:50]  # degenerate intervals
+    t = torch.rand(64, n, dtype=torch.float64, generator=g)
+    t[0], t[1] = 0.0, 1.0  # both ends
+    x = torch.minimum(torch.maximum(lo + t * (up - lo), lo), up)  # rounding must not leave [l, u]
+    with torch.no_grad():
+        fx = module.double()(x)
+    il, iu = op.interval(lo, up)
+    assert (il <= fx).all() and (fx <= iu).all()
+    for alpha in (None, torch.zeros(n), torch.ones(n), torch.rand(n, generator=g), torch.full((n,), 7.0)):
+        al, bl, au, bu = op.relax(lo, up, None if alpha is None else alpha.double())
+        assert ((al >= 0) & (al <= 1) & (au >= 0) & (au <= 1)).all()
+        assert (al * x + bl <= fx).all(), float((al * x + bl - fx).max())
+        assert (fx <= au * x + bu).all(), float((fx - au * x - bu).max())
+
+
+def test_alpha_optimisation_only_tightens_and_hands_its_slopes_to_the_children():
+    """α-CROWN on the margins: never below the plain bound (the best step is kept, and the plain lines are its
+    start), tighter on a network with unstable ReLUs, still below every sampled margin; its slopes come back per
+    box and margin for the children, and a start from them is at least as tight again."""
+    gen, clf, d = _random_pair([3, 3, 10], "ReLU", "ReLU", "none", 1, 1, False, False, True, 2)
+    gen_ops = capture(gen, (d,))
+    ops = gen_ops + capture(clf, (2, 6, 6))
+    center = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    radius = torch.full((3, d), 0.3, dtype=torch.float64)
+    spec = _margin_spec(torch.tensor([0, 1, 2]), 3)
+    plain = BoundEngine(ops, len(gen_ops), BoundOptions()).margins(center, radius, spec)
+    tuned_engine = BoundEngine(ops, len(gen_ops), BoundOptions(alpha_steps=8))
+    tuned = tuned_engine.margins(center, radius, spec)
+    assert (tuned.lower >= plain.lower).all() and (tuned.lower > plain.lower + 1e-6).any()
+    assert tuned.alpha and all(a.shape[:2] == (3, 2) for a in tuned.alpha.values())
+    again = tuned_engine.margins(center, radius, spec, alpha=tuned.alpha)
+    assert (again.lower >= tuned.lower - 1e-9).all()
+    s = torch.rand(2000, 3, d, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        logits = nn.Sequential(gen, clf).double()((center + radius * s).reshape(-1, d)).reshape(2000, 3, 3)
+    assert (torch.einsum("bmk,nbk->nbm", spec, logits) >= again.lower[None]).all()
+    with pytest.raises(gr.GenrobustError, match="alpha_steps"):
+        BoundOptions(alpha_steps=-1)

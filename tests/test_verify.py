@@ -292,3 +292,69 @@ def test_a_witness_inside_a_certified_box_is_reported_not_hidden(monkeypatch):
     with pytest.warns(gr.GenrobustWarning, match="float32 counterexample lies in the box certified at ε = 0.06"):
         res = v.run(torch.zeros(4, 1), [0] * 4, [0.06, 0.07], seed=0)
     assert (res.status[:, 0] == CERTIFIED).all() and (res.status[:, 1] == FALSIFIED).any()
+
+
+def test_the_seconds_budget_is_kept_not_overrun(builtin, monkeypatch):
+    """A ball splits only while its two children still fit in ``max_seconds`` at its cost per box so far (once,
+    the check came after the fact and balls overran a 10 s budget by up to 5 s). A fake clock makes every bound
+    cost 1 s per box, so the test says what is decided, not how fast this machine is."""
+    import types
+
+    import genrobust.verify.local as local
+
+    clf, gens = builtin
+    clock = [0.0]
+    monkeypatch.setattr(local, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    z = latents(0, 8, 1, 10)
+    v = LocalVerifier(clf, gens[8], latent_dim=10,
+                      options=VerifyOptions(max_boxes=64, max_seconds=3.5, give_up=None, leaf_attacks=0))  # fmt: skip
+    real = v.engine.margins
+
+    def costly(center, *args, **kw):
+        clock[0] += len(center)  # 1 s per box
+        return real(center, *args, **kw)
+
+    monkeypatch.setattr(v.engine, "margins", costly)
+    res = v.run(z, [8], [0.02])  # undecided after 3 boxes (see above)
+    assert res.status[0, 0] == UNKNOWN and int(res.boxes[0, 0]) == 3  # 1 + 2 children = 3 s; 2 more would be 5
+    assert float(res.seconds[0]) <= 3.5
+
+
+def test_with_a_pool_of_seconds_a_hopeless_ball_is_attacked_first_and_split_last(builtin, monkeypatch):
+    """``mean_seconds`` turns the give-up rule into an order: the hopeless-looking ball is attacked at once, and
+    its children are bounded once no other ball waits, as far as the pool allows (fake clock: 1 s per box)."""
+    import types
+
+    import genrobust.verify.local as local
+
+    clf, gens = builtin
+    clock = [0.0]
+    monkeypatch.setattr(local, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    z = latents(0, 8, 1, 10)
+    runs = {}
+    for pool in (None, 3.0):
+        opts = VerifyOptions(max_boxes=64, max_seconds=100, give_up=0.0, mean_seconds=pool, leaf_attacks=2)
+        v = LocalVerifier(clf, gens[8], latent_dim=10, options=opts)
+        real, events = v.engine.margins, []
+
+        def costly(center, *args, real=real, events=events, **kw):
+            clock[0] += len(center)
+            events.append("bound")
+            return real(center, *args, **kw)
+
+        real_attack = v._attack_leaves
+
+        def attack(leaves, *args, real_attack=real_attack, events=events):
+            events.append("attack")
+            return real_attack(leaves, *args)
+
+        monkeypatch.setattr(v.engine, "margins", costly)
+        monkeypatch.setattr(v, "_attack_leaves", attack)
+        runs[pool] = (v.run(z, [8], [0.02]), events)
+    res, events = runs[None]  # no pool: one bound, an attack, unknown (the rule as a stop)
+    assert int(res.boxes[0, 0]) == 1 and events == ["bound", "attack"] and res.status[0, 0] == UNKNOWN
+    res, events = runs[3.0]  # a pool of 3 s: the root (1 s), the attack, then both children (2 s)
+    assert int(res.boxes[0, 0]) == 3 and events[:3] == ["bound", "attack", "bound"]
+    assert float(res.seconds[0]) <= 3.0
+    with pytest.raises(gr.GenrobustError, match="mean_seconds"):
+        VerifyOptions(mean_seconds=0.0)

@@ -25,10 +25,15 @@ from .ops import (
     ConcatConst,
     Conv,
     Dense,
+    LeakyReLU,
     MaxPool,
     Op,
+    ReLU,
     Reshape,
     Scale,
+    Sigmoid,
+    Softplus,
+    Tanh,
 )
 
 
@@ -74,14 +79,27 @@ def _maxpool(m: nn.MaxPool2d, shape) -> Op:
     return MaxPool(k[0], shape)
 
 
+def _softplus(m: nn.Softplus, shape) -> Op:
+    if m.beta != 1:
+        raise UnsupportedLayerError(f"Softplus with beta={m.beta}: only beta=1 (scale the layers around it instead)")
+    return Softplus(shape, m.threshold)
+
+
+#: Elementwise nonlinearities: module type → builder(module, input shape). Each operator class owns its bound
+#: rules (``ops.Activation``); the property tests run over every row of this table.
+ACTIVATION_BUILDERS: dict[type, Callable[[nn.Module, tuple], Activation]] = {
+    nn.ReLU: lambda m, s: ReLU(s),
+    nn.LeakyReLU: lambda m, s: LeakyReLU(s, m.negative_slope),
+    nn.Tanh: lambda m, s: Tanh(s),
+    nn.Sigmoid: lambda m, s: Sigmoid(s),
+    nn.Softplus: _softplus,
+}
+
 #: Module type → builder(module, input shape) of its operator; ``None`` for identities in eval mode.
 MODULE_BUILDERS: dict[type, Callable[[nn.Module, tuple], Op | None]] = {
     nn.Linear: lambda m, s: Dense(m.weight, m.bias, s),
     nn.Conv2d: _conv,
-    nn.ReLU: lambda m, s: Activation("ReLU", s),
-    nn.LeakyReLU: lambda m, s: Activation("LeakyReLU", s, m.negative_slope),
-    nn.Tanh: lambda m, s: Activation("Tanh", s),
-    nn.Sigmoid: lambda m, s: Activation("Sigmoid", s),
+    **ACTIVATION_BUILDERS,
     nn.BatchNorm1d: _batchnorm,
     nn.BatchNorm2d: _batchnorm,
     nn.AvgPool2d: _avgpool,
@@ -98,6 +116,7 @@ MODULE_BUILDERS: dict[type, Callable[[nn.Module, tuple], Op | None]] = {
     ),
 }
 _RESHAPES = (nn.Flatten, nn.Unflatten, BatchReshape)
+_ELEMENTWISE: dict[str, Callable[[tuple], Activation]] = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid}
 _FUNCTIONS: dict[object, str] = {
     torch.relu: "ReLU", F.relu: "ReLU", torch.tanh: "Tanh", torch.sigmoid: "Sigmoid", F.leaky_relu: "LeakyReLU",
     torch.flatten: "reshape", torch.reshape: "reshape", torch.cat: "cat", torch.concat: "cat",
@@ -263,11 +282,11 @@ def _batch_constant(value: object, node: torch.fx.Node, shape: tuple[int, ...]) 
 
 
 def _function_op(kind: str, node: torch.fx.Node, prev: torch.fx.Node, shape, new_shape, consts) -> Op | None:
-    if kind in ("ReLU", "Tanh", "Sigmoid"):
-        return Activation(kind, shape)
+    if kind in _ELEMENTWISE:
+        return _ELEMENTWISE[kind](shape)
     if kind == "LeakyReLU":
         slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
-        return Activation("LeakyReLU", shape, float(slope))
+        return LeakyReLU(shape, float(slope))
     if kind == "reshape":
         return Reshape(shape, new_shape)
     if kind == "identity":

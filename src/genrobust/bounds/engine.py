@@ -35,7 +35,7 @@ every n ≤ 10⁶ (the widest reduction here is a 25,600-input dense layer). The
 layer by layer: interval bounds widen by ``GUARD``·(|W|·max(|l|, |u|) + |b|) per neuron, and forward affine
 bounds move their constants outwards by ``GUARD``·|W|·(their own magnitude), so each layer's computed bounds
 are valid as they stand and the next layer only adds its own rounding. Relaxations of tanh/sigmoid, and their
-interval images, carry a margin for libm's rounding (``ops.Activation.relax``).
+interval images, carry a margin for libm's rounding (``ops.GUARD_LIBM``).
 
 The same argument, with the unit roundoff 2⁻²⁴ and n the length of each step's dot products (a patch's
 size, a convolution's Cout·k·k, plus one for the cast of a weight), makes float32 backward passes sound:
@@ -87,7 +87,15 @@ class BoundOptions:
     the generator to the latent instead of stopping at the image's forms. ``lazy_last``: the classifier's last
     nonlinearity is refined only for the boxes its unrefined bounds do not already certify (a margins pass
     costs 9 rows; refining the last dense layer of the built-in classifier costs ~300 rows that cover whole maps).
+    ``alpha_steps``: α-CROWN on the margins: the tunable lower lines of every unstable neuron on the margins'
+    path (each margin its own) are optimised by this many steps of projected Adam (step ``alpha_lr``) on the
+    margins' bound, for the boxes the plain bound does not certify; every step's bound is a sound bound (any α
+    in [0, 1] gives valid lines), and the best per margin is kept. 0 switches it off.
     """
+
+    def __post_init__(self) -> None:
+        if self.alpha_steps < 0 or not self.alpha_lr > 0:
+            raise GenrobustError(f"alpha_steps must be ≥ 0 and alpha_lr > 0, got {self.alpha_steps}, {self.alpha_lr}")
 
     mode: Mode = "crown"
     classifier_forward: bool = True
@@ -99,6 +107,8 @@ class BoundOptions:
     generator_backward: bool = True
     margins_to_latent: bool = True
     lazy_last: bool = True
+    alpha_steps: int = 0
+    alpha_lr: float = 0.25
 
 
 @dataclass
@@ -110,6 +120,8 @@ class MarginBounds:
     intervals: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(repr=False)  # op index → pre-activation (l, u)
     refined: int = 0  # classifier neurons refined by backward passes
     refined_generator: int = 0  # generator neurons bounded by backward passes to the latent
+    #: the optimised α per tunable activation, (B, M, *shape) in float32, for the boxes' children to start from
+    alpha: dict[int, torch.Tensor] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -292,15 +304,19 @@ class BoundEngine:
         radius: torch.Tensor,
         spec: torch.Tensor,
         parent: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        alpha: dict[int, torch.Tensor] | None = None,
     ) -> MarginBounds:
-        """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64)."""
+        """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64).
+
+        ``parent``: intervals the boxes are known to lie in (a split box's parent's); ``alpha``: a start for the
+        α-optimisation (a parent's :attr:`MarginBounds.alpha`, boxes without one given NaN)."""
         try:
             with ieee_float32():
-                return self._margins(center, radius, spec, parent)
+                return self._margins(center, radius, spec, parent, alpha)
         finally:
             release_heap()  # the pass's large temporaries would otherwise stay resident (see there)
 
-    def _margins(self, center, radius, spec, parent) -> MarginBounds:
+    def _margins(self, center, radius, spec, parent, alpha_start=None) -> MarginBounds:
         opt = self.options
         center, radius, spec = center.to(DT), radius.to(DT), spec.to(DT)
         B, d = center.shape
@@ -315,6 +331,7 @@ class BoundEngine:
         refined = refined_gen = 0
         hopeless: torch.Tensor | None = None  # (B,) boxes too wide to be worth refining (``refine_limit``)
         deferred: tuple[int, torch.Tensor] | None = None  # the last nonlinearity, refined after a first try
+        alphas: dict[int, torch.Tensor] | None = None
         for i, op in enumerate(self.ops):
             in_classifier = i >= self.anchor
             if i == self.anchor:
@@ -359,12 +376,7 @@ class BoundEngine:
                     relax[("pre", i)] = (lo, hi)
                     if forms is not None:
                         forms = self._forward_activation(rel, forms)
-                    lo, hi = op.fn(lo), op.fn(hi)
-                    if not op.piecewise_linear:  # libm's tanh/exp are within a few ulps
-                        lo, hi = lo - GUARD * (1 + lo.abs()), hi + GUARD * (1 + hi.abs())
-                    elif op.slope not in (0.0, 1.0):  # the leak's s·x is rounded to nearest: round it outward
-                        lo = torch.nextafter(lo, torch.full_like(lo, -math.inf))
-                        hi = torch.nextafter(hi, torch.full_like(hi, math.inf))
+                    lo, hi = op.interval(lo, hi)
                 elif isinstance(op, MaxPool):
                     plan = op.plan(lo, hi)
                     relax[i] = plan
@@ -408,6 +420,9 @@ class BoundEngine:
                     better = val.reshape(B, M) > lower  # both are sound lower bounds: keep the larger
                     lower = torch.where(better, val.reshape(B, M), lower)
                     coef = torch.where(better.unsqueeze(2), g.reshape(B, M, d), coef)
+            if opt.alpha_steps:
+                lower, coef, alphas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower, coef,
+                                                           alpha_start)  # fmt: skip
         elif opt.mode == "forward":
             assert forms is not None
             sp, sn = spec.clamp(min=0), spec.clamp(max=0)
@@ -422,7 +437,84 @@ class BoundEngine:
             coef = torch.zeros(B, M, d, dtype=DT, device=center.device)
         if not torch.isfinite(lower).all():
             raise GenrobustError("the margin bounds are NaN or infinite: check the network's weights")
-        return MarginBounds(lower, coef, intervals, refined, refined_gen)
+        return MarginBounds(lower, coef, intervals, refined, refined_gen, alphas if opt.alpha_steps else None)
+
+    # ----------------------------------------------------------------------------------------- α-CROWN
+    def _optimise_alpha(self, rows: Rows, relax, forms_at, box_at, absmax, stop, lower, coef, start):
+        """Tighten the margins' bounds of the boxes not yet certified by optimising the lower lines (α).
+
+        Each margin row gets its own lines: the row becomes its own "box" (every per-box tensor indexed by the
+        row's box), so the guarded :meth:`_backward` runs unchanged on per-row relaxations. The steps run in
+        float32 (guarded like the refinement's passes; 2× faster than float64 here) and every step's value is a
+        sound bound for its α: the best per row is kept, so soundness never depends on convergence. Returns
+        the new (lower, coef) and the α per box (B, M, *shape) for the children (NaN where not optimised).
+        """
+        opt = self.options
+        B, M = lower.shape
+        j = len(self.ops) - 1
+        tunable = [k for k in range(stop, j + 1) if isinstance(self.ops[k], Activation) and self.ops[k].tunable]
+        out_alpha = {k: torch.full((B, M, *self.ops[k].out_shape), math.nan, dtype=torch.float32,
+                                   device=lower.device) for k in tunable}  # fmt: skip
+        todo = torch.nonzero(lower.min(1).values <= 0).flatten()
+        if not tunable or not len(todo) or not opt.alpha_steps:
+            return lower, coef, out_alpha
+        sel = torch.nonzero(torch.isin(rows.ball, todo)).flatten()  # rows of those boxes
+        ball = rows.ball[sel]
+        R = len(sel)
+        ctx_relax: dict = {}
+        alpha: dict[int, torch.Tensor] = {}
+        for k in range(stop, j + 1):
+            op = self.ops[k]
+            if op.linear:
+                continue
+            if not isinstance(op, Activation):  # MaxPool: its plan, per row
+                ctx_relax[k] = tuple(t[ball] for t in relax[k])
+                continue
+            lo_k, hi_k = (t[ball] for t in relax[("pre", k)])
+            ctx_relax[("pre", k)] = (lo_k, hi_k)
+            if k in tunable:
+                init = op.alpha_init(lo_k, hi_k).float()
+                if start is not None and k in start:  # the parent's optimised α, where it has one
+                    prior = start[k].reshape(-1, *start[k].shape[2:])[sel].to(init)
+                    init = torch.where(torch.isnan(prior), init, prior)
+                alpha[k] = init.requires_grad_(True)
+            else:
+                ctx_relax[k] = relax[k][ball]
+        ctx_absmax = {key: v[ball] for key, v in absmax.items()}
+        ctx_forms = None if forms_at is None else _Forms(forms_at.lc[ball], forms_at.l0[ball], forms_at.uc[ball],
+                                                          forms_at.u0[ball])  # fmt: skip
+        ctx_box = (box_at[0][ball], box_at[1][ball])
+        own = torch.arange(R, device=lower.device)
+        A = rows.A[sel].float()
+        best = lower.reshape(-1)[sel].clone()
+        best_g = coef.reshape(-1, coef.shape[2])[sel].clone()
+        best_alpha = {k: a.detach().clone() for k, a in alpha.items()}
+        adam = torch.optim.Adam(list(alpha.values()), lr=opt.alpha_lr)
+        for _ in range(opt.alpha_steps):
+            step_relax = dict(ctx_relax)
+            for k, a in alpha.items():
+                lo_k, hi_k = ctx_relax[("pre", k)]
+                step_relax[k] = torch.stack(self.ops[k].relax(lo_k, hi_k, a.double()), 1)
+            with torch.enable_grad():
+                val, g = self._backward(j, Rows(A, own), step_relax, ctx_forms, ctx_box, ctx_absmax, stop=stop)
+                better = val.detach() > best
+                if bool(better.any()):
+                    best = torch.where(better, val.detach(), best)
+                    best_g = torch.where(better[:, None], g.detach(), best_g)
+                    for k, a in alpha.items():
+                        best_alpha[k][better] = a.detach()[better]
+                adam.zero_grad()
+                (-val.sum()).backward()
+            adam.step()
+            with torch.no_grad():
+                for a in alpha.values():
+                    a.clamp_(0, 1)
+        lower = lower.clone().reshape(-1)
+        coef = coef.clone().reshape(-1, coef.shape[2])
+        lower[sel], coef[sel] = best, best_g
+        for k, a in best_alpha.items():
+            out_alpha[k].reshape(-1, *a.shape[1:])[sel] = a
+        return lower.reshape(B, M), coef.reshape(B, M, -1), out_alpha
 
     # --------------------------------------------------------------------------------- forward mode
     @staticmethod
@@ -503,8 +595,8 @@ class BoundEngine:
             if forms is not None:
                 forms = _Forms(forms.lc.clone(), forms.l0.clone(), forms.uc.clone(), forms.u0.clone())
             args = (relax, anchor_forms, anchor_box, absmax, forms)
-            if op.name == "ReLU":
-                # a ReLU whose input is ≤ 0 outputs 0 whatever the lower bound: upper bounds first, then lower
+            if op.upper_first:
+                # a ReLU whose input is ≤ 0 is exact whatever the lower bound: upper bounds first, then lower
                 # bounds only where the upper one stays > 0: at ε = 0.03 (4 boxes of class 8) 34% of the fourth
                 # convolution's neurons need a lower row, margins identical, 8 boxes 16.4 → 12.6 s
                 self._refine_rows(i - 1, idx, lo, hi, *args, signs=(-1.0,))

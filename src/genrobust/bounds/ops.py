@@ -478,77 +478,127 @@ class ConcatConst(Op):
 
 
 class Activation(Op):
-    """A monotone elementwise nonlinearity: ReLU, LeakyReLU, Tanh or Sigmoid.
+    """An elementwise nonlinearity with slopes in [0, 1]. Each subclass owns its bound rules:
 
-    :meth:`relax` returns lines y ≥ al·x + bl and y ≤ au·x + bu valid for every x in [l, u], with al, au ≥ 0
-    (monotone functions), which lets forward linear bounds pass through without splitting signs.
+    * :meth:`interval`: the image of [l, u], rounded outwards;
+    * :meth:`relax`: lines y ≥ al·x + bl and y ≤ au·x + bu valid for every x in [l, u], slopes in [0, 1] (the
+      engine's rounding guards and forward steps rely on that range: monotone functions with f′ ≤ 1), sound for
+      every value of the tunable parameter ``alpha`` ∈ [0, 1] (α-CROWN optimises it; a bound computed with any
+      α is a bound, whether or not the optimisation converged);
+    * :meth:`unstable`: the neurons whose relaxation is not exact on [l, u] (worth tighter bounds).
+
+    Class flags: ``upper_first`` (an input ≤ 0 gives an output that needs no lower bound, so refinement bounds
+    from above first), ``tunable`` (``alpha`` changes the lower line), ``piecewise_linear`` (exact on each side
+    of its kinks). The engine reads nothing else of an operator: adding one is a subclass here and a row in
+    ``capture.ACTIVATION_BUILDERS``, and the property tests take every row of that table.
     """
 
     linear = False
     patches = True
-    KINDS = ("ReLU", "LeakyReLU", "Tanh", "Sigmoid")
-
-    def __init__(self, kind: str, in_shape: Shape, slope: float = 0.0) -> None:
-        super().__init__(in_shape)
-        if kind not in self.KINDS:
-            raise GenrobustError(f"unknown activation {kind!r}")
-        if kind == "LeakyReLU" and not 0 <= slope <= 1:
-            raise GenrobustError(f"LeakyReLU with negative slope {slope} outside [0, 1] is not supported")
-        self.name = kind
-        self.slope = float(slope) if kind == "LeakyReLU" else 0.0
-
-    @property
-    def piecewise_linear(self) -> bool:
-        return self.name in ("ReLU", "LeakyReLU")
+    piecewise_linear = False
+    upper_first = False
+    tunable = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.name == "Tanh":
-            return torch.tanh(x)
-        if self.name == "Sigmoid":
-            return torch.sigmoid(x)
+        raise NotImplementedError
+
+    def interval(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: E741
+        """[f(l), f(u)] (monotone), widened for libm's rounding of transcendental functions."""
+        lo, hi = self.forward(l), self.forward(u)
+        return lo - GUARD_LIBM * (1 + lo.abs()), hi + GUARD_LIBM * (1 + hi.abs())
+
+    def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
+        return u > l
+
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
+        """(al, bl, au, bu) with al·x + bl ≤ f(x) ≤ au·x + bu on [l, u]."""
+        raise NotImplementedError
+
+    def alpha_init(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
+        """The α that gives :meth:`relax`'s default lines (where to start optimising)."""
+        return torch.full_like(l, 0.5)
+
+
+#: Relative margin for libm's tanh/exp/log1p (a few ulps) in intervals and relaxation lines.
+GUARD_LIBM = 1e-12
+
+
+class ReLU(Activation):
+    """max(x, 0), and :class:`LeakyReLU`'s max(x, s·x) for 0 ≤ s ≤ 1 through ``slope``.
+
+    Above: the chord. Below: a line through the origin of slope s + α·(1 − s); without α the adaptive choice of
+    CROWN (1 when u ≥ −l, else s). Exact where l ≥ 0 or u ≤ 0.
+    """
+
+    name = "ReLU"
+    piecewise_linear = True
+    upper_first = True
+    tunable = True
+    slope = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x >= 0, x, self.slope * x)
+
+    def interval(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: E741
+        lo, hi = self.forward(l), self.forward(u)
+        if self.slope in (0.0, 1.0):  # exact
+            return lo, hi
+        # the leak's s·x is rounded to nearest: round it outward
+        return torch.nextafter(lo, torch.full_like(lo, -math.inf)), torch.nextafter(hi, torch.full_like(hi, math.inf))
+
+    def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
+        return (l < 0) & (u > 0)
+
+    def alpha_init(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
+        return (u >= -l).to(l.dtype)
+
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
+        s = self.slope
+        width = (u - l).clamp(min=1e-300)
+        au = torch.where(u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), (u - s * l) / width))
+        bu = torch.where((u <= 0) | (l >= 0), torch.zeros_like(u), u - au * u)
+        if alpha is None:
+            a = torch.where(u >= -l, torch.ones_like(u), torch.full_like(u, s))
+        else:
+            a = s + alpha.clamp(0, 1) * (1 - s)
+        al = torch.where(u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), a))
+        bl = torch.zeros_like(u)
+        # Rounding: the computed slope is au·(1 + θ), |θ| ≤ 4 units of roundoff (a product, two differences, a
+        # quotient), which moves the line at l by θ·(u − s·l) = θ·(|u| + s·|l|); the intercept u − au·u adds
+        # a rounding of (|u| + |bu|)·u. Lift by 8 epsilons (16 units) of both to stay above the chord. The
+        # lower line a·x with s ≤ a ≤ 1 is below max(x, s·x) exactly (a·x rounds like s·x and x do).
+        lift = 8 * torch.finfo(u.dtype).eps
+        bu = bu + torch.where((u <= 0) | (l >= 0), 0.0, lift * (u.abs() + s * l.abs() + bu.abs()))
+        return al, bl, au, bu
+
+
+class LeakyReLU(ReLU):
+    name = "LeakyReLU"
+    #: an input ≤ 0 still passes s·x on, so its lower bound matters to the next layer's intervals
+    upper_first = False
+
+    def __init__(self, in_shape: Shape, slope: float = 0.01) -> None:
+        super().__init__(in_shape)
+        if not 0 <= slope <= 1:
+            raise GenrobustError(f"LeakyReLU with negative slope {slope} outside [0, 1] is not supported")
+        self.slope = float(slope)
+
+
+class SShaped(Activation):
+    """A sigmoid-like curve: increasing, convex below 0 and concave above, f′ unimodal with its peak at 0.
+
+    On a convex (u ≤ 0) or concave (l ≥ 0) piece, the chord on one side and the tangent at the midpoint on the
+    other; across 0, two parallel lines of the smaller endpoint slope through the endpoints (f′ ≥ that slope on
+    [l, u]). A margin of ``GUARD_LIBM`` absorbs libm's rounding.
+    """
 
     def fn(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
 
     def deriv(self, x: torch.Tensor) -> torch.Tensor:
-        if self.name == "Tanh":
-            return 1 - torch.tanh(x) ** 2
-        s = torch.sigmoid(x)
-        return s * (1 - s)
-
-    def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
-        """Neurons whose relaxation is not exact on [l, u]: the ones worth tighter bounds."""
-        if self.piecewise_linear:
-            return (l < 0) & (u > 0)
-        return u > l
+        raise NotImplementedError
 
     def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
-        """(al, bl, au, bu) with al·x + bl ≤ f(x) ≤ au·x + bu on [l, u].
-
-        ReLU/LeakyReLU: the chord above; below, the line of slope ``alpha`` (in [slope, 1]; by default 1 when
-        u ≥ −l, else the leak slope: the adaptive choice of CROWN). Tanh/Sigmoid: on a convex (u ≤ 0) or
-        concave (l ≥ 0) piece, chord on one side and the tangent at the midpoint on the other; across 0, two
-        parallel lines of the smaller endpoint slope through the endpoints (f′ ≥ that slope on [l, u] since f′
-        is unimodal with its peak at 0). A margin of 1e-12 absorbs the rounding of tanh/exp in libm.
-        """
-        if self.piecewise_linear:
-            s = self.slope
-            width = (u - l).clamp(min=1e-300)
-            au = torch.where(
-                u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), (u - s * l) / width)
-            )
-            bu = torch.where((u <= 0) | (l >= 0), torch.zeros_like(u), u - au * u)
-            if alpha is None:
-                alpha = torch.where(u >= -l, torch.ones_like(u), torch.full_like(u, s))
-            al = torch.where(u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), alpha))
-            bl = torch.zeros_like(u)
-            # Rounding: the computed slope is au·(1 + θ), |θ| ≤ 4 units of roundoff (a product, two differences, a
-            # quotient), which moves the line at l by θ·(u − s·l) = θ·(|u| + s·|l|); the intercept u − au·u adds
-            # a rounding of (|u| + |bu|)·u. Lift by 8 epsilons (16 units) of both to stay above the chord.
-            lift = 8 * torch.finfo(u.dtype).eps
-            bu = bu + torch.where((u <= 0) | (l >= 0), 0.0, lift * (u.abs() + s * l.abs() + bu.abs()))
-            return al, bl, au, bu
         f, d = self.fn, self.deriv
         fl, fu = f(l), f(u)
         width = u - l
@@ -562,8 +612,66 @@ class Activation(Op):
         bl = torch.where(convex, tan_b, torch.where(concave, fl - chord * l, fl - k * l))
         au = torch.where(convex, chord, torch.where(concave, tan_s, k))
         bu = torch.where(convex, fl - chord * l, torch.where(concave, tan_b, fu - k * u))
-        guard = 1e-12 * (1 + bl.abs() + bu.abs() + (al + au) * torch.maximum(l.abs(), u.abs()))
+        guard = GUARD_LIBM * (1 + bl.abs() + bu.abs() + (al + au) * torch.maximum(l.abs(), u.abs()))
         return al, bl - guard, au, bu + guard
+
+
+class Tanh(SShaped):
+    name = "Tanh"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x)
+
+    def deriv(self, x: torch.Tensor) -> torch.Tensor:
+        return 1 - torch.tanh(x) ** 2
+
+
+class Sigmoid(SShaped):
+    name = "Sigmoid"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+    def deriv(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(x)
+        return s * (1 - s)
+
+
+class Softplus(Activation):
+    """log(1 + eˣ) as ``nn.Softplus(beta=1, threshold=t)`` computes it: x itself where x > t.
+
+    The true curve is convex and increasing with f′ = sigmoid ∈ (0, 1): above, its chord; below, its tangent at
+    l + α·(u − l) (by default the midpoint). Torch's tail lies below the true curve by at most log(1 + e⁻ᵗ) (and
+    jumps down at t, so torch's function is not monotone): lower lines and intervals pay that, upper ones hold.
+    """
+
+    name = "Softplus"
+    tunable = True
+
+    def __init__(self, in_shape: Shape, threshold: float = 20.0) -> None:
+        super().__init__(in_shape)
+        self.threshold = float(threshold)
+        self.tail = math.log1p(math.exp(-self.threshold))  # true curve − torch's tail, at most
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(x, 1.0, self.threshold)
+
+    def interval(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: E741
+        # torch's function jumps down at the threshold (not monotone): the true curve bounds it on both sides
+        lo, hi = F.softplus(l, 1.0, math.inf) - self.tail, F.softplus(u, 1.0, math.inf)
+        return lo - GUARD_LIBM * (1 + lo.abs()), hi + GUARD_LIBM * (1 + hi.abs())
+
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
+        f = lambda x: F.softplus(x, 1.0, math.inf)  # noqa: E731 - the true curve, without torch's tail
+        fl, fu = f(l), f(u)
+        width = u - l
+        chord = torch.where(width <= 1e-12, torch.sigmoid(u), (fu - fl) / width.clamp(min=1e-300))
+        t = (l + u) / 2 if alpha is None else l + alpha.clamp(0, 1) * width
+        al = torch.sigmoid(t)
+        bl = f(t) - al * t
+        au, bu = chord, fl - chord * l
+        guard = GUARD_LIBM * (1 + bl.abs() + bu.abs() + (al + au) * torch.maximum(l.abs(), u.abs()))
+        return al, bl - guard - self.tail, au, bu + guard
 
 
 class MaxPool(Op):
@@ -622,7 +730,7 @@ class MaxPool(Op):
 
 #: The layers genrobust can bound, as module type names (for error messages).
 SUPPORTED_MODULES = (
-    "Linear", "Conv2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "BatchNorm1d", "BatchNorm2d", "AvgPool2d",
+    "Linear", "Conv2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "BatchNorm1d", "BatchNorm2d", "AvgPool2d",
     "MaxPool2d", "Flatten", "Unflatten", "BatchReshape", "Dropout", "Identity", "Affine", "ImageAdapter",
     "ConcatConstant", "Sequential",
 )  # fmt: skip

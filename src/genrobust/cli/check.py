@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from .app import (
@@ -115,15 +117,29 @@ def attack_cmd(
 @click.option("--give-up", "give_up", default="1.5", show_default=True,
               help="Do not split a ball whose whole-box bound is below −GIVE_UP × its centre's margin ('none': "
                    "split every ball until its budget runs out).")  # fmt: skip
+@click.option("--time-budget", "time_budget", type=float, default=None,
+              help="Seconds for the whole run, spread over the balls still open: a ball decided early leaves its "
+                   "time to the others, and hopeless-looking balls are attacked first and split last instead of "
+                   "given up.")  # fmt: skip
+@click.option(
+    "--alpha-steps",
+    "alpha_steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="α-CROWN steps on the margins' bound of each box the plain bound leaves open (0: off).",
+)
 @QUIET_OPTION
 @friendly_errors
 def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
-    out: str | None, show: int, give_up: str, quiet: bool, **models: str | None,
+    out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, quiet: bool,
+    **models: str | None,
 ) -> None:  # fmt: skip
     """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
 
+    from ..bounds.engine import BoundOptions
     from ..report.adversarial import save_pairs, save_path_gif
     from ..report.robustness import falsified_examples, save_robustness_curve
     from ..verify import VerifyOptions, global_robustness
@@ -134,7 +150,12 @@ def robustness_cmd(
         rule = None if give_up.strip().lower() == "none" else float(give_up)
     except ValueError:
         raise click.BadParameter(f"--give-up takes a number ≥ 0 or 'none', not {give_up!r}") from None
-    options = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=rule)
+    if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+        raise click.BadParameter(f"--time-budget takes a number of seconds > 0, not {time_budget}")
+    balls = n * (len(wanted) if wanted is not None else len(gens))
+    options = VerifyOptions(bounds=BoundOptions(alpha_steps=alpha_steps), max_boxes=max_boxes,
+                            max_seconds=max_seconds, split=split, give_up=rule,
+                            mean_seconds=None if time_budget is None else time_budget / balls)  # fmt: skip
     res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed, classes=wanted,
                             sequential=sequential, options=options, device=device, show_progress=not quiet)  # fmt: skip
     click.echo(res.table())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,6 +65,10 @@ class VerifyOptions:
     (one of them certifiable) took 477 s of the 784 s spent on the 89; a ball far below (bound −81 against a
     PGD minimum of +5.3) was still unknown after 251 boxes.
     ``None`` splits every ball until its budget runs out.
+    ``mean_seconds``: a pool of this many seconds per ball for a whole :meth:`LocalVerifier.run` (all its balls
+    and ε): a ball decided early leaves its time to the others, a ball is split only while its share of what is
+    left (and ``max_seconds``) allows, and the give-up rule becomes an order instead of a stop: a hopeless-looking
+    ball is attacked at once and split last, with what the other balls left.
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
@@ -75,6 +80,7 @@ class VerifyOptions:
     attack_restarts: int = 4
     leaf_attacks: int = 8
     give_up: float | None = GIVE_UP
+    mean_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -88,6 +94,8 @@ class VerifyOptions:
             raise GenrobustError(f"give_up must be a finite number ≥ 0 or None, got {self.give_up}")
         if not self.max_seconds > 0:
             raise GenrobustError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.mean_seconds is not None and not (math.isfinite(self.mean_seconds) and self.mean_seconds > 0):
+            raise GenrobustError(f"mean_seconds must be a finite number > 0 or None, got {self.mean_seconds}")
 
 
 @dataclass
@@ -407,12 +415,32 @@ class LocalVerifier:
         batch_boxes = default_batch_boxes(dev) if opt.batch_boxes is None else opt.batch_boxes
         # queue of sub-boxes: (ball, lo, hi) in float64; lo/hi partition the real ball exactly
         lo, hi = self._ball(z[torch.tensor(balls, device=dev)], eps_e)
-        # a queued box: (ball, lo, hi, the parent's intervals as float32 rounded outwards, or None)
-        queue: list[tuple] = [(b, lo[k], hi[k], None) for k, b in enumerate(balls)]
+        # a queued box: (ball, lo, hi, the parent's intervals as float32 rounded outwards or None, its α or None)
+        queue: list[tuple] = [(b, lo[k], hi[k], None, None) for k, b in enumerate(balls)]
         open_boxes = dict.fromkeys(balls, 1)
         spent = {b: 0.0 for b in balls}
         done: set[int] = set()
-        while queue:
+        # with a pool of seconds (``mean_seconds``), hopeless-looking balls are attacked at once and split last,
+        # with what the others left: their children wait here
+        pool = None if opt.mean_seconds is None else opt.mean_seconds * len(seconds)
+        later: list[tuple] = []
+
+        def limit(b: int, competing: int) -> float:
+            """Seconds ball ``b`` may reach: its own budget, and its share of what is left of the pool."""
+            if pool is None:
+                return opt.max_seconds
+            left = max(0.0, pool - float(seconds.sum()))
+            return min(opt.max_seconds, float(seconds[b]) + left / max(1, competing))
+
+        while queue or later:
+            if later and not any(item[0] not in done for item in queue):  # everyone else is done: the deferred
+                waiting = sorted({item[0] for item in later if item[0] not in done})
+                for b in waiting:  # only those whose two children still fit go on
+                    if float(seconds[b]) + 2 * spent[b] / int(boxes[b, e]) > limit(b, len(waiting)):
+                        done.add(b)
+                queue, later = [item for item in later if item[0] not in done], []
+                if not queue:
+                    break
             # one box from as many balls as possible, then fill the batch (children go to the back: breadth first)
             live = [item for item in queue if item[0] not in done]
             batch, rest, seen = [], [], set()
@@ -435,7 +463,8 @@ class LocalVerifier:
             radius = torch.maximum(bhi - center, center - blo)
             radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
             own = torch.tensor(owners, device=dev)
-            mb = self.engine.margins(center, radius, self._spec(labels[own]), parent=parent)
+            start = _stack_alphas([item[4] for item in batch])
+            mb = self.engine.margins(center, radius, self._spec(labels[own]), parent=parent, alpha=start)
             worst = mb.lower.argmin(1)
             certified = mb.lower.min(1).values > 0
             # the bound's minimiser (a corner) is a cheap candidate counterexample
@@ -451,7 +480,11 @@ class LocalVerifier:
                 seconds[b] += dt
             children: list[tuple] = []
             exhausted: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            deferred: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # attacked now, split last
+            left_in_batch = Counter(owners)
+            competing = len({item[0] for item in queue if item[0] not in done} | set(owners) - done)
             for k, b in enumerate(owners):
+                left_in_batch[b] -= 1
                 if b in done:
                     if b in exhausted and not certified[k]:  # its siblings in this batch are leaves too
                         exhausted[b].append((blo[k], bhi[k]))
@@ -470,7 +503,12 @@ class LocalVerifier:
                         continue
                 hopeless = (opt.give_up is not None and batch[k][3] is None
                             and float(mb.lower[k].min()) < -opt.give_up * float(margin[b]))  # fmt: skip
-                if hopeless or boxes[b, e] + open_boxes[b] + 2 > opt.max_boxes or spent[b] > opt.max_seconds:
+                # the budget is kept, not overrun: split only if the boxes this ball still has queued and the two
+                # children (at its cost per box so far) fit in its seconds
+                per_box = spent[b] / int(boxes[b, e])
+                queued = open_boxes[b] - left_in_batch[b]  # this batch's other boxes of b are paid for already
+                over_time = float(seconds[b]) + (queued + 2) * per_box > limit(b, competing)
+                if (hopeless and pool is None) or boxes[b, e] + open_boxes[b] + 2 > opt.max_boxes or over_time:
                     done.add(b)  # budget spent: its undecided sub-boxes are attacked below, then the whole ball
                     exhausted.setdefault(b, []).append((blo[k], bhi[k]))
                     continue
@@ -479,19 +517,27 @@ class LocalVerifier:
                 left_hi, right_lo = bhi[k].clone(), blo[k].clone()
                 left_hi[dim], right_lo[dim] = mid, mid
                 inherited = _outward32({i: (lo_i[k], hi_i[k]) for i, (lo_i, hi_i) in mb.intervals.items()})
+                alpha = None if mb.alpha is None else {i: a[k] for i, a in mb.alpha.items()}
                 # depth first: children go to the front, so few boxes (and their intervals) wait in memory
-                children.append((b, blo[k], left_hi, inherited))
-                children.append((b, right_lo, bhi[k], inherited))
+                pair = [(b, blo[k], left_hi, inherited, alpha), (b, right_lo, bhi[k], inherited, alpha)]
                 open_boxes[b] += 2
+                if hopeless:
+                    deferred[b] = [(blo[k], bhi[k])]
+                    later.extend(pair)
+                else:
+                    children.extend(pair)
             queue = children + queue
-            if exhausted and opt.leaf_attacks:
+            if (exhausted or deferred) and opt.leaf_attacks:
                 t2 = time.perf_counter()
                 for item in queue:
                     if item[0] in exhausted:
                         exhausted[item[0]].append((item[1], item[2]))
-                self._attack_leaves(exhausted, e, eps_e, z, labels, seed, ids, falsify)
-                for b in exhausted:
-                    seconds[b] += (time.perf_counter() - t2) / len(exhausted)
+                targets = exhausted | deferred
+                self._attack_leaves(targets, e, eps_e, z, labels, seed, ids, falsify)
+                for b in targets:
+                    seconds[b] += (time.perf_counter() - t2) / len(targets)
+                    if status[b, e] == FALSIFIED:
+                        done.add(b)
 
     def _attack_leaves(self, leaves, e, eps_e, z, labels, seed, ids, falsify) -> None:
         """PGD inside up to ``leaf_attacks`` undecided sub-boxes per ball (float32 boxes rounded inwards)."""
@@ -562,6 +608,15 @@ def _stack_parents(parents: list) -> dict[int, tuple[torch.Tensor, torch.Tensor]
     return out
 
 
+def _stack_alphas(alphas: list) -> dict[int, torch.Tensor] | None:
+    """The parents' optimised α of a batch, stacked; boxes without one get NaN (the engine's default start)."""
+    known = [a for a in alphas if a is not None]
+    if not known:
+        return None
+    return {i: torch.stack([a[i] if a is not None else torch.full_like(known[0][i], math.nan) for a in alphas])
+            for i in known[0]}  # fmt: skip
+
+
 def default_batch_boxes(device: torch.device) -> int:
     """Boxes bounded together when ``VerifyOptions.batch_boxes`` is None: 2 on a CPU (measured, see there), 16
     elsewhere (a GPU wants large batches; not measured here)."""
@@ -572,8 +627,8 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
     b = opt.bounds
     return {
         "bounds": {"mode": b.mode, "classifier_forward": b.classifier_forward, "refine": b.refine,
-                   "refine_dtype": str(b.refine_dtype).removeprefix("torch.")},
+                   "refine_dtype": str(b.refine_dtype).removeprefix("torch."), "alpha_steps": b.alpha_steps},
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
-        "leaf_attacks": opt.leaf_attacks, "give_up": opt.give_up,
+        "leaf_attacks": opt.leaf_attacks, "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
     }  # fmt: skip
