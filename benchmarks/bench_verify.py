@@ -13,7 +13,11 @@ configurations are the ablation the README reports:
 * ``interval``: interval arithmetic only, with the same splitting budget as ``full`` (every ball is split: the
   give-up rule is calibrated on CROWN bounds, and interval bounds would give up on every ball), and PGD;
 * ``no-gen-backward``: ``full`` with the generator's pixels bounded by forward forms only and the margins'
-  backward pass stopped at the image (the engine before the generator's backward refinement).
+  backward pass stopped at the image (the engine before the generator's backward refinement);
+* ``alpha``: ``full`` with α-CROWN on the margins of every box the plain bound leaves open (5 steps);
+* ``to-latent``: ``full`` with the classifier's refinement passes carried through the generator to the latent;
+* ``pool``: ``full`` with a pool of ``--mean-seconds`` per ball over each class's run: the give-up rule orders
+  the balls (hopeless-looking ones attacked first and split last, with the time the others left).
 
     python benchmarks/bench_verify.py [--balls 100] [--classes 0,...,9] [--eps 0.01,0.03,0.05,0.1]
                                       [--max-boxes 64] [--max-seconds 30] [--out docs/verify-benchmark]
@@ -38,19 +42,20 @@ import numpy as np
 
 from genrobust.verify.local import GIVE_UP
 
-CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward")
-GIVE_UP_CONFIGS = ("full", "no-gen-backward")  # the configurations that split and use the give-up rule
+CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward", "alpha", "to-latent", "pool")
+#: the configurations that split and use the give-up rule
+GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "to-latent", "pool")
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
                split: str, give_up: float | None) -> Path:  # fmt: skip
-    rule = f"-giveup{give_up:g}" if config in GIVE_UP_CONFIGS and give_up is not None else ""
+    rule = f"-giveup{give_up:g}" if config.rstrip("0123456789.") in GIVE_UP_CONFIGS and give_up is not None else ""
     return work / f"{config}-eps{eps:g}-class{c}-n{balls}-boxes{max_boxes}-s{max_seconds:g}-{split}{rule}.json"
 
 
 def run_one(
     config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float, split: str = "gap",
-    work: Path | None = None, give_up: float | None = None,
+    work: Path | None = None, give_up: float | None = None, mean_seconds: float = 5.0,
 ) -> dict:  # fmt: skip
     import torch
 
@@ -73,13 +78,31 @@ def run_one(
             max_seconds=max_seconds,
             give_up=give_up,
         ),
+        "alpha": VerifyOptions(
+            bounds=BoundOptions(alpha_steps=5),
+            max_boxes=max_boxes,
+            max_seconds=max_seconds,
+            split=split,
+            give_up=give_up,
+        ),
+        "to-latent": VerifyOptions(
+            bounds=BoundOptions(refine_to_latent=True),
+            max_boxes=max_boxes,
+            max_seconds=max_seconds,
+            split=split,
+            give_up=give_up,
+        ),
+        "pool": VerifyOptions(
+            max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, mean_seconds=mean_seconds
+        ),
     }[config]
     counts = {"certified": 0, "falsified": 0, "unknown": 0}
     seconds: list[float] = []
     peak = 0.0
     t0 = time.perf_counter()
     for c in classes:
-        path = _part_path(work, config, eps, c, balls, max_boxes, max_seconds, split, give_up) if work else None
+        name = f"pool{mean_seconds:g}" if config == "pool" else config
+        path = _part_path(work, name, eps, c, balls, max_boxes, max_seconds, split, give_up) if work else None
         if path is not None and path.exists():
             part = json.loads(path.read_text())
         else:
@@ -123,6 +146,7 @@ def main() -> None:
         default=str(GIVE_UP),
         help=f"VerifyOptions.give_up of the splitting configurations ('none': split every ball; default {GIVE_UP})",
     )
+    ap.add_argument("--mean-seconds", type=float, default=5.0, help="the pool configuration's seconds per ball")
     ap.add_argument("--out", default=None, help="write the rows to OUT.json")
     ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
@@ -135,7 +159,7 @@ def main() -> None:
     if a.one:
         config, eps = a.one.split("@")
         print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split, work,
-                                 give_up)))  # fmt: skip
+                                 give_up, a.mean_seconds)))  # fmt: skip
         return
     rows = []
     head = (f"{'config':<16} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
@@ -147,7 +171,8 @@ def main() -> None:
         for config in a.configs.split(","):
             cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
                    a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
-                   "--split", a.split, "--give-up", a.give_up, *(["--work", str(work)] if work else [])]  # fmt: skip
+                   "--split", a.split, "--give-up", a.give_up, "--mean-seconds", str(a.mean_seconds),
+                   *(["--work", str(work)] if work else [])]  # fmt: skip
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             rows.append(r)
             decided = (r["certified"] + r["falsified"]) / r["balls"]

@@ -82,10 +82,11 @@ def _random_pair(
     lazy=st.booleans(),
     convs=st.integers(1, 3),
     alpha=st.sampled_from(["off", "default", "any"]),
+    to_latent=st.booleans(),
 )
 def test_bounds_contain_every_sampled_point(
     ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward, lazy, convs,
-    alpha,
+    alpha, to_latent,
 ):  # fmt: skip
     gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep, convs)
     gen_ops = capture(gen, (d,))
@@ -93,7 +94,7 @@ def test_bounds_contain_every_sampled_point(
     opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
                         refine_limit=limit, generator_backward=gen_backward,
                         margins_to_latent=gen_backward, lazy_last=lazy, alpha_steps=0 if alpha == "off" else 3,
-                        alpha_lr=0.5)  # fmt: skip
+                        alpha_lr=0.5, refine_to_latent=to_latent)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
     center = torch.randn(B, d, dtype=torch.float64)

@@ -87,6 +87,9 @@ class BoundOptions:
     the generator to the latent instead of stopping at the image's forms. ``lazy_last``: the classifier's last
     nonlinearity is refined only for the boxes its unrefined bounds do not already certify (a margins pass
     costs 9 rows; refining the last dense layer of the built-in classifier costs ~300 rows that cover whole maps).
+    ``refine_to_latent``: the classifier's refinement passes go on through the generator to the latent box
+    instead of stopping at the image's affine forms: coefficients of many pixels cancel at the generator's
+    neurons before their relaxations are paid.
     ``alpha_steps``: α-CROWN on the margins: the tunable lower lines of every unstable neuron on the margins'
     path (each margin its own) are optimised by this many steps of projected Adam (step ``alpha_lr``) on the
     margins' bound, for the boxes the plain bound does not certify; every step's bound is a sound bound (any α
@@ -109,6 +112,7 @@ class BoundOptions:
     lazy_last: bool = True
     alpha_steps: int = 0
     alpha_lr: float = 0.25
+    refine_to_latent: bool = False
 
 
 @dataclass
@@ -364,8 +368,8 @@ class BoundEngine:
                     if opt.lazy_last and i == self.last_nonlinear and isinstance(op, Activation):
                         deferred = (i, hopeless)
                     else:
-                        lo, hi, n, forms = self._refine(i, lo, hi, relax, anchor_forms, anchor_box, absmax, hopeless,
-                                                        forms)  # fmt: skip
+                        lo, hi, n, forms = self._refine(i, lo, hi, relax, *self._refine_target(
+                            anchor_forms, anchor_box, latent_forms, latent_box), absmax, hopeless, forms)  # fmt: skip
                         refined += n
                 intervals[i] = (lo, hi)
                 if bool((lo > hi).any()):
@@ -408,7 +412,8 @@ class BoundEngine:
                 k, hopeless = deferred
                 skip = hopeless | (lower.min(1).values > 0)
                 if not bool(skip.all()):
-                    lo_k, hi_k, n, _ = self._refine(k, *intervals[k], relax, anchor_forms, anchor_box, absmax, skip)
+                    target = self._refine_target(anchor_forms, anchor_box, latent_forms, latent_box)
+                    lo_k, hi_k, n, _ = self._refine(k, *intervals[k], relax, *target, absmax, skip)
                     refined += n
                     intervals[k] = (lo_k, hi_k)
                     relax[k] = torch.stack(self.ops[k].relax(lo_k, hi_k), 1)
@@ -579,7 +584,14 @@ class BoundEngine:
             hi[key] = torch.minimum(hi[key], -val[1::2])
         return lo, hi, forms, len(idx)
 
-    def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, absmax, hopeless, forms: _Forms | None = None):
+    def _refine_target(self, anchor_forms, anchor_box, latent_forms, latent_box):
+        """Where the classifier's refinement passes end: at the image (its pixels' affine forms substituted), or
+        with ``refine_to_latent`` on through the generator to the latent box (tighter, costlier: see there)."""
+        if self.options.refine_to_latent and any(not o.linear for o in self.ops[: self.anchor]):
+            return latent_forms, latent_box, 0
+        return anchor_forms, anchor_box, self.anchor
+
+    def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, hopeless, forms: _Forms | None = None):
         """Tighten the unstable inputs of nonlinearity ``i`` by backward passes from each such neuron to the image.
 
         (A cascade with a shallow pass first, back through two linear layers, settled two thirds of the
@@ -594,7 +606,7 @@ class BoundEngine:
         if len(idx):
             if forms is not None:
                 forms = _Forms(forms.lc.clone(), forms.l0.clone(), forms.uc.clone(), forms.u0.clone())
-            args = (relax, anchor_forms, anchor_box, absmax, forms)
+            args = (relax, anchor_forms, anchor_box, stop, absmax, forms)
             if op.upper_first:
                 # a ReLU whose input is ≤ 0 is exact whatever the lower bound: upper bounds first, then lower
                 # bounds only where the upper one stays > 0: at ε = 0.03 (4 boxes of class 8) 34% of the fourth
@@ -608,7 +620,7 @@ class BoundEngine:
         return lo, hi, len(idx), forms
 
     def _refine_rows(
-        self, j, idx, lo, hi, relax, anchor_forms, anchor_box, absmax, forms=None, signs=(1.0, -1.0)
+        self, j, idx, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, forms=None, signs=(1.0, -1.0)
     ) -> None:
         """Backward passes for the neurons ``idx`` of op ``j``'s output: per neuron, a lower-bound row (sign +1)
         and/or an upper-bound row (sign −1), as ``signs`` says; ``lo``/``hi`` and ``forms`` are tightened in place."""
@@ -636,7 +648,7 @@ class BoundEngine:
                 A = torch.zeros(k * n, *shape, dtype=dt, device=lo.device)
                 A[(torch.arange(k * n), *pairs[:, 1:].T)] = sign
                 rows = Rows(A, ball, unit=True)
-            val, g = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax, tables=tables)
+            val, g = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax, stop=stop, tables=tables)
             key = tuple(part.T)
             if forms is not None:
                 _keep_tighter(forms, key, val, g, signs)
