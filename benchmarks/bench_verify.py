@@ -49,13 +49,14 @@ GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "to-latent", "pool")
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
                split: str, give_up: float | None) -> Path:  # fmt: skip
-    rule = f"-giveup{give_up:g}" if config.rstrip("0123456789.") in GIVE_UP_CONFIGS and give_up is not None else ""
+    base = config.split("-threads")[0].rstrip("0123456789.")
+    rule = f"-giveup{give_up:g}" if base in GIVE_UP_CONFIGS and give_up is not None else ""
     return work / f"{config}-eps{eps:g}-class{c}-n{balls}-boxes{max_boxes}-s{max_seconds:g}-{split}{rule}.json"
 
 
 def run_one(
     config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float, split: str = "gap",
-    work: Path | None = None, give_up: float | None = None, mean_seconds: float = 5.0,
+    work: Path | None = None, give_up: float | None = None, mean_seconds: float = 5.0, threads: int = 2,
 ) -> dict:  # fmt: skip
     import torch
 
@@ -64,7 +65,7 @@ def run_one(
     from genrobust.estimate import latents
     from genrobust.verify import LocalVerifier, VerifyOptions
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
     opts = {
         "full": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up),
@@ -102,6 +103,7 @@ def run_one(
     t0 = time.perf_counter()
     for c in classes:
         name = f"pool{mean_seconds:g}" if config == "pool" else config
+        name += f"-threads{threads}" if threads != 2 else ""  # timings depend on it: keep the parts apart
         path = _part_path(work, name, eps, c, balls, max_boxes, max_seconds, split, give_up) if work else None
         if path is not None and path.exists():
             part = json.loads(path.read_text())
@@ -147,6 +149,7 @@ def main() -> None:
         help=f"VerifyOptions.give_up of the splitting configurations ('none': split every ball; default {GIVE_UP})",
     )
     ap.add_argument("--mean-seconds", type=float, default=5.0, help="the pool configuration's seconds per ball")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per process (the side-by-side runs use 1)")
     ap.add_argument("--out", default=None, help="write the rows to OUT.json")
     ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
@@ -159,7 +162,7 @@ def main() -> None:
     if a.one:
         config, eps = a.one.split("@")
         print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split, work,
-                                 give_up, a.mean_seconds)))  # fmt: skip
+                                 give_up, a.mean_seconds, a.threads)))  # fmt: skip
         return
     rows = []
     head = (f"{'config':<16} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
@@ -172,6 +175,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
                    a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
                    "--split", a.split, "--give-up", a.give_up, "--mean-seconds", str(a.mean_seconds),
+                   "--threads", str(a.threads),
                    *(["--work", str(work)] if work else [])]  # fmt: skip
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             rows.append(r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .attacks import AdversarialExample, AttackResult, attack_latents, realistic_adversarial
+from .bounds.engine import BoundOptions
 from .data import (
     AugmentConfig,
     Dataset,
@@ -40,6 +41,7 @@ __all__ = [
     "AdversarialExample",
     "AttackResult",
     "AugmentConfig",
+    "BoundOptions",
     "ChecksumError",
     "ClassifierRecipe",
     "CorrectnessResult",

@@ -57,7 +57,7 @@ import torch
 
 from ..errors import GenrobustError
 from ..runtime import release_heap
-from .ops import DT, TABLE_LIMIT, Activation, MaxPool, Op, Rows, WindowTable, gamma, gather_patches, to_dense
+from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, to_dense
 
 GUARD = 1e-9
 Mode = Literal["crown", "forward", "interval"]
@@ -182,12 +182,6 @@ def ieee_float32() -> Iterator[None]:
         finally:
             torch.set_float32_matmul_precision(legacy[0])
             b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32 = legacy[1], legacy[2]
-
-
-def _round_up(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
-    """``x`` in ``dt``, rounded towards +∞ (an upper bound stays one)."""
-    y = x.to(dt)
-    return y if dt == x.dtype else torch.where(y.to(x.dtype) < x, torch.nextafter(y, torch.full_like(y, torch.inf)), y)
 
 
 def _flat_apply(op: Op, coef: torch.Tensor, part: str) -> torch.Tensor:
@@ -381,14 +375,12 @@ class BoundEngine:
                     if forms is not None:
                         forms = self._forward_activation(rel, forms)
                     lo, hi = op.interval(lo, hi)
-                elif isinstance(op, MaxPool):
+                else:  # a selection (MaxPool): its plan of which input bounds each output
                     plan = op.plan(lo, hi)
                     relax[i] = plan
                     if forms is not None:
-                        forms = self._forward_maxpool(op, plan, forms)
+                        forms = _Forms(*op.forward_forms(plan, forms.lc, forms.l0, forms.uc, forms.u0))
                     lo, hi = op.interval(lo, hi)
-                else:  # pragma: no cover - capture only builds known operators
-                    raise GenrobustError(f"internal: no bound rule for {op!r}")
             if forms is not None:
                 fl, fu = forms.concrete()
                 slack = GUARD * forms.magnitude()  # the d-term sums of the concretisation
@@ -472,7 +464,7 @@ class BoundEngine:
             op = self.ops[k]
             if op.linear:
                 continue
-            if not isinstance(op, Activation):  # MaxPool: its plan, per row
+            if not isinstance(op, Activation):  # a selection: its plan, per row
                 ctx_relax[k] = tuple(t[ball] for t in relax[k])
                 continue
             lo_k, hi_k = (t[ball] for t in relax[("pre", k)])
@@ -543,14 +535,6 @@ class BoundEngine:
         err = GUARD * (f.magnitude() + bl.abs() + bu.abs())  # two roundings per term
         out = _Forms(f.lc * al.unsqueeze(1), f.l0 * al + bl, f.uc * au.unsqueeze(1), f.u0 * au + bu)
         return out.widened(err)
-
-    @staticmethod
-    def _forward_maxpool(op: MaxPool, plan, f: _Forms) -> _Forms:
-        best, dominant, maxu = plan
-        lc, l0 = op.select(f.lc, best), op.select(f.l0, best)
-        uc = op.select(f.uc, best) * dominant.unsqueeze(1)
-        u0 = torch.where(dominant, op.select(f.u0, best), maxu)
-        return _Forms(lc, l0, uc, u0)
 
     # -------------------------------------------------------------------------------- backward mode
     def _refine_generator(self, i, lo, hi, forms: _Forms, relax, latent_forms, latent_box, absmax):
@@ -714,15 +698,10 @@ class BoundEngine:
                 err = err + t_abs * (1 + g_sum) * (gamma(1, dt) + g_sum) + norm * gamma(1, dt) * absmax[k][rows.ball]
                 bias = bias + t_sum
                 rows = Rows(new, rows.ball, rows.off)
-            else:  # MaxPool: dense rows; moving coefficients is exact
-                best, dominant, maxu = relax[k]
-                A = rows.A
-                ap, an = A.clamp(min=0), A.clamp(max=0)
-                dom = dominant[rows.ball]
-                terms = an * (~dom) * _round_up(maxu[rows.ball], dt)  # an ≤ 0: the constant must not shrink
+            else:  # a selection (MaxPool): moving coefficients is exact, its constants are summed here
+                rows, terms = op.backward_plan(rows, relax[k])
                 err = err + l1(terms) * gamma(terms[0].numel() + 1 if R else 1, dt)
                 bias = bias + terms.reshape(R, -1).sum(1).to(DT)
-                rows = Rows(op.spread(ap, best[rows.ball]) + op.spread(an * dom, best[rows.ball]), rows.ball)
                 norm = None
         rows = Rows(rows.A.to(DT), rows.ball, rows.off)  # the substitution in float64
         size = torch.maximum(anchor_box[0].abs(), anchor_box[1].abs()).flatten(1).amax(1)

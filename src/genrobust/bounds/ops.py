@@ -96,6 +96,12 @@ class WindowTable:
         return self.table.index_select(0, ball * (self.lh * self.lw) + pos).reshape(len(ball), *self.shape)
 
 
+def round_up(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dt``, rounded towards +∞ (an upper bound stays one)."""
+    y = x.to(dt)
+    return y if dt == x.dtype else torch.where(y.to(x.dtype) < x, torch.nextafter(y, torch.full_like(y, torch.inf)), y)
+
+
 def to_dense(rows: Rows, shape: Shape) -> Rows:
     """A patch row set scattered into full (C, H, W) maps."""
     if rows.off is None:
@@ -677,7 +683,10 @@ class Softplus(Activation):
 class MaxPool(Op):
     """Max pooling with kernel = stride and no padding. Below: the window's element of largest lower bound;
     above: that element when it dominates its window (its lower bound ≥ every other upper bound), else the
-    window's largest upper bound (a constant)."""
+    window's largest upper bound (a constant).
+
+    A *selection*: the engine asks it for a :meth:`plan` on the input intervals, then for its :meth:`interval`,
+    :meth:`forward_forms` and :meth:`backward_plan` steps under that plan."""
 
     name = "MaxPool2d"
     linear = False
@@ -714,6 +723,25 @@ class MaxPool(Op):
         w = self._windows(x)
         idx = best.reshape(best.shape[0], *([1] * (w.ndim - best.ndim - 1)), *best.shape[1:], 1)
         return w.gather(-1, idx.expand(*w.shape[:-1], 1)).squeeze(-1)
+
+    def forward_forms(self, plan, lc: torch.Tensor, l0: torch.Tensor, uc: torch.Tensor, u0: torch.Tensor):
+        """Affine lower/upper forms (coef (B, d, *shape), const (B, *shape)) of the input → of the output: the
+        selected element below; above, the selected element where it dominates, else the constant max upper."""
+        best, dominant, maxu = plan
+        uc_out = self.select(uc, best) * dominant.unsqueeze(1)
+        u0_out = torch.where(dominant, self.select(u0, best), maxu)
+        return self.select(lc, best), self.select(l0, best), uc_out, u0_out
+
+    def backward_plan(self, rows: Rows, plan) -> tuple[Rows, torch.Tensor]:
+        """Rows over the output → dense rows over the input (moving coefficients: exact) and the constant terms
+        they pick up, (R, *out_shape), rounded so that their sum stays a lower bound (the caller sums them)."""
+        best, dominant, maxu = plan
+        rows = to_dense(rows, self.out_shape)
+        A = rows.A
+        ap, an = A.clamp(min=0), A.clamp(max=0)
+        dom = dominant[rows.ball]
+        terms = an * (~dom) * round_up(maxu[rows.ball], A.dtype)  # an ≤ 0: the constant must not shrink
+        return Rows(self.spread(ap, best[rows.ball]) + self.spread(an * dom, best[rows.ball]), rows.ball), terms
 
     def spread(self, A: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
         """Transpose of :meth:`select`: coefficients over windows → over the input map (R, C, H, W)."""
