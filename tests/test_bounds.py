@@ -94,7 +94,8 @@ def test_bounds_contain_every_sampled_point(
     opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
                         refine_limit=limit, generator_backward=gen_backward,
                         margins_to_latent=gen_backward, lazy_last=lazy, alpha_steps=0 if alpha == "off" else 3,
-                        alpha_lr=0.5, refine_to_latent=to_latent)  # fmt: skip
+                        alpha_intermediate=0 if alpha == "off" else 2, alpha_lr=0.5,
+                        refine_to_latent=to_latent)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
     center = torch.randn(B, d, dtype=torch.float64)
@@ -410,6 +411,14 @@ def test_alpha_optimisation_only_tightens_and_hands_its_slopes_to_the_children()
     tuned_engine = BoundEngine(ops, len(gen_ops), BoundOptions(alpha_steps=8))
     tuned = tuned_engine.margins(center, radius, spec)
     assert (tuned.lower >= plain.lower).all() and (tuned.lower > plain.lower + 1e-6).any()
+    # the dense head's inputs, each neuron's rows with their own slopes (carried to the latent: the generator's
+    # ReLUs are on the path): inside the plain intervals, and tighter
+    wide, kw = torch.full_like(radius, 1.0), {"refine_to_latent": True, "refine_limit": 1.0}  # unstable at the head
+    ref = BoundEngine(ops, len(gen_ops), BoundOptions(**kw)).margins(center, wide, spec)
+    got = BoundEngine(ops, len(gen_ops), BoundOptions(**kw, alpha_intermediate=8)).margins(center, wide, spec)
+    k = max(got.intervals)
+    (lo, hi), (lo0, hi0) = got.intervals[k], ref.intervals[k]
+    assert (lo >= lo0).all() and (hi <= hi0).all() and (hi - lo).sum() < (hi0 - lo0).sum() - 1e-6
     assert tuned.alpha and all(a.shape[:2] == (3, 2) for a in tuned.alpha.values())
     again = tuned_engine.margins(center, radius, spec, alpha=tuned.alpha)
     assert (again.lower >= tuned.lower - 1e-9).all()
@@ -417,5 +426,6 @@ def test_alpha_optimisation_only_tightens_and_hands_its_slopes_to_the_children()
     with torch.no_grad():
         logits = nn.Sequential(gen, clf).double()((center + radius * s).reshape(-1, d)).reshape(2000, 3, 3)
     assert (torch.einsum("bmk,nbk->nbm", spec, logits) >= again.lower[None]).all()
-    with pytest.raises(gr.GenrobustError, match="alpha_steps"):
-        BoundOptions(alpha_steps=-1)
+    for bad in ({"alpha_steps": -1}, {"alpha_intermediate": -1}, {"alpha_lr": 0.0}):
+        with pytest.raises(gr.GenrobustError, match="alpha"):
+            BoundOptions(**bad)

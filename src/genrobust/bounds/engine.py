@@ -94,11 +94,14 @@ class BoundOptions:
     path (each margin its own) are optimised by this many steps of projected Adam (step ``alpha_lr``) on the
     margins' bound, for the boxes the plain bound does not certify; every step's bound is a sound bound (any α
     in [0, 1] gives valid lines), and the best per margin is kept. 0 switches it off.
+    ``alpha_intermediate``: the same for the inputs of the classifier's dense head (its flat nonlinearities),
+    each neuron's lower and upper row with its own slopes, this many steps.
     """
 
     def __post_init__(self) -> None:
-        if self.alpha_steps < 0 or not self.alpha_lr > 0:
-            raise GenrobustError(f"alpha_steps must be ≥ 0 and alpha_lr > 0, got {self.alpha_steps}, {self.alpha_lr}")
+        if self.alpha_steps < 0 or self.alpha_intermediate < 0 or not self.alpha_lr > 0:
+            raise GenrobustError(f"alpha_steps and alpha_intermediate must be ≥ 0 and alpha_lr > 0, got "
+                                 f"{self.alpha_steps}, {self.alpha_intermediate}, {self.alpha_lr}")  # fmt: skip
 
     mode: Mode = "crown"
     classifier_forward: bool = True
@@ -111,6 +114,7 @@ class BoundOptions:
     margins_to_latent: bool = True
     lazy_last: bool = True
     alpha_steps: int = 0
+    alpha_intermediate: int = 0
     alpha_lr: float = 0.25
     refine_to_latent: bool = False
 
@@ -438,80 +442,96 @@ class BoundEngine:
 
     # ----------------------------------------------------------------------------------------- α-CROWN
     def _optimise_alpha(self, rows: Rows, relax, forms_at, box_at, absmax, stop, lower, coef, start):
-        """Tighten the margins' bounds of the boxes not yet certified by optimising the lower lines (α).
-
-        Each margin row gets its own lines: the row becomes its own "box" (every per-box tensor indexed by the
-        row's box), so the guarded :meth:`_backward` runs unchanged on per-row relaxations. The steps run in
-        float32 (guarded like the refinement's passes; 2× faster than float64 here) and every step's value is a
-        sound bound for its α: the best per row is kept, so soundness never depends on convergence. Returns
-        the new (lower, coef) and the α per box (B, M, *shape) for the children (NaN where not optimised).
-        """
-        opt = self.options
+        """Tighten the margins' bounds of the boxes not yet certified by optimising the lower lines (α), one set
+        per margin (see :meth:`_tune_rows`). Returns the new (lower, coef) and the α per box (B, M, *shape) for
+        the children (NaN where not optimised)."""
         B, M = lower.shape
         j = len(self.ops) - 1
-        tunable = [k for k in range(stop, j + 1) if isinstance(self.ops[k], Activation) and self.ops[k].tunable]
         out_alpha = {k: torch.full((B, M, *self.ops[k].out_shape), math.nan, dtype=torch.float32,
-                                   device=lower.device) for k in tunable}  # fmt: skip
+                                   device=lower.device) for k in self._tunable(stop, j)}  # fmt: skip
         todo = torch.nonzero(lower.min(1).values <= 0).flatten()
-        if not tunable or not len(todo) or not opt.alpha_steps:
+        if not out_alpha or not len(todo):
             return lower, coef, out_alpha
         sel = torch.nonzero(torch.isin(rows.ball, todo)).flatten()  # rows of those boxes
-        ball = rows.ball[sel]
-        R = len(sel)
-        ctx_relax: dict = {}
-        alpha: dict[int, torch.Tensor] = {}
-        for k in range(stop, j + 1):
-            op = self.ops[k]
-            if op.linear:
-                continue
-            if not isinstance(op, Activation):  # a selection: its plan, per row
-                ctx_relax[k] = tuple(t[ball] for t in relax[k])
-                continue
-            lo_k, hi_k = (t[ball] for t in relax[("pre", k)])
-            ctx_relax[("pre", k)] = (lo_k, hi_k)
-            if k in tunable:
-                init = op.alpha_init(lo_k, hi_k).float()
-                if start is not None and k in start:  # the parent's optimised α, where it has one
-                    prior = start[k].reshape(-1, *start[k].shape[2:])[sel].to(init)
-                    init = torch.where(torch.isnan(prior), init, prior)
-                alpha[k] = init.requires_grad_(True)
-            else:
-                ctx_relax[k] = relax[k][ball]
-        ctx_absmax = {key: v[ball] for key, v in absmax.items()}
-        ctx_forms = None if forms_at is None else _Forms(forms_at.lc[ball], forms_at.l0[ball], forms_at.uc[ball],
-                                                          forms_at.u0[ball])  # fmt: skip
-        ctx_box = (box_at[0][ball], box_at[1][ball])
-        own = torch.arange(R, device=lower.device)
-        A = rows.A[sel].float()
-        best = lower.reshape(-1)[sel].clone()
-        best_g = coef.reshape(-1, coef.shape[2])[sel].clone()
-        best_alpha = {k: a.detach().clone() for k, a in alpha.items()}
-        adam = torch.optim.Adam(list(alpha.values()), lr=opt.alpha_lr)
-        for _ in range(opt.alpha_steps):
-            step_relax = dict(ctx_relax)
-            for k, a in alpha.items():
-                lo_k, hi_k = ctx_relax[("pre", k)]
-                step_relax[k] = torch.stack(self.ops[k].relax(lo_k, hi_k, a.double()), 1)
-            with torch.enable_grad():
-                val, g = self._backward(j, Rows(A, own), step_relax, ctx_forms, ctx_box, ctx_absmax, stop=stop)
-                better = val.detach() > best
-                if bool(better.any()):
-                    best = torch.where(better, val.detach(), best)
-                    best_g = torch.where(better[:, None], g.detach(), best_g)
-                    for k, a in alpha.items():
-                        best_alpha[k][better] = a.detach()[better]
-                adam.zero_grad()
-                (-val.sum()).backward()
-            adam.step()
-            with torch.no_grad():
-                for a in alpha.values():
-                    a.clamp_(0, 1)
-        lower = lower.clone().reshape(-1)
-        coef = coef.clone().reshape(-1, coef.shape[2])
-        lower[sel], coef[sel] = best, best_g
-        for k, a in best_alpha.items():
+        init = None if start is None else {k: a.reshape(-1, *a.shape[2:])[sel] for k, a in start.items()}
+        lower, coef = lower.clone().reshape(-1), coef.clone().reshape(B * M, -1)
+        lower[sel], coef[sel], tuned = self._tune_rows(
+            j, rows.A[sel], rows.ball[sel], relax, forms_at, box_at, absmax, stop, lower[sel], coef[sel], init,
+            self.options.alpha_steps,
+        )  # fmt: skip
+        for k, a in tuned.items():
             out_alpha[k].reshape(-1, *a.shape[1:])[sel] = a
         return lower.reshape(B, M), coef.reshape(B, M, -1), out_alpha
+
+    def _tunable(self, stop: int, j: int) -> list[int]:
+        return [k for k in range(stop, j + 1) if isinstance(self.ops[k], Activation) and self.ops[k].tunable]
+
+    def _tune_rows(self, j, A, ball, relax, forms_at, box_at, absmax, stop, best, best_g, init, steps):
+        """α-CROWN for rows ``A`` (R, *shape of op j's output) of boxes ``ball``: every tunable lower line on the
+        rows' path to ``stop`` becomes a parameter *per row*, optimised by ``steps`` steps of projected Adam on
+        the rows' bounds. Each row becomes its own "box" (every per-box tensor indexed by its box), so the
+        guarded :meth:`_backward` runs unchanged on per-row lines; the steps run in float32 (guarded like the
+        refinement's passes) and every step's value is a sound bound for its α, so the best per row is kept
+        (starting from ``best``, ``best_g``): soundness never depends on convergence. Rows go in chunks whose
+        per-row lines stay under 256 MB. Returns the best values, their coefficients and α per row."""
+        tunable = self._tunable(stop, j)
+        acts = [k for k in range(stop, j + 1) if not self.ops[k].linear]
+        R = len(A)
+        out_alpha = {k: torch.full((R, *self.ops[k].out_shape), math.nan, dtype=torch.float32, device=A.device)
+                     for k in tunable}  # fmt: skip
+        per_row = 8 * 4 * sum(math.prod(self.ops[k].out_shape) for k in acts) * 3  # lines, α and Adam's moments
+        chunk = max(1, (256 << 20) // max(1, per_row))
+        best, best_g = best.clone(), best_g.clone()
+        for first in range(0, R, chunk):
+            part = slice(first, min(R, first + chunk))
+            b = ball[part]
+            ctx: dict = {}
+            alpha: dict[int, torch.Tensor] = {}
+            for k in acts:
+                op = self.ops[k]
+                if not isinstance(op, Activation):  # a selection: its plan, per row
+                    ctx[k] = tuple(t[b] for t in relax[k])
+                    continue
+                lo_k, hi_k = (t[b] for t in relax[("pre", k)])
+                ctx[("pre", k)] = (lo_k, hi_k)
+                if k in tunable:
+                    start = op.alpha_init(lo_k, hi_k).float()
+                    if init is not None and k in init:  # a given start (a parent's α), where it has one
+                        prior = init[k][part].to(start)
+                        start = torch.where(torch.isnan(prior), start, prior)
+                    alpha[k] = start.requires_grad_(True)
+                else:
+                    ctx[k] = relax[k][b]
+            ctx_absmax = {key: v[b] for key, v in absmax.items()}
+            ctx_forms = None if forms_at is None else _Forms(forms_at.lc[b], forms_at.l0[b], forms_at.uc[b],
+                                                              forms_at.u0[b])  # fmt: skip
+            ctx_box = (box_at[0][b], box_at[1][b])
+            rows = Rows(A[part].float(), torch.arange(len(b), device=A.device))
+            top, top_g = best[part].clone(), best_g[part].clone()
+            top_alpha = {k: a.detach().clone() for k, a in alpha.items()}
+            adam = torch.optim.Adam(list(alpha.values()), lr=self.options.alpha_lr)
+            for _ in range(steps if alpha else 0):
+                step = dict(ctx)
+                for k, a in alpha.items():
+                    step[k] = torch.stack(self.ops[k].relax(*ctx[("pre", k)], a.double()), 1)
+                with torch.enable_grad():
+                    val, g = self._backward(j, rows, step, ctx_forms, ctx_box, ctx_absmax, stop=stop)
+                    better = val.detach() > top
+                    if bool(better.any()):
+                        top = torch.where(better, val.detach(), top)
+                        top_g = torch.where(better[:, None], g.detach(), top_g)
+                        for k, a in alpha.items():
+                            top_alpha[k][better] = a.detach()[better]
+                    adam.zero_grad()
+                    (-val.sum()).backward()
+                adam.step()
+                with torch.no_grad():
+                    for a in alpha.values():
+                        a.clamp_(0, 1)
+            best[part], best_g[part] = top, top_g
+            for k, a in top_alpha.items():
+                out_alpha[k][part] = a
+        return best, best_g, out_alpha
 
     # --------------------------------------------------------------------------------- forward mode
     @staticmethod
@@ -601,7 +621,31 @@ class BoundEngine:
                     self._refine_rows(i - 1, idx_lower, lo, hi, *args, signs=(1.0,))
             else:
                 self._refine_rows(i - 1, idx, lo, hi, *args)
+            if self.options.alpha_intermediate and len(op.in_shape) == 1:  # the dense head: α-CROWN on its inputs
+                self._alpha_refine(i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, hopeless)
         return lo, hi, len(idx), forms
+
+    def _alpha_refine(self, i, lo, hi, relax, forms_at, box_at, stop, absmax, hopeless) -> None:
+        """Tighten, in place, the still unstable inputs of nonlinearity ``i`` by α-CROWN: a lower and an upper
+        row per neuron, each with its own slopes on its path (:meth:`_tune_rows`), started from the plain
+        bounds already in ``lo``/``hi``."""
+        op = self.ops[i]
+        idx = torch.nonzero(op.unstable(lo, hi) & ~hopeless.reshape(-1, *([1] * (lo.ndim - 1))))
+        if not len(idx):
+            return
+        shape = self.ops[i - 1].out_shape
+        n = len(idx)
+        pairs = idx.repeat_interleave(2, 0)
+        sign = torch.tensor([1.0, -1.0], dtype=DT, device=lo.device).repeat(n)  # a lower and an upper row
+        A = torch.zeros(2 * n, *shape, dtype=DT, device=lo.device)
+        A[(torch.arange(2 * n, device=lo.device), *pairs[:, 1:].T)] = sign
+        key = tuple(idx.T)
+        best = torch.stack([lo[key], -hi[key]], 1).reshape(-1)
+        zero_g = torch.zeros(2 * n, self.in_dim, dtype=DT, device=lo.device)
+        val, _, _ = self._tune_rows(i - 1, A, pairs[:, 0], relax, forms_at, box_at, absmax, stop, best, zero_g,
+                                    None, self.options.alpha_intermediate)  # fmt: skip
+        lo[key] = torch.maximum(lo[key], val[0::2])
+        hi[key] = torch.minimum(hi[key], -val[1::2])
 
     def _refine_rows(
         self, j, idx, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, forms=None, signs=(1.0, -1.0)
