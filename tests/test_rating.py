@@ -249,7 +249,10 @@ def test_rate_serve_draws_a_study_serves_it_and_reopens_it(tmp_path):
     cmd = [sys.executable, "-c", "from genrobust.cli import main; main()", "rate", "serve", "-n", "12", "--study",
            str(folder), "--port", "0"]  # fmt: skip
     for attempt in range(2):  # the second run reopens the folder
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # a pytest started in the background by a non-interactive shell ignores SIGINT, and so would the server
+        # (Python keeps an ignored SIGINT ignored): give it the default back, so Ctrl-C stops it as it would a user's
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
         try:
             lines = [proc.stdout.readline(), proc.stdout.readline()]
             url = lines[1].split()[2]

@@ -20,7 +20,7 @@ from ..errors import GenrobustError
 from ..models.zoo import load_generators
 from ..stats import Proportion, mcnemar_exact
 from ..verify import CERTIFIED, FALSIFIED, VerifyOptions, global_robustness
-from ..verify.local import GIVE_UP
+from ..verify.local import GIVE_UP, VERIFIER_VERSION
 from .correctness_table import GENERATORS, TablePlan, _classifier, check_rows, row_recipe
 
 CACHE_FORMAT = "genrobust-robustness-balls/1"
@@ -58,10 +58,13 @@ class RobustnessPlan:
 
     @property
     def budget(self) -> dict[str, Any]:
-        """What decides a ball's outcome besides the recipe; a cache made with another budget is not reused. The
-        give-up rule only acts on balls that may be split, so one-box caches stay valid across it."""
+        """What decides a ball's outcome besides the recipe; a cache made with another budget or verifier version
+        is not reused. The give-up rule and the budget rules only act on balls that may be split, so one-box caches
+        stay valid across them."""
         budget: dict[str, Any] = {"max_boxes": self.max_boxes, "max_seconds": self.max_seconds, "split": self.split}
-        return budget | ({"give_up": GIVE_UP} if self.max_boxes > 1 else {})
+        if self.max_boxes > 1:  # the verifier's version: its outcomes under a budget can change between versions
+            budget |= {"give_up": GIVE_UP, "verifier": VERIFIER_VERSION}
+        return budget
 
 
 def _load_row(path: Path, recipe: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,9 @@ from ..models.layout import inference_copy
 from ..runtime import progress, resolve_device, sub_seed
 
 CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
+#: Changes whenever the same options can give other outcomes (caches of results keep it, so old cells are not
+#: mixed with new ones). 2: budgets kept instead of overrun.
+VERIFIER_VERSION = 2
 #: ``VerifyOptions.give_up``'s default (measured: see there).
 GIVE_UP = 1.5
 STATUS_NAMES = {CERTIFIED: "certified", UNKNOWN: "unknown", FALSIFIED: "falsified"}
@@ -418,7 +421,7 @@ class LocalVerifier:
         # a queued box: (ball, lo, hi, the parent's intervals as float32 rounded outwards or None, its α or None)
         queue: list[tuple] = [(b, lo[k], hi[k], None, None) for k, b in enumerate(balls)]
         open_boxes = dict.fromkeys(balls, 1)
-        spent = {b: 0.0 for b in balls}
+        last_cost = dict.fromkeys(balls, 0.0)  # seconds of each ball's latest box
         done: set[int] = set()
         # with a pool of seconds (``mean_seconds``), hopeless-looking balls are attacked at once and split last,
         # with what the others left: their children wait here
@@ -436,7 +439,7 @@ class LocalVerifier:
             if later and not any(item[0] not in done for item in queue):  # everyone else is done: the deferred
                 waiting = sorted({item[0] for item in later if item[0] not in done})
                 for b in waiting:  # only those whose two children still fit go on
-                    if float(seconds[b]) + 2 * spent[b] / int(boxes[b, e]) > limit(b, len(waiting)):
+                    if float(seconds[b]) + 2 * last_cost[b] > limit(b, len(waiting)):
                         done.add(b)
                 queue, later = [item for item in later if item[0] not in done], []
                 if not queue:
@@ -476,8 +479,8 @@ class LocalVerifier:
             dt = (time.perf_counter() - t1) / len(batch)
             for b in owners:
                 boxes[b, e] += 1
-                spent[b] += dt
                 seconds[b] += dt
+                last_cost[b] = dt
             children: list[tuple] = []
             exhausted: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
             deferred: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # attacked now, split last
@@ -504,8 +507,9 @@ class LocalVerifier:
                 hopeless = (opt.give_up is not None and batch[k][3] is None
                             and float(mb.lower[k].min()) < -opt.give_up * float(margin[b]))  # fmt: skip
                 # the budget is kept, not overrun: split only if the boxes this ball still has queued and the two
-                # children (at its cost per box so far) fit in its seconds
-                per_box = spent[b] / int(boxes[b, e])
+                # children fit in its seconds, each costing what this box cost (a child has at most its parent's
+                # unstable neurons: the mean over the ball's boxes, the root's included, overestimates them)
+                per_box = dt
                 queued = open_boxes[b] - left_in_batch[b]  # this batch's other boxes of b are paid for already
                 over_time = float(seconds[b]) + (queued + 2) * per_box > limit(b, competing)
                 if (hopeless and pool is None) or boxes[b, e] + open_boxes[b] + 2 > opt.max_boxes or over_time:
@@ -627,7 +631,8 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
     b = opt.bounds
     return {
         "bounds": {"mode": b.mode, "classifier_forward": b.classifier_forward, "refine": b.refine,
-                   "refine_dtype": str(b.refine_dtype).removeprefix("torch."), "alpha_steps": b.alpha_steps},
+                   "refine_dtype": str(b.refine_dtype).removeprefix("torch."), "alpha_steps": b.alpha_steps,
+                   "alpha_intermediate": b.alpha_intermediate, "refine_to_latent": b.refine_to_latent},
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
         "leaf_attacks": opt.leaf_attacks, "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
