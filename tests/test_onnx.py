@@ -132,7 +132,8 @@ def test_hand_written_opset_19_graphs_match_onnxruntime(tmp_path):
         helper.make_node("Constant", [], ["two"], value_float=2.0),
         helper.make_node("Div", ["a", "two"], ["ad"]),
         helper.make_node("Sub", ["c", "ad"], ["s"]),
-        helper.make_node("Tanh", ["s"], ["t"]),
+        helper.make_node("Tanh", ["s"], ["t0"]),
+        helper.make_node("Softplus", ["t0"], ["t"]),
         helper.make_node("Gemm", ["t", "G", "g"], ["y"], transB=1, alpha=0.5, beta=2.0),
     ]
     inits = {"W": rng.normal(size=(12, 8)), "b": rng.normal(size=8), "c": rng.normal(size=8),

@@ -511,7 +511,7 @@ class Activation(Op):
     def interval(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: E741
         """[f(l), f(u)] (monotone), widened for libm's rounding of transcendental functions."""
         lo, hi = self.forward(l), self.forward(u)
-        return lo - GUARD_LIBM * (1 + lo.abs()), hi + GUARD_LIBM * (1 + hi.abs())
+        return lo - GUARD_IMAGE * (1 + lo.abs()), hi + GUARD_IMAGE * (1 + hi.abs())
 
     def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
         return u > l
@@ -525,8 +525,10 @@ class Activation(Op):
         return torch.full_like(l, 0.5)
 
 
-#: Relative margin for libm's tanh/exp/log1p (a few ulps) in intervals and relaxation lines.
+#: Relative margins for libm's tanh/exp/log1p (within a few ulps): on relaxation lines, and (wider) on the
+#: intervals that transcendental functions map their inputs to.
 GUARD_LIBM = 1e-12
+GUARD_IMAGE = 1e-9
 
 
 class ReLU(Activation):
@@ -662,13 +664,18 @@ class Softplus(Activation):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(x, 1.0, self.threshold)
 
+    @staticmethod
+    def true_curve(x: torch.Tensor) -> torch.Tensor:
+        """log(1 + eˣ) without torch's tail, as max(x, 0) + log1p(e^−|x|) (no overflow)."""
+        return x.clamp(min=0) + torch.log1p(torch.exp(-x.abs()))
+
     def interval(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: E741
         # torch's function jumps down at the threshold (not monotone): the true curve bounds it on both sides
-        lo, hi = F.softplus(l, 1.0, math.inf) - self.tail, F.softplus(u, 1.0, math.inf)
-        return lo - GUARD_LIBM * (1 + lo.abs()), hi + GUARD_LIBM * (1 + hi.abs())
+        lo, hi = self.true_curve(l) - self.tail, self.true_curve(u)
+        return lo - GUARD_IMAGE * (1 + lo.abs()), hi + GUARD_IMAGE * (1 + hi.abs())
 
     def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
-        f = lambda x: F.softplus(x, 1.0, math.inf)  # noqa: E731 - the true curve, without torch's tail
+        f = self.true_curve
         fl, fu = f(l), f(u)
         width = u - l
         chord = torch.where(width <= 1e-12, torch.sigmoid(u), (fu - fl) / width.clamp(min=1e-300))

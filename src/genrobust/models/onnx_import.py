@@ -337,6 +337,7 @@ CONVERTERS: dict[str, Callable[[_Builder, list[_Value], dict], _Value]] = {
     "Gemm": _gemm, "MatMul": _matmul, "Conv": _conv, "BatchNormalization": _batchnorm,
     "Relu": _activation(lambda a: nn.ReLU()), "LeakyRelu": _activation(lambda a: nn.LeakyReLU(a.get("alpha", 0.01))),
     "Tanh": _activation(lambda a: nn.Tanh()), "Sigmoid": _activation(lambda a: nn.Sigmoid()),
+    "Softplus": _activation(lambda a: nn.Softplus()),
     "MaxPool": _pool("MaxPool"), "AveragePool": _pool("AveragePool"), "GlobalAveragePool": _global_avgpool,
     "Flatten": _flatten, "Reshape": _reshape, "Identity": _identity, "Dropout": _identity,
     "Add": _arith(operator.add), "Sub": _arith(operator.sub), "Mul": _arith(operator.mul),
