@@ -3,7 +3,8 @@ unknown (its ``--work`` files): how far their bounds are from the truth, what br
 ReLUs buys against branching on the latent, and what a larger budget buys.
 
     python benchmarks/bench_verify_limits.py gap --eps 0.03 --work DIR [--sample 40] --out FILE.jsonl
-    python benchmarks/bench_verify_limits.py split --eps 0.03 --ball 5:5 --ball 2:20 [--evals 32] --out FILE.jsonl
+    python benchmarks/bench_verify_limits.py split --eps 0.03 --ball 5:5 --ball 2:20 [--evals 32]
+        [--modes relu,beta,input] [--alpha-steps 8] --out FILE.jsonl
     python benchmarks/bench_verify_limits.py budget --eps 0.03 --work DIR [--sample 40] [--max-boxes 64]
                                                     [--max-seconds 40] [--give-up 6] --out FILE.jsonl
     python benchmarks/bench_verify_limits.py {slack,ceiling} --eps 0.03 --work DIR [--sample 40] --out FILE.jsonl
@@ -21,8 +22,10 @@ ten classes and its dense head).
   classifier's unstable ReLUs (a child clamps one pre-activation interval to ≥ 0 or ≤ 0; the engine's bounds
   on that child hold on the part of the box where the clamp is true, so the two children cover the box;
   no β multipliers; the neuron is the one whose relaxation intercept costs the worst margin most, BaBSR's
-  score read from the margins' backward pass), (b) on the latent box (the verifier's ``gap`` split). Prints
-  the global lower bound after each split.
+  score read from the margins' backward pass), (b) ``--modes beta``: the same splits as constraints of the
+  child's domain (``BoundEngine.margins(splits=…)``: clamped intervals, and β-CROWN's multipliers optimised
+  with α in the margins' pass, ``--alpha-steps`` per bound), (c) on the latent box (the verifier's ``gap``
+  split). Prints the global lower bound after each split.
 * ``budget``: the unknown balls checked again with a larger budget (boxes, seconds, give-up ratio).
 * ``slack``: where the whole-box bound loses, per classifier layer: the number of unstable ReLUs and what
   their upper lines' intercepts cost the worst margin's bound (Σ −min(λ, 0)·b_u over the layer, λ the margins
@@ -56,6 +59,7 @@ import math
 import random
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -133,14 +137,15 @@ class MarginPassRecorder:
         engine_module._relax_step_by_ball = self.real
 
 
-def _bound(v: LocalVerifier, lab, lo, hi, parent):
-    """Margins over [lo, hi] with ``parent`` intervals, and the margin pass's rows; None if the clamps are
-    contradictory (an empty interval: no point of the box satisfies them, so that child is vacuous)."""
+def _bound(v: LocalVerifier, lab, lo, hi, parent, splits=None):
+    """Margins over [lo, hi] with ``parent`` intervals (and ReLU ``splits``), and the margin pass's rows; None if
+    the clamps are contradictory (an empty interval: no point of the box satisfies them, so that child is
+    vacuous)."""
     center = (lo + hi) / 2
     radius = torch.nextafter(torch.maximum(hi - center, center - lo), torch.full_like(lo, math.inf))
     with MarginPassRecorder(v.num_classes - 1) as rec:
         try:
-            mb = v.engine.margins(center, radius, v._spec(lab), parent=parent)
+            mb = v.engine.margins(center, radius, v._spec(lab), parent=parent, splits=splits)
         except GenrobustError as err:
             if "empty interval" in str(err):
                 return None
@@ -180,16 +185,16 @@ def split(v: LocalVerifier, c: int, i: int, eps: float, evals: int, mode: str) -
     t = time.perf_counter()
     lo, hi = z - eps, z + eps
     mb, seen = _bound(v, lab, lo, hi, None)
-    domains = [(float(mb.lower.min()), lo, hi, mb, seen)]
+    domains = [(float(mb.lower.min()), lo, hi, mb, seen, {})]
     trace, n = [domains[0][0]], 1
     while n < evals and domains:
         domains.sort(key=lambda d: d[0])
         if domains[0][0] > 0:
             break
-        _, dlo, dhi, dmb, dseen = domains.pop(0)
+        _, dlo, dhi, dmb, dseen, dsplits = domains.pop(0)
         intervals = {k: (a.clone(), b.clone()) for k, (a, b) in dmb.intervals.items()}
         kids = []
-        if mode == "relu":
+        if mode == "relu":  # interval clamps only
             pick = _relu_to_split(v, dmb, dseen)
             if pick is None:
                 break
@@ -197,19 +202,28 @@ def split(v: LocalVerifier, c: int, i: int, eps: float, evals: int, mode: str) -
             for side in ("active", "inactive"):
                 p = {j: (a.clone(), b.clone()) for j, (a, b) in intervals.items()}
                 (p[k][0] if side == "active" else p[k][1]).view(-1)[idx] = 0.0
-                kids.append((dlo, dhi, p))
+                kids.append((dlo, dhi, p, {}))
+        elif mode == "beta":  # the split as a constraint of the domain: clamps, and β with α in the margins' pass
+            pick = _relu_to_split(v, dmb, dseen)
+            if pick is None:
+                break
+            _, k, idx = pick
+            for side in (1, -1):
+                sp = {j: t.clone() for j, t in dsplits.items()}
+                sp.setdefault(k, torch.zeros(1, *v.engine.ops[k].in_shape, dtype=torch.int8)).view(-1)[idx] = side
+                kids.append((dlo, dhi, intervals, sp))
         else:
             g = dmb.coef[0, int(dmb.lower[0].argmin())]
             dim = int((g.abs() * ((dhi - dlo)[0] > 0)).argmax())
             mid = (dlo[0, dim] + dhi[0, dim]) / 2
             h1, l2 = dhi.clone(), dlo.clone()
             h1[0, dim] = l2[0, dim] = mid
-            kids = [(dlo, h1, intervals), (l2, dhi, intervals)]
-        for klo, khi, kp in kids:
-            r = _bound(v, lab, klo, khi, kp)
+            kids = [(dlo, h1, intervals, {}), (l2, dhi, intervals, {})]
+        for klo, khi, kp, ks in kids:
+            r = _bound(v, lab, klo, khi, kp, ks or None)
             n += 1
             if r is not None and float(r[0].lower.min()) <= 0:
-                domains.append((float(r[0].lower.min()), klo, khi, *r))
+                domains.append((float(r[0].lower.min()), klo, khi, *r, ks))
         trace.append(min((d[0] for d in domains), default=math.inf))
     final = min((d[0] for d in domains), default=math.inf)
     return {"c": c, "i": i, "mode": mode, "evals": n, "trace": trace, "final": final,
@@ -382,6 +396,12 @@ def main() -> None:
         default=32,
         help="split: stop splitting once this many bounds are computed (a split computes two)",
     )
+    ap.add_argument(
+        "--modes",
+        default="relu,input",
+        help="split: relu (clamps), beta (β-CROWN: clamps, α and β on the margins, --alpha-steps), input (latent)",
+    )
+    ap.add_argument("--alpha-steps", type=int, default=8, help="split --modes beta: α/β steps per bound")
     ap.add_argument("--max-boxes", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=40.0)
     ap.add_argument("--give-up", default="6", help="'none' splits every ball")
@@ -400,7 +420,7 @@ def main() -> None:
         done = {(r["c"], r["i"], r.get("mode")) for r in map(json.loads, a.out.read_text().splitlines())}
     balls = [(int(b.split(":")[0]), int(b.split(":")[1])) for b in a.ball]
     if a.part == "split":
-        jobs = [(c, i, m, 0.0) for c, i in balls for m in ("relu", "input")]
+        jobs = [(c, i, m, 0.0) for c, i in balls for m in a.modes.split(",")]
     elif balls:
         jobs = [(c, i, None, 0.0) for c, i in balls]
     else:
@@ -417,6 +437,8 @@ def main() -> None:
             if a.part == "gap":
                 rec = gap(v, c, i, a.eps)
             elif a.part == "split":
+                if mode == "beta":
+                    v.engine.options = replace(v.engine.options, alpha_steps=a.alpha_steps)
                 rec = split(v, c, i, a.eps, a.evals, mode)
             elif a.part == "ceiling":
                 rec = ceiling(v, c, i, a.eps)

@@ -429,3 +429,40 @@ def test_alpha_optimisation_only_tightens_and_hands_its_slopes_to_the_children()
     for bad in ({"alpha_steps": -1}, {"alpha_intermediate": -1}, {"alpha_lr": 0.0}):
         with pytest.raises(gr.GenrobustError, match="alpha"):
             BoundOptions(**bad)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), steps=st.sampled_from([0, 4]), eps=st.sampled_from([0.1, 0.5]),
+       share=st.sampled_from([0.2, 1.0]))  # fmt: skip
+def test_relu_splits_bound_their_domain_with_any_multiplier(seed, steps, eps, share):
+    """β-CROWN's ground: a box with ReLU splits (some inputs of the dense head's ReLU ≥ 0, others ≤ 0) is
+    bounded on its domain: every sampled latent that satisfies the splits has margins above the bound, for
+    the clamped intervals alone and with optimised multipliers; a domain the bounds show empty gets the largest
+    bound, and no sampled latent lies in it."""
+    gen, clf, d = _random_pair([seed, 3, 10], "ReLU", "ReLU", "none", 1, 1, False, False, True, 2)
+    gen_ops = capture(gen, (d,))
+    ops = gen_ops + capture(clf, (2, 6, 6))
+    k = max(i for i, op in enumerate(ops) if not op.linear)  # the dense head's ReLU
+    g = torch.Generator().manual_seed(seed)
+    B = 4
+    center = torch.randn(B, d, dtype=torch.float64, generator=g)
+    radius = torch.full((B, d), eps, dtype=torch.float64)
+    split = torch.randint(-1, 2, (B, *ops[k].in_shape), generator=g) * (torch.rand(B, *ops[k].in_shape, generator=g)
+                                                                        < share)  # fmt: skip
+    spec = _margin_spec(torch.tensor([0, 1, 2, 0]), 3)
+    engine = BoundEngine(ops, len(gen_ops), BoundOptions(alpha_steps=steps, refine_limit=1.0))
+    res = engine.margins(center, radius, spec, splits={k: split})
+    s = torch.rand(3000, B, d, dtype=torch.float64, generator=g) * 2 - 1
+    z = (center + radius * s).reshape(-1, d)
+    with torch.no_grad():
+        h = z
+        for op in ops[:k]:
+            h = op.forward(h)
+        pre = h.reshape(3000, B, -1)
+        inside = ((pre * split.reshape(1, B, -1)) >= 0).all(2)  # (3000, B): the latents of each box's domain
+        logits = nn.Sequential(gen, clf).double()(z).reshape(3000, B, 3)
+    margins = torch.einsum("bmk,nbk->nbm", spec, logits)
+    ok = (margins >= res.lower[None]) | ~inside[:, :, None]
+    assert ok.all(), float((res.lower[None] - margins)[~ok].max())
+    huge = res.lower.min(1).values == torch.finfo(torch.float64).max
+    assert not inside[:, huge].any()

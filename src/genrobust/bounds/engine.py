@@ -307,19 +307,25 @@ class BoundEngine:
         spec: torch.Tensor,
         parent: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
         alpha: dict[int, torch.Tensor] | None = None,
+        splits: dict[int, torch.Tensor] | None = None,
     ) -> MarginBounds:
         """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64).
 
         ``parent``: intervals the boxes are known to lie in (a split box's parent's); ``alpha``: a start for the
-        α-optimisation (a parent's :attr:`MarginBounds.alpha`, boxes without one given NaN)."""
+        α-optimisation (a parent's :attr:`MarginBounds.alpha`, boxes without one given NaN). ``splits``: ReLU
+        splits (op index of a nonlinearity → (B, *shape) of −1, 0, +1): each box is restricted to the latents
+        where every split neuron's input is ≤ 0 (−1) or ≥ 0 (+1); the bounds hold on that domain. Their
+        intervals are clamped, and with ``alpha_steps`` the margins' pass carries each constraint with an
+        optimised multiplier β ≥ 0 (β-CROWN). A box whose domain the bounds show empty gets the largest bound."""
         try:
             with ieee_float32():
-                return self._margins(center, radius, spec, parent, alpha)
+                return self._margins(center, radius, spec, parent, alpha, splits)
         finally:
             release_heap()  # the pass's large temporaries would otherwise stay resident (see there)
 
-    def _margins(self, center, radius, spec, parent, alpha_start=None) -> MarginBounds:
+    def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None) -> MarginBounds:
         opt = self.options
+        empty = torch.zeros(center.shape[0], dtype=torch.bool, device=center.device)  # split domains shown empty
         center, radius, spec = center.to(DT), radius.to(DT), spec.to(DT)
         B, d = center.shape
         lo, hi = center - radius, center + radius
@@ -354,6 +360,9 @@ class BoundEngine:
                 absmax[i] = size.flatten(1).amax(1)
                 if parent is not None and i in parent:
                     lo, hi = torch.maximum(lo, parent[i][0]), torch.minimum(hi, parent[i][1])
+                if splits is not None and i in splits:  # the box's domain: split inputs ≥ 0 (+1) or ≤ 0 (−1)
+                    lo = torch.where(splits[i] > 0, lo.clamp(min=0), lo)
+                    hi = torch.where(splits[i] < 0, hi.clamp(max=0), hi)
                 if (not in_classifier and opt.mode == "crown" and opt.generator_backward and forms is not None
                         and any(not o.linear for o in self.ops[:i])):  # fmt: skip
                     lo, hi, forms, n = self._refine_generator(i, lo, hi, forms, relax, latent_forms, latent_box, absmax)
@@ -369,9 +378,14 @@ class BoundEngine:
                         lo, hi, n, forms = self._refine(i, lo, hi, relax, *self._refine_target(
                             anchor_forms, anchor_box, latent_forms, latent_box), absmax, hopeless, forms)  # fmt: skip
                         refined += n
-                intervals[i] = (lo, hi)
                 if bool((lo > hi).any()):
-                    raise GenrobustError(f"internal: empty interval at layer {i} ({op!r}): NaN or inconsistent bounds")
+                    if splits is None:
+                        raise GenrobustError(f"internal: empty interval at layer {i} ({op!r}): NaN or inconsistent "
+                                             "bounds")  # fmt: skip
+                    # sound bounds of a split domain that contradict each other: no latent of the box is in it
+                    empty |= (lo > hi).flatten(1).any(1)
+                    hi = torch.maximum(hi, lo)
+                intervals[i] = (lo, hi)
                 if isinstance(op, Activation):
                     rel = op.relax(lo, hi)
                     relax[i] = torch.stack(rel, 1)  # (B, 4, *shape): gathered together in backward passes
@@ -423,7 +437,7 @@ class BoundEngine:
                     coef = torch.where(better.unsqueeze(2), g.reshape(B, M, d), coef)
             if opt.alpha_steps:
                 lower, coef, alphas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower, coef,
-                                                           alpha_start)  # fmt: skip
+                                                           alpha_start, splits)  # fmt: skip
         elif opt.mode == "forward":
             assert forms is not None
             sp, sn = spec.clamp(min=0), spec.clamp(max=0)
@@ -438,10 +452,11 @@ class BoundEngine:
             coef = torch.zeros(B, M, d, dtype=DT, device=center.device)
         if not torch.isfinite(lower).all():
             raise GenrobustError("the margin bounds are NaN or infinite: check the network's weights")
+        lower = torch.where(empty[:, None], torch.finfo(DT).max, lower)  # an empty domain: nothing to disprove
         return MarginBounds(lower, coef, intervals, refined, refined_gen, alphas if opt.alpha_steps else None)
 
     # ----------------------------------------------------------------------------------------- α-CROWN
-    def _optimise_alpha(self, rows: Rows, relax, forms_at, box_at, absmax, stop, lower, coef, start):
+    def _optimise_alpha(self, rows: Rows, relax, forms_at, box_at, absmax, stop, lower, coef, start, splits=None):
         """Tighten the margins' bounds of the boxes not yet certified by optimising the lower lines (α), one set
         per margin (see :meth:`_tune_rows`). Returns the new (lower, coef) and the α per box (B, M, *shape) for
         the children (NaN where not optimised)."""
@@ -457,7 +472,7 @@ class BoundEngine:
         lower, coef = lower.clone().reshape(-1), coef.clone().reshape(B * M, -1)
         lower[sel], coef[sel], tuned = self._tune_rows(
             j, rows.A[sel], rows.ball[sel], relax, forms_at, box_at, absmax, stop, lower[sel], coef[sel], init,
-            self.options.alpha_steps,
+            self.options.alpha_steps, splits,
         )  # fmt: skip
         for k, a in tuned.items():
             out_alpha[k].reshape(-1, *a.shape[1:])[sel] = a
@@ -466,14 +481,17 @@ class BoundEngine:
     def _tunable(self, stop: int, j: int) -> list[int]:
         return [k for k in range(stop, j + 1) if isinstance(self.ops[k], Activation) and self.ops[k].tunable]
 
-    def _tune_rows(self, j, A, ball, relax, forms_at, box_at, absmax, stop, best, best_g, init, steps):
+    def _tune_rows(self, j, A, ball, relax, forms_at, box_at, absmax, stop, best, best_g, init, steps, splits=None):
         """α-CROWN for rows ``A`` (R, *shape of op j's output) of boxes ``ball``: every tunable lower line on the
         rows' path to ``stop`` becomes a parameter *per row*, optimised by ``steps`` steps of projected Adam on
         the rows' bounds. Each row becomes its own "box" (every per-box tensor indexed by its box), so the
         guarded :meth:`_backward` runs unchanged on per-row lines; the steps run in float32 (guarded like the
         refinement's passes) and every step's value is a sound bound for its α, so the best per row is kept
         (starting from ``best``, ``best_g``): soundness never depends on convergence. Rows go in chunks whose
-        per-row lines stay under 256 MB. Returns the best values, their coefficients and α per row."""
+        per-row lines stay under 256 MB. Returns the best values, their coefficients and α per row.
+
+        ``splits`` (β-CROWN): each split neuron's constraint s·x ≥ 0 on the rows' path enters with a multiplier
+        β ≥ 0 per row, optimised with α: the rows bound f − Σ β·s·x, which on the split domain is ≤ f."""
         tunable = self._tunable(stop, j)
         acts = [k for k in range(stop, j + 1) if not self.ops[k].linear]
         R = len(A)
@@ -507,15 +525,18 @@ class BoundEngine:
                                                               forms_at.u0[b])  # fmt: skip
             ctx_box = (box_at[0][b], box_at[1][b])
             rows = Rows(A[part].float(), torch.arange(len(b), device=A.device))
+            signs = {k: t[b].float() for k, t in (splits or {}).items() if stop <= k <= j and bool((t[b] != 0).any())}
+            beta = {k: torch.zeros_like(t, requires_grad=True) for k, t in signs.items()}
             top, top_g = best[part].clone(), best_g[part].clone()
             top_alpha = {k: a.detach().clone() for k, a in alpha.items()}
-            adam = torch.optim.Adam(list(alpha.values()), lr=self.options.alpha_lr)
-            for _ in range(steps if alpha else 0):
+            adam = torch.optim.Adam([*alpha.values(), *beta.values()], lr=self.options.alpha_lr)
+            for _ in range(steps if alpha or beta else 0):
                 step = dict(ctx)
                 for k, a in alpha.items():
                     step[k] = torch.stack(self.ops[k].relax(*ctx[("pre", k)], a.double()), 1)
                 with torch.enable_grad():
-                    val, g = self._backward(j, rows, step, ctx_forms, ctx_box, ctx_absmax, stop=stop)
+                    terms = {k: beta[k] * signs[k] for k in beta}
+                    val, g = self._backward(j, rows, step, ctx_forms, ctx_box, ctx_absmax, stop=stop, beta=terms)
                     better = val.detach() > top
                     if bool(better.any()):
                         top = torch.where(better, val.detach(), top)
@@ -528,6 +549,8 @@ class BoundEngine:
                 with torch.no_grad():
                     for a in alpha.values():
                         a.clamp_(0, 1)
+                    for t in beta.values():
+                        t.clamp_(min=0)
             best[part], best_g[part] = top, top_g
             for k, a in top_alpha.items():
                 out_alpha[k][part] = a
@@ -688,7 +711,7 @@ class BoundEngine:
 
     def _backward(
         self, j, rows: Rows, relax, anchor_forms: _Forms | None, anchor_box, absmax, stop: int | None = None,
-        tables: dict | None = None,
+        tables: dict | None = None, beta: dict[int, torch.Tensor] | None = None,
     ):  # fmt: skip
         """Minimise each row over the box: rows are coefficients over the output of op ``j``, carried back to
         the input of op ``stop`` (default: the anchor) and minimised there over ``anchor_forms`` (affine bounds
@@ -741,6 +764,9 @@ class BoundEngine:
                 g_sum = gamma(SUM_BLOCK + 1, dt) + gamma((A[0].numel() if R else 1) + 1, DT)
                 err = err + t_abs * (1 + g_sum) * (gamma(1, dt) + g_sum) + norm * gamma(1, dt) * absmax[k][rows.ball]
                 bias = bias + t_sum
+                if beta is not None and k in beta:  # β-CROWN: the split constraints' terms, −β·s on x_k (dense rows)
+                    new = new - beta[k].to(new.dtype)
+                    err = err + l1(new) * gamma(1, dt) * absmax[k][rows.ball]  # the subtraction's rounding
                 rows = Rows(new, rows.ball, rows.off)
             else:  # a selection (MaxPool): moving coefficients is exact, its constants are summed here
                 rows, terms = op.backward_plan(rows, relax[k])
