@@ -172,7 +172,7 @@ def _relu_to_split(v: LocalVerifier, mb, seen) -> tuple[float, int, int] | None:
     best = None
     for k, A, maps in _classifier_rows(v, seen):
         lo, hi = mb.intervals[k]
-        score = (-A[worst].clamp(max=0)) * maps[0, 3] * ((lo[0] < 0) & (hi[0] > 0))
+        score = (-A[worst].clamp(max=0)) * maps[0, -1] * ((lo[0] < 0) & (hi[0] > 0))  # bu: the last line
         val, idx = score.flatten().max(0)
         if best is None or float(val) > best[0]:
             best = (float(val), k, int(idx))
@@ -239,7 +239,7 @@ def slack(v: LocalVerifier, c: int, i: int, eps: float) -> dict:
     for k, A, maps in _classifier_rows(v, rec.seen):
         lo, hi = mb.intervals[k]
         layers.append({"op": k, "shape": list(v.engine.ops[k].in_shape), "unstable": int(((lo < 0) & (hi > 0)).sum()),
-                       "intercepts": float(((-A[worst].clamp(max=0)) * maps[0, 3]).sum())})  # fmt: skip
+                       "intercepts": float(((-A[worst].clamp(max=0)) * maps[0, -1]).sum())})  # fmt: skip
     return {"c": c, "i": i, "bound": float(mb.lower[0, worst]), "layers": layers[::-1]}
 
 

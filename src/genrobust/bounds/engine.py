@@ -57,7 +57,7 @@ import torch
 
 from ..errors import GenrobustError
 from ..runtime import release_heap
-from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, to_dense
+from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, round_up, to_dense
 
 GUARD = 1e-9
 Mode = Literal["crown", "forward", "interval"]
@@ -195,17 +195,23 @@ def _flat_apply(op: Op, coef: torch.Tensor, part: str) -> torch.Tensor:
 
 def _relax_step(A: torch.Tensor, m: torch.Tensor, origin: bool, nonneg: bool = False):
     """One backward step through an activation with lines ``m`` (rows or one broadcast ball; (·, 4, *shape) as
-    al, bl, au, bu, or (·, 3, *shape) as al, au, bu when ``origin``): the new rows, the intercepts they pick up
-    summed in float64 (R,), and an upper bound on those terms' Σ|·| (R,). ``origin``: every lower line passes
-    through the origin (bl = 0, ReLU), so only negative coefficients pick up an intercept; ``nonneg``: besides,
-    every upper intercept is ≥ 0, so every term is ≤ 0 and Σ|·| is −Σ (up to the sum's own rounding, paid here)."""
+    al, bl, au, bu, or when ``origin`` (·, 3, *shape) as al, dl, bu with the upper slope al + dl, see
+    :meth:`BoundEngine._origin_lines`): the new rows, the intercepts they pick up summed in float64 (R,), and an
+    upper bound on those terms' Σ|·| (R,). ``origin``: every lower line passes through the origin (bl = 0,
+    ReLU), so only negative coefficients pick up an intercept, and the new rows are A·al + min(A, 0)·dl (three
+    fused passes instead of a mask, a select and a product: 2× faster for 800 patch rows of 32×5×5); ``nonneg``:
+    besides, every upper intercept is ≥ 0, so every term is ≤ 0 and Σ|·| is −Σ (up to the sum's own rounding,
+    paid here)."""
     if origin:
-        al, au, bu = (m[:, 0], m[:, 1], m[:, 2]) if m.shape[1] == 3 else (m[:, 0], m[:, 2], m[:, 3])
+        al, dl, bu = m[:, 0], m[:, 1], m[:, 2]
+        neg = A.clamp(max=0)
+        new = torch.addcmul(A * al, neg, dl)
+        terms = neg * bu
     else:
         al, bl, au, bu = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
-    pos = A > 0  # a lower bound takes the lower line where the coefficient is positive
-    new = torch.where(pos, al, au).mul_(A)
-    terms = A.clamp(max=0).mul_(bu) if origin else A * torch.where(pos, bl, bu)
+        pos = A > 0  # a lower bound takes the lower line where the coefficient is positive
+        new = torch.where(pos, al, au).mul_(A)
+        terms = A * torch.where(pos, bl, bu)
     flat = terms.reshape(len(A), -1)
     total = _sum64(flat)
     if origin and nonneg:  # |Σ̃ − Σ| ≤ g·Σ|t| and Σ|t| = |Σ|, so Σ|t| ≤ |Σ̃|/(1 − g) ≤ |Σ̃|·(1 + 2g)
@@ -752,17 +758,22 @@ class BoundEngine:
                     relax[("bl0", k, dt)] = bool((maps[:, 1] == 0).all())
                     relax[("bu+", k, dt)] = bool((maps[:, 3] >= 0).all())  # and its upper intercepts are ≥ 0
                 origin, nonneg = relax[("bl0", k, dt)], relax[("bu+", k, dt)]
+                lines = self._origin_lines(relax, k, dt, maps) if origin else maps
                 A = rows.A
-                norm = l1(A)  # every slope is in [0, 1], so it also bounds the new rows' Σ|A|
+                norm = l1(A)
                 if rows.off is None:
-                    new, t_sum, t_abs = _relax_step_by_ball(A, maps, rows.ball, origin, nonneg)
+                    new, t_sum, t_abs = _relax_step_by_ball(A, lines, rows.ball, origin, nonneg)
                 else:
-                    m = self._windows(tables, k, maps, origin, rows)
+                    m = self._windows(tables, k, lines, rows)
                     new, t_sum, t_abs = _relax_step(A, m, origin, nonneg)
-                # each product rounds once and each sum is blocked (``_sum64``); the new rows' rounding moves the
-                # bound by at most u·|A|·|x| with |x| ≤ absmax
+                # each intercept product rounds once and each sum is blocked (``_sum64``); a new row's entry is one
+                # product (a select of a slope in [0, 1]) or, with ``origin``, A·al + min(A, 0)·dl: at most four
+                # roundings of terms ≤ |A| each, moving the bound by at most γ₄·|A|·|x| with |x| ≤ absmax
                 g_sum = gamma(SUM_BLOCK + 1, dt) + gamma((A[0].numel() if R else 1) + 1, DT)
-                err = err + t_abs * (1 + g_sum) * (gamma(1, dt) + g_sum) + norm * gamma(1, dt) * absmax[k][rows.ball]
+                g_new = gamma(4 if origin else 1, dt)
+                err = err + t_abs * (1 + g_sum) * (gamma(1, dt) + g_sum) + norm * g_new * absmax[k][rows.ball]
+                # the slopes are in [0, 1] (al + dl ≤ 1 + u): Σ|new| ≤ Σ|A|·(1 + γ₄) + u·Σ|A|, the next step's norm
+                norm = norm * (1 + g_new + gamma(1, dt))
                 bias = bias + t_sum
                 if beta is not None and k in beta:  # β-CROWN: the split constraints' terms, −β·s on x_k (dense rows)
                     new = new - beta[k].to(new.dtype)
@@ -787,9 +798,9 @@ class BoundEngine:
         return val - err, g
 
     @staticmethod
-    def _windows(tables: dict | None, k: int, maps: torch.Tensor, origin: bool, rows: Rows) -> torch.Tensor:
-        """Each patch row's window of the relaxation lines of activation ``k``: (R, 3 or 4, C, ph, pw), the
-        three lines al, au, bu when ``origin`` (bl = 0), from a :class:`WindowTable` when it fits in memory."""
+    def _windows(tables: dict | None, k: int, maps: torch.Tensor, rows: Rows) -> torch.Tensor:
+        """Each patch row's window of the relaxation lines ``maps`` (B, n_lines, C, H, W) of activation ``k``:
+        (R, n_lines, C, ph, pw), from a :class:`WindowTable` when it fits in memory."""
         A, off = rows.A, rows.off
         ph, pw = A.shape[2:]
         if tables is None or not len(A):
@@ -797,16 +808,32 @@ class BoundEngine:
         H, W = maps.shape[-2:]
         pad = (max(0, -int(off[:, 0].min())), max(0, int(off[:, 0].max()) + ph - H),
                max(0, -int(off[:, 1].min())), max(0, int(off[:, 1].max()) + pw - W))  # fmt: skip
-        n_lines = 3 if origin else 4
+        n_lines = maps.shape[1]
         key = (k, A.dtype, ph, pw)
         table = tables.get(key)
         if table is None or table.pad != pad:  # built once per layer and window (the lines' copy included)
             tables.pop(key, None)
-            stack = (maps[:, [0, 2, 3]] if origin else maps).reshape(len(maps), -1, H, W)
+            stack = maps.reshape(len(maps), -1, H, W)
             if WindowTable.nbytes(stack, ph, pw, pad) > TABLE_LIMIT:
                 return gather_patches(maps, rows.ball, off, ph, pw)
             table = tables[key] = WindowTable(stack, ph, pw, pad)
         return table.gather(rows.ball, off).reshape(len(A), n_lines, -1, ph, pw)
+
+    @staticmethod
+    def _origin_lines(relax, k: int, dt: torch.dtype, maps: torch.Tensor) -> torch.Tensor:
+        """Activation ``k``'s lines in ``dt`` (``maps``, every bl = 0) as (B, 3, *shape): al, dl = fl(au − al) and
+        an upper intercept raised so that the line of slope al + dl (the exact sum, what the fused step applies)
+        still lies above: |al + dl − au| ≤ u·|au − al| ≤ u (slopes in [0, 1]), so the intercept gains 2u·max(|l|,
+        |u|) over the neuron's interval, added in float64 and rounded up. Cached beside the casts."""
+        key = ("origin", k, dt)
+        if key not in relax:
+            al, au, bu = maps[:, 0], maps[:, 2], maps[:, 3]
+            lo, hi = relax[("pre", k)]
+            unit = 2.0**-53 if dt == DT else 2.0**-24
+            raised = bu.to(DT) + 2 * unit * torch.maximum(lo.abs(), hi.abs())
+            raised = round_up(torch.nextafter(raised, torch.full_like(raised, math.inf)), dt)
+            relax[key] = torch.stack([al, au - al, raised], 1)
+        return relax[key]
 
     def _relax_in(self, relax, k: int, dt: torch.dtype) -> torch.Tensor:
         """The relaxation lines of activation ``k`` in ``dt``, still sound after the rounding (see the docstring)."""
