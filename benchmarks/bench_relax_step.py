@@ -16,15 +16,15 @@ import time
 
 import torch
 
-from genrobust.bounds.engine import _relax_step
+from genrobust.bounds.engine import _relax_step, _sum64
 
 
 def select_and_multiply(A: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The replaced form: lines (al, au, bu)."""
+    """The replaced form, as the engine had it: lines (al, au, bu), the intercepts summed by ``_sum64``."""
     al, au, bu = m[:, 0], m[:, 1], m[:, 2]
     new = torch.where(A > 0, al, au).mul_(A)
     terms = A.clamp(max=0).mul_(bu)
-    return new, terms.reshape(len(A), -1).sum(1, dtype=torch.float64)
+    return new, _sum64(terms.reshape(len(A), -1))
 
 
 def main() -> None:
