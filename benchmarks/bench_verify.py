@@ -184,7 +184,8 @@ def main() -> None:
             cost = f"{r['mean_s']:>8.2f} {r['p95_s']:>8.2f} {r['peak_rss_mb']:>7.0f} MB"
             print(f"{config:<16} {eps:>6g} {counts} {decided:>8.1%} {cost}", flush=True)
     if a.out:
-        Path(a.out).with_suffix(".json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2) + "\n")
+        out = a.out if a.out.endswith(".json") else a.out + ".json"  # not with_suffix: "run-0.03" is no suffix
+        Path(out).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
