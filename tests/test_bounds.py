@@ -362,12 +362,13 @@ def test_relu_lines_hold_at_both_ends_in_exact_arithmetic(slope):
     act = LeakyReLU((1,), slope) if slope else ReLU((1,))
     lo = -torch.exp(torch.empty(3000, dtype=torch.float64).uniform_(-5, 5))
     up = torch.exp(torch.empty(3000, dtype=torch.float64).uniform_(-40, 0)) * (-lo)
-    al, bl, au, bu = (t.tolist() for t in act.relax(lo, up))
     s = Fraction(slope)
-    for i, (l_, u_) in enumerate(zip(lo.tolist(), up.tolist(), strict=True)):
-        for x, fx in ((Fraction(l_), s * Fraction(l_)), (Fraction(u_), Fraction(u_))):
-            assert Fraction(au[i]) * x + Fraction(bu[i]) >= fx
-            assert Fraction(al[i]) * x + Fraction(bl[i]) <= fx
+    for alpha in (None, torch.ones(3000, dtype=torch.float64), torch.rand(3000, dtype=torch.float64)):
+        al, bl, au, bu = (t.tolist() for t in act.relax(lo, up, alpha))  # α-CROWN's lower lines too
+        for i, (l_, u_) in enumerate(zip(lo.tolist(), up.tolist(), strict=True)):
+            for x, fx in ((Fraction(l_), s * Fraction(l_)), (Fraction(u_), Fraction(u_))):
+                assert Fraction(au[i]) * x + Fraction(bu[i]) >= fx
+                assert Fraction(al[i]) * x + Fraction(bl[i]) <= fx
 
 
 @pytest.mark.parametrize("module_type", list(ACTIVATION_BUILDERS), ids=lambda t: t.__name__)

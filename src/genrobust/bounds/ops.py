@@ -568,7 +568,7 @@ class ReLU(Activation):
         if alpha is None:
             a = torch.where(u >= -l, torch.ones_like(u), torch.full_like(u, s))
         else:
-            a = s + alpha.clamp(0, 1) * (1 - s)
+            a = (s + alpha.clamp(0, 1) * (1 - s)).clamp(s, 1)  # rounding must not leave [s, 1]
         al = torch.where(u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), a))
         bl = torch.zeros_like(u)
         # Rounding: the computed slope is au·(1 + θ), |θ| ≤ 4 units of roundoff (a product, two differences, a
