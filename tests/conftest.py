@@ -26,6 +26,17 @@ os.environ.pop("GENROBUST_DATA_DIR", None)
 os.environ["GENROBUST_CACHE_DIR"] = tempfile.mkdtemp(prefix="genrobust-test-cache-")
 
 
+SHARED_VNNCOMP = REPO.parent / "shared" / "vnncomp"
+
+
+@pytest.fixture(scope="session")
+def mnist_fc() -> Path:
+    """A real competition benchmark (../shared/vnncomp/mnist_fc: ONNX networks, VNN-LIB properties, answers)."""
+    if not (SHARED_VNNCOMP / "mnist_fc" / "expected.csv").is_file():
+        pytest.fail(f"the competition benchmark is not at {SHARED_VNNCOMP}; check out the project beside ../shared")
+    return SHARED_VNNCOMP / "mnist_fc"
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The real MNIST and Fashion-MNIST files (see ../shared/datasets/README.md)."""

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 import genrobust as gr
 from genrobust.bounds.capture import ACTIVATION_BUILDERS, UnsupportedLayerError, capture
 from genrobust.bounds.engine import BoundEngine, BoundOptions
+from genrobust.bounds.ops import ReLU
 from genrobust.models.layers import Affine, ConcatConstant
 
 #: One example module per row of the engine's activation table, so a new row is property-tested without touching
@@ -467,3 +468,50 @@ def test_relu_splits_bound_their_domain_with_any_multiplier(seed, steps, eps, sh
     assert ok.all(), float((res.lower[None] - margins)[~ok].max())
     huge = res.lower.min(1).values == torch.finfo(torch.float64).max
     assert not inside[:, huge].any()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), steps=st.sampled_from([0, 4]))
+def test_a_relu_split_child_keeps_its_parents_intervals_and_stays_sound(seed, steps):
+    """A ReLU split's children (the parent's box, one more constraint) bounded with ``settled``: layers up to
+    the split keep the parent's intervals unrefined, later ones are refined again; the branching choice is an
+    unstable ReLU of the classifier, and every sampled latent of each child's domain lies above its bound."""
+    gen, clf, d = _random_pair([seed, 3, 10], "ReLU", "ReLU", "none", 1, 1, False, False, True, 2)
+    gen_ops = capture(gen, (d,))
+    ops = gen_ops + capture(clf, (2, 6, 6))
+    engine = BoundEngine(ops, len(gen_ops), BoundOptions(refine_limit=1.0))
+    g = torch.Generator().manual_seed(seed)
+    center = torch.randn(1, d, dtype=torch.float64, generator=g)
+    radius = torch.full((1, d), 0.4, dtype=torch.float64)
+    spec = _margin_spec(torch.tensor([seed % 3]), 3)
+    root = engine.margins(center, radius, spec)
+    k, n = int(root.branch[0][0]), int(root.branch[1][0])
+    if k < 0:  # nothing unstable on the worst margin's path
+        return
+    assert k >= len(gen_ops) and isinstance(ops[k], ReLU) and float(root.branch[2][0]) > 0
+    lo_k, hi_k = root.intervals[k]
+    assert lo_k.flatten()[n] < 0 < hi_k.flatten()[n]
+    split = torch.zeros(2, *ops[k].in_shape, dtype=torch.int8)
+    split.view(2, -1)[0, n], split.view(2, -1)[1, n] = 1, -1
+    parent = {i: (a.repeat(2, *[1] * (a.ndim - 1)), b.repeat(2, *[1] * (b.ndim - 1)))
+              for i, (a, b) in root.intervals.items()}  # fmt: skip
+    twice = (center.repeat(2, 1), radius.repeat(2, 1), spec.repeat(2, 1, 1))
+    kids = engine.margins(*twice, parent=parent, splits={k: split}, settled=torch.tensor([k, k]),
+                          steps=torch.tensor([steps, steps]))  # fmt: skip
+    for i, (lo_i, hi_i) in root.intervals.items():  # inside the parent's, and not refined again up to the split
+        assert (kids.intervals[i][0] >= lo_i).all() and (kids.intervals[i][1] <= hi_i).all()
+    unsettled = engine.margins(*twice, parent=parent, splits={k: split})
+    assert kids.refined <= unsettled.refined
+    s = torch.rand(4000, d, dtype=torch.float64, generator=g) * 2 - 1
+    z = center + radius * s
+    with torch.no_grad():
+        h = z
+        for op in ops[:k]:
+            h = op.forward(h)
+        x = h.reshape(len(z), -1)[:, n]
+        logits = nn.Sequential(gen, clf).double()(z)
+    margins = logits @ spec[0].T
+    for side, child in ((0, x >= 0), (1, x <= 0)):
+        assert (margins[child] >= kids.lower[side][None]).all()
+    with pytest.raises(gr.GenrobustError, match="parent"):
+        engine.margins(center, radius, spec, settled=torch.tensor([k]))

@@ -99,3 +99,26 @@ def test_bad_properties_get_clear_errors():
         answer(_net(), parse_vnnlib(_prop([0, 0, 0], [1, 1, 1], "(assert (>= Y_0 1))")), (2, 2))
     res = CliRunner().invoke(main, ["verify-vnnlib", str(Path(__file__)), str(Path(__file__))])
     assert res.exit_code == 1 and "Error" in res.output
+
+
+def test_clipped_pixel_balls_of_a_real_benchmark_get_branch_and_bound(mnist_fc):
+    """Competition instances nobody here wrote (mnist_fc, 256×2): clipped pixel balls are not cubes, and bounds
+    on the whole box leave these open; branch and bound on the network's ReLUs answers them as the published
+    results do (unsat), and a sat instance comes back with a counterexample that holds."""
+    from genrobust.models.onnx_import import import_onnx
+
+    net = import_onnx(mnist_fc / "onnx" / "mnist-net_256x2.onnx")
+    rows = [line.split(",") for line in (mnist_fc / "expected.csv").read_text().splitlines()[1:]]
+    expected = {r[1]: r[3] for r in rows if r[0] == "onnx/mnist-net_256x2.onnx"}
+    for name in ("prop_4_0.03.vnnlib", "prop_8_0.03.vnnlib", "prop_1_0.03.vnnlib"):
+        prop = parse_vnnlib((mnist_fc / "vnnlib" / name).read_text())
+        one_box = answer(net, prop, options=gr.verify.VerifyOptions(max_boxes=1))
+        got = answer(net, prop, options=gr.verify.VerifyOptions(max_boxes=2000, max_seconds=60))
+        assert got.result == expected[f"vnnlib/{name}"], name
+        if got.result == "unsat":
+            assert one_box.result == "unknown"
+        else:
+            x = torch.as_tensor(got.x, dtype=torch.float32)
+            assert (x.double().numpy() >= prop.lo).all() and (x.double().numpy() <= prop.hi).all()
+            y = net(x[None]).detach().double().numpy()[0]
+            assert int(y.argmax()) != prop.robustness_label()

@@ -130,6 +130,10 @@ class MarginBounds:
     refined_generator: int = 0  # generator neurons bounded by backward passes to the latent
     #: the optimised α per tunable activation, (B, M, *shape) in float32, for the boxes' children to start from
     alpha: dict[int, torch.Tensor] | None = field(default=None, repr=False)
+    #: per box, the classifier neuron to branch on next: (op index of its nonlinearity, flat index of the neuron
+    #: in its input, score), the unstable piecewise-linear neuron whose relaxation intercepts cost the worst
+    #: margin's bound most (BaBSR's intercept score, read from the margins' backward pass); op −1 where none
+    branch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -156,6 +160,21 @@ class _Forms:
     def widened(self, err: torch.Tensor) -> _Forms:
         """The same forms with the constants moved outwards by ``err``: still valid despite rounding ≤ err."""
         return _Forms(self.lc, self.l0 - err, self.uc, self.u0 + err)
+
+    def take(self, idx: torch.Tensor) -> _Forms:
+        return _Forms(self.lc[idx], self.l0[idx], self.uc[idx], self.u0[idx])
+
+
+@dataclass
+class _BoxForms:
+    """The input box itself as forms (x = center + radius·s, s ∈ [−1, 1]^d): a row is minimised over it in
+    closed form, A·center − Σ|A·radius|, instead of through a (d × d) diagonal (784 × 784 for a pixel box)."""
+
+    center: torch.Tensor  # (B, d)
+    radius: torch.Tensor  # (B, d)
+
+    def take(self, idx: torch.Tensor) -> _BoxForms:
+        return _BoxForms(self.center[idx], self.radius[idx])
 
 
 @contextmanager
@@ -314,6 +333,8 @@ class BoundEngine:
         parent: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
         alpha: dict[int, torch.Tensor] | None = None,
         splits: dict[int, torch.Tensor] | None = None,
+        settled: torch.Tensor | None = None,
+        steps: torch.Tensor | None = None,
     ) -> MarginBounds:
         """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64).
 
@@ -322,23 +343,33 @@ class BoundEngine:
         splits (op index of a nonlinearity → (B, *shape) of −1, 0, +1): each box is restricted to the latents
         where every split neuron's input is ≤ 0 (−1) or ≥ 0 (+1); the bounds hold on that domain. Their
         intervals are clamped, and with ``alpha_steps`` the margins' pass carries each constraint with an
-        optimised multiplier β ≥ 0 (β-CROWN). A box whose domain the bounds show empty gets the largest bound."""
+        optimised multiplier β ≥ 0 (β-CROWN). A box whose domain the bounds show empty gets the largest bound.
+
+        ``settled`` (B,): per box, the op index up to which its nonlinearities keep the ``parent``'s intervals
+        without refinement (−1: none). A ReLU split's child is its parent's box with one more constraint at op
+        k: nothing before k can tighten, so its bounds are the parent's up to k and only later layers are
+        refined again (a split in the dense head costs a margins pass, not a box). ``steps`` (B,): α/β steps
+        per box instead of ``BoundOptions.alpha_steps`` (0: none), e.g. only for the boxes with splits."""
         try:
             with ieee_float32():
-                return self._margins(center, radius, spec, parent, alpha, splits)
+                return self._margins(center, radius, spec, parent, alpha, splits, settled, steps)
         finally:
             release_heap()  # the pass's large temporaries would otherwise stay resident (see there)
 
-    def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None) -> MarginBounds:
+    def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None, settled=None,
+                 steps=None) -> MarginBounds:  # fmt: skip
         opt = self.options
+        if settled is not None and parent is None:
+            raise GenrobustError("settled boxes need their parent's intervals")
         empty = torch.zeros(center.shape[0], dtype=torch.bool, device=center.device)  # split domains shown empty
         center, radius, spec = center.to(DT), radius.to(DT), spec.to(DT)
         B, d = center.shape
         lo, hi = center - radius, center + radius
         coef = torch.diag_embed(radius)  # (B, d over s, d over x)
         forms: _Forms | None = None if opt.mode == "interval" else _Forms(coef, center, coef, center)
-        anchor_forms, anchor_box = forms, (lo, hi)
-        latent_forms, latent_box = forms, (lo, hi)
+        box_forms = None if forms is None else _BoxForms(center, radius)
+        anchor_forms, anchor_box = box_forms, (lo, hi)
+        latent_forms, latent_box = box_forms, (lo, hi)
         relax: dict[int, object] = {}
         absmax: dict[int, torch.Tensor] = {}  # op index → (B,) bound on |op's inputs·weights| terms (rounding guard)
         intervals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -346,10 +377,11 @@ class BoundEngine:
         hopeless: torch.Tensor | None = None  # (B,) boxes too wide to be worth refining (``refine_limit``)
         deferred: tuple[int, torch.Tensor] | None = None  # the last nonlinearity, refined after a first try
         alphas: dict[int, torch.Tensor] | None = None
+        branch = None
         for i, op in enumerate(self.ops):
             in_classifier = i >= self.anchor
             if i == self.anchor:
-                anchor_forms, anchor_box = forms, (lo, hi)
+                anchor_forms, anchor_box = (box_forms if i == 0 else forms), (lo, hi)
                 absmax["anchor"] = torch.maximum(lo.abs(), hi.abs()).flatten(1).amax(1)
             size = torch.maximum(lo.abs(), hi.abs())  # sound: |x| ≤ size on the box
             if op.linear:
@@ -378,11 +410,12 @@ class BoundEngine:
                     if hopeless is None and isinstance(op, Activation):
                         share = op.unstable(lo, hi).reshape(B, -1).double().mean(1)
                         hopeless = share > opt.refine_limit
+                    skip = hopeless if settled is None or hopeless is None else hopeless | (settled >= i)
                     if opt.lazy_last and i == self.last_nonlinear and isinstance(op, Activation):
-                        deferred = (i, hopeless)
+                        deferred = (i, skip)
                     else:
                         lo, hi, n, forms = self._refine(i, lo, hi, relax, *self._refine_target(
-                            anchor_forms, anchor_box, latent_forms, latent_box), absmax, hopeless, forms)  # fmt: skip
+                            anchor_forms, anchor_box, latent_forms, latent_box), absmax, skip, forms)  # fmt: skip
                         refined += n
                 if bool((lo > hi).any()):
                     if splits is None:
@@ -422,7 +455,8 @@ class BoundEngine:
                 forms_at, box_at, stop = latent_forms, latent_box, 0
             else:
                 forms_at, box_at, stop = anchor_forms, anchor_box, self.anchor
-            val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop)
+            scores: dict[int, torch.Tensor] = {}
+            val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop, record=scores)
             lower, coef = val.reshape(B, M), g.reshape(B, M, d)
             if deferred is not None:  # refine the last nonlinearity for the boxes not yet certified, and retry
                 k, hopeless = deferred
@@ -437,13 +471,15 @@ class BoundEngine:
                     for key in [key for key in relax if isinstance(key, tuple) and key[0] != "pre" and key[1] == k]:
                         del relax[key]  # casts of the old lines
                     # later layers keep their absmax from the wider intervals: still bounds, so the guard holds
-                    val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop)
+                    val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop,
+                                            record=scores)  # fmt: skip
                     better = val.reshape(B, M) > lower  # both are sound lower bounds: keep the larger
                     lower = torch.where(better, val.reshape(B, M), lower)
                     coef = torch.where(better.unsqueeze(2), g.reshape(B, M, d), coef)
-            if opt.alpha_steps:
+            branch = self._branch_choice(scores, lower)
+            if opt.alpha_steps or (steps is not None and bool((steps > 0).any())):
                 lower, coef, alphas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower, coef,
-                                                           alpha_start, splits)  # fmt: skip
+                                                           alpha_start, splits, steps)  # fmt: skip
         elif opt.mode == "forward":
             assert forms is not None
             sp, sn = spec.clamp(min=0), spec.clamp(max=0)
@@ -459,26 +495,45 @@ class BoundEngine:
         if not torch.isfinite(lower).all():
             raise GenrobustError("the margin bounds are NaN or infinite: check the network's weights")
         lower = torch.where(empty[:, None], torch.finfo(DT).max, lower)  # an empty domain: nothing to disprove
-        return MarginBounds(lower, coef, intervals, refined, refined_gen, alphas if opt.alpha_steps else None)
+        return MarginBounds(lower, coef, intervals, refined, refined_gen, alphas, branch)
+
+    def _branch_choice(self, scores: dict[int, torch.Tensor], lower: torch.Tensor):
+        """Per box, the recorded neuron with the largest score on the box's worst margin (see
+        :attr:`MarginBounds.branch`)."""
+        B, M = lower.shape
+        op = torch.full((B,), -1, dtype=torch.long, device=lower.device)
+        neuron = torch.zeros(B, dtype=torch.long, device=lower.device)
+        best = torch.zeros(B, dtype=DT, device=lower.device)
+        worst = lower.argmin(1)
+        for k, sc in scores.items():
+            val, idx = sc.reshape(B, M, -1)[torch.arange(B, device=lower.device), worst].max(1)
+            take = val > best
+            op, neuron, best = torch.where(take, k, op), torch.where(take, idx, neuron), torch.where(take, val, best)
+        return op, neuron, best
 
     # ----------------------------------------------------------------------------------------- α-CROWN
-    def _optimise_alpha(self, rows: Rows, relax, forms_at, box_at, absmax, stop, lower, coef, start, splits=None):
+    def _optimise_alpha(self, rows: Rows, relax, forms_at, box_at, absmax, stop, lower, coef, start, splits=None,
+                        steps=None):  # fmt: skip
         """Tighten the margins' bounds of the boxes not yet certified by optimising the lower lines (α), one set
-        per margin (see :meth:`_tune_rows`). Returns the new (lower, coef) and the α per box (B, M, *shape) for
-        the children (NaN where not optimised)."""
+        per margin (see :meth:`_tune_rows`), ``steps`` per box (default ``alpha_steps``; the most any box asks
+        for). Returns the new (lower, coef) and the α per box (B, M, *shape) for the children (NaN where not
+        optimised)."""
         B, M = lower.shape
         j = len(self.ops) - 1
         out_alpha = {k: torch.full((B, M, *self.ops[k].out_shape), math.nan, dtype=torch.float32,
                                    device=lower.device) for k in self._tunable(stop, j)}  # fmt: skip
-        todo = torch.nonzero(lower.min(1).values <= 0).flatten()
+        if steps is None:
+            steps = torch.full((B,), self.options.alpha_steps, dtype=torch.long, device=lower.device)
+        todo = torch.nonzero((lower.min(1).values <= 0) & (steps > 0)).flatten()
         if not out_alpha or not len(todo):
             return lower, coef, out_alpha
-        sel = torch.nonzero(torch.isin(rows.ball, todo)).flatten()  # rows of those boxes
+        # the rows of those boxes whose margin is still open (a margin proved already needs no tuning)
+        sel = torch.nonzero(torch.isin(rows.ball, todo) & (lower.reshape(-1) <= 0)).flatten()
         init = None if start is None else {k: a.reshape(-1, *a.shape[2:])[sel] for k, a in start.items()}
         lower, coef = lower.clone().reshape(-1), coef.clone().reshape(B * M, -1)
         lower[sel], coef[sel], tuned = self._tune_rows(
             j, rows.A[sel], rows.ball[sel], relax, forms_at, box_at, absmax, stop, lower[sel], coef[sel], init,
-            self.options.alpha_steps, splits,
+            int(steps[todo].max()), splits,
         )  # fmt: skip
         for k, a in tuned.items():
             out_alpha[k].reshape(-1, *a.shape[1:])[sel] = a
@@ -527,8 +582,7 @@ class BoundEngine:
                 else:
                     ctx[k] = relax[k][b]
             ctx_absmax = {key: v[b] for key, v in absmax.items()}
-            ctx_forms = None if forms_at is None else _Forms(forms_at.lc[b], forms_at.l0[b], forms_at.uc[b],
-                                                              forms_at.u0[b])  # fmt: skip
+            ctx_forms = None if forms_at is None else forms_at.take(b)
             ctx_box = (box_at[0][b], box_at[1][b])
             rows = Rows(A[part].float(), torch.arange(len(b), device=A.device))
             signs = {k: t[b].float() for k, t in (splits or {}).items() if stop <= k <= j and bool((t[b] != 0).any())}
@@ -717,7 +771,7 @@ class BoundEngine:
 
     def _backward(
         self, j, rows: Rows, relax, anchor_forms: _Forms | None, anchor_box, absmax, stop: int | None = None,
-        tables: dict | None = None, beta: dict[int, torch.Tensor] | None = None,
+        tables: dict | None = None, beta: dict[int, torch.Tensor] | None = None, record: dict | None = None,
     ):  # fmt: skip
         """Minimise each row over the box: rows are coefficients over the output of op ``j``, carried back to
         the input of op ``stop`` (default: the anchor) and minimised there over ``anchor_forms`` (affine bounds
@@ -725,6 +779,9 @@ class BoundEngine:
 
         Rows in float32 or float64; returns the guarded float64 lower bound (R,) and its coefficients over s.
         ``tables``: a cache of :class:`WindowTable` shared by the chunks of one refinement (patch rows only).
+        ``record``: filled with each of the classifier's piecewise-linear activations' branching scores per row
+        (R, *shape): −(A⁺·bl + A⁻·bu) on its unstable neurons, what their relaxations' intercepts cost the
+        row's bound (dense rows only; see :attr:`MarginBounds.branch`).
         """
         stop = self.anchor if stop is None else stop
         dt = rows.A.dtype
@@ -760,6 +817,11 @@ class BoundEngine:
                 origin, nonneg = relax[("bl0", k, dt)], relax[("bu+", k, dt)]
                 lines = self._origin_lines(relax, k, dt, maps) if origin else maps
                 A = rows.A
+                if record is not None and op.piecewise_linear and k >= self.anchor and rows.off is None:
+                    lo_k, hi_k = relax[("pre", k)]
+                    on = maps[rows.ball]
+                    cost = -(A.clamp(min=0) * on[:, 1] + A.clamp(max=0) * on[:, 3]).to(DT)
+                    record[k] = torch.where(op.unstable(lo_k, hi_k)[rows.ball], cost, 0.0)
                 norm = l1(A)
                 if rows.off is None:
                     new, t_sum, t_abs = _relax_step_by_ball(A, lines, rows.ball, origin, nonneg)
@@ -792,8 +854,15 @@ class BoundEngine:
         err = err + l1(rows.A) * gamma(numel * (self.in_dim + 2) + 2, DT) * size[rows.ball]
         # at the latent the forms are exact (the box itself): minimise over them alone, so a row always keeps its
         # coefficients (a tie with the box, decided by rounding, would otherwise drop them)
-        exact = stop == 0 and anchor_forms is not None
-        val, g = self._concretize(rows, bias, anchor_forms, None if exact else anchor_box, self.ops[stop].in_shape)
+        if isinstance(anchor_forms, _BoxForms):
+            if rows.off is not None:
+                rows = to_dense(rows, self.ops[stop].in_shape)
+            A = rows.A.reshape(R, -1)
+            g = A * anchor_forms.radius[rows.ball]
+            val = (A * anchor_forms.center[rows.ball]).sum(1) + bias - g.abs().sum(1)
+        else:
+            exact = stop == 0 and anchor_forms is not None
+            val, g = self._concretize(rows, bias, anchor_forms, None if exact else anchor_box, self.ops[stop].in_shape)
         err = err + GUARD * (bias.abs() + val.abs())  # the few float64 additions of the bias terms
         return val - err, g
 

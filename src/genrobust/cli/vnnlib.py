@@ -40,7 +40,13 @@ def export_vnnlib_cmd(
 @main.command("verify-vnnlib")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("prop", metavar="PROPERTY", type=click.Path(exists=True, dir_okay=False))
-@click.option("--max-boxes", type=int, default=64, show_default=True, help="Sub-boxes (robustness properties).")
+@click.option(
+    "--max-boxes",
+    type=int,
+    default=100_000,
+    show_default=True,
+    help="Sub-boxes or ReLU splits of branch and bound (robustness properties); the seconds are the budget.",
+)
 @click.option("--max-seconds", type=float, default=30.0, show_default=True, help="Seconds for the instance.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,

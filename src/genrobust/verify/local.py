@@ -44,6 +44,10 @@ GIVE_UP = 1.5
 STATUS_NAMES = {CERTIFIED: "certified", UNKNOWN: "unknown", FALSIFIED: "falsified"}
 Split = Literal["gap", "width", "gradient"]
 SPLITS: tuple[str, ...] = ("gap", "width", "gradient")
+Branch = Literal["latent", "relu", "auto"]
+BRANCHES: tuple[str, ...] = ("latent", "relu", "auto")
+#: ``VerifyOptions.branch=None`` halves input dimensions up to this many, and splits ReLUs above.
+LATENT_SPLIT_DIMS = 32
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,9 @@ class VerifyOptions:
     0.69 / 0.75 for 2 / 4 / 16 at ε = 0.01. ``attack_steps``/``attack_restarts``: the PGD falsifier.
     ``leaf_attacks``: when a ball's budget runs out, PGD searches this many of its undecided sub-boxes (where
     the bounds are weakest) before the ball is left unknown.
-    ``give_up``: a ball whose first bound (the whole box) has a worst margin below −``give_up`` × its centre's
-    margin is not split: its box is attacked and, unless that falsifies it, left unknown at once. Splitting a
+    ``give_up`` (latent splitting only): a ball whose first bound (the whole box) has a worst margin below
+    −``give_up`` × its centre's margin is not split: its box is attacked and, unless that falsifies it, left
+    unknown at once. Splitting a
     latent box tightens its bounds slowly (ten dimensions to halve), so a bound far below zero is not closed by
     any affordable budget. Measured at ε = 0.03 on 89 of the 192 balls (of 1,000) whose whole-box bound is
     undecided: splitting (16 boxes / 10 s) certified 36 of them, none below the ratio −1.81; the 44 below −1.5
@@ -72,6 +77,15 @@ class VerifyOptions:
     and ε): a ball decided early leaves its time to the others, a ball is split only while its share of what is
     left (and ``max_seconds``) allows, and the give-up rule becomes an order instead of a stop: a hopeless-looking
     ball is attacked at once and split last, with what the other balls left.
+    ``branch``: what a box that is neither certified nor falsified is split on: ``"latent"`` (halve a latent
+    dimension, ``split`` says which), ``"relu"`` (one of the classifier's unstable ReLUs, the one whose
+    relaxation costs the worst margin most: two children on the same box, its input ≥ 0 and ≤ 0, whose bounds
+    carry the constraint with ``beta_steps`` steps of optimised multipliers and slopes, β-CROWN; a child keeps
+    its parent's intervals up to the split layer, so a split in the dense head costs little more than a margins
+    pass), or ``"auto"``: per box, whichever the margins' pass says removes more of the worst margin's bound
+    (halving a latent dimension takes half its coefficient off each child; a ReLU split takes its intercept
+    cost off both). ``None`` (the default) is ``"latent"`` for inputs of at most ``LATENT_SPLIT_DIMS``
+    dimensions and ``"relu"`` above (a pixel box has too many dimensions to halve).
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
@@ -84,10 +98,16 @@ class VerifyOptions:
     leaf_attacks: int = 8
     give_up: float | None = GIVE_UP
     mean_seconds: float | None = None
+    branch: Branch | None = None
+    beta_steps: int = 8
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise GenrobustError(f"unknown split heuristic {self.split!r}; choose one of {', '.join(SPLITS)}")
+        if self.branch is not None and self.branch not in BRANCHES:
+            raise GenrobustError(f"unknown branching {self.branch!r}; choose one of {', '.join(BRANCHES)}")
+        if self.beta_steps < 0:
+            raise GenrobustError(f"beta_steps must be ≥ 0, got {self.beta_steps}")
         batch = 1 if self.batch_boxes is None else self.batch_boxes
         if self.max_boxes < 1 or batch < 1 or self.attack_steps < 1 or self.attack_restarts < 1:
             raise GenrobustError("max_boxes, batch_boxes, attack_steps and attack_restarts must be ≥ 1")
@@ -416,17 +436,15 @@ class LocalVerifier:
         opt = self.options
         dev = self.device
         batch_boxes = default_batch_boxes(dev) if opt.batch_boxes is None else opt.batch_boxes
-        # queue of sub-boxes: (ball, lo, hi) in float64; lo/hi partition the real ball exactly
         lo, hi = self._ball(z[torch.tensor(balls, device=dev)], eps_e)
-        # a queued box: (ball, lo, hi, the parent's intervals as float32 rounded outwards or None, its α or None)
-        queue: list[tuple] = [(b, lo[k], hi[k], None, None) for k, b in enumerate(balls)]
+        queue: list[_Box] = [_Box(b, lo[k], hi[k]) for k, b in enumerate(balls)]
         open_boxes = dict.fromkeys(balls, 1)
         last_cost = dict.fromkeys(balls, 0.0)  # seconds of each ball's latest box
         done: set[int] = set()
         # with a pool of seconds (``mean_seconds``), hopeless-looking balls are attacked at once and split last,
         # with what the others left: their children wait here
         pool = None if opt.mean_seconds is None else opt.mean_seconds * len(seconds)
-        later: list[tuple] = []
+        later: list[_Box] = []
 
         def limit(b: int, competing: int) -> float:
             """Seconds ball ``b`` may reach: its own budget, and its share of what is left of the pool."""
@@ -436,21 +454,21 @@ class LocalVerifier:
             return min(opt.max_seconds, float(seconds[b]) + left / max(1, competing))
 
         while queue or later:
-            if later and not any(item[0] not in done for item in queue):  # everyone else is done: the deferred
-                waiting = sorted({item[0] for item in later if item[0] not in done})
+            if later and not any(item.ball not in done for item in queue):  # everyone else is done: the deferred
+                waiting = sorted({item.ball for item in later if item.ball not in done})
                 for b in waiting:  # only those whose two children still fit go on
                     if float(seconds[b]) + 2 * last_cost[b] > limit(b, len(waiting)):
                         done.add(b)
-                queue, later = [item for item in later if item[0] not in done], []
+                queue, later = [item for item in later if item.ball not in done], []
                 if not queue:
                     break
-            # one box from as many balls as possible, then fill the batch (children go to the back: breadth first)
-            live = [item for item in queue if item[0] not in done]
+            # one box from as many balls as possible, then fill the batch (children go to the front: depth first)
+            live = [item for item in queue if item.ball not in done]
             batch, rest, seen = [], [], set()
             for item in live:
-                if len(batch) < batch_boxes and item[0] not in seen:
+                if len(batch) < batch_boxes and item.ball not in seen:
                     batch.append(item)
-                    seen.add(item[0])
+                    seen.add(item.ball)
                 else:
                     rest.append(item)
             room = batch_boxes - len(batch)
@@ -458,18 +476,17 @@ class LocalVerifier:
             if not batch:
                 break
             t1 = time.perf_counter()
-            owners = [item[0] for item in batch]
-            blo = torch.stack([item[1] for item in batch])
-            bhi = torch.stack([item[2] for item in batch])
-            parent = _stack_parents([item[3] for item in batch])
+            owners = [item.ball for item in batch]
+            blo = torch.stack([item.lo for item in batch])
+            bhi = torch.stack([item.hi for item in batch])
             center = (blo + bhi) / 2
             radius = torch.maximum(bhi - center, center - blo)
             radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
             own = torch.tensor(owners, device=dev)
-            start = _stack_alphas([item[4] for item in batch])
-            mb = self.engine.margins(center, radius, self._spec(labels[own]), parent=parent, alpha=start)
+            mb = self.engine.margins(center, radius, self._spec(labels[own]), **self._batch_args(batch))
             worst = mb.lower.argmin(1)
-            certified = mb.lower.min(1).values > 0
+            worst_bound = mb.lower.min(1).values
+            certified = worst_bound > 0
             # the bound's minimiser (a corner) is a cheap candidate counterexample
             g = mb.coef[torch.arange(len(batch), device=dev), worst]
             corner = (center - radius * torch.sign(g)).clamp(min=blo, max=bhi).float()
@@ -481,12 +498,12 @@ class LocalVerifier:
                 boxes[b, e] += 1
                 seconds[b] += dt
                 last_cost[b] = dt
-            children: list[tuple] = []
+            children: list[_Box] = []
             exhausted: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
             deferred: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # attacked now, split last
             left_in_batch = Counter(owners)
-            competing = len({item[0] for item in queue if item[0] not in done} | set(owners) - done)
-            for k, b in enumerate(owners):
+            competing = len({item.ball for item in queue if item.ball not in done} | set(owners) - done)
+            for k, (b, box) in enumerate(zip(owners, batch, strict=True)):
                 left_in_batch[b] -= 1
                 if b in done:
                     if b in exhausted and not certified[k]:  # its siblings in this batch are leaves too
@@ -504,44 +521,85 @@ class LocalVerifier:
                     if status[b, e] == FALSIFIED:
                         done.add(b)
                         continue
-                hopeless = (opt.give_up is not None and batch[k][3] is None
-                            and float(mb.lower[k].min()) < -opt.give_up * float(margin[b]))  # fmt: skip
+                hopeless = (opt.give_up is not None and self.branching == "latent" and box.parent is None
+                            and float(worst_bound[k]) < -opt.give_up * float(margin[b]))  # fmt: skip
                 # the budget is kept, not overrun: split only if the boxes this ball still has queued and the two
                 # children fit in its seconds, each costing what this box cost (a child has at most its parent's
                 # unstable neurons: the mean over the ball's boxes, the root's included, overestimates them)
-                per_box = dt
                 queued = open_boxes[b] - left_in_batch[b]  # this batch's other boxes of b are paid for already
-                over_time = float(seconds[b]) + (queued + 2) * per_box > limit(b, competing)
+                over_time = float(seconds[b]) + (queued + 2) * dt > limit(b, competing)
                 if (hopeless and pool is None) or boxes[b, e] + open_boxes[b] + 2 > opt.max_boxes or over_time:
                     done.add(b)  # budget spent: its undecided sub-boxes are attacked below, then the whole ball
                     exhausted.setdefault(b, []).append((blo[k], bhi[k]))
                     continue
-                dim = self._split_dim(blo[k], bhi[k], mb.coef[k, worst[k]], b, labels)
-                mid = (blo[k, dim] + bhi[k, dim]) / 2
-                left_hi, right_lo = bhi[k].clone(), blo[k].clone()
-                left_hi[dim], right_lo[dim] = mid, mid
-                inherited = _outward32({i: (lo_i[k], hi_i[k]) for i, (lo_i, hi_i) in mb.intervals.items()})
-                alpha = None if mb.alpha is None else {i: a[k] for i, a in mb.alpha.items()}
-                # depth first: children go to the front, so few boxes (and their intervals) wait in memory
-                pair = [(b, blo[k], left_hi, inherited, alpha), (b, right_lo, bhi[k], inherited, alpha)]
+                pair = self._children(box, mb, k, float(worst_bound[k]), blo[k], bhi[k], worst[k], labels)
                 open_boxes[b] += 2
                 if hopeless:
                     deferred[b] = [(blo[k], bhi[k])]
                     later.extend(pair)
                 else:
                     children.extend(pair)
-            queue = children + queue
+            queue = children + queue  # depth first: few boxes (and their intervals) wait in memory
             if (exhausted or deferred) and opt.leaf_attacks:
                 t2 = time.perf_counter()
                 for item in queue:
-                    if item[0] in exhausted:
-                        exhausted[item[0]].append((item[1], item[2]))
+                    if item.ball in exhausted:
+                        exhausted[item.ball].append((item.lo, item.hi))
                 targets = exhausted | deferred
                 self._attack_leaves(targets, e, eps_e, z, labels, seed, ids, falsify)
                 for b in targets:
                     seconds[b] += (time.perf_counter() - t2) / len(targets)
                     if status[b, e] == FALSIFIED:
                         done.add(b)
+
+    def _batch_args(self, batch: list[_Box]) -> dict[str, Any]:
+        """The engine's per-box arguments for a batch: parents' intervals and α, ReLU splits, settled layers and
+        α/β steps (only the boxes with splits get ``beta_steps``)."""
+        args: dict[str, Any] = {"parent": _stack_parents([item.parent for item in batch]),
+                                "alpha": _stack_alphas([item.alpha for item in batch])}  # fmt: skip
+        if any(item.splits for item in batch):
+            keys = sorted({k for item in batch if item.splits for k in item.splits})
+            args["splits"] = {k: torch.stack([item.splits[k] if item.splits and k in item.splits else
+                                              torch.zeros(self.engine.ops[k].in_shape, dtype=torch.int8,
+                                                          device=self.device) for item in batch])
+                              for k in keys}  # fmt: skip
+            args["steps"] = torch.tensor([self.options.beta_steps if item.splits else self.engine.options.alpha_steps
+                                          for item in batch], device=self.device)  # fmt: skip
+        if any(item.settled >= 0 for item in batch):
+            args["settled"] = torch.tensor([item.settled for item in batch], device=self.device)
+        return args
+
+    def _children(self, box: _Box, mb, k: int, bound: float, lo, hi, worst, labels) -> list[_Box]:
+        """The two children of an undecided box: halves of a latent dimension, or the two sides of a ReLU
+        (``VerifyOptions.branch``). Both keep the parent's intervals (rounded outwards to float32), slopes and
+        splits."""
+        inherited = _outward32({i: (lo_i[k], hi_i[k]) for i, (lo_i, hi_i) in mb.intervals.items()})
+        alpha = None if mb.alpha is None else {i: a[k] for i, a in mb.alpha.items()}
+        branch = self.branching
+        op = -1 if mb.branch is None else int(mb.branch[0][k])
+        if op >= 0 and branch == "auto":  # which split removes more of the worst margin's bound, as the pass says:
+            # halving the latent dimension of largest |coefficient| g takes |g|/2 off each child's linear term; a
+            # ReLU split takes its relaxation's intercept cost (the branching score) off both
+            g = mb.coef[k, worst].abs() * (hi > lo)
+            branch = "relu" if float(mb.branch[2][k]) > float(g.max()) / 2 else "latent"
+        if op >= 0 and branch == "relu":
+            neuron = int(mb.branch[1][k])
+            kids = []
+            for side in (1, -1):
+                splits = {i: t.clone() for i, t in (box.splits or {}).items()}
+                mark = splits.setdefault(op, torch.zeros(self.engine.ops[op].in_shape, dtype=torch.int8,
+                                                         device=self.device))  # fmt: skip
+                mark.view(-1)[neuron] = side
+                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, op, bound))
+            return kids
+        dim = self._split_dim(lo, hi, mb.coef[k, worst], box.ball, labels)
+        mid = (lo[dim] + hi[dim]) / 2
+        left_hi, right_lo = hi.clone(), lo.clone()
+        left_hi[dim], right_lo[dim] = mid, mid
+        return [
+            _Box(box.ball, lo, left_hi, inherited, alpha, box.splits, -1, bound),
+            _Box(box.ball, right_lo, hi, inherited, alpha, box.splits, -1, bound),
+        ]
 
     def _attack_leaves(self, leaves, e, eps_e, z, labels, seed, ids, falsify) -> None:
         """PGD inside up to ``leaf_attacks`` undecided sub-boxes per ball (float32 boxes rounded inwards)."""
@@ -564,6 +622,11 @@ class LocalVerifier:
                                    restarts=self.options.attack_restarts, seeds=seeds)  # fmt: skip
         self._confirm(owners, e, eps_e, found, cand, z, labels, falsify)
 
+    @property
+    def branching(self) -> str:
+        """What boxes are split on (``VerifyOptions.branch``, its default resolved by the input's size)."""
+        return self.options.branch or ("latent" if self.latent_dim <= LATENT_SPLIT_DIMS else "relu")
+
     def _split_dim(self, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor, ball: int, labels) -> int:
         split = self.options.split
         width = hi - lo
@@ -579,6 +642,23 @@ class LocalVerifier:
             others[0, c] = -math.inf
             (grad,) = torch.autograd.grad(logits[0, c] - others.max(), zc)
         return int((grad[0].double().abs() * width).argmax())
+
+
+@dataclass
+class _Box:
+    """A sub-box waiting in branch and bound: its ball, its latent bounds (float64; the boxes of a ball
+    partition it exactly), what it inherits from its parent (intervals rounded outwards to float32, optimised
+    α), the ReLU splits that restrict its domain (op index → (*input shape) of −1/0/+1), the op up to which its
+    parent's intervals stand unrefined (−1: none), and its parent's worst bound (None for a whole ball)."""
+
+    ball: int
+    lo: torch.Tensor
+    hi: torch.Tensor
+    parent: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+    alpha: dict[int, torch.Tensor] | None = None
+    splits: dict[int, torch.Tensor] | None = None
+    settled: int = -1
+    bound: float | None = None
 
 
 def _outward32(intervals: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
@@ -636,4 +716,5 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
         "leaf_attacks": opt.leaf_attacks, "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
+        "branch": opt.branch, "beta_steps": opt.beta_steps,
     }  # fmt: skip

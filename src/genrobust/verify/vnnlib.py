@@ -269,21 +269,33 @@ def answer(
 
 
 def _robustness(model, prop: VnnProperty, shape, label: int, options, seed: int) -> Answer:
-    """The robustness form through the local verifier, on the smallest cube around the box's centre that holds it
-    (the box itself when it is a cube, as exported balls are), or on the box rescaled to one."""
+    """The robustness form through the local verifier's branch and bound: on the box itself when it is a cube
+    (as exported balls are), otherwise (a clipped pixel ball, a latent box whose sides differ, inputs fixed to
+    one value) on the box written as the image of [−1, 1]^d, so that every box gets the same splitting."""
     lo, hi = torch.as_tensor(prop.lo), torch.as_tensor(prop.hi)
     center = ((lo + hi) / 2).float().double()
     eps = float(torch.maximum(hi - center, center - lo).max())
     eps = float(np.nextafter(eps, np.inf))
-    if float((hi - lo).min()) < 0.999 * 2 * eps:  # not a cube: check the box itself, rescaled to [−1, 1]^d
-        return _general(model, prop, shape, options, seed)
-    verifier = LocalVerifier.for_model(model, shape, options=options)
-    res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed)
+    if float((hi - lo).min()) >= 0.999 * 2 * eps:
+        verifier = LocalVerifier.for_model(model, shape, options=options)
+        res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed)
+        to_input = None
+    else:
+        box = _Box(prop.lo, prop.hi)
+        d = len(prop.lo)
+        chain = nn.Sequential(box, nn.Unflatten(1, shape), model) if len(shape) > 1 else nn.Sequential(box, model)
+        verifier = LocalVerifier.for_model(chain, (d,), options=options)
+        res = verifier.run(torch.zeros(1, d), [label], [1.0], seed=seed)
+        to_input = box
     status = int(res.status[0, 0])
     if status == CERTIFIED:
         return Answer("unsat")
     if status == FALSIFIED:
-        found = _confirm(model, prop, res.witness[0, 0], shape)
+        w = res.witness[0, 0]
+        if to_input is not None:
+            with torch.no_grad():
+                w = to_input(w.reshape(1, -1)).reshape(-1)
+        found = _confirm(model, prop, w, shape)
         if found is not None:
             return found
     return Answer("unknown")

@@ -1,0 +1,114 @@
+"""``genrobust verify-vnnlib`` on a real competition benchmark, against the answers its tools published.
+
+Every instance of ``../shared/vnncomp/mnist_fc`` (fully connected ReLU networks, clipped L∞ pixel balls) is
+answered by :func:`genrobust.verify.vnnlib.answer` under each configuration, one process, ``--threads`` torch
+threads, ``--seconds`` per instance:
+
+* ``bounds``: sound bounds on the whole box and the attack, no branching (``max_boxes = 1``);
+* ``bab``: branch and bound as the command runs it (ReLU splits with β-CROWN bounds in pixel space);
+* ``input``: branch and bound on the input box instead (``branch="latent"``: halve pixels), the ablation.
+
+Per network and ε it prints how many instances each configuration decides (unsat + sat), how many answers
+contradict the published ones (``wrong``: must be 0), and the mean seconds; the ``decided`` ratio against
+``bounds`` measured in the same run. With ``--work DIR`` each instance's answer is saved as it comes, and a
+rerun only runs what is missing.
+
+    python benchmarks/bench_vnncomp.py [--seconds 30] [--configs bounds,bab,input] [--nets 256x2,256x4,256x6]
+                                       [--threads 1] [--work DIR] [--out docs/vnncomp-mnist-fc.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+CONFIGS = ("bounds", "bab", "input")
+
+
+def options(config: str, seconds: float):
+    from genrobust.verify import VerifyOptions
+
+    return {
+        "bounds": VerifyOptions(max_boxes=1, max_seconds=seconds),
+        "bab": VerifyOptions(max_boxes=100_000, max_seconds=seconds),
+        "input": VerifyOptions(branch="latent", max_boxes=100_000, max_seconds=seconds, give_up=None),
+    }[config]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bench", default=str(Path(__file__).resolve().parents[2] / "shared" / "vnncomp" / "mnist_fc"))
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--nets", default="256x2,256x4,256x6")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--work", default=None, help="save each answer here and resume from them")
+    ap.add_argument("--out", default=None, help="write the rows and every answer to OUT (.json)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    from genrobust.models.onnx_import import import_onnx
+    from genrobust.verify.vnnlib import answer, parse_vnnlib
+
+    bench = Path(a.bench)
+    with open(bench / "expected.csv", newline="") as f:
+        instances = [r for r in csv.DictReader(f) if any(f"mnist-net_{n}.onnx" in r["onnx"] for n in a.nets.split(","))]
+    work = Path(a.work) if a.work else None
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+    nets: dict[str, torch.nn.Module] = {}
+    answers = []
+    for config in a.configs.split(","):
+        for r in instances:
+            key = f"{config}-s{a.seconds:g}-{Path(r['onnx']).stem}-{Path(r['vnnlib']).stem}"
+            path = work / f"{key}.json" if work else None
+            if path is not None and path.exists():
+                answers.append(json.loads(path.read_text()))
+                continue
+            if r["onnx"] not in nets:
+                nets[r["onnx"]] = import_onnx(bench / r["onnx"])
+            prop = parse_vnnlib((bench / r["vnnlib"]).read_text())
+            t = time.perf_counter()
+            got = answer(nets[r["onnx"]], prop, options=options(config, a.seconds))
+            row = {"config": config, "onnx": r["onnx"], "vnnlib": r["vnnlib"], "answer": got.result,
+                   "expected": r["expected"], "seconds": time.perf_counter() - t}  # fmt: skip
+            if path is not None:
+                path.write_text(json.dumps(row) + "\n")
+            answers.append(row)
+            print(json.dumps(row), flush=True)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in answers:
+        eps = Path(row["vnnlib"]).stem.rsplit("_", 1)[1]
+        groups[(Path(row["onnx"]).stem.removeprefix("mnist-net_"), eps, row["config"])].append(row)
+        groups[("all", "", row["config"])].append(row)
+    print(f"mnist_fc, {a.seconds:g} s per instance, {a.threads} thread(s)")
+    print(f"{'net':<7} {'ε':>5} {'config':<7} {'n':>3} {'unsat':>6} {'sat':>4} {'unknown':>8} {'wrong':>6} "
+          f"{'decided':>8} {'× bounds':>9} {'mean s':>7}")  # fmt: skip
+    table = []
+    for (net, eps, config), rows in sorted(groups.items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
+        n = len(rows)
+        count = {v: sum(r["answer"] == v for r in rows) for v in ("unsat", "sat", "unknown")}
+        decisive = ("sat", "unsat")
+        wrong = sum(
+            r["answer"] in decisive and r["expected"] in decisive and r["answer"] != r["expected"] for r in rows
+        )
+        decided = count["unsat"] + count["sat"]
+        base = groups.get((net, eps, "bounds"))
+        ratio = decided / max(1, sum(r["answer"] != "unknown" for r in base)) if base else float("nan")
+        mean = sum(r["seconds"] for r in rows) / n
+        table.append({"net": net, "eps": eps, "config": config, "n": n, **count, "wrong": wrong, "decided": decided,
+                      "mean_s": mean})  # fmt: skip
+        print(f"{net:<7} {eps:>5} {config:<7} {n:>3} {count['unsat']:>6} {count['sat']:>4} {count['unknown']:>8} "
+              f"{wrong:>6} {decided:>8} {ratio:>9.2f} {mean:>7.2f}")  # fmt: skip
+    if a.out:
+        out = a.out if a.out.endswith(".json") else a.out + ".json"
+        Path(out).write_text(json.dumps({"args": vars(a), "rows": table, "answers": answers}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
