@@ -235,8 +235,8 @@ def _relax_step(A: torch.Tensor, m: torch.Tensor, origin: bool, nonneg: bool = F
     total = _sum64(flat)
     if origin and nonneg:  # |Σ̃ − Σ| ≤ g·Σ|t| and Σ|t| = |Σ|, so Σ|t| ≤ |Σ̃|/(1 − g) ≤ |Σ̃|·(1 + 2g)
         g = gamma(SUM_BLOCK + 1, A.dtype) + gamma(flat.shape[1] + 1, DT)
-        return new, total, total.abs() * (1 + 2 * g)
-    return new, total, _sum64(flat.abs())
+        return new, total, total.detach().abs() * (1 + 2 * g)
+    return new, total, _sum64(flat.detach().abs())
 
 
 #: Terms summed in the rows' own dtype before the partial sums go to float64 (see :func:`_sum64`).
@@ -266,9 +266,12 @@ def _block(n: int) -> int:
 
 
 def _relax_step_by_ball(A: torch.Tensor, maps: torch.Tensor, ball: torch.Tensor, origin: bool, nonneg: bool):
-    """:func:`_relax_step` for dense rows: rows sorted by ball take their ball's lines as a view (no copy)."""
-    if len(ball) > 1 and not bool((ball[1:] >= ball[:-1]).all()):
-        return _relax_step(A, maps[ball], origin, nonneg)
+    """:func:`_relax_step` for dense rows: rows sorted by ball take their ball's lines as a view (no copy).
+    Rows of many balls with few rows each (α/β optimisation makes every row its own box) gather their lines
+    instead: one step, not one per ball."""
+    if len(ball) < 4 * maps.shape[0] or (len(ball) > 1 and not bool((ball[1:] >= ball[:-1]).all())):
+        own = len(ball) == maps.shape[0] and bool((ball == torch.arange(len(ball), device=ball.device)).all())
+        return _relax_step(A, maps if own else maps[ball], origin, nonneg)
     counts = torch.bincount(ball, minlength=maps.shape[0]).tolist()
     parts, start = [], 0
     for b, n in enumerate(counts):
@@ -365,9 +368,12 @@ class BoundEngine:
         center, radius, spec = center.to(DT), radius.to(DT), spec.to(DT)
         B, d = center.shape
         lo, hi = center - radius, center + radius
-        coef = torch.diag_embed(radius)  # (B, d over s, d over x)
-        forms: _Forms | None = None if opt.mode == "interval" else _Forms(coef, center, coef, center)
-        box_forms = None if forms is None else _BoxForms(center, radius)
+        box_forms = None if opt.mode == "interval" else _BoxForms(center, radius)
+        # forward forms: (B, d, *shape) per layer, so only where they are used (a pixel box without forward
+        # forms in the classifier would otherwise build and drop a 784 × 784 diagonal per box)
+        forward = opt.mode == "forward" or (opt.mode == "crown" and (self.anchor > 0 or opt.classifier_forward))
+        coef = torch.diag_embed(radius) if box_forms is not None and forward else None  # (B, d over s, d over x)
+        forms: _Forms | None = None if coef is None else _Forms(coef, center, coef, center)
         anchor_forms, anchor_box = box_forms, (lo, hi)
         latent_forms, latent_box = box_forms, (lo, hi)
         relax: dict[int, object] = {}
@@ -787,14 +793,16 @@ class BoundEngine:
         dt = rows.A.dtype
         R = rows.A.shape[0]
         bias = torch.zeros(R, dtype=DT, device=rows.A.device)
-        err = torch.zeros_like(bias)  # bound on the rounding error of everything computed so far
+        # bound on the rounding error of everything computed so far; built from detached values: under α/β
+        # optimisation its value guards the bound, and its gradient (a 1e-9 share) would only double the graph
+        err = torch.zeros_like(bias)
 
         def l1(t: torch.Tensor) -> torch.Tensor:
             """An upper bound on Σ|t| per row despite its own rounding: the sum of n terms in t's dtype is within
             γₙ·Σ|t| of the truth, so Σ|t| ≤ Σ̃/(1 − γₙ) ≤ Σ̃·(1 + 2γₙ). It only scales rounding guards, so a
             plain sum in float32 does (1.5e-3 relative at 25,600 terms) and costs a fifth of a blocked one."""
             n = t[0].numel() if len(t) else 1
-            return t.abs().reshape(R, -1).sum(1).to(DT) * (1 + 2 * gamma(n + 1, t.dtype))
+            return t.detach().abs().reshape(R, -1).sum(1).to(DT) * (1 + 2 * gamma(n + 1, t.dtype))
 
         norm: torch.Tensor | None = None  # a known upper bound on the current rows' Σ|A|, if any
         for k in range(j, stop - 1, -1):
@@ -833,7 +841,7 @@ class BoundEngine:
                 # roundings of terms ≤ |A| each, moving the bound by at most γ₄·|A|·|x| with |x| ≤ absmax
                 g_sum = gamma(SUM_BLOCK + 1, dt) + gamma((A[0].numel() if R else 1) + 1, DT)
                 g_new = gamma(4 if origin else 1, dt)
-                err = err + t_abs * (1 + g_sum) * (gamma(1, dt) + g_sum) + norm * g_new * absmax[k][rows.ball]
+                err = err + t_abs.detach() * (1 + g_sum) * (gamma(1, dt) + g_sum) + norm * g_new * absmax[k][rows.ball]
                 # the slopes are in [0, 1] (al + dl ≤ 1 + u): Σ|new| ≤ Σ|A|·(1 + γ₄) + u·Σ|A|, the next step's norm
                 norm = norm * (1 + g_new + gamma(1, dt))
                 bias = bias + t_sum
@@ -863,7 +871,7 @@ class BoundEngine:
         else:
             exact = stop == 0 and anchor_forms is not None
             val, g = self._concretize(rows, bias, anchor_forms, None if exact else anchor_box, self.ops[stop].in_shape)
-        err = err + GUARD * (bias.abs() + val.abs())  # the few float64 additions of the bias terms
+        err = err + GUARD * (bias.detach().abs() + val.detach().abs())  # the few float64 additions of the bias terms
         return val - err, g
 
     @staticmethod
