@@ -205,9 +205,15 @@ def _project(z: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tenso
     return torch.minimum(torch.maximum(z, lo), hi)
 
 
-def _score(logits: torch.Tensor, y: torch.Tensor, target: int | None, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _score(
+    logits: torch.Tensor, y: torch.Tensor, target: int | torch.Tensor | None, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(score to raise, success) per row. kind "logprob": log p(target), or −log p(y) when untargeted;
-    kind "margin": logit(target) − best other logit, or best other − logit(y)."""
+    kind "margin": logit(target) − best other logit, or best other − logit(y). A tensor ``target`` (one class
+    per row) attacks one margin per row: logit(target) − logit(y), and any class other than y succeeds."""
+    if isinstance(target, torch.Tensor):
+        pair = logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
+        return pair, logits.argmax(1) != y
     goal = y if target is None else torch.full_like(y, target)
     own = logits.gather(1, goal[:, None]).squeeze(1)
     success = logits.argmax(1) == goal if target is not None else logits.argmax(1) != y
@@ -312,8 +318,14 @@ def _whitebox(model, rows: _Rows, target, *, steps: int, batch_size: int, t0: fl
             cur[active] = _project(cur[active] + size[active] * grad.sign(), rows.lo[active], rows.hi[active])
 
 
-def _pgd(model, rows: _Rows, target, *, steps: int, restarts: int, step_size: float, batch_size: int, t0: float):
+def _pgd(model, rows: _Rows, target, *, steps: int, restarts: int, step_size: float, batch_size: int, t0: float,
+         centre_every: int = 0):  # fmt: skip
+    """PGD from ``restarts`` starts per row; ``target``: a class, None, or a tensor (rows × restarts) giving each
+    restart the margin it attacks (see :func:`_score`). Restart 0 starts at the row's centre, and so does every
+    ``centre_every``-th one (the first of each targeted margin)."""
     n, d = rows.z0.shape
+    if isinstance(target, torch.Tensor):
+        target = target.reshape(-1)
     r = torch.arange(n, device=rows.z0.device).repeat_interleave(restarts)  # row of each restart
     init = torch.stack([torch.rand(restarts, d, generator=torch.Generator().manual_seed(s)) for s in rows.seeds]).to(
         rows.z0.device
@@ -321,6 +333,8 @@ def _pgd(model, rows: _Rows, target, *, steps: int, restarts: int, step_size: fl
     lo, hi = rows.lo[r], rows.hi[r]
     cur = _project(lo + init.reshape(n * restarts, d) * (hi - lo), lo, hi).view(n, restarts, d)
     cur[:, 0] = rows.z0  # restart 0 starts at z itself
+    if centre_every:
+        cur[:, ::centre_every] = rows.z0[:, None]
     cur = cur.reshape(n * restarts, d)
     alpha = (rows.eps[r] * step_size).float()  # ε per row, or a half-width per row and dimension
     alpha = alpha[:, None] if alpha.ndim == 1 else alpha
@@ -329,7 +343,8 @@ def _pgd(model, rows: _Rows, target, *, steps: int, restarts: int, step_size: fl
         active = active[~rows.found[r[active]]]  # a row that has an example stops all its restarts
         if len(active) == 0:
             break
-        grad, _, success = _grad(model, cur[active], rows.y[r[active]], target, "margin", batch_size)
+        goal = target[active] if isinstance(target, torch.Tensor) else target
+        grad, _, success = _grad(model, cur[active], rows.y[r[active]], goal, "margin", batch_size)
         rows.queries.index_add_(0, r[active], torch.ones_like(r[active]))
         if success.any():
             idx = torch.nonzero(success).flatten()
@@ -538,10 +553,14 @@ def pgd_in_boxes(
     step_size: float = 2.5,
     seeds: Sequence[int],
     batch_size: int = 256,
+    targets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Untargeted latent PGD (the ``pgd`` search above) inside arbitrary boxes [lo, hi] (float32, rows (R, d)),
     one per label ``y``: restart 0 at the box's centre, steps of ``step_size``·(half-width)/``steps`` per
     dimension. The verifier's falsifier, on whole balls and on the sub-boxes its bounds could not decide.
+    ``targets`` (R, T): per row, T classes whose margins logit(t) − logit(y) are attacked one by one, each with
+    ``restarts`` starts (the first at the centre): the best-other-class loss follows whichever class leads, and
+    misses a margin that only one direction of the box closes.
     Returns (found (R,), a candidate per row); the caller re-checks every candidate before believing it.
     """
     n = lo.shape[0]
@@ -551,8 +570,13 @@ def pgd_in_boxes(
         queries=torch.zeros(n, dtype=torch.long, device=lo.device),
         when=torch.full((n,), math.nan, dtype=torch.float64, device=lo.device),
     )  # fmt: skip
+    goal, every = None, 0
+    if targets is not None and n:
+        goal = targets.to(lo.device).long().repeat_interleave(restarts, 1)  # (R, T·restarts): each class's starts
+        every, restarts = restarts, goal.shape[1]
+        rows.seeds = [(s * 1_000_003 + 7) % (2**63 - 1) for s in rows.seeds]  # not the untargeted starts
     if n:
         with torch.no_grad():
-            _pgd(model, rows, None, steps=steps, restarts=restarts, step_size=step_size / steps,
-                 batch_size=batch_size, t0=time.perf_counter())  # fmt: skip
+            _pgd(model, rows, goal, steps=steps, restarts=restarts, step_size=step_size / steps,
+                 batch_size=batch_size, t0=time.perf_counter(), centre_every=every)  # fmt: skip
     return rows.found, rows.z_adv

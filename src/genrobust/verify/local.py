@@ -64,7 +64,9 @@ class VerifyOptions:
     0 and 8, same outcomes) were 3.4 / 3.26 / 3.95 / 4.38 / 4.93 for batches of 1 / 2 / 4 / 8 / 16, and 0.66 /
     0.69 / 0.75 for 2 / 4 / 16 at ε = 0.01. ``attack_steps``/``attack_restarts``: the PGD falsifier.
     ``leaf_attacks``: when a ball's budget runs out, PGD searches this many of its undecided sub-boxes (where
-    the bounds are weakest) before the ball is left unknown.
+    the bounds are weakest) before the ball is left unknown; ``leaf_targets``: there, the margins of this many
+    classes (the closest to the label at each sub-box's centre) are attacked one by one, ``attack_restarts``
+    starts each (0: the untargeted search alone).
     ``give_up`` (latent splitting only): a ball whose first bound (the whole box) has a worst margin below
     −``give_up`` × its centre's margin is not split: its box is attacked and, unless that falsifies it, left
     unknown at once. Splitting a
@@ -97,6 +99,7 @@ class VerifyOptions:
     attack_steps: int = 20
     attack_restarts: int = 4
     leaf_attacks: int = 8
+    leaf_targets: int = 3
     give_up: float | None = GIVE_UP
     mean_seconds: float | None = None
     branch: Branch | None = None
@@ -112,8 +115,9 @@ class VerifyOptions:
         batch = 1 if self.batch_boxes is None else self.batch_boxes
         if self.max_boxes < 1 or batch < 1 or self.attack_steps < 1 or self.attack_restarts < 1:
             raise GenrobustError("max_boxes, batch_boxes, attack_steps and attack_restarts must be ≥ 1")
-        if self.leaf_attacks < 0:
-            raise GenrobustError(f"leaf_attacks must be ≥ 0, got {self.leaf_attacks}")
+        if self.leaf_attacks < 0 or self.leaf_targets < 0:
+            raise GenrobustError(f"leaf_attacks and leaf_targets must be ≥ 0, got {self.leaf_attacks}, "
+                                 f"{self.leaf_targets}")  # fmt: skip
         if self.give_up is not None and not (math.isfinite(self.give_up) and self.give_up >= 0):
             raise GenrobustError(f"give_up must be a finite number ≥ 0 or None, got {self.give_up}")
         if not self.max_seconds > 0:
@@ -620,8 +624,12 @@ class LocalVerifier:
         flo, fhi = self._float_box(z[own], eps_e)
         lo32, hi32 = torch.maximum(lo32, flo), torch.minimum(hi32, fhi)
         hi32 = torch.maximum(hi32, lo32)  # a sub-box thinner than a float32 step: its lower corner
+        targets = None
+        if self.options.leaf_targets:  # the classes closest to the label at each leaf's centre, one margin each
+            logits = self._logits((lo32 + hi32) / 2).scatter(1, labels[own][:, None], -math.inf)
+            targets = logits.topk(min(self.options.leaf_targets, self.num_classes - 1), 1).indices
         found, cand = pgd_in_boxes(self.fast, labels[own], lo32, hi32, steps=self.options.attack_steps,
-                                   restarts=self.options.attack_restarts, seeds=seeds)  # fmt: skip
+                                   restarts=self.options.attack_restarts, seeds=seeds, targets=targets)  # fmt: skip
         self._confirm(owners, e, eps_e, found, cand, z, labels, falsify)
 
     @property
@@ -724,6 +732,7 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
                    "alpha_intermediate": b.alpha_intermediate, "refine_to_latent": b.refine_to_latent},
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
-        "leaf_attacks": opt.leaf_attacks, "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
+        "leaf_attacks": opt.leaf_attacks, "leaf_targets": opt.leaf_targets,
+        "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
         "branch": opt.branch, "beta_steps": opt.beta_steps,
     }  # fmt: skip
