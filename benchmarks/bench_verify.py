@@ -17,7 +17,10 @@ configurations are the ablation the README reports:
 * ``alpha``: ``full`` with α-CROWN on the margins of every box the plain bound leaves open (5 steps);
 * ``to-latent``: ``full`` with the classifier's refinement passes carried through the generator to the latent;
 * ``pool``: ``full`` with a pool of ``--mean-seconds`` per ball over each class's run: the give-up rule orders
-  the balls (hopeless-looking ones attacked first and split last, with the time the others left).
+  the balls (hopeless-looking ones attacked first and split last, with the time the others left);
+* ``relu``: branch and bound on the classifier's ReLUs instead of the latent dimensions (β-CROWN splits, the
+  children settled on their parent's intervals), every ball split (the give-up rule is for latent splits);
+* ``auto``: per box, the latent dimension or the ReLU that the margins' pass rates higher, every ball split.
 
     python benchmarks/bench_verify.py [--balls 100] [--classes 0,...,9] [--eps 0.01,0.03,0.05,0.1]
                                       [--max-boxes 64] [--max-seconds 30] [--out docs/verify-benchmark]
@@ -42,7 +45,7 @@ import numpy as np
 
 from genrobust.verify.local import GIVE_UP
 
-CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward", "alpha", "to-latent", "pool")
+CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward", "alpha", "to-latent", "pool", "relu", "auto")
 #: the configurations that split and use the give-up rule
 GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "to-latent", "pool")
 
@@ -96,6 +99,8 @@ def run_one(
         "pool": VerifyOptions(
             max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, mean_seconds=mean_seconds
         ),
+        "relu": VerifyOptions(branch="relu", max_boxes=max_boxes, max_seconds=max_seconds, give_up=None),
+        "auto": VerifyOptions(branch="auto", max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=None),
     }[config]
     counts = {"certified": 0, "falsified": 0, "unknown": 0}
     seconds: list[float] = []

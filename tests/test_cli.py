@@ -127,14 +127,15 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     runner = CliRunner()
     out = tmp_path / "rob"
     args = ["robustness", "--classes", "8", "-n", "3", "--eps", "0.002,1.5", "--max-boxes", "2", "--quiet",
-            "--give-up", "none", "--time-budget", "600", "--alpha-steps", "2", "--out", str(out)]  # fmt: skip
+            "--give-up", "none", "--time-budget", "600", "--alpha-steps", "2", "--branch", "auto",
+            "--out", str(out)]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "P(robust)" in result.output and "ε = 0.002" in result.output
     data = json.loads((out / "result.json").read_text())
     assert data["eps"] == [0.002, 1.5] and data["classes"][0]["per_eps"][0]["n"] == 3
     assert data["options"]["give_up"] is None and data["options"]["mean_seconds"] == 200.0  # 600 s over 3 balls
-    assert data["options"]["bounds"]["alpha_steps"] == 2
+    assert data["options"]["bounds"]["alpha_steps"] == 2 and data["options"]["branch"] == "auto"
     assert (out / "robustness_curve.png").stat().st_size > 5000
     assert data["classes"][0]["per_eps"][1]["falsified"] >= 1  # at ε = 1.5 PGD finds 8 → other (seeded)
     assert (out / "pairs.png").is_file() and (out / "path.gif").is_file()
@@ -143,7 +144,8 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     for value in ("x", "-1"):
         bad = runner.invoke(main, ["robustness", "--give-up", value, "-n", "2"])
         assert bad.exit_code != 0 and "give" in bad.output and "Traceback" not in bad.output
-    for flag, value in (("--time-budget", "0"), ("--time-budget", "nan"), ("--alpha-steps", "-1")):
+    for flag, value in (("--time-budget", "0"), ("--time-budget", "nan"), ("--alpha-steps", "-1"),
+                        ("--branch", "neurons")):  # fmt: skip
         bad = runner.invoke(main, ["robustness", flag, value, "-n", "2"])
         assert bad.exit_code != 0 and flag.strip("-").split("-")[0] in bad.output and "Traceback" not in bad.output
     default = next(p for p in main.commands["robustness"].params if p.name == "give_up").default

@@ -129,13 +129,16 @@ def attack_cmd(
     show_default=True,
     help="α-CROWN steps on the margins' bound of each box the plain bound leaves open (0: off).",
 )
+@click.option("--branch", type=click.Choice(["latent", "relu", "auto"]), default="latent", show_default=True,
+              help="Split undecided boxes on latent dimensions, on the classifier's ReLUs (β-CROWN splits), or per "
+                   "box on whichever the bound rates higher.")  # fmt: skip
 @QUIET_OPTION
 @friendly_errors
 def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
-    out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, quiet: bool,
-    **models: str | None,
+    out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, branch: str,
+    quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
 
@@ -154,7 +157,7 @@ def robustness_cmd(
         raise click.BadParameter(f"--time-budget takes a number of seconds > 0, not {time_budget}")
     balls = n * (len(wanted) if wanted is not None else len(gens))
     options = VerifyOptions(bounds=BoundOptions(alpha_steps=alpha_steps), max_boxes=max_boxes,
-                            max_seconds=max_seconds, split=split, give_up=rule,
+                            max_seconds=max_seconds, split=split, give_up=rule, branch=branch,
                             mean_seconds=None if time_budget is None else time_budget / balls)  # fmt: skip
     res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed, classes=wanted,
                             sequential=sequential, options=options, device=device, show_progress=not quiet)  # fmt: skip
