@@ -484,7 +484,8 @@ def test_a_relu_split_child_keeps_its_parents_intervals_and_stays_sound(seed, st
     center = torch.randn(1, d, dtype=torch.float64, generator=g)
     radius = torch.full((1, d), 0.4, dtype=torch.float64)
     spec = _margin_spec(torch.tensor([seed % 3]), 3)
-    root = engine.margins(center, radius, spec)
+    assert engine.margins(center, radius, spec).branch is None  # only when asked
+    root = engine.margins(center, radius, spec, branch=True)
     k, n = int(root.branch[0][0]), int(root.branch[1][0])
     if k < 0:  # nothing unstable on the worst margin's path
         return

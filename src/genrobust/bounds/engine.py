@@ -338,6 +338,7 @@ class BoundEngine:
         splits: dict[int, torch.Tensor] | None = None,
         settled: torch.Tensor | None = None,
         steps: torch.Tensor | None = None,
+        branch: bool = False,
     ) -> MarginBounds:
         """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64).
 
@@ -352,15 +353,17 @@ class BoundEngine:
         without refinement (−1: none). A ReLU split's child is its parent's box with one more constraint at op
         k: nothing before k can tighten, so its bounds are the parent's up to k and only later layers are
         refined again (a split in the dense head costs a margins pass, not a box). ``steps`` (B,): α/β steps
-        per box instead of ``BoundOptions.alpha_steps`` (0: none), e.g. only for the boxes with splits."""
+        per box instead of ``BoundOptions.alpha_steps`` (0: none), e.g. only for the boxes with splits.
+        ``branch``: also choose each box's ReLU to split (:attr:`MarginBounds.branch`; a gather of every
+        activation's lines per margin row, so only when asked)."""
         try:
             with ieee_float32():
-                return self._margins(center, radius, spec, parent, alpha, splits, settled, steps)
+                return self._margins(center, radius, spec, parent, alpha, splits, settled, steps, branch)
         finally:
             release_heap()  # the pass's large temporaries would otherwise stay resident (see there)
 
-    def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None, settled=None,
-                 steps=None) -> MarginBounds:  # fmt: skip
+    def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None, settled=None, steps=None,
+                 want_branch=False) -> MarginBounds:  # fmt: skip
         opt = self.options
         if settled is not None and parent is None:
             raise GenrobustError("settled boxes need their parent's intervals")
@@ -461,7 +464,7 @@ class BoundEngine:
                 forms_at, box_at, stop = latent_forms, latent_box, 0
             else:
                 forms_at, box_at, stop = anchor_forms, anchor_box, self.anchor
-            scores: dict[int, torch.Tensor] = {}
+            scores: dict[int, torch.Tensor] | None = {} if want_branch else None
             val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop, record=scores)
             lower, coef = val.reshape(B, M), g.reshape(B, M, d)
             if deferred is not None:  # refine the last nonlinearity for the boxes not yet certified, and retry
@@ -482,7 +485,7 @@ class BoundEngine:
                     better = val.reshape(B, M) > lower  # both are sound lower bounds: keep the larger
                     lower = torch.where(better, val.reshape(B, M), lower)
                     coef = torch.where(better.unsqueeze(2), g.reshape(B, M, d), coef)
-            branch = self._branch_choice(scores, lower)
+            branch = None if scores is None else self._branch_choice(scores, lower)
             if opt.alpha_steps or (steps is not None and bool((steps > 0).any())):
                 lower, coef, alphas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower, coef,
                                                            alpha_start, splits, steps)  # fmt: skip
@@ -827,8 +830,8 @@ class BoundEngine:
                 A = rows.A
                 if record is not None and op.piecewise_linear and k >= self.anchor and rows.off is None:
                     lo_k, hi_k = relax[("pre", k)]
-                    on = maps[rows.ball]
-                    cost = -(A.clamp(min=0) * on[:, 1] + A.clamp(max=0) * on[:, 3]).to(DT)
+                    bl, bu = maps[rows.ball, 1], maps[rows.ball, 3]
+                    cost = -(A.clamp(min=0) * bl + A.clamp(max=0) * bu).to(DT)
                     record[k] = torch.where(op.unstable(lo_k, hi_k)[rows.ball], cost, 0.0)
                 norm = l1(A)
                 if rows.off is None:
@@ -860,17 +863,14 @@ class BoundEngine:
             size = torch.maximum(size, absmax["anchor"])
         numel = rows.A[0].numel() if R else 1
         err = err + l1(rows.A) * gamma(numel * (self.in_dim + 2) + 2, DT) * size[rows.ball]
-        # at the latent the forms are exact (the box itself): minimise over them alone, so a row always keeps its
-        # coefficients (a tie with the box, decided by rounding, would otherwise drop them)
-        if isinstance(anchor_forms, _BoxForms):
+        if isinstance(anchor_forms, _BoxForms):  # the input box itself: minimised exactly, in closed form
             if rows.off is not None:
                 rows = to_dense(rows, self.ops[stop].in_shape)
             A = rows.A.reshape(R, -1)
             g = A * anchor_forms.radius[rows.ball]
             val = (A * anchor_forms.center[rows.ball]).sum(1) + bias - g.abs().sum(1)
-        else:
-            exact = stop == 0 and anchor_forms is not None
-            val, g = self._concretize(rows, bias, anchor_forms, None if exact else anchor_box, self.ops[stop].in_shape)
+        else:  # the image's affine forms in the latent, or intervals alone
+            val, g = self._concretize(rows, bias, anchor_forms, anchor_box, self.ops[stop].in_shape)
         err = err + GUARD * (bias.detach().abs() + val.detach().abs())  # the few float64 additions of the bias terms
         return val - err, g
 
@@ -932,7 +932,7 @@ class BoundEngine:
         return relax[key]
 
     def _concretize(self, rows: Rows, bias, f: _Forms | None, box, shape):
-        """Minimise rows (over a layer of ``shape``) over the affine forms ``f`` and/or the intervals ``box``.
+        """Minimise rows (over a layer of ``shape``) over the affine forms ``f`` (if any) and the intervals ``box``.
 
         Each ball's forms and intervals are stacked as the columns of two matrices (N, d + 2), so the
         substitution is one pair of GEMMs per ball (patch rows are scattered into the dense layer first; a
@@ -949,9 +949,8 @@ class BoundEngine:
             B = f.l0.shape[0]
             low += [f.lc.reshape(B, d, N).transpose(1, 2), f.l0.reshape(B, N, 1)]
             up += [f.uc.reshape(B, d, N).transpose(1, 2), f.u0.reshape(B, N, 1)]
-        if box is not None:
-            low.append(box[0].reshape(-1, N, 1))
-            up.append(box[1].reshape(-1, N, 1))
+        low.append(box[0].reshape(-1, N, 1))
+        up.append(box[1].reshape(-1, N, 1))
         ml, mu = torch.cat(low, 2), torch.cat(up, 2)  # (B, N, columns)
         out = A.new_empty(R, ml.shape[2])
         for b in torch.unique(rows.ball).tolist():
@@ -960,13 +959,11 @@ class BoundEngine:
                 out = ap @ ml[b] + an @ mu[b]
             else:
                 out[sel] = ap[sel] @ ml[b] + an[sel] @ mu[b]
-        box_val = out[:, -1] + bias if box is not None else None
+        box_val = out[:, -1] + bias
         if f is None:
             return box_val, torch.zeros(R, d, dtype=DT, device=A.device)
         g = out[:, :d]
         form_val = out[:, d] + bias - g.abs().sum(1)
-        if box_val is None:
-            return form_val, g
         better = form_val >= box_val
         g = torch.where(better.unsqueeze(1), g, torch.zeros_like(g))
         return torch.where(better, form_val, box_val), g

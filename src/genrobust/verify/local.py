@@ -490,7 +490,8 @@ class LocalVerifier:
             radius = torch.maximum(bhi - center, center - blo)
             radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
             own = torch.tensor(owners, device=dev)
-            mb = self.engine.margins(center, radius, self._spec(labels[own]), **self._batch_args(batch))
+            mb = self.engine.margins(center, radius, self._spec(labels[own]), **self._batch_args(batch),
+                                     branch=self.branching != "latent")  # fmt: skip
             worst = mb.lower.argmin(1)
             worst_bound = mb.lower.min(1).values
             certified = worst_bound > 0
@@ -539,7 +540,7 @@ class LocalVerifier:
                     done.add(b)  # budget spent: its undecided sub-boxes are attacked below, then the whole ball
                     exhausted.setdefault(b, []).append((blo[k], bhi[k]))
                     continue
-                pair = self._children(box, mb, k, float(worst_bound[k]), blo[k], bhi[k], worst[k], labels)
+                pair = self._children(box, mb, k, blo[k], bhi[k], worst[k], labels)
                 open_boxes[b] += 2
                 if hopeless:
                     deferred[b] = [(blo[k], bhi[k])]
@@ -576,7 +577,7 @@ class LocalVerifier:
             args["settled"] = torch.tensor([item.settled for item in batch], device=self.device)
         return args
 
-    def _children(self, box: _Box, mb, k: int, bound: float, lo, hi, worst, labels) -> list[_Box]:
+    def _children(self, box: _Box, mb, k: int, lo, hi, worst, labels) -> list[_Box]:
         """The two children of an undecided box: halves of a latent dimension, or the two sides of a ReLU
         (``VerifyOptions.branch``). Both keep the parent's intervals (rounded outwards to float32), slopes and
         splits."""
@@ -597,15 +598,15 @@ class LocalVerifier:
                 mark = splits.setdefault(op, torch.zeros(self.engine.ops[op].in_shape, dtype=torch.int8,
                                                          device=self.device))  # fmt: skip
                 mark.view(-1)[neuron] = side
-                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, op, bound))
+                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, op))
             return kids
         dim = self._split_dim(lo, hi, mb.coef[k, worst], box.ball, labels)
         mid = (lo[dim] + hi[dim]) / 2
         left_hi, right_lo = hi.clone(), lo.clone()
         left_hi[dim], right_lo[dim] = mid, mid
         return [
-            _Box(box.ball, lo, left_hi, inherited, alpha, box.splits, -1, bound),
-            _Box(box.ball, right_lo, hi, inherited, alpha, box.splits, -1, bound),
+            _Box(box.ball, lo, left_hi, inherited, alpha, box.splits),
+            _Box(box.ball, right_lo, hi, inherited, alpha, box.splits),
         ]
 
     def _attack_leaves(self, leaves, e, eps_e, z, labels, seed, ids, falsify) -> None:
@@ -659,8 +660,8 @@ class LocalVerifier:
 class _Box:
     """A sub-box waiting in branch and bound: its ball, its latent bounds (float64; the boxes of a ball
     partition it exactly), what it inherits from its parent (intervals rounded outwards to float32, optimised
-    α), the ReLU splits that restrict its domain (op index → (*input shape) of −1/0/+1), the op up to which its
-    parent's intervals stand unrefined (−1: none), and its parent's worst bound (None for a whole ball)."""
+    α), the ReLU splits that restrict its domain (op index → (*input shape) of −1/0/+1), and the op up to which
+    its parent's intervals stand unrefined (−1: none)."""
 
     ball: int
     lo: torch.Tensor
@@ -669,7 +670,6 @@ class _Box:
     alpha: dict[int, torch.Tensor] | None = None
     splits: dict[int, torch.Tensor] | None = None
     settled: int = -1
-    bound: float | None = None
 
 
 def _outward32(intervals: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:

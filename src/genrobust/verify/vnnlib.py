@@ -281,12 +281,10 @@ def _robustness(model, prop: VnnProperty, shape, label: int, options, seed: int)
         res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed)
         to_input = None
     else:
-        box = _Box(prop.lo, prop.hi)
+        to_input, chain = _box_chain(model, prop, shape)
         d = len(prop.lo)
-        chain = nn.Sequential(box, nn.Unflatten(1, shape), model) if len(shape) > 1 else nn.Sequential(box, model)
         verifier = LocalVerifier.for_model(chain, (d,), options=options)
         res = verifier.run(torch.zeros(1, d), [label], [1.0], seed=seed)
-        to_input = box
     status = int(res.status[0, 0])
     if status == CERTIFIED:
         return Answer("unsat")
@@ -317,12 +315,18 @@ class _Box(nn.Module):
         return s * self.r + self.c
 
 
+def _box_chain(model: nn.Module, prop: VnnProperty, shape) -> tuple[_Box, nn.Module]:
+    """The property's box as a map from [−1, 1]^d, and the model behind it (s ↦ model(c + r·s))."""
+    box = _Box(prop.lo, prop.hi)
+    chain = nn.Sequential(box, nn.Unflatten(1, shape), model) if len(shape) > 1 else nn.Sequential(box, model)
+    return box, chain
+
+
 def _general(model, prop: VnnProperty, shape, options, seed: int) -> Answer:
     """Sound bounds on the whole box for every constraint (a disjunct is ruled out when one of its constraints is
     proved false everywhere), and PGD for a counterexample meanwhile."""
-    box = _Box(prop.lo, prop.hi)
+    box, chain = _box_chain(model, prop, shape)
     d = len(prop.lo)
-    chain = nn.Sequential(box, nn.Unflatten(1, shape), model) if len(shape) > 1 else nn.Sequential(box, model)
     found = _search(chain, prop, d, seed)
     if found is not None:
         got = _confirm(model, prop, box(found.reshape(1, -1)).detach().reshape(-1), shape)
