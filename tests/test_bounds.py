@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 import genrobust as gr
 from genrobust.bounds.capture import ACTIVATION_BUILDERS, UnsupportedLayerError, capture
-from genrobust.bounds.engine import BoundEngine, BoundOptions
+from genrobust.bounds.engine import BoundEngine, BoundOptions, open_rows, refutation
 from genrobust.bounds.ops import ReLU
 from genrobust.models.layers import Affine, ConcatConstant
 
@@ -486,10 +486,10 @@ def test_a_relu_split_child_keeps_its_parents_intervals_and_stays_sound(seed, st
     spec = _margin_spec(torch.tensor([seed % 3]), 3)
     assert engine.margins(center, radius, spec).branch is None  # only when asked
     root = engine.margins(center, radius, spec, branch=True)
-    k, n = int(root.branch[0][0]), int(root.branch[1][0])
+    k, n = int(root.branch[0][0, 0]), int(root.branch[1][0, 0])
     if k < 0:  # nothing unstable on the worst margin's path
         return
-    assert k >= len(gen_ops) and isinstance(ops[k], ReLU) and float(root.branch[2][0]) > 0
+    assert k >= len(gen_ops) and isinstance(ops[k], ReLU) and float(root.branch[2][0, 0]) > 0
     lo_k, hi_k = root.intervals[k]
     assert lo_k.flatten()[n] < 0 < hi_k.flatten()[n]
     split = torch.zeros(2, *ops[k].in_shape, dtype=torch.int8)
@@ -516,3 +516,51 @@ def test_a_relu_split_child_keeps_its_parents_intervals_and_stays_sound(seed, st
         assert (margins[child] >= kids.lower[side][None]).all()
     with pytest.raises(gr.GenrobustError, match="parent"):
         engine.margins(center, radius, spec, settled=torch.tensor([k]))
+
+
+def test_refutation_reads_a_disjunction_of_conjunctions():
+    """Rows refute constraints; a disjunct is refuted by any one of its rows, the property by every disjunct:
+    the certificate is the worst disjunct's best row, and its row is the one to work on."""
+    lower = torch.tensor([[0.5, -2.0, -1.0, 0.3], [-0.5, -2.0, -1.0, 0.3]], dtype=torch.float64)
+    groups = torch.tensor([0, 0, 1, 1])
+    cert, row = refutation(lower, groups)
+    assert cert.tolist() == [0.3, -0.5] and row.tolist() == [3, 0]
+    assert open_rows(lower, groups).tolist() == [[False] * 4, [True, True, False, False]]
+    cert, row = refutation(lower)  # robustness: every row its own disjunct
+    assert cert.tolist() == [-2.0, -2.0] and row.tolist() == [1, 1]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_fsb_estimates_bound_each_child_and_properties_shift_by_their_constants(seed):
+    """:meth:`BoundEngine.split_bounds`, FSB's cheap estimate of every candidate's two children, is a sound
+    lower bound of the rows on each child's domain (sampled), offsets included; candidates come best first."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    ops = capture(net, (6,))
+    engine = BoundEngine(ops, 0, BoundOptions(classifier_forward=False, alpha_intermediate=0))
+    g = torch.Generator().manual_seed(seed)
+    center = torch.randn(1, 6, dtype=torch.float64, generator=g)
+    radius = torch.full((1, 6), 0.5, dtype=torch.float64)
+    spec = torch.randn(1, 4, 3, dtype=torch.float64, generator=g)
+    offset = torch.randn(1, 4, dtype=torch.float64, generator=g)
+    groups = torch.tensor([0, 0, 1, 2])
+    plain = engine.margins(center, radius, spec)
+    root = engine.margins(center, radius, spec, branch=3, offset=offset, groups=groups)
+    assert torch.all(root.lower <= plain.lower + offset)  # the sum, rounded down
+    op, neuron, score = root.branch
+    assert torch.all(score[0, :-1] >= score[0, 1:])
+    if int(op[0, 0]) < 0:
+        return
+    est = engine.split_bounds(center, radius, spec, root.intervals, op, neuron, offset, groups)
+    z = center + radius * (torch.rand(5000, 6, dtype=torch.float64, generator=g) * 2 - 1)
+    with torch.no_grad():
+        rows = net(z) @ spec[0].T + offset[0]
+        for j in range(op.shape[1]):
+            k = int(op[0, j])
+            if k < 0:
+                assert torch.isinf(est[0, j]).all()
+                continue
+            x = net[:k](z)[:, int(neuron[0, j])]
+            for side, child in ((0, x >= 0), (1, x <= 0)):
+                assert (rows[child] >= est[0, j, side][None]).all()

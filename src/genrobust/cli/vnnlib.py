@@ -1,5 +1,5 @@
 """VNN-COMP exchange: ``genrobust export vnnlib`` writes competition instances, ``genrobust verify-vnnlib``
-answers one."""
+answers one, or a whole benchmark folder."""
 
 from __future__ import annotations
 
@@ -38,29 +38,59 @@ def export_vnnlib_cmd(
 
 
 @main.command("verify-vnnlib")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.argument("prop", metavar="PROPERTY", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.argument("prop", metavar="PROPERTY", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option("--instances", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A benchmark's instances.csv (onnx, vnnlib, timeout): answer them all, --out is the results CSV.")
+@click.option("--timeout-scale", type=float, default=1.0, show_default=True,
+              help="With --instances: each instance gets its timeout times this.")  # fmt: skip
 @click.option(
     "--max-boxes",
     type=int,
     default=100_000,
     show_default=True,
-    help="Sub-boxes or ReLU splits of branch and bound (robustness properties); the seconds are the budget.",
+    help="Sub-boxes or ReLU splits of branch and bound; the seconds are the budget.",
 )
 @click.option("--max-seconds", type=float, default=30.0, show_default=True, help="Seconds for the instance.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
-              help="Result file in the competition's format (verdict, then the counterexample).")  # fmt: skip
+              help="Result file in the competition's format (verdict, then the counterexample); with --instances "
+                   "the results CSV (counterexamples beside it), resumed if it exists.")  # fmt: skip
 @friendly_errors
-def verify_vnnlib_cmd(model: str, prop: str, max_boxes: int, max_seconds: float, seed: int,
-                      out_file: str | None) -> None:  # fmt: skip
-    """Answer a competition instance: sat (a counterexample, re-checked), unsat (certified) or unknown."""
+def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None, timeout_scale: float,
+                      max_boxes: int, max_seconds: float, seed: int, out_file: str | None) -> None:  # fmt: skip
+    """Answer a competition instance (MODEL PROPERTY) or a whole benchmark (--instances): sat (a counterexample,
+    re-checked), unsat (certified) or unknown."""
     from pathlib import Path
 
     from ..models.zoo import load_classifier
     from ..verify import VerifyOptions
-    from ..verify.vnnlib import answer, parse_vnnlib
+    from ..verify.vnnlib import answer, parse_vnnlib, read_instances, run_instances
 
+    if max_boxes < 1 or not max_seconds > 0:
+        raise click.BadParameter("--max-boxes must be ≥ 1 and --max-seconds > 0")
+    if instances is not None:
+        if model or prop:
+            raise click.UsageError("give either MODEL PROPERTY or --instances, not both")
+        if not out_file:
+            raise click.UsageError("--instances needs --out, the results CSV")
+        rows = run_instances(instances, out_file, timeout_scale=timeout_scale, seed=seed,
+                             options=VerifyOptions(max_boxes=max_boxes), show_progress=True)  # fmt: skip
+        expected = {(r["onnx"], r["vnnlib"]): r.get("expected", "") for r in read_instances(instances)}
+        counts = {v: sum(r["result"] == v for r in rows) for v in ("unsat", "sat", "unknown", "error")}
+        decisive = ("sat", "unsat")
+        wrong = [r for r in rows if r["result"] in decisive and expected.get((r["onnx"], r["vnnlib"])) in decisive
+                 and r["result"] != expected[(r["onnx"], r["vnnlib"])]]  # fmt: skip
+        total = sum(float(r["seconds"]) for r in rows)
+        click.echo(f"{len(rows)} instances: {counts['unsat']} unsat, {counts['sat']} sat, {counts['unknown']} "
+                   f"unknown, {counts['error']} error in {total:.1f} s; results in {out_file}")  # fmt: skip
+        if any(expected.values()):
+            click.echo(f"{len(wrong)} answers contradict the expected ones")
+        for r in wrong:
+            click.echo(f"  WRONG {r['onnx']} {r['vnnlib']}: {r['result']}")
+        return
+    if not model or not prop:
+        raise click.UsageError("give MODEL and PROPERTY, or --instances")
     net = load_classifier(model)
     shape = getattr(net, "input_shape", None)
     ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape,

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..attacks import _eps_list, box_bounds, pgd_in_boxes
 from ..bounds.capture import capture
-from ..bounds.engine import BoundEngine, BoundOptions
+from ..bounds.engine import BoundEngine, BoundOptions, refutation
 from ..bounds.ops import DT, Reshape
 from ..compose import Composed
 from ..errors import GenrobustError, GenrobustWarning
@@ -90,6 +90,15 @@ class VerifyOptions:
     (halving a latent dimension takes half its coefficient off each child; a ReLU split takes its intercept
     cost off both). ``None`` (the default) is ``"latent"`` for inputs of at most ``LATENT_SPLIT_DIMS``
     dimensions and ``"relu"`` above (a pixel box has too many dimensions to halve).
+    ``branch_candidates``: which ReLU is split, FSB's way: the children of this many candidates (the best by
+    BaBSR's score) are bounded cheaply (:meth:`BoundEngine.split_bounds`: the parent's intervals, that one
+    neuron clamped, a plain margins pass) and the candidate whose *better* child is tightest wins (the field's
+    ``max`` reduction; taking the worse child chose splits that lift both children a little and lost an
+    instance BaBSR alone decides). 1: BaBSR's top neuron. ``None``: 4 where only linear layers precede the
+    classifier (on the competition's MNIST networks 2–3× fewer boxes than BaBSR: see docs/verify-complete.md), 1
+    behind a generator (each estimate would bound the generator again).
+    ``refine_children``: a ReLU child refines the layers after its split (plain passes from its parent's
+    intervals); ``False`` keeps every parent interval (cheaper per box, looser: on those networks it lost).
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
@@ -105,6 +114,8 @@ class VerifyOptions:
     mean_seconds: float | None = None
     branch: Branch | None = None
     beta_steps: int = 8
+    branch_candidates: int | None = None
+    refine_children: bool = True
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -113,6 +124,8 @@ class VerifyOptions:
             raise GenrobustError(f"unknown branching {self.branch!r}; choose one of {', '.join(BRANCHES)}")
         if self.beta_steps < 0:
             raise GenrobustError(f"beta_steps must be ≥ 0, got {self.beta_steps}")
+        if self.branch_candidates is not None and self.branch_candidates < 1:
+            raise GenrobustError(f"branch_candidates must be ≥ 1, got {self.branch_candidates}")
         batch = 1 if self.batch_boxes is None else self.batch_boxes
         if self.max_boxes < 1 or batch < 1 or self.attack_steps < 1 or self.attack_restarts < 1:
             raise GenrobustError("max_boxes, batch_boxes, attack_steps and attack_restarts must be ≥ 1")
@@ -190,6 +203,26 @@ class LocalResult:
         }
 
 
+class _Violation(nn.Module):
+    """A network's outputs y seen as scores [0, s_1, …, s_G], s_g = min over disjunct g's rows of coef·y + const:
+    a point breaks the property exactly where some s_g ≥ 0, i.e. where its "label" is not 0 (ties aside: a tie
+    counts as safe here, and every candidate is re-checked on the property itself)."""
+
+    def __init__(self, net: nn.Module, coef: torch.Tensor, const: torch.Tensor, groups: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("coef", coef.float())
+        self.register_buffer("const", const.float())
+        self.register_buffer("groups", groups)
+        self.G = int(groups.max()) + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        v = y.float() @ self.coef.T + self.const  # (N, M)
+        s = v.new_full((len(v), self.G), math.inf).scatter_reduce(1, self.groups.expand_as(v), v, "amin")
+        return torch.cat([torch.zeros_like(s[:, :1]), s], 1)
+
+
 def _pixel_chain(classifier: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     return nn.Sequential(nn.Unflatten(1, input_shape), classifier)
 
@@ -253,6 +286,7 @@ class LocalVerifier:
         self.fast = inference_copy(self.plain)
         self.engine = BoundEngine(ops, anchor, bound_opts).to(self.device)
         self.num_classes = self.engine.num_classes
+        self.rows = self.offset = self.groups = None  # a general property's terms (:meth:`with_property`)
 
     @classmethod
     def for_model(
@@ -286,6 +320,7 @@ class LocalVerifier:
         self.fast = inference_copy(self.plain)
         self.engine = BoundEngine(ops, anchor, bound_opts).to(self.device)
         self.num_classes = self.engine.num_classes
+        self.rows = self.offset = self.groups = None  # a general property's terms (:meth:`with_property`)
         return self
 
     # ------------------------------------------------------------------------------------------------
@@ -318,7 +353,39 @@ class LocalVerifier:
             lo, hi = lo.clamp(min=self.pixel_range[0]), hi.clamp(max=self.pixel_range[1])
         return lo, hi
 
+    def with_property(self, coef: torch.Tensor, const: torch.Tensor, groups: torch.Tensor) -> LocalVerifier:
+        """This check for a general property of the outputs y instead of robustness: the unsafe outputs are the
+        disjunction over disjuncts g of the conjunction of coef[r]·y + const[r] ≥ 0 over the rows r with
+        groups[r] = g (the form of a VNN-LIB property). Run it with label 0 on every ball: the bounds refute
+        each disjunct by one of its rows (:func:`~genrobust.bounds.engine.refutation`), and the attacks and
+        the checks of candidates see the network as the scores [0, min_r (coef[r]·y + const[r]) per disjunct],
+        so that a counterexample is a point whose label is not 0 (the targeted falsifier attacks one disjunct
+        at a time). Returns ``self``."""
+        coef = torch.as_tensor(coef, dtype=DT, device=self.device)
+        const = torch.as_tensor(const, dtype=DT, device=self.device)
+        groups = torch.as_tensor(groups, dtype=torch.long, device=self.device)
+        M = len(groups)
+        if coef.shape != (M, self.engine.num_classes) or const.shape != (M,) or not M:
+            raise GenrobustError(f"a property needs rows (M, {self.engine.num_classes}), constants (M,) and groups "
+                                 f"(M,) with M ≥ 1, got {tuple(coef.shape)}, {tuple(const.shape)}, {M}")  # fmt: skip
+        if not bool(torch.isfinite(coef).all() and torch.isfinite(const).all()):
+            raise GenrobustError("the property's constraints have NaN or infinite coefficients")
+        _, groups = torch.unique(groups, return_inverse=True)  # disjuncts numbered 0..G−1
+        self.rows, self.offset, self.groups = -coef, -const, groups
+        self.plain = _Violation(self.plain, coef, const, groups)
+        self.fast = _Violation(self.fast, coef, const, groups)
+        self.num_classes = int(groups.max()) + 2
+        return self
+
+    def _terms(self, n: int) -> dict[str, Any]:
+        """The margins' property terms for a batch of n boxes (none for robustness)."""
+        if self.rows is None:
+            return {}
+        return {"offset": self.offset.expand(n, -1), "groups": self.groups}
+
     def _spec(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.rows is not None:
+            return self.rows.expand(len(labels), -1, -1)
         K = self.num_classes
         eye = torch.eye(K, dtype=DT, device=labels.device)
         spec = eye[labels][:, None, :] - eye[None, :, :]  # (B, K, K): row j = e_c − e_j
@@ -490,10 +557,10 @@ class LocalVerifier:
             radius = torch.maximum(bhi - center, center - blo)
             radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
             own = torch.tensor(owners, device=dev)
-            mb = self.engine.margins(center, radius, self._spec(labels[own]), **self._batch_args(batch),
-                                     branch=self.branching != "latent")  # fmt: skip
-            worst = mb.lower.argmin(1)
-            worst_bound = mb.lower.min(1).values
+            spec = self._spec(labels[own])
+            mb = self.engine.margins(center, radius, spec, **self._batch_args(batch), **self._terms(len(batch)),
+                                     branch=self.candidates if self.branching != "latent" else 0)  # fmt: skip
+            worst_bound, worst = refutation(mb.lower, self.groups)
             certified = worst_bound > 0
             # the bound's minimiser (a corner) is a cheap candidate counterexample
             g = mb.coef[torch.arange(len(batch), device=dev), worst]
@@ -501,6 +568,7 @@ class LocalVerifier:
             flo, fhi = self._float_box(z[own], eps_e)  # float32 rounding must not leave the ball
             corner = torch.minimum(torch.maximum(corner, flo), fhi)
             p = self._classify(corner)
+            choice = self._choose_splits(mb, center, radius, spec, certified)
             dt = (time.perf_counter() - t1) / len(batch)
             for b in owners:
                 boxes[b, e] += 1
@@ -540,7 +608,7 @@ class LocalVerifier:
                     done.add(b)  # budget spent: its undecided sub-boxes are attacked below, then the whole ball
                     exhausted.setdefault(b, []).append((blo[k], bhi[k]))
                     continue
-                pair = self._children(box, mb, k, blo[k], bhi[k], worst[k], labels)
+                pair = self._children(box, mb, k, blo[k], bhi[k], worst[k], labels, int(choice[k]))
                 open_boxes[b] += 2
                 if hopeless:
                     deferred[b] = [(blo[k], bhi[k])]
@@ -577,28 +645,50 @@ class LocalVerifier:
             args["settled"] = torch.tensor([item.settled for item in batch], device=self.device)
         return args
 
-    def _children(self, box: _Box, mb, k: int, lo, hi, worst, labels) -> list[_Box]:
+    def _choose_splits(self, mb, center, radius, spec, certified) -> torch.Tensor:
+        """Per box, which of its ReLU candidates (a column of :attr:`MarginBounds.branch`) to split: the first
+        (the best BaBSR score) or, with ``branch_candidates`` > 1, the one whose two children's cheap bounds
+        (:meth:`BoundEngine.split_bounds`) have the best worse child, FSB's rule: the worst of the margins the
+        parent left open."""
+        choice = torch.zeros(len(center), dtype=torch.long, device=self.device)
+        if mb.branch is None or mb.branch[0].shape[1] < 2:
+            return choice
+        todo = torch.nonzero(~certified & (mb.branch[0][:, 1] >= 0)).flatten()
+        if not len(todo):
+            return choice
+        op, neuron = mb.branch[0][todo], mb.branch[1][todo]
+        terms = self._terms(len(todo))
+        kids = self.engine.split_bounds(center[todo], radius[todo], spec[todo],
+                                        {i: (lo[todo], hi[todo]) for i, (lo, hi) in mb.intervals.items()}, op,
+                                        neuron, **terms)  # fmt: skip
+        T, k, _, M = kids.shape
+        better_child = refutation(kids.reshape(-1, M), self.groups)[0].reshape(T, k, 2).amax(2)
+        choice[todo] = better_child.argmax(1)
+        return choice
+
+    def _children(self, box: _Box, mb, k: int, lo, hi, worst, labels, choice: int = 0) -> list[_Box]:
         """The two children of an undecided box: halves of a latent dimension, or the two sides of a ReLU
-        (``VerifyOptions.branch``). Both keep the parent's intervals (rounded outwards to float32), slopes and
-        splits."""
+        (``VerifyOptions.branch``; ``choice``: which of the box's candidates). Both keep the parent's intervals
+        (rounded outwards to float32), slopes and splits."""
         inherited = _outward32({i: (lo_i[k], hi_i[k]) for i, (lo_i, hi_i) in mb.intervals.items()})
         alpha = None if mb.alpha is None else {i: a[k] for i, a in mb.alpha.items()}
         branch = self.branching
-        op = -1 if mb.branch is None else int(mb.branch[0][k])
+        op = -1 if mb.branch is None else int(mb.branch[0][k, choice])
         if op >= 0 and branch == "auto":  # which split removes more of the worst margin's bound, as the pass says:
             # halving the latent dimension of largest |coefficient| g takes |g|/2 off each child's linear term; a
             # ReLU split takes its relaxation's intercept cost (the branching score) off both
             g = mb.coef[k, worst].abs() * (hi > lo)
-            branch = "relu" if float(mb.branch[2][k]) > float(g.max()) / 2 else "latent"
+            branch = "relu" if float(mb.branch[2][k, choice]) > float(g.max()) / 2 else "latent"
         if op >= 0 and branch == "relu":
-            neuron = int(mb.branch[1][k])
+            neuron = int(mb.branch[1][k, choice])
             kids = []
             for side in (1, -1):
                 splits = {i: t.clone() for i, t in (box.splits or {}).items()}
                 mark = splits.setdefault(op, torch.zeros(self.engine.ops[op].in_shape, dtype=torch.int8,
                                                          device=self.device))  # fmt: skip
                 mark.view(-1)[neuron] = side
-                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, op))
+                settled = op if self.options.refine_children else len(self.engine.ops)
+                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, settled))
             return kids
         dim = self._split_dim(lo, hi, mb.coef[k, worst], box.ball, labels)
         mid = (lo[dim] + hi[dim]) / 2
@@ -633,6 +723,15 @@ class LocalVerifier:
         found, cand = pgd_in_boxes(self.fast, labels[own], lo32, hi32, steps=self.options.attack_steps,
                                    restarts=self.options.attack_restarts, seeds=seeds, targets=targets)  # fmt: skip
         self._confirm(owners, e, eps_e, found, cand, z, labels, falsify)
+
+    @property
+    def candidates(self) -> int:
+        """ReLUs whose children are estimated before one is split (``VerifyOptions.branch_candidates``, its
+        default resolved): 4 where nothing precedes the classifier's ReLUs but linear layers (an estimate is a
+        plain margins pass), 1 behind a generator (each estimate would bound the generator again)."""
+        if self.options.branch_candidates is not None:
+            return self.options.branch_candidates
+        return 4 if all(op.linear for op in self.engine.ops[: self.engine.anchor]) else 1
 
     @property
     def branching(self) -> str:
@@ -735,5 +834,6 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
         "leaf_attacks": opt.leaf_attacks, "leaf_targets": opt.leaf_targets,
         "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
-        "branch": opt.branch, "beta_steps": opt.beta_steps,
+        "branch": opt.branch, "beta_steps": opt.beta_steps, "branch_candidates": opt.branch_candidates,
+        "refine_children": opt.refine_children,
     }  # fmt: skip

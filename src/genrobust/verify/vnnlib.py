@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bounds.ops import DT
 from ..errors import GenrobustError
 from .local import CERTIFIED, FALSIFIED, LocalVerifier, VerifyOptions
 
@@ -234,11 +233,13 @@ def _holds(prop: VnnProperty, y: np.ndarray) -> bool:
 
 def _confirm(model: nn.Module, prop: VnnProperty, x: torch.Tensor, shape) -> Answer | None:
     """The counterexample, clamped into the box and evaluated by a plain forward pass, if it really is one."""
-    lo, hi = torch.as_tensor(prop.lo, dtype=torch.float32), torch.as_tensor(prop.hi, dtype=torch.float32)
+    lo64, hi64 = torch.as_tensor(prop.lo), torch.as_tensor(prop.hi)
+    lo, hi = lo64.float(), hi64.float()  # the box in float32, rounded inwards (−0.2 is not a float32)
+    lo = torch.where(lo.double() < lo64, torch.nextafter(lo, torch.full_like(lo, math.inf)), lo)
+    hi = torch.where(hi.double() > hi64, torch.nextafter(hi, torch.full_like(hi, -math.inf)), hi)
+    hi = torch.where(hi < lo, lo, hi)  # an input fixed to a value float32 cannot hold: left to the check below
     x = torch.minimum(torch.maximum(x.float().cpu(), lo), hi)
-    inside = (x.double() >= torch.as_tensor(prop.lo)) & (x.double() <= torch.as_tensor(prop.hi))
-    x = torch.where(inside, x, torch.as_tensor(prop.lo, dtype=torch.float32))  # a float32 rounding outside
-    if not bool(((x.double() >= torch.as_tensor(prop.lo)) & (x.double() <= torch.as_tensor(prop.hi))).all()):
+    if not bool(((x.double() >= lo64) & (x.double() <= hi64)).all()):
         return None
     with torch.no_grad():
         y = model(x.reshape(1, *shape)).double().reshape(-1).numpy()
@@ -285,6 +286,12 @@ def _robustness(model, prop: VnnProperty, shape, label: int, options, seed: int)
         d = len(prop.lo)
         verifier = LocalVerifier.for_model(chain, (d,), options=options)
         res = verifier.run(torch.zeros(1, d), [label], [1.0], seed=seed)
+    return _verdict(res, model, prop, shape, to_input)
+
+
+def _verdict(res, model, prop: VnnProperty, shape, to_input) -> Answer:
+    """The competition's answer from a one-ball run: unsat if certified, sat with a counterexample only if a plain
+    forward pass of ``model`` at the witness (mapped back to the property's inputs) meets the property."""
     status = int(res.status[0, 0])
     if status == CERTIFIED:
         return Answer("unsat")
@@ -323,51 +330,123 @@ def _box_chain(model: nn.Module, prop: VnnProperty, shape) -> tuple[_Box, nn.Mod
 
 
 def _general(model, prop: VnnProperty, shape, options, seed: int) -> Answer:
-    """Sound bounds on the whole box for every constraint (a disjunct is ruled out when one of its constraints is
-    proved false everywhere), and PGD for a counterexample meanwhile."""
-    box, chain = _box_chain(model, prop, shape)
+    """Any other property through the same branch and bound: the box written as the image of [−1, 1]^d, each
+    disjunct refuted by one of its constraints (``LocalVerifier.with_property``), ReLU or input splits as the
+    input's size says, and the falsifier attacking one disjunct at a time."""
+    to_input, chain = _box_chain(model, prop, shape)
     d = len(prop.lo)
-    found = _search(chain, prop, d, seed)
-    if found is not None:
-        got = _confirm(model, prop, box(found.reshape(1, -1)).detach().reshape(-1), shape)
-        if got is not None:
-            return got
-    verifier = LocalVerifier.for_model(chain, (d,), options=options)
-    rows = [(-c.coef, -c.const, c.strict) for conj in prop.disjuncts for c in conj]
-    spec = torch.as_tensor(np.stack([r[0] for r in rows]), dtype=DT).unsqueeze(0)
-    low = verifier.engine.margins(torch.zeros(1, d, dtype=DT), torch.ones(1, d, dtype=DT), spec).lower[0]
-    # one step down pays for the rounding of this float64 addition
-    refuted = np.nextafter((low + torch.as_tensor([r[1] for r in rows], dtype=DT)).numpy(), -np.inf)
-    # −(coef·Y + const) ≥ low + (−const) > 0 proves coef·Y + const < 0: the constraint fails everywhere;
-    # a strict constraint (> 0) also fails where −(…) ≥ 0 is proved
-    ok = [v > 0 or (r[2] and v >= 0) for v, r in zip(refuted, rows, strict=True)]
-    k = 0
-    for conj in prop.disjuncts:
-        if not any(ok[k : k + len(conj)]):
-            return Answer("unknown")
-        k += len(conj)
-    return Answer("unsat")
+    rows = [(c.coef, c.const, g) for g, conj in enumerate(prop.disjuncts) for c in conj]
+    verifier = LocalVerifier.for_model(chain, (d,), options=options).with_property(
+        torch.as_tensor(np.stack([r[0] for r in rows])), torch.as_tensor([r[1] for r in rows]),
+        torch.as_tensor([r[2] for r in rows]),
+    )  # fmt: skip
+    res = verifier.run(torch.zeros(1, d), [0], [1.0], seed=seed)
+    return _verdict(res, model, prop, shape, to_input)
 
 
-def _search(chain: nn.Module, prop: VnnProperty, d: int, seed: int, steps: int = 50, restarts: int = 8):
-    """PGD on s ∈ [−1, 1]^d towards the disjunct closest to holding (the largest of its smallest constraint)."""
-    gen = torch.Generator().manual_seed(seed)
-    coefs = [torch.as_tensor(np.stack([c.coef for c in conj]), dtype=torch.float32) for conj in prop.disjuncts]
-    consts = [torch.as_tensor([c.const for c in conj], dtype=torch.float32) for conj in prop.disjuncts]
-    s = torch.rand(restarts, d, generator=gen) * 2 - 1
-    s[0] = 0.0
-    for _ in range(steps):
-        s = s.detach().requires_grad_(True)
-        y = chain(s)
-        score = torch.stack([(y @ a.T + b).amin(1) for a, b in zip(coefs, consts, strict=True)], 1).amax(1)
-        if bool((score > 0).any()):
-            return s[int(score.argmax())].detach()
-        (g,) = torch.autograd.grad(score.sum(), s)
-        s = (s + 0.1 * g.sign()).clamp(-1, 1)
-    with torch.no_grad():
-        y = chain(s)
-        score = torch.stack([(y @ a.T + b).amin(1) for a, b in zip(coefs, consts, strict=True)], 1).amax(1)
-    return s[int(score.argmax())].detach() if bool((score >= 0).any()) else None
+# --------------------------------------------------------------------------------------------------- a benchmark
+RESULT_COLUMNS = ("onnx", "vnnlib", "result", "seconds", "message")
+
+
+def read_instances(path: str | Path) -> list[dict[str, str]]:
+    """A benchmark's ``instances.csv``: rows ``onnx, vnnlib, timeout`` (paths relative to its folder), with or
+    without a header; a header may add ``expected`` (the published answer), which the runner compares."""
+    import csv
+
+    path = Path(path)
+    try:
+        lines = [r for r in csv.reader(path.read_text().splitlines()) if r and any(x.strip() for x in r)]
+    except OSError as exc:
+        raise VnnlibError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not lines:
+        raise VnnlibError(f"{path} lists no instances")
+    head = [x.strip() for x in lines[0]]
+    if {"onnx", "vnnlib"} <= set(head):
+        rows = [dict(zip(head, (x.strip() for x in r), strict=False)) for r in lines[1:]]
+    else:
+        rows = [dict(zip(("onnx", "vnnlib", "timeout"), (x.strip() for x in r), strict=False)) for r in lines]
+    for i, r in enumerate(rows):
+        try:
+            ok = bool(r.get("onnx")) and bool(r.get("vnnlib")) and float(r.get("timeout", "")) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise VnnlibError(f"{path}, instance {i + 1}: expected 'onnx, vnnlib, timeout > 0', got {r}")
+    return rows
+
+
+def run_instances(
+    instances: str | Path,
+    out: str | Path,
+    *,
+    timeout_scale: float = 1.0,
+    options: VerifyOptions | None = None,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> list[dict[str, str]]:
+    """Answer every instance of a benchmark in one process (no start-up per instance) and write ``out`` (CSV,
+    :data:`RESULT_COLUMNS`) as the answers come, with each sat instance's counterexample in
+    ``<out's folder>/counterexamples/``. Each instance gets its timeout × ``timeout_scale`` seconds (loading
+    and parsing included). An instance that cannot be read or answered (a corrupt file, an unsupported
+    operator) is recorded as ``error`` with the message, and the others go on. Instances already in ``out``
+    are not run again: a killed run resumes. Returns every row of ``out``."""
+    import csv
+    import time
+
+    from ..models.zoo import load_classifier
+    from ..runtime import progress
+
+    if not (math.isfinite(timeout_scale) and timeout_scale > 0):
+        raise GenrobustError(f"the timeout scale must be a number > 0, got {timeout_scale}")
+    base = Path(instances).parent
+    todo = read_instances(instances)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cex_dir = out.parent / "counterexamples"
+    done: list[dict[str, str]] = []
+    if out.exists() and out.stat().st_size:
+        with open(out, newline="") as f:
+            done = list(csv.DictReader(f))
+    seen = {(r["onnx"], r["vnnlib"]) for r in done}
+    if not done:
+        with open(out, "w", newline="") as f:
+            csv.writer(f).writerow(RESULT_COLUMNS)
+    opts = options or VerifyOptions(max_boxes=100_000)
+    nets: dict[str, nn.Module] = {}
+    bar = progress(len(todo), "instances", show_progress)
+    for r in todo:
+        bar.update(1)
+        if (r["onnx"], r["vnnlib"]) in seen:
+            continue
+        t = time.perf_counter()
+        budget = float(r["timeout"]) * timeout_scale
+        message = ""
+        try:
+            if r["onnx"] not in nets:
+                nets[r["onnx"]] = load_classifier(str(base / r["onnx"]))
+            net = nets[r["onnx"]]
+            prop = parse_vnnlib((base / r["vnnlib"]).read_text())
+            left = budget - (time.perf_counter() - t)
+            if left <= 0:
+                result = "unknown"
+            else:
+                from dataclasses import replace
+
+                got = answer(net, prop, getattr(net, "input_shape", None), options=replace(opts, max_seconds=left),
+                             seed=seed)  # fmt: skip
+                result = got.result
+                if result == "sat":
+                    cex_dir.mkdir(exist_ok=True)
+                    (cex_dir / f"{Path(r['onnx']).stem}__{Path(r['vnnlib']).stem}.txt").write_text(got.text())
+        except Exception as exc:  # one bad instance must not stop a benchmark (Ctrl-C is no Exception)
+            result, message = "error", " ".join(str(exc).split()) or type(exc).__name__
+        row = {"onnx": r["onnx"], "vnnlib": r["vnnlib"], "result": result,
+               "seconds": f"{time.perf_counter() - t:.3f}", "message": message}  # fmt: skip
+        with open(out, "a", newline="") as f:
+            csv.writer(f).writerow([row[c] for c in RESULT_COLUMNS])
+        done.append(row)
+    bar.close()
+    return done
 
 
 # --------------------------------------------------------------------------------------------------- exporting
