@@ -643,9 +643,10 @@ class BoundEngine:
         sel = torch.nonzero(torch.isin(rows.ball, todo) & open_rows(shifted, groups).reshape(-1)).flatten()
         init = None if start is None else {k: a.reshape(-1, *a.shape[2:])[sel] for k, a in start.items()}
         lower, coef = lower.clone().reshape(-1), coef.clone().reshape(B * M, -1)
+        goal = torch.zeros_like(lower) if offset is None else -offset.to(lower)  # a margin proved: raw > −offset
         lower[sel], coef[sel], tuned = self._tune_rows(
             j, rows.A[sel], rows.ball[sel], relax, forms_at, box_at, absmax, stop, lower[sel], coef[sel], init,
-            int(steps[todo].max()), splits,
+            int(steps[todo].max()), splits, goal.reshape(-1)[sel],
         )  # fmt: skip
         for k, a in tuned.items():
             out_alpha[k].reshape(-1, *a.shape[1:])[sel] = a
@@ -654,7 +655,8 @@ class BoundEngine:
     def _tunable(self, stop: int, j: int) -> list[int]:
         return [k for k in range(stop, j + 1) if isinstance(self.ops[k], Activation) and self.ops[k].tunable]
 
-    def _tune_rows(self, j, A, ball, relax, forms_at, box_at, absmax, stop, best, best_g, init, steps, splits=None):
+    def _tune_rows(self, j, A, ball, relax, forms_at, box_at, absmax, stop, best, best_g, init, steps, splits=None,
+                   goal: torch.Tensor | None = None):  # fmt: skip
         """α-CROWN for rows ``A`` (R, *shape of op j's output) of boxes ``ball``: every tunable lower line on the
         rows' path to ``stop`` becomes a parameter *per row*, optimised by ``steps`` steps of projected Adam on
         the rows' bounds. Each row becomes its own "box" (every per-box tensor indexed by its box), so the
@@ -664,7 +666,10 @@ class BoundEngine:
         per-row lines stay under 256 MB. Returns the best values, their coefficients and α per row.
 
         ``splits`` (β-CROWN): each split neuron's constraint s·x ≥ 0 on the rows' path enters with a multiplier
-        β ≥ 0 per row, optimised with α: the rows bound f − Σ β·s·x, which on the split domain is ≤ f."""
+        β ≥ 0 per row, optimised with α: the rows bound f − Σ β·s·x, which on the split domain is ≤ f.
+        ``goal`` (R,): a row whose bound exceeds its goal (a margin proved) leaves the optimisation; the rest
+        go on in a smaller batch (in branch and bound two thirds of the row-steps were spent on rows already
+        proved)."""
         tunable = self._tunable(stop, j)
         acts = [k for k in range(stop, j + 1) if not self.ops[k].linear]
         R = len(A)
@@ -673,56 +678,75 @@ class BoundEngine:
         per_row = 8 * 4 * sum(math.prod(self.ops[k].out_shape) for k in acts) * 3  # lines, α and Adam's moments
         chunk = max(1, (256 << 20) // max(1, per_row))
         best, best_g = best.clone(), best_g.clone()
-        for first in range(0, R, chunk):
-            part = slice(first, min(R, first + chunk))
-            b = ball[part]
+        lr, (b1, b2), tiny = self.options.alpha_lr, (0.9, 0.999), 1e-8  # Adam's defaults
+
+        def context(rows_idx: torch.Tensor):
+            """Everything the backward pass needs for these rows (indices into ``A``), each row its own box."""
+            b = ball[rows_idx]
             ctx: dict = {}
-            alpha: dict[int, torch.Tensor] = {}
             for k in acts:
-                op = self.ops[k]
-                if not isinstance(op, Activation):  # a selection: its plan, per row
+                if not isinstance(self.ops[k], Activation):  # a selection: its plan, per row
                     ctx[k] = tuple(t[b] for t in relax[k])
                     continue
-                lo_k, hi_k = (t[b] for t in relax[("pre", k)])
-                ctx[("pre", k)] = (lo_k, hi_k)
-                if k in tunable:
-                    start = op.alpha_init(lo_k, hi_k).float()
-                    if init is not None and k in init:  # a given start (a parent's α), where it has one
-                        prior = init[k][part].to(start)
-                        start = torch.where(torch.isnan(prior), start, prior)
-                    alpha[k] = start.requires_grad_(True)
-                else:
+                ctx[("pre", k)] = tuple(t[b] for t in relax[("pre", k)])
+                if k not in tunable:
                     ctx[k] = relax[k][b]
-            ctx_absmax = {key: v[b] for key, v in absmax.items()}
-            ctx_forms = None if forms_at is None else forms_at.take(b)
-            ctx_box = (box_at[0][b], box_at[1][b])
-            rows = Rows(A[part].float(), torch.arange(len(b), device=A.device))
+            forms = None if forms_at is None else forms_at.take(b)
             signs = {k: t[b].float() for k, t in (splits or {}).items() if stop <= k <= j and bool((t[b] != 0).any())}
-            beta = {k: torch.zeros_like(t, requires_grad=True) for k, t in signs.items()}
+            return (ctx, {key: v[b] for key, v in absmax.items()}, forms, (box_at[0][b], box_at[1][b]),
+                    Rows(A[rows_idx].float(), torch.arange(len(b), device=A.device)), signs)  # fmt: skip
+
+        for first in range(0, R, chunk):
+            part = torch.arange(first, min(R, first + chunk), device=A.device)
+            ctx, ctx_absmax, ctx_forms, ctx_box, rows, signs = context(part)
+            alpha: dict[int, torch.Tensor] = {}
+            for k in tunable:
+                start = self.ops[k].alpha_init(*ctx[("pre", k)]).float()
+                if init is not None and k in init:  # a given start (a parent's α), where it has one
+                    prior = init[k][part].to(start)
+                    start = torch.where(torch.isnan(prior), start, prior)
+                alpha[k] = start
+            beta = {k: torch.zeros_like(t) for k, t in signs.items()}
             top, top_g = best[part].clone(), best_g[part].clone()
-            top_alpha = {k: a.detach().clone() for k, a in alpha.items()}
-            adam = torch.optim.Adam([*alpha.values(), *beta.values()], lr=self.options.alpha_lr)
-            for _ in range(steps if alpha or beta else 0):
+            top_alpha = {k: a.clone() for k, a in alpha.items()}
+            params = {**{("a", k): a for k, a in alpha.items()}, **{("b", k): t for k, t in beta.items()}}
+            moments = {key: (torch.zeros_like(p), torch.zeros_like(p)) for key, p in params.items()}
+            live = torch.arange(len(part), device=A.device)  # rows of this chunk still optimised
+            for t in range(1, (steps if params else 0) + 1):
+                leaves = {key: p.requires_grad_(True) for key, p in params.items()}
                 step = dict(ctx)
-                for k, a in alpha.items():
-                    step[k] = torch.stack(self.ops[k].relax(*ctx[("pre", k)], a.double()), 1)
+                for k in tunable:
+                    step[k] = torch.stack(self.ops[k].relax(*ctx[("pre", k)], leaves["a", k].double()), 1)
                 with torch.enable_grad():
-                    terms = {k: beta[k] * signs[k] for k in beta}
+                    terms = {k: leaves["b", k] * signs[k] for k in signs}
                     val, g = self._backward(j, rows, step, ctx_forms, ctx_box, ctx_absmax, stop=stop, beta=terms)
-                    better = val.detach() > top
-                    if bool(better.any()):
-                        top = torch.where(better, val.detach(), top)
-                        top_g = torch.where(better[:, None], g.detach(), top_g)
-                        for k, a in alpha.items():
-                            top_alpha[k][better] = a.detach()[better]
-                    adam.zero_grad()
-                    (-val.sum()).backward()
-                adam.step()
+                    grads = torch.autograd.grad(val.sum(), list(leaves.values()), allow_unused=True)
                 with torch.no_grad():
-                    for a in alpha.values():
-                        a.clamp_(0, 1)
-                    for t in beta.values():
-                        t.clamp_(min=0)
+                    better = val > top[live]
+                    if bool(better.any()):
+                        at = live[better]
+                        top[at], top_g[at] = val[better], g[better]
+                        for k in tunable:
+                            top_alpha[k][at] = params["a", k][better]
+                    for (key, p), grad in zip(list(params.items()), grads, strict=True):
+                        m, v = moments[key]
+                        if grad is not None:  # ascent on the bound
+                            m.mul_(b1).add_(grad, alpha=1 - b1)
+                            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                        step_ = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + tiny)
+                        p = p.detach() + lr * step_
+                        params[key] = p.clamp(0, 1) if key[0] == "a" else p.clamp(min=0)
+                    if goal is None or t == steps:
+                        continue
+                    keep = top[live] <= goal[part][live]
+                    if bool(keep.all()):
+                        continue
+                    if not bool(keep.any()):
+                        break
+                    live = live[keep]  # proved rows leave: every per-row tensor shrinks to the rest
+                    ctx, ctx_absmax, ctx_forms, ctx_box, rows, signs = context(part[live])
+                    params = {key: p[keep] for key, p in params.items()}
+                    moments = {key: (m[keep], v[keep]) for key, (m, v) in moments.items()}
             best[part], best_g[part] = top, top_g
             for k, a in top_alpha.items():
                 out_alpha[k][part] = a
