@@ -3,6 +3,7 @@ parser on hand-written properties; sat answers are real counterexamples and unsa
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +243,17 @@ def test_a_benchmark_folder_runs_in_one_process_and_resumes(tmp_path):
     assert res.exit_code == 0 and out.read_text() == before
     bad = CliRunner().invoke(main, ["verify-vnnlib", "--instances", str(tmp_path / "instances.csv")])
     assert bad.exit_code != 0 and "--out" in bad.output
+
+
+def test_with_property_refuses_bad_rows():
+    from genrobust.verify import LocalVerifier
+
+    v = LocalVerifier.for_model(_net(), (3,))
+    with pytest.raises(gr.GenrobustError, match="rows"):
+        v.with_property(torch.ones(2, 3), torch.zeros(2), torch.tensor([0, 1]))  # the network has 4 outputs
+    with pytest.raises(gr.GenrobustError, match="NaN"):
+        v.with_property(torch.full((1, 4), math.nan), torch.zeros(1), torch.tensor([0]))
+    v.with_property(torch.ones(1, 4), torch.zeros(1), torch.tensor([5]))  # disjuncts renumbered from 0
+    assert v.groups.tolist() == [0] and v.num_classes == 2
+    with pytest.raises(gr.GenrobustError, match="already"):
+        v.with_property(torch.ones(1, 4), torch.zeros(1), torch.tensor([0]))

@@ -361,6 +361,8 @@ class LocalVerifier:
         the checks of candidates see the network as the scores [0, min_r (coef[r]·y + const[r]) per disjunct],
         so that a counterexample is a point whose label is not 0 (the targeted falsifier attacks one disjunct
         at a time). Returns ``self``."""
+        if self.rows is not None:
+            raise GenrobustError("this verifier already checks a property: build a new one for another")
         coef = torch.as_tensor(coef, dtype=DT, device=self.device)
         const = torch.as_tensor(const, dtype=DT, device=self.device)
         groups = torch.as_tensor(groups, dtype=torch.long, device=self.device)
