@@ -254,11 +254,18 @@ def answer(
     options: VerifyOptions | None = None,
     seed: int = 0,
 ) -> Answer:
-    """Answer a competition instance on ``model`` (inputs flattened in the property's X_i order)."""
+    """Answer a competition instance on ``model`` (inputs flattened in the property's X_i order).
+
+    ``options`` default to 100,000 boxes (the seconds, 60 by default, are the budget); the give-up rule, which
+    spreads time over many balls, is off for a single instance whatever they say. The model is not changed."""
+    import copy
+    from dataclasses import replace
+
+    options = replace(options or VerifyOptions(max_boxes=100_000), give_up=None)
     shape = tuple(input_shape) if input_shape is not None else (len(prop.lo),)
     if math.prod(shape) != len(prop.lo):
         raise VnnlibError(f"the property has {len(prop.lo)} inputs, the model takes {shape}")
-    model = model.eval()
+    model = copy.deepcopy(model).eval()
     with torch.no_grad():
         k = model(torch.zeros(1, *shape)).shape[1]
     if any(len(c.coef) != k for conj in prop.disjuncts for c in conj):
