@@ -140,6 +140,9 @@ class MarginBounds:
     #: relaxation intercepts cost the worst margin's bound most (BaBSR's intercept score, read from the margins'
     #: backward pass); op −1 where none
     branch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    #: the optimised β per split nonlinearity (op index → (B, M, *input shape), float32, NaN where not optimised),
+    #: for the boxes' children to start from (a child's new split starts at 0)
+    beta: dict[int, torch.Tensor] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -380,6 +383,7 @@ class BoundEngine:
         branch: bool | int = False,
         offset: torch.Tensor | None = None,
         groups: torch.Tensor | None = None,
+        beta: dict[int, torch.Tensor] | None = None,
     ) -> MarginBounds:
         """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64).
 
@@ -401,16 +405,17 @@ class BoundEngine:
         ``offset`` (B, M): constants added to the rows (a property's constraints c·y + k, not only margins), the
         sum rounded down; ``groups`` (M,): the disjunct of each row when a property is a disjunction of
         conjunctions (see :func:`refutation`): α/β tune only rows of disjuncts not yet refuted, and branching
-        works on the worst disjunct's best row."""
+        works on the worst disjunct's best row. ``beta``: a start for the split constraints' multipliers (a
+        parent's :attr:`MarginBounds.beta`, NaN where none)."""
         try:
             with ieee_float32():
                 return self._margins(center, radius, spec, parent, alpha, splits, settled, steps, branch, offset,
-                                     groups)  # fmt: skip
+                                     groups, beta)  # fmt: skip
         finally:
             release_heap()  # the pass's large temporaries would otherwise stay resident (see there)
 
     def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None, settled=None, steps=None,
-                 want_branch=False, offset=None, groups=None) -> MarginBounds:  # fmt: skip
+                 want_branch=False, offset=None, groups=None, beta_start=None) -> MarginBounds:  # fmt: skip
         opt = self.options
         if settled is not None and parent is None:
             raise GenrobustError("settled boxes need their parent's intervals")
@@ -433,6 +438,7 @@ class BoundEngine:
         hopeless: torch.Tensor | None = None  # (B,) boxes too wide to be worth refining (``refine_limit``)
         deferred: tuple[int, torch.Tensor] | None = None  # the last nonlinearity, refined after a first try
         alphas: dict[int, torch.Tensor] | None = None
+        betas: dict[int, torch.Tensor] | None = None
         branch = None
         for i, op in enumerate(self.ops):
             in_classifier = i >= self.anchor
@@ -537,8 +543,9 @@ class BoundEngine:
             branch = None if scores is None else self._branch_choice(scores, self._offset(lower, offset),
                                                                      int(want_branch), groups)  # fmt: skip
             if opt.alpha_steps if steps is None else bool((steps > 0).any()):
-                lower, coef, alphas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower, coef,
-                                                           alpha_start, splits, steps, offset, groups)  # fmt: skip
+                lower, coef, alphas, betas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower,
+                                                                  coef, alpha_start, splits, steps, offset, groups,
+                                                                  beta_start)  # fmt: skip
         elif opt.mode == "forward":
             assert forms is not None
             sp, sn = spec.clamp(min=0), spec.clamp(max=0)
@@ -556,7 +563,7 @@ class BoundEngine:
         if offset is not None:  # rounded down: the sum stays a lower bound
             lower = torch.nextafter(lower + offset.to(lower), torch.full_like(lower, -math.inf))
         lower = torch.where(empty[:, None], torch.finfo(DT).max, lower)  # an empty domain: nothing to disprove
-        return MarginBounds(lower, coef, intervals, refined, refined_gen, alphas, branch)
+        return MarginBounds(lower, coef, intervals, refined, refined_gen, alphas, branch, betas)
 
     @staticmethod
     def _offset(lower: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
@@ -624,49 +631,57 @@ class BoundEngine:
 
     # ----------------------------------------------------------------------------------------- α-CROWN
     def _optimise_alpha(self, rows: Rows, relax, forms_at, box_at, absmax, stop, lower, coef, start, splits=None,
-                        steps=None, offset=None, groups=None):  # fmt: skip
+                        steps=None, offset=None, groups=None, beta_start=None):  # fmt: skip
         """Tighten the margins' bounds of the boxes not yet certified by optimising the lower lines (α), one set
         per margin (see :meth:`_tune_rows`), ``steps`` per box (default ``alpha_steps``; the most any box asks
-        for). Returns the new (lower, coef) and the α per box (B, M, *shape) for the children (NaN where not
-        optimised)."""
+        for). Returns the new (lower, coef), the α per box (B, M, *shape) and the β per split nonlinearity
+        (B, M, *input shape) for the children (NaN where not optimised; ``beta_start`` is a parent's)."""
         B, M = lower.shape
         j = len(self.ops) - 1
         out_alpha = {k: torch.full((B, M, *self.ops[k].out_shape), math.nan, dtype=torch.float32,
                                    device=lower.device) for k in self._tunable(stop, j)}  # fmt: skip
+        out_beta = {k: torch.full((B, M, *self.ops[k].in_shape), math.nan, dtype=torch.float32, device=lower.device)
+                    for k in (splits or {}) if stop <= k <= j}  # fmt: skip
         if steps is None:
             steps = torch.full((B,), self.options.alpha_steps, dtype=torch.long, device=lower.device)
         shifted = self._offset(lower, offset)
         todo = torch.nonzero((refutation(shifted, groups)[0] <= 0) & (steps > 0)).flatten()
-        if not out_alpha or not len(todo):
-            return lower, coef, out_alpha
+        if not (out_alpha or out_beta) or not len(todo):
+            return lower, coef, out_alpha, out_beta
         # the rows of those boxes whose margin is still open (a margin proved already needs no tuning)
         sel = torch.nonzero(torch.isin(rows.ball, todo) & open_rows(shifted, groups).reshape(-1)).flatten()
         init = None if start is None else {k: a.reshape(-1, *a.shape[2:])[sel] for k, a in start.items()}
+        init_beta = None if beta_start is None else {k: b.reshape(-1, *b.shape[2:])[sel] for k, b in
+                                                     beta_start.items()}  # fmt: skip
         lower, coef = lower.clone().reshape(-1), coef.clone().reshape(B * M, -1)
         goal = torch.zeros_like(lower) if offset is None else -offset.to(lower)  # a margin proved: raw > −offset
-        lower[sel], coef[sel], tuned = self._tune_rows(
+        lower[sel], coef[sel], tuned, tuned_beta = self._tune_rows(
             j, rows.A[sel], rows.ball[sel], relax, forms_at, box_at, absmax, stop, lower[sel], coef[sel], init,
-            int(steps[todo].max()), splits, goal.reshape(-1)[sel],
+            int(steps[todo].max()), splits, goal.reshape(-1)[sel], init_beta,
         )  # fmt: skip
         for k, a in tuned.items():
             out_alpha[k].reshape(-1, *a.shape[1:])[sel] = a
-        return lower.reshape(B, M), coef.reshape(B, M, -1), out_alpha
+        for k, b in tuned_beta.items():
+            out_beta[k].reshape(-1, *b.shape[1:])[sel] = b
+        return lower.reshape(B, M), coef.reshape(B, M, -1), out_alpha, out_beta
 
     def _tunable(self, stop: int, j: int) -> list[int]:
         return [k for k in range(stop, j + 1) if isinstance(self.ops[k], Activation) and self.ops[k].tunable]
 
     def _tune_rows(self, j, A, ball, relax, forms_at, box_at, absmax, stop, best, best_g, init, steps, splits=None,
-                   goal: torch.Tensor | None = None):  # fmt: skip
+                   goal: torch.Tensor | None = None, init_beta: dict[int, torch.Tensor] | None = None):  # fmt: skip
         """α-CROWN for rows ``A`` (R, *shape of op j's output) of boxes ``ball``: every tunable lower line on the
         rows' path to ``stop`` becomes a parameter *per row*, optimised by ``steps`` steps of projected Adam on
         the rows' bounds. Each row becomes its own "box" (every per-box tensor indexed by its box), so the
         guarded :meth:`_backward` runs unchanged on per-row lines; the steps run in float32 (guarded like the
         refinement's passes) and every step's value is a sound bound for its α, so the best per row is kept
         (starting from ``best``, ``best_g``): soundness never depends on convergence. Rows go in chunks whose
-        per-row lines stay under 256 MB. Returns the best values, their coefficients and α per row.
+        per-row lines stay under 256 MB. Returns the best values, their coefficients, and α and β per row (β per
+        split nonlinearity, NaN where a row's chunk had no split there).
 
         ``splits`` (β-CROWN): each split neuron's constraint s·x ≥ 0 on the rows' path enters with a multiplier
-        β ≥ 0 per row, optimised with α: the rows bound f − Σ β·s·x, which on the split domain is ≤ f.
+        β ≥ 0 per row, optimised with α: the rows bound f − Σ β·s·x, which on the split domain is ≤ f (any β ≥ 0:
+        ``init_beta``, a parent's, is only a start).
         ``goal`` (R,): a row whose bound exceeds its goal (a margin proved) leaves the optimisation; the rest
         go on in a smaller batch (in branch and bound two thirds of the row-steps were spent on rows already
         proved)."""
@@ -675,6 +690,8 @@ class BoundEngine:
         R = len(A)
         out_alpha = {k: torch.full((R, *self.ops[k].out_shape), math.nan, dtype=torch.float32, device=A.device)
                      for k in tunable}  # fmt: skip
+        out_beta = {k: torch.full((R, *self.ops[k].in_shape), math.nan, dtype=torch.float32, device=A.device)
+                    for k in (splits or {}) if stop <= k <= j}  # fmt: skip
         per_row = 8 * 4 * sum(math.prod(self.ops[k].out_shape) for k in acts) * 3  # lines, α and Adam's moments
         chunk = max(1, (256 << 20) // max(1, per_row))
         best, best_g = best.clone(), best_g.clone()
@@ -707,8 +724,13 @@ class BoundEngine:
                     start = torch.where(torch.isnan(prior), start, prior)
                 alpha[k] = start
             beta = {k: torch.zeros_like(t) for k, t in signs.items()}
+            for k, t in beta.items():  # a given start (a parent's β), where it has one
+                if init_beta is not None and k in init_beta:
+                    prior = init_beta[k][part].to(t)
+                    beta[k] = torch.where(torch.isnan(prior), t, prior.clamp(min=0))
             top, top_g = best[part].clone(), best_g[part].clone()
             top_alpha = {k: a.clone() for k, a in alpha.items()}
+            top_beta = {k: t.clone() for k, t in beta.items()}
             params = {**{("a", k): a for k, a in alpha.items()}, **{("b", k): t for k, t in beta.items()}}
             moments = {key: (torch.zeros_like(p), torch.zeros_like(p)) for key, p in params.items()}
             live = torch.arange(len(part), device=A.device)  # rows of this chunk still optimised
@@ -728,6 +750,8 @@ class BoundEngine:
                         top[at], top_g[at] = val[better], g[better]
                         for k in tunable:
                             top_alpha[k][at] = params["a", k][better]
+                        for k in top_beta:
+                            top_beta[k][at] = params["b", k][better]
                     for (key, p), grad in zip(list(params.items()), grads, strict=True):
                         m, v = moments[key]
                         if grad is not None:  # ascent on the bound
@@ -750,7 +774,9 @@ class BoundEngine:
             best[part], best_g[part] = top, top_g
             for k, a in top_alpha.items():
                 out_alpha[k][part] = a
-        return best, best_g, out_alpha
+            for k, t in top_beta.items():
+                out_beta[k][part] = t
+        return best, best_g, out_alpha, out_beta
 
     # --------------------------------------------------------------------------------- forward mode
     @staticmethod
@@ -863,7 +889,7 @@ class BoundEngine:
         key = tuple(idx.T)
         best = torch.stack([lo[key], -hi[key]], 1).reshape(-1)
         zero_g = torch.zeros(2 * n, self.in_dim, dtype=DT, device=lo.device)
-        val, _, _ = self._tune_rows(i - 1, A, pairs[:, 0], relax, forms_at, box_at, absmax, stop, best, zero_g,
+        val, _, _, _ = self._tune_rows(i - 1, A, pairs[:, 0], relax, forms_at, box_at, absmax, stop, best, zero_g,
                                     None, self.alpha_intermediate)  # fmt: skip
         lo[key] = torch.maximum(lo[key], val[0::2])
         hi[key] = torch.minimum(hi[key], -val[1::2])

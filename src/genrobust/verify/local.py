@@ -634,7 +634,8 @@ class LocalVerifier:
         """The engine's per-box arguments for a batch: parents' intervals and α, ReLU splits, settled layers and
         α/β steps (only the boxes with splits get ``beta_steps``)."""
         args: dict[str, Any] = {"parent": _stack_parents([item.parent for item in batch]),
-                                "alpha": _stack_alphas([item.alpha for item in batch])}  # fmt: skip
+                                "alpha": _stack_alphas([item.alpha for item in batch]),
+                                "beta": _stack_alphas([item.beta for item in batch])}  # fmt: skip
         if any(item.splits for item in batch):
             keys = sorted({k for item in batch if item.splits for k in item.splits})
             args["splits"] = {k: torch.stack([item.splits[k] if item.splits and k in item.splits else
@@ -674,6 +675,7 @@ class LocalVerifier:
         (rounded outwards to float32), slopes and splits."""
         inherited = _outward32({i: (lo_i[k], hi_i[k]) for i, (lo_i, hi_i) in mb.intervals.items()})
         alpha = None if mb.alpha is None else {i: a[k] for i, a in mb.alpha.items()}
+        beta = None if not mb.beta else {i: b[k] for i, b in mb.beta.items()}
         branch = self.branching
         op = -1 if mb.branch is None else int(mb.branch[0][k, choice])
         if op >= 0 and branch == "auto":  # which split removes more of the worst margin's bound, as the pass says:
@@ -690,15 +692,15 @@ class LocalVerifier:
                                                          device=self.device))  # fmt: skip
                 mark.view(-1)[neuron] = side
                 settled = op if self.options.refine_children else len(self.engine.ops)
-                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, settled))
+                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, settled, beta))
             return kids
         dim = self._split_dim(lo, hi, mb.coef[k, worst], box.ball, labels)
         mid = (lo[dim] + hi[dim]) / 2
         left_hi, right_lo = hi.clone(), lo.clone()
         left_hi[dim], right_lo[dim] = mid, mid
         return [
-            _Box(box.ball, lo, left_hi, inherited, alpha, box.splits),
-            _Box(box.ball, right_lo, hi, inherited, alpha, box.splits),
+            _Box(box.ball, lo, left_hi, inherited, alpha, box.splits, beta=beta),
+            _Box(box.ball, right_lo, hi, inherited, alpha, box.splits, beta=beta),
         ]
 
     def _attack_leaves(self, leaves, e, eps_e, z, labels, seed, ids, falsify) -> None:
@@ -761,8 +763,8 @@ class LocalVerifier:
 class _Box:
     """A sub-box waiting in branch and bound: its ball, its latent bounds (float64; the boxes of a ball
     partition it exactly), what it inherits from its parent (intervals rounded outwards to float32, optimised
-    α), the ReLU splits that restrict its domain (op index → (*input shape) of −1/0/+1), and the op up to which
-    its parent's intervals stand unrefined (−1: none)."""
+    α), the ReLU splits that restrict its domain (op index → (*input shape) of −1/0/+1), the op up to which
+    its parent's intervals stand unrefined (−1: none), and its parent's optimised β (a start for its own)."""
 
     ball: int
     lo: torch.Tensor
@@ -771,6 +773,7 @@ class _Box:
     alpha: dict[int, torch.Tensor] | None = None
     splits: dict[int, torch.Tensor] | None = None
     settled: int = -1
+    beta: dict[int, torch.Tensor] | None = None
 
 
 def _outward32(intervals: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
@@ -805,12 +808,15 @@ def _stack_parents(parents: list) -> dict[int, tuple[torch.Tensor, torch.Tensor]
 
 
 def _stack_alphas(alphas: list) -> dict[int, torch.Tensor] | None:
-    """The parents' optimised α of a batch, stacked; boxes without one get NaN (the engine's default start)."""
-    known = [a for a in alphas if a is not None]
+    """The parents' optimised α (or β) of a batch, stacked per op; boxes without one get NaN (the engine's
+    default start)."""
+    known = [a for a in alphas if a]
     if not known:
         return None
-    return {i: torch.stack([a[i] if a is not None else torch.full_like(known[0][i], math.nan) for a in alphas])
-            for i in known[0]}  # fmt: skip
+    keys = sorted({i for a in known for i in a})
+    like = {i: next(a[i] for a in known if i in a) for i in keys}
+    return {i: torch.stack([a[i] if a and i in a else torch.full_like(like[i], math.nan) for a in alphas])
+            for i in keys}  # fmt: skip
 
 
 def default_batch_boxes(device: torch.device, neurons: int = 0) -> int:
