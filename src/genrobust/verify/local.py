@@ -99,6 +99,8 @@ class VerifyOptions:
     behind a generator (each estimate would bound the generator again).
     ``refine_children``: a ReLU child refines the layers after its split (plain passes from its parent's
     intervals); ``False`` keeps every parent interval (cheaper per box, looser: on those networks it lost).
+    ``attack_first``: PGD on the whole ball before its bounds at the smallest ε too (at larger ε it always comes
+    first); for a single instance, where a cheap attack can spare the whole branch and bound.
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
@@ -116,6 +118,7 @@ class VerifyOptions:
     beta_steps: int = 8
     branch_candidates: int | None = None
     refine_children: bool = True
+    attack_first: bool = False
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -464,13 +467,14 @@ class LocalVerifier:
                 continue
             # At the smallest ε most balls certify, so bounds come first; at larger ones a (cheap) attack first
             # spares the (costly) bounds of the balls it falsifies.
-            if e > 0:
+            first = e > 0 or self.options.attack_first
+            if first:
                 self._attack(todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status)
             prove = [i for i in todo if status[i, e] == UNKNOWN and (e == 0 or status[i, e - 1] == CERTIFIED)]
             if prove:
                 self._branch_and_bound(prove, e, eps_e, z, labels, status, boxes, seconds, falsify, seed, ids,
                                        margin)  # fmt: skip
-            if e == 0:
+            if not first:
                 self._attack(todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status)
             bar.update(int(sum(1 for i in todo if status[i, e] != FALSIFIED)))
         bar.close()
@@ -843,5 +847,5 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
         "leaf_attacks": opt.leaf_attacks, "leaf_targets": opt.leaf_targets,
         "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
         "branch": opt.branch, "beta_steps": opt.beta_steps, "branch_candidates": opt.branch_candidates,
-        "refine_children": opt.refine_children,
+        "refine_children": opt.refine_children, "attack_first": opt.attack_first,
     }  # fmt: skip

@@ -257,11 +257,12 @@ def answer(
     """Answer a competition instance on ``model`` (inputs flattened in the property's X_i order).
 
     ``options`` default to 100,000 boxes (the seconds, 60 by default, are the budget); the give-up rule, which
-    spreads time over many balls, is off for a single instance whatever they say. The model is not changed."""
+    spreads time over many balls, is off for a single instance whatever they say, and the attack comes before
+    the bounds. The model is not changed."""
     import copy
     from dataclasses import replace
 
-    options = replace(options or VerifyOptions(max_boxes=100_000), give_up=None)
+    options = replace(options or VerifyOptions(max_boxes=100_000), give_up=None, attack_first=True)
     shape = tuple(input_shape) if input_shape is not None else (len(prop.lo),)
     if math.prod(shape) != len(prop.lo):
         raise VnnlibError(f"the property has {len(prop.lo)} inputs, the model takes {shape}")
