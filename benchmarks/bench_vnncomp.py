@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--nets", default="256x2,256x4,256x6")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None, help="save each answer here and resume from them")
+    ap.add_argument("--reverse", action="store_true",
+                    help="last instance first (a second process on the same --work meets the first halfway)")
     ap.add_argument("--out", default=None, help="write the rows and every answer to OUT (.json)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -75,6 +77,8 @@ def main() -> None:
     bench = Path(a.bench)
     with open(bench / "expected.csv", newline="") as f:
         instances = [r for r in csv.DictReader(f) if any(f"mnist-net_{n}.onnx" in r["onnx"] for n in a.nets.split(","))]
+    if a.reverse:
+        instances.reverse()
     work = Path(a.work) if a.work else None
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)

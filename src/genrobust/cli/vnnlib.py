@@ -41,7 +41,8 @@ def export_vnnlib_cmd(
 @click.argument("model", type=click.Path(exists=True, dir_okay=False), required=False)
 @click.argument("prop", metavar="PROPERTY", type=click.Path(exists=True, dir_okay=False), required=False)
 @click.option("--instances", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A benchmark's instances.csv (onnx, vnnlib, timeout): answer them all, --out is the results CSV.")
+              help="A benchmark's instances.csv (onnx, vnnlib, timeout): answer them all, --out is the results "
+                   "CSV.")  # fmt: skip
 @click.option("--timeout-scale", type=float, default=1.0, show_default=True,
               help="With --instances: each instance gets its timeout times this.")  # fmt: skip
 @click.option(
