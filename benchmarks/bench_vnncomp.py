@@ -59,8 +59,11 @@ def main() -> None:
     ap.add_argument("--nets", default="256x2,256x4,256x6")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None, help="save each answer here and resume from them")
-    ap.add_argument("--reverse", action="store_true",
-                    help="last instance first (a second process on the same --work meets the first halfway)")
+    ap.add_argument(
+        "--reverse",
+        action="store_true",
+        help="last instance first (a second process on the same --work meets the first halfway)",
+    )
     ap.add_argument("--out", default=None, help="write the rows and every answer to OUT (.json)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
