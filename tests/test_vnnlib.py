@@ -271,7 +271,7 @@ def test_wide_pixel_boxes_are_refined_not_given_up(mnist_fc):
 
     net = import_onnx(mnist_fc / "onnx" / "mnist-net_256x4.onnx")
     prop = parse_vnnlib((mnist_fc / "vnnlib" / "prop_0_0.05.vnnlib").read_text())
-    _, chain = _box_chain(net, prop, (784,))
+    _, chain, _ = _box_chain(net, prop, (784,))
     plain = gr.verify.VerifyOptions(bounds=BoundOptions(alpha_intermediate=0))
     v = LocalVerifier.for_model(chain, (784,), options=plain)
     spec = v._spec(torch.tensor([prop.robustness_label()]))

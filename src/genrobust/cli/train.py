@@ -1,4 +1,4 @@
-"""``genrobust train``: classifiers and GANs from recipes, resumable."""
+"""``genrobust train``: classifiers, GANs and the image-conditional generator from recipes, resumable."""
 
 from __future__ import annotations
 
@@ -92,6 +92,29 @@ def train_gan_cmd(
         recipe, out=out, data_dir=data_dir, device=device, show_progress=not quiet, half=fp16, classes=wanted
     )
     click.echo(f"wrote {path if path.is_file() else out}")
+
+
+@train.command("variation")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--latent-dim", type=int, default=8, show_default=True)
+@click.option("--pool", type=int, default=4, show_default=True, help="The thumbnail averages POOL × POOL blocks.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for checkpoints and weights.")
+@DATA_DIR_OPTION
+@DEVICE_OPTION
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly_errors
+def train_variation_cmd(out: str, data_dir: str | None, device: str, quiet: bool, **kw: Any) -> None:
+    """Train an image-conditional generator (a conditional VAE: thumbnail ⊕ latent → image), the generator of
+    ``genrobust export vnnlib --variation``; writes OUT/variation.safetensors."""
+    from ..train.variation import VariationRecipe, train_variation
+
+    _, path = train_variation(VariationRecipe(**kw), out=out, data_dir=data_dir, device=device,
+                              show_progress=not quiet)  # fmt: skip
+    click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .app import eps_and_classes, friendly_errors, load_models, main, model_options
+from .app import DATA_DIR_OPTION, eps_and_classes, friendly_errors, load_models, main, model_options
 
 
 @main.group("export")
@@ -21,17 +21,58 @@ def export_group() -> None:
 @click.option("--classes", default=None, help="Comma-separated classes (default: all).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per instance (instances.csv).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for onnx/, vnnlib/, the csv.")
+@click.option(
+    "--variation",
+    default=None,
+    help="An image-conditional generator (built-in mnist-variation or a .safetensors file) instead of "
+    "--generators: instances of the competition's generator-benchmark shape, per test image.",
+)
+@click.option(
+    "--form",
+    type=click.Choice(["runner-up", "robust"]),
+    default="runner-up",
+    show_default=True,
+    help="With --variation: the runner-up class beats the label (one conjunct), or any class does.",
+)
+@click.option(
+    "--box",
+    type=click.Choice(["prior", "cube"]),
+    default="prior",
+    show_default=True,
+    help="With --variation: latent box widths ε × the latent's spread per dimension, or ε everywhere.",
+)
+@DATA_DIR_OPTION
 @friendly_errors
 def export_vnnlib_cmd(
-    eps_text: str, n: int, seed: int, classes: str | None, timeout: float, out: str, **models: str | None
+    eps_text: str,
+    n: int,
+    seed: int,
+    classes: str | None,
+    timeout: float,
+    out: str,
+    variation: str | None,
+    form: str,
+    box: str,
+    data_dir: str | None,
+    **models: str | None,
 ) -> None:
     """C∘G_c as ONNX per class and one VNN-LIB property per latent ball, with instances.csv, so that any
-    competition verifier can answer the questions genrobust robustness asks."""
-    from ..verify.vnnlib import export_instances
+    competition verifier can answer the questions genrobust robustness asks. With --variation: classifier ∘
+    image-conditional generator, the thumbnail's inputs fixed, one property per test image and ε."""
+    from ..verify.vnnlib import export_instances, export_variation_instances
 
     eps, wanted = eps_and_classes(eps_text, classes)
     if n < 1 or any(not e > 0 for e in eps):
         raise click.BadParameter("-n must be ≥ 1 and every ε > 0")
+    if variation is not None:
+        from ..models.zoo import load_classifier, load_variation
+
+        rows = export_variation_instances(
+            load_classifier(models["classifier_name"] or "mnist-small"), load_variation(variation), eps=eps, n=n,
+            seed=seed, out=out, data_dir=data_dir, form=form, box=box, classes=wanted, timeout=timeout,
+        )  # fmt: skip
+        click.echo(f"wrote {len(rows)} instances (one network) in {out}")
+        return
     clf, gens = load_models(**models)
     rows = export_instances(clf, gens, eps=eps, n=n, seed=seed, out=out, classes=wanted, timeout=timeout)
     click.echo(f"wrote {len(rows)} instances ({len({r[0] for r in rows})} networks) in {out}")

@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import GenrobustError
 from .classifiers import ConvClassifier, ConvClassifierConfig
 from .generators import GeneratorFamily, MLPGANConfig, MLPGenerator
+from .variation import VariationConfig, VariationGenerator
 
 FORMAT = "genrobust-model/1"
 
@@ -66,7 +67,10 @@ def _describe(module: nn.Module) -> dict[str, Any]:
             "num_classes": module.num_classes,
             "class_names": list(module.class_names),
         }
-    raise ModelFileError(f"cannot save a {type(module).__name__}: save a ConvClassifier or a GeneratorFamily")
+    if isinstance(module, VariationGenerator):
+        return {"role": "variation", "arch": "cvae/image-conditional", "config": module.config.to_dict()}
+    raise ModelFileError(f"cannot save a {type(module).__name__}: save a ConvClassifier, a GeneratorFamily or a "
+                         "VariationGenerator")  # fmt: skip
 
 
 def save_model(
@@ -144,7 +148,9 @@ def _build(meta: dict[str, Any], path: Path) -> nn.Module:
                 gens = [MLPGenerator(cfg) for _ in range(int(meta["num_classes"]))]
                 return GeneratorFamily(per_class=gens, class_names=names or None)
             return GeneratorFamily(conditional=MLPGenerator(cfg, conditional=True), class_names=names or None)
-    except (KeyError, TypeError, ValueError) as exc:
+        if arch == "cvae/image-conditional":
+            return VariationGenerator(VariationConfig.from_dict(meta["config"]))
+    except (KeyError, TypeError, ValueError, GenrobustError) as exc:
         raise ModelFileError(f"{path}: architecture description is incomplete ({exc})") from None
     raise ModelFileError(f"{path}: unknown architecture {arch!r}")
 

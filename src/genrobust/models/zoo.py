@@ -23,12 +23,13 @@ from .classifiers import ConvClassifier
 from .generators import GeneratorFamily
 from .io import ModelFileError, file_sha256, load_model, read_metadata, save_model
 from .sources import is_factory, load_factory, onnx_classifier, onnx_generators, refuse_pickle
+from .variation import VariationGenerator
 
 
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
-    role: str  # classifier | generators
+    role: str  # classifier | generators | variation
     dataset: str
     arch: str
     data: str  # training data: standard | augmented
@@ -144,6 +145,15 @@ def load_generators(
             raise GenrobustError(f"{text}: genrobust's generators draw in {family.output_range}, not {output_range}")
         family.genrobust_meta = meta  # type: ignore[assignment]
     return family.eval().to(device) if device else family.eval()
+
+
+def load_variation(source: str | os.PathLike[str], *, device: str | None = None) -> VariationGenerator:
+    """An image-conditional generator (thumbnail ⊕ latent → image) in eval mode from a built-in name
+    (``mnist-variation``) or a genrobust ``.safetensors`` file (see ``genrobust.models.variation``)."""
+    model, meta = load_model(_resolve(os.fspath(source), "variation"), expect_role="variation")
+    assert isinstance(model, VariationGenerator)
+    model.genrobust_meta = meta  # type: ignore[assignment]
+    return model.eval().to(device) if device else model.eval()
 
 
 def model_info(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""Instances of the competition's generator-benchmark shape, built from genrobust's own models, answered by the
+benchmark runner (``genrobust verify-vnnlib --instances``).
+
+``genrobust export vnnlib --variation mnist-variation`` writes the set: ``mnist-small`` ∘ the image-conditional
+generator (a 7 × 7 thumbnail of a real test image ⊕ an 8-dimensional latent → a 28 × 28 image), the thumbnail's
+49 inputs fixed (lower = upper), the latent box z ± ε × the latent's spread per dimension around the image's
+latent mean (not a cube), and one conjunct: the runner-up class at the centre reaches the label. ``--n`` images
+per class, each at every ``--eps``.
+
+Configurations, each through :func:`genrobust.verify.vnnlib.run_instances` in one process:
+
+* ``bounds``: sound bounds on the whole box and the attack, no branching (``max_boxes = 1``): the baseline;
+* ``bab``: branch and bound as the command runs it (input splits over the 8 free latents, ReLU splits where
+  the margins' pass rates them higher).
+
+It prints per ε and configuration: decided (unsat + sat) of all, the median and mean seconds, and the ratio of
+decided against ``bounds`` in the same run. Every sat answer's counterexample has been re-checked by a plain
+forward pass (the runner); every unsat answer is checked here against ``--samples`` points drawn in its box
+(none may meet the property).
+
+    python benchmarks/bench_variation_vnnlib.py [--eps 0.5,1,2] [--n 5] [--seconds 60] [--configs bounds,bab]
+                                                [--threads 1] [--work DIR] [--out docs/vnncomp-variation.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def options(config: str):
+    from genrobust.verify import VerifyOptions
+
+    return {"bounds": VerifyOptions(max_boxes=1), "bab": VerifyOptions(max_boxes=100_000)}[config]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    ap.add_argument("--classifier", default="mnist-small")
+    ap.add_argument("--variation", default="mnist-variation")
+    ap.add_argument("--eps", default="0.5,1,2", help="latent box radii, in units of the latent's spread")
+    ap.add_argument("--n", type=int, default=5, help="test images per class")
+    ap.add_argument("--seconds", type=float, default=60.0, help="timeout per instance")
+    ap.add_argument("--configs", default="bounds,bab")
+    ap.add_argument("--samples", type=int, default=2_000, help="points drawn in every unsat box")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--work", default=None, help="keep the instances and answers here (a rerun resumes)")
+    ap.add_argument("--out", default=None, help="write the rows and every answer to OUT (.json)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    from genrobust.models.zoo import load_classifier, load_variation
+    from genrobust.verify.vnnlib import _holds, export_variation_instances, parse_vnnlib, run_instances
+
+    eps = [float(e) for e in a.eps.split(",")]
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="variation-vnnlib-"))
+    bench = work / "instances"
+    if not (bench / "instances.csv").is_file():
+        export_variation_instances(load_classifier(a.classifier), load_variation(a.variation), eps=eps, n=a.n,
+                                   seed=0, out=bench, data_dir=a.data_dir, timeout=a.seconds)  # fmt: skip
+    net = load_classifier(str(bench / "onnx" / "variation.onnx"))
+    answers, rows = [], []
+    for config in a.configs.split(","):
+        got = run_instances(bench / "instances.csv", work / config / "results.csv", options=options(config))
+        for r in got:
+            e = float(r["vnnlib"].rsplit("_eps_", 1)[1].removesuffix(".vnnlib"))
+            answers.append({"config": config, "eps": e, **{k: r[k] for k in ("vnnlib", "result", "seconds")}})
+    # unsat answers against sampling (the latent box only: the thumbnail's inputs are fixed)
+    unsound = []
+    g = np.random.default_rng(0)
+    for name in sorted({ans["vnnlib"] for ans in answers if ans["result"] == "unsat"}):
+        prop = parse_vnnlib((bench / name).read_text())
+        x = prop.lo + (prop.hi - prop.lo) * g.random((a.samples, len(prop.lo)))
+        with torch.no_grad():
+            y = net(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+        if any(_holds(prop, row) for row in y):
+            unsound.append(name)
+    print(f"{len(answers)} answers; unsat answers contradicted by sampling: {len(unsound)} {unsound[:3]}")
+    groups = defaultdict(list)
+    for ans in answers:
+        groups[(ans["eps"], ans["config"])].append(ans)
+        groups[("all", ans["config"])].append(ans)
+    base = {k[0]: sum(x["result"] in ("sat", "unsat") for x in v) for k, v in groups.items() if k[1] == "bounds"}
+    print(f"{'eps':>5} {'config':>7} {'n':>4} {'unsat':>6} {'sat':>4} {'unk':>4} {'decided':>8} {'median s':>9} "
+          f"{'mean s':>7} {'vs bounds':>9}")  # fmt: skip
+    for (e, config), v in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        secs = [float(x["seconds"]) for x in v]
+        count = {k: sum(x["result"] == k for x in v) for k in ("unsat", "sat", "unknown", "error")}
+        decided = count["unsat"] + count["sat"]
+        ratio = f"{decided / base[e]:.2f}x" if base.get(e) else "-"
+        row = {"eps": e, "config": config, "n": len(v), **count, "decided": decided,
+               "decided_share": decided / len(v), "median_s": statistics.median(secs),
+               "mean_s": statistics.fmean(secs)}  # fmt: skip
+        rows.append(row)
+        print(f"{e!s:>5} {config:>7} {len(v):>4} {count['unsat']:>6} {count['sat']:>4} {count['unknown']:>4} "
+              f"{100 * decided / len(v):>7.1f}% {row['median_s']:>9.2f} {row['mean_s']:>7.2f} {ratio:>9}")  # fmt: skip
+    if a.out:
+        meta = {k: v for k, v in vars(a).items()}
+        Path(a.out).write_text(json.dumps({"args": meta, "rows": rows, "answers": answers, "unsound": unsound},
+                                          indent=1) + "\n")  # fmt: skip
+    with open(work / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
