@@ -180,6 +180,8 @@ def test_the_command_line_exports_and_answers_them(tmp_path: Path, shared_datase
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(out.open()))
     assert [r["result"] for r in rows] == ["unsat"]
+    res = runner.invoke(main, ["export", "vnnlib", "--form", "robust", "--out", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "--variation" in res.output
     res = runner.invoke(main, ["train", "variation", "--help"])
     assert res.exit_code == 0 and "--pool" in res.output
     png = tmp_path / "v.png"

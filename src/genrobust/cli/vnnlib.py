@@ -30,16 +30,14 @@ def export_group() -> None:
 @click.option(
     "--form",
     type=click.Choice(["runner-up", "robust"]),
-    default="runner-up",
-    show_default=True,
-    help="With --variation: the runner-up class beats the label (one conjunct), or any class does.",
+    default=None,
+    help="With --variation: the runner-up class beats the label (one conjunct; the default), or any class does.",
 )
 @click.option(
     "--box",
     type=click.Choice(["prior", "cube"]),
-    default="prior",
-    show_default=True,
-    help="With --variation: latent box widths ε × the latent's spread per dimension, or ε everywhere.",
+    default=None,
+    help="With --variation: latent box widths ε × the latent's spread per dimension (the default), or ε everywhere.",
 )
 @DATA_DIR_OPTION
 @friendly_errors
@@ -51,8 +49,8 @@ def export_vnnlib_cmd(
     timeout: float,
     out: str,
     variation: str | None,
-    form: str,
-    box: str,
+    form: str | None,
+    box: str | None,
     data_dir: str | None,
     **models: str | None,
 ) -> None:
@@ -64,8 +62,12 @@ def export_vnnlib_cmd(
     eps, wanted = eps_and_classes(eps_text, classes)
     if n < 1 or any(not e > 0 for e in eps):
         raise click.BadParameter("-n must be ≥ 1 and every ε > 0")
+    if variation is None and (form or box):
+        raise click.UsageError("--form and --box shape the --variation instances; give --variation too")
     if variation is not None:
         from ..models.zoo import load_classifier, load_variation
+
+        form, box = form or "runner-up", box or "prior"
 
         rows = export_variation_instances(
             load_classifier(models["classifier_name"] or "mnist-small"), load_variation(variation), eps=eps, n=n,
