@@ -277,7 +277,7 @@ def answer(
 
     # where inputs are many (pixel space: α-CROWN bounds and ReLU splits) a cheap attack first can spare a costly
     # branch and bound; where few are free (a latent box) a bound is cheap and usually decides (the generator
-    # instances: 0.5 s of attack saved on each unsat one)
+    # instances at ε = 0.1, bounds only: 1.46 → 1.21 s each)
     free = int(np.count_nonzero(prop.lo != prop.hi))
     options = replace(options or VerifyOptions(max_boxes=100_000), give_up=None,
                       attack_first=free > LATENT_SPLIT_DIMS)  # fmt: skip
@@ -352,7 +352,7 @@ def _box_chain(model: nn.Module, prop: VnnProperty, shape) -> tuple[nn.Module, n
 
     Inputs fixed to one float32 value (lower = upper) are not free: they become the constant of a linear map
     from the f free inputs (``f`` < the input count), so that bounds carry f, not all, input directions (a
-    generator instance fixes 49 thumbnail pixels and moves 8 latents: 7× less work per bound) and splitting
+    generator instance fixes 49 thumbnail pixels and moves 8 latents: its bounds took 1.1 s, now 0.41 s) and splitting
     never looks at them. With every input free the map stays elementwise (a 784 × 784 matrix would cost more)."""
     box = _Box(prop.lo, prop.hi)
     fixed = (prop.lo == prop.hi) & (box.c.double().numpy() == prop.lo)  # a float32 value: the radius can be 0
