@@ -133,6 +133,8 @@ def test_exported_instances_have_the_competition_shape_and_get_sound_answers(tmp
         export_variation_instances(clf, gr.load_generators("mnist-gan"), eps=[0.1], n=1, seed=0, out=tmp_path)
     with pytest.raises(VnnlibError, match="form"):
         export_variation_instances(clf, g, eps=[0.1], n=1, seed=0, out=tmp_path, form="best")
+    with pytest.raises(VnnlibError, match=r"classes \[12\]"):
+        export_variation_instances(clf, g, eps=[0.1], n=1, seed=0, out=tmp_path, data_dir=shared_datasets, classes=[12])
     with pytest.raises(VnnlibError, match="ε"):
         export_variation_instances(clf, g, eps=[float("nan")], n=1, seed=0, out=tmp_path)
 
@@ -182,6 +184,8 @@ def test_the_command_line_exports_and_answers_them(tmp_path: Path, shared_datase
     assert [r["result"] for r in rows] == ["unsat"]
     res = runner.invoke(main, ["export", "vnnlib", "--form", "robust", "--out", str(tmp_path / "c")])
     assert res.exit_code != 0 and "--variation" in res.output
+    res = runner.invoke(main, [*args, "--mean", "0.5", "--out", str(tmp_path / "d")])
+    assert res.exit_code != 0 and "drop --mean" in res.output
     res = runner.invoke(main, ["train", "variation", "--help"])
     assert res.exit_code == 0 and "--pool" in res.output
     png = tmp_path / "v.png"

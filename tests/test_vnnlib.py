@@ -161,6 +161,7 @@ def test_general_properties_get_branch_and_bound():
     budget = gr.verify.VerifyOptions(max_boxes=100_000, max_seconds=60)
     assert answer(net, above, options=gr.verify.VerifyOptions(max_boxes=1)).result == "unknown"
     assert answer(net, above, options=budget).result == "unsat"
+    assert answer(net, prop([m + 0.05 * abs(m) + 0.01 for m in top]), options=budget).result == "sat"  # near
     below = prop([top[0] - 0.1, top[1] - 0.05, top[2] + 5])  # only the first disjunct can hold
     got = answer(net, below, options=budget)
     assert got.result == "sat"

@@ -67,6 +67,12 @@ def export_vnnlib_cmd(
     if variation is not None:
         from ..models.zoo import load_classifier, load_variation
 
+        ignored = [k for k in ("generators_name", "generator_range", "class_names", "input_range", "mean", "std")
+                   if models.get(k) not in (None, "mnist-gan")]  # fmt: skip
+        if ignored:
+            flags = ", ".join("--" + k.removesuffix("_name").replace("_", "-") for k in ignored)
+            raise click.UsageError(f"--variation brings its own generator and pixel range [0, 1]; drop {flags}")
+
         form, box = form or "runner-up", box or "prior"
 
         rows = export_variation_instances(

@@ -551,7 +551,7 @@ def export_variation_instances(
     n: int,
     seed: int,
     out: str | Path,
-    dataset: str = "mnist",
+    dataset: str | None = None,
     data_dir: str | Path | None = None,
     form: str = "runner-up",
     box: str = "prior",
@@ -565,7 +565,8 @@ def export_variation_instances(
     and whose latent box is z ± ε·``latent_std`` (``box="prior"``: the encoder's spread per dimension, not a cube)
     or z ± ε (``"cube"``) around the image's latent mean z; ``form="runner-up"``: "the class second to the label
     at the centre reaches the label" (one conjunct), ``"robust"``: any class does. Returns ``instances.csv``'s
-    rows."""
+    rows. ``dataset``: where the test images come from (default: the dataset the generator was trained on, by its
+    file's metadata, else MNIST)."""
     import copy
 
     from ..data import load_dataset
@@ -580,7 +581,11 @@ def export_variation_instances(
     out = Path(out)
     model = VariationModel(copy.deepcopy(classifier).eval(), copy.deepcopy(generator).eval()).eval()
     export_onnx(model, generator.input_dim, out / "onnx" / "variation.onnx")
+    dataset = dataset or getattr(generator, "genrobust_meta", {}).get("dataset", "mnist")
     test = load_dataset(dataset, "test", data_dir=data_dir)
+    unknown = sorted(set(classes or ()) - set(test.labels.tolist()))
+    if unknown:
+        raise VnnlibError(f"classes {unknown} are not classes of {dataset} (0..{test.num_classes - 1})")
     images = torch.from_numpy(test.images).unsqueeze(1).float() / 255.0
     labels = torch.from_numpy(test.labels).long()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).tolist()
