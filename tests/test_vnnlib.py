@@ -278,3 +278,33 @@ def test_wide_pixel_boxes_are_refined_not_given_up(mnist_fc):
     spec = v._spec(torch.tensor([prop.robustness_label()]))
     mb = v.engine.margins(torch.zeros(1, 784, dtype=torch.float64), torch.ones(1, 784, dtype=torch.float64), spec)
     assert mb.refined > 0 and float(mb.lower.min()) > -50
+
+
+def test_image_shaped_inputs_are_bounded_as_flat_ones():
+    """A network given with an image-shaped input (as VNN-COMP's ONNX files often are) has only a box map and
+    reshapes before its first convolution: no generator, so the whole chain is the classifier (anchor 0) and no
+    forward forms of one direction per pixel are built (mnist_fc given as (1, 28, 28) went from unsat in 1.7 s to
+    unknown after 26 s). Its bounds match the pixel-space verifier's and hold on samples."""
+    from genrobust.verify import LocalVerifier
+    from genrobust.verify.vnnlib import VnnProperty, _box_chain
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+    x = torch.rand(36)
+    lo, hi = (x - 0.05).clamp(0, 1), (x + 0.05).clamp(0, 1)  # clipped: not a cube, so through the box map
+    prop = VnnProperty(lo.double().numpy(), hi.double().numpy(), [])
+    _, chain, d = _box_chain(net, prop, (1, 6, 6))
+    v = LocalVerifier.for_model(chain, (d,))
+    assert v.engine.anchor == 0 and not v.engine.options.classifier_forward
+    label = int(net(x.reshape(1, 1, 6, 6)).argmax())
+    spec = v._spec(torch.tensor([label]))
+    mb = v.engine.margins(torch.zeros(1, d, dtype=torch.float64), torch.ones(1, d, dtype=torch.float64), spec)
+    pixel = LocalVerifier(net, None, input_shape=(1, 6, 6))
+    ref = pixel.engine.margins(((lo + hi) / 2).double()[None], ((hi - lo) / 2).double()[None], spec)
+    assert torch.allclose(mb.lower, ref.lower, rtol=1e-3, atol=1e-4)
+    s = torch.rand(4000, d) * 2 - 1
+    with torch.no_grad():
+        out = chain(s)
+    margins = out[:, label : label + 1] - out
+    worst = torch.cat([margins[:, :label], margins[:, label + 1 :]], 1).min(0).values.double()
+    assert (mb.lower[0] <= worst + 1e-6).all()
