@@ -308,3 +308,33 @@ def test_image_shaped_inputs_are_bounded_as_flat_ones():
     margins = out[:, label : label + 1] - out
     worst = torch.cat([margins[:, :label], margins[:, label + 1 :]], 1).min(0).values.double()
     assert (mb.lower[0] <= worst + 1e-6).all()
+
+
+def test_a_network_is_captured_once_per_benchmark_not_per_instance(monkeypatch):
+    """``answer`` copies and captures a network once while the caller keeps it (a benchmark's instances share it:
+    0.26 s of a 1.8 s generator instance was that start-up), captures it again once its weights change in place,
+    and never touches the caller's model (its training mode included)."""
+    import genrobust.verify.local as local
+
+    calls = []
+    real = local.capture
+
+    def counted(m: nn.Module, shape):
+        calls.append(any(isinstance(x, nn.Tanh) for x in m.modules()))  # the network (it has the Tanh) or a box
+        return real(m, shape)
+
+    monkeypatch.setattr(local, "capture", counted)
+    net = _net().train()
+    label = int(net.eval()(torch.zeros(1, 3)).argmax())
+    net.train()
+    rest = "(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(4) if j != label) + "))"
+    near = parse_vnnlib(_prop([-0.01] * 3, [0.01] * 3, rest))  # a cube
+    far = parse_vnnlib(_prop([-0.02, -0.01, 0.0], [0.02, 0.0, 0.0], rest))  # not a cube, one input fixed
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert answer(net, near).result == "unsat" and answer(net, far).result == "unsat"
+    assert calls == [True, False, False]  # the network once, then each instance's box map on its own
+    assert net.training and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    with torch.no_grad():  # changed in place: the last layer now ranks another class first at the centre
+        net[-1].bias[(label + 1) % 4] += 100.0
+    assert answer(net, near).result == "sat"
+    assert calls.count(True) == 2

@@ -146,7 +146,11 @@ class Op:
         raise NotImplementedError
 
     def to(self, device: torch.device) -> Op:
-        """Move every tensor (and dict of tensors, like a weight's parts) to ``device``; drop cached casts."""
+        """Move every tensor (and dict of tensors, like a weight's parts) to ``device``; drop cached casts. An
+        operator already there is left as it is, caches included (operators captured once serve many engines)."""
+        tensors = [v for v in vars(self).values() if isinstance(v, torch.Tensor)]
+        if tensors and all(t.device == torch.device(device) for t in tensors):
+            return self
         self.__dict__.pop("_casts", None)
         self.__dict__.pop("_toeplitz_cache", None)
         for k, v in list(vars(self).items()):

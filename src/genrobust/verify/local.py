@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -226,6 +227,48 @@ class _Violation(nn.Module):
         return torch.cat([torch.zeros_like(s[:, :1]), s], 1)
 
 
+class BoxedNetwork(nn.Module):
+    """s ↦ ``net``(``box``(s)): a property's box map (free inputs in [−1, 1]^d → the network's flat input) before a
+    network whose input has shape ``shape``. :meth:`LocalVerifier.for_model` captures the two parts separately,
+    so that a benchmark's network is copied and captured once, not once per instance (``_network_ops``)."""
+
+    def __init__(self, box: nn.Module, net: nn.Module, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.box, self.net, self.shape = box, net, tuple(shape)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.net(self.box(s).reshape(-1, *self.shape))
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """What identifies a model's current weights without reading them: each tensor's identity, storage and
+    in-place version counter (an optimiser step, ``load_state_dict`` or ``.data`` assignment changes one)."""
+    return tuple((name, id(t), t.data_ptr(), t._version) for name, t in model.state_dict(keep_vars=True).items())
+
+
+#: a network's copy and captured operators per (device, input shape), for as long as the caller keeps the network
+_NETWORK_OPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _network_ops(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> tuple[nn.Module, list]:
+    """An eval-mode copy of ``model`` on ``device`` and its operators on inputs of ``shape``, cached while the
+    weights stay the same (the fingerprint is checked at every call: a changed model is captured again)."""
+    import copy
+
+    key, mark = (str(device), tuple(shape)), _fingerprint(model)
+    per_model = _NETWORK_OPS.setdefault(model, {})
+    hit = per_model.get(key)
+    if hit is not None and hit[0] == mark:
+        return hit[1], hit[2]
+    net = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+    for p in net.parameters():
+        if not torch.isfinite(p).all():
+            raise GenrobustError("the model has NaN or infinite weights")
+    ops = capture(net, tuple(shape))
+    per_model[key] = (mark, net, ops)
+    return net, ops
+
+
 def _pixel_chain(classifier: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     return nn.Sequential(nn.Unflatten(1, input_shape), classifier)
 
@@ -308,14 +351,21 @@ class LocalVerifier:
         self = cls.__new__(cls)
         self.options = options or VerifyOptions()
         self.device = resolve_device(device)
-        net = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)
-        for p in net.parameters():
-            if not torch.isfinite(p).all():
-                raise GenrobustError("the model has NaN or infinite weights")
         self.pixel, self.pixel_range = False, (0.0, 1.0)
         self.latent_dim = math.prod(input_shape)
-        self.plain = _pixel_chain(net, tuple(input_shape)) if len(input_shape) > 1 else net
-        ops = capture(self.plain, (self.latent_dim,))
+        if isinstance(model, BoxedNetwork):  # the network's part captured once per network, the box per call
+            net, net_ops = _network_ops(model.net, model.shape, self.device)
+            box = copy.deepcopy(model.box).to(self.device).eval().requires_grad_(False)
+            self.plain = BoxedNetwork(box, net, model.shape)
+            front = nn.Sequential(box, *([nn.Unflatten(1, model.shape)] if len(model.shape) > 1 else []))
+            ops = capture(front, (self.latent_dim,)) + net_ops
+        else:
+            net = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)
+            for p in net.parameters():
+                if not torch.isfinite(p).all():
+                    raise GenrobustError("the model has NaN or infinite weights")
+            self.plain = _pixel_chain(net, tuple(input_shape)) if len(input_shape) > 1 else net
+            ops = capture(self.plain, (self.latent_dim,))
         anchor = next((i for i, op in enumerate(ops) if len(op.in_shape) == 3), 0)
         bound_opts = self.options.bounds
         if all(op.linear for op in ops[:anchor]):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import GenrobustError
-from .local import CERTIFIED, FALSIFIED, LATENT_SPLIT_DIMS, LocalVerifier, VerifyOptions
+from .local import CERTIFIED, FALSIFIED, LATENT_SPLIT_DIMS, BoxedNetwork, LocalVerifier, VerifyOptions, _network_ops
 
 
 class VnnlibError(GenrobustError):
@@ -272,7 +272,6 @@ def answer(
     ``options`` default to 100,000 boxes (the seconds, 60 by default, are the budget); the give-up rule, which
     spreads time over many balls, is off for a single instance whatever they say, and the attack comes before
     the bounds where more than ``LATENT_SPLIT_DIMS`` inputs are free. The model is not changed."""
-    import copy
     from dataclasses import replace
 
     # where inputs are many (pixel space: α-CROWN bounds and ReLU splits) a cheap attack first can spare a costly
@@ -284,34 +283,38 @@ def answer(
     shape = tuple(input_shape) if input_shape is not None else (len(prop.lo),)
     if math.prod(shape) != len(prop.lo):
         raise VnnlibError(f"the property has {len(prop.lo)} inputs, the model takes {shape}")
-    model = copy.deepcopy(model).eval()
+    # the network is copied and captured once while the caller keeps it (a benchmark's instances share it): an
+    # eval-mode copy here for the output count and the counterexamples' re-check, the verifier's operators there
+    plain, _ = _network_ops(model, shape, torch.device("cpu"))
     with torch.no_grad():
-        k = model(torch.zeros(1, *shape)).shape[1]
+        k = plain(torch.zeros(1, *shape)).shape[1]
     if any(len(c.coef) != k for conj in prop.disjuncts for c in conj):
         raise VnnlibError(f"the property has outputs for {len(prop.disjuncts[0][0].coef)} classes, the model {k}")
     label = prop.robustness_label()
     if label is not None:
-        return _robustness(model, prop, shape, label, options, seed)
-    return _general(model, prop, shape, options, seed)
+        return _robustness(model, plain, prop, shape, label, options, seed)
+    return _general(model, plain, prop, shape, options, seed)
 
 
-def _robustness(model, prop: VnnProperty, shape, label: int, options, seed: int) -> Answer:
+def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, seed: int) -> Answer:
     """The robustness form through the local verifier's branch and bound: on the box itself when it is a cube
     (as exported balls are), otherwise (a clipped pixel ball, a latent box whose sides differ, inputs fixed to
-    one value) on the box written as the image of [−1, 1]^d, so that every box gets the same splitting."""
+    one value) on the box written as the image of [−1, 1]^d, so that every box gets the same splitting.
+    ``model`` is the caller's network (the key of its captured operators), ``plain`` its eval-mode copy."""
     lo, hi = torch.as_tensor(prop.lo), torch.as_tensor(prop.hi)
     center = ((lo + hi) / 2).float().double()
     eps = float(torch.maximum(hi - center, center - lo).max())
     eps = float(np.nextafter(eps, np.inf))
     if float((hi - lo).min()) >= 0.999 * 2 * eps:
-        verifier = LocalVerifier.for_model(model, shape, options=options)
+        verifier = LocalVerifier.for_model(BoxedNetwork(nn.Identity(), model, shape), (len(prop.lo),),
+                                           options=options)  # fmt: skip
         res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed)
         to_input = None
     else:
         to_input, chain, d = _box_chain(model, prop, shape)
         verifier = LocalVerifier.for_model(chain, (d,), options=options)
         res = verifier.run(torch.zeros(1, d), [label], [1.0], seed=seed)
-    return _verdict(res, model, prop, shape, to_input)
+    return _verdict(res, plain, prop, shape, to_input)
 
 
 def _verdict(res, model, prop: VnnProperty, shape, to_input) -> Answer:
@@ -364,11 +367,10 @@ def _box_chain(model: nn.Module, prop: VnnProperty, shape) -> tuple[nn.Module, n
             lin.weight[free, torch.arange(len(free))] = box.r[free]
             lin.bias.copy_(box.c)
         box = lin.requires_grad_(False)
-    chain = nn.Sequential(box, nn.Unflatten(1, shape), model) if len(shape) > 1 else nn.Sequential(box, model)
-    return box, chain, len(free) if len(free) > 0 else len(prop.lo)
+    return box, BoxedNetwork(box, model, shape), len(free) if len(free) > 0 else len(prop.lo)
 
 
-def _general(model, prop: VnnProperty, shape, options, seed: int) -> Answer:
+def _general(model, plain, prop: VnnProperty, shape, options, seed: int) -> Answer:
     """Any other property through the same branch and bound: the box written as the image of [−1, 1]^d, each
     disjunct refuted by one of its constraints (``LocalVerifier.with_property``), ReLU or input splits as the
     input's size says, and the falsifier attacking one disjunct at a time."""
@@ -379,7 +381,7 @@ def _general(model, prop: VnnProperty, shape, options, seed: int) -> Answer:
         torch.as_tensor([r[2] for r in rows]),
     )  # fmt: skip
     res = verifier.run(torch.zeros(1, d), [0], [1.0], seed=seed)
-    return _verdict(res, model, prop, shape, to_input)
+    return _verdict(res, plain, prop, shape, to_input)
 
 
 # --------------------------------------------------------------------------------------------------- a benchmark
