@@ -338,3 +338,14 @@ def test_a_network_is_captured_once_per_benchmark_not_per_instance(monkeypatch):
         net[-1].bias[(label + 1) % 4] += 100.0
     assert answer(net, near).result == "sat"
     assert calls.count(True) == 2
+    answer(net, near)
+    assert calls.count(True) == 2
+    net[3] = nn.Tanhshrink()  # a module replaced: captured again (and refused: not a supported layer)
+    with pytest.raises(gr.GenrobustError, match="Tanhshrink"):
+        answer(net, near)
+    leaky = nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(0.1), nn.Linear(8, 4))
+    first = local._network_ops(leaky, (3,), torch.device("cpu"))[0]
+    assert local._network_ops(leaky, (3,), torch.device("cpu"))[0] is first
+    leaky[1].negative_slope = 0.5  # a plain attribute changed: a new copy with the new slope
+    again = local._network_ops(leaky, (3,), torch.device("cpu"))[0]
+    assert again is not first and again[1].negative_slope == 0.5

@@ -240,10 +240,19 @@ class BoxedNetwork(nn.Module):
         return self.net(self.box(s).reshape(-1, *self.shape))
 
 
+_PLAIN = (bool, int, float, str, tuple, type(None))
+
+
 def _fingerprint(model: nn.Module) -> tuple:
-    """What identifies a model's current weights without reading them: each tensor's identity, storage and
-    in-place version counter (an optimiser step, ``load_state_dict`` or ``.data`` assignment changes one)."""
-    return tuple((name, id(t), t.data_ptr(), t._version) for name, t in model.state_dict(keep_vars=True).items())
+    """What identifies a model's current function without reading its weights: each tensor's identity, storage
+    and in-place version counter (an optimiser step, ``load_state_dict`` or ``.data`` assignment changes one),
+    and every module's type and plain attributes (a changed ``negative_slope`` or temperature must not reuse
+    operators captured with the old one: a stale capture would be an unsound bound)."""
+    tensors = tuple((name, id(t), t.data_ptr(), t._version) for name, t in model.state_dict(keep_vars=True).items())
+    attrs = tuple((name, type(m).__name__, tuple(sorted((k, v) for k, v in vars(m).items()
+                                                         if k != "training" and isinstance(v, _PLAIN))))
+                  for name, m in model.named_modules())  # fmt: skip
+    return tensors, attrs
 
 
 #: a network's copy and captured operators per (device, input shape), for as long as the caller keeps the network
