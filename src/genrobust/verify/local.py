@@ -354,7 +354,9 @@ class LocalVerifier:
     ) -> LocalVerifier:
         """The local check of one network from its input (flattened, boxes around points of it) to logits, for a
         model that arrives whole, such as C∘G exported to ONNX. Where the classifier starts is read from the
-        chain: at the first operator that takes an image (C, H, W); without one the whole network is refined."""
+        chain: at the first operator that takes an image (C, H, W); without one the whole network is refined.
+        ``model`` may be a :class:`BoxedNetwork` (a property's box map before the network): the network's copy and
+        operators are then kept while the caller holds the network, so that a benchmark's instances share them."""
         import copy
 
         self = cls.__new__(cls)
@@ -362,19 +364,14 @@ class LocalVerifier:
         self.device = resolve_device(device)
         self.pixel, self.pixel_range = False, (0.0, 1.0)
         self.latent_dim = math.prod(input_shape)
-        if isinstance(model, BoxedNetwork):  # the network's part captured once per network, the box per call
-            net, net_ops = _network_ops(model.net, model.shape, self.device)
-            box = copy.deepcopy(model.box).to(self.device).eval().requires_grad_(False)
-            self.plain = BoxedNetwork(box, net, model.shape)
-            front = nn.Sequential(box, *([nn.Unflatten(1, model.shape)] if len(model.shape) > 1 else []))
-            ops = capture(front, (self.latent_dim,)) + net_ops
-        else:
-            net = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)
-            for p in net.parameters():
-                if not torch.isfinite(p).all():
-                    raise GenrobustError("the model has NaN or infinite weights")
-            self.plain = _pixel_chain(net, tuple(input_shape)) if len(input_shape) > 1 else net
-            ops = capture(self.plain, (self.latent_dim,))
+        if not isinstance(model, BoxedNetwork):  # a whole network: the identity map before it, inputs flattened
+            model = BoxedNetwork(nn.Identity(), model, tuple(input_shape))
+        # the network's part is copied and captured once per network (``_network_ops``), the box map per call
+        net, net_ops = _network_ops(model.net, model.shape, self.device)
+        box = copy.deepcopy(model.box).to(self.device).eval().requires_grad_(False)
+        self.plain = BoxedNetwork(box, net, model.shape)
+        front = nn.Sequential(box, *([nn.Unflatten(1, model.shape)] if len(model.shape) > 1 else []))
+        ops = capture(front, (self.latent_dim,)) + net_ops
         anchor = next((i for i, op in enumerate(ops) if len(op.in_shape) == 3), 0)
         bound_opts = self.options.bounds
         if all(op.linear for op in ops[:anchor]):

@@ -306,8 +306,7 @@ def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, see
     eps = float(torch.maximum(hi - center, center - lo).max())
     eps = float(np.nextafter(eps, np.inf))
     if float((hi - lo).min()) >= 0.999 * 2 * eps:
-        verifier = LocalVerifier.for_model(BoxedNetwork(nn.Identity(), model, shape), (len(prop.lo),),
-                                           options=options)  # fmt: skip
+        verifier = LocalVerifier.for_model(model, shape, options=options)
         res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed)
         to_input = None
     else:
