@@ -74,6 +74,26 @@ def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_fir
     assert bad.exit_code == 1 and "corrupt robustness cache" in bad.output
 
 
+def test_each_budget_keeps_its_own_cache(tmp_path, monkeypatch):
+    base = ["reproduce", "robustness-table", "--rows", "built-in", "--classes", "3", "--eps", "0.002", "-n", "1",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs"), "--quiet"]  # fmt: skip
+    runner = CliRunner()
+    folder = tmp_path / "work" / "mnist" / "robustness-seed0-eps0.002"
+    assert runner.invoke(main, [*base, "--max-boxes", "1"]).exit_code == 0
+    assert runner.invoke(main, [*base, "--max-boxes", "4", "--max-seconds", "20"]).exit_code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["built-in-boxes4-s20-gap.json", "built-in.json"]
+    one_box = json.loads((folder / "built-in.json").read_text())
+    assert one_box["budget"]["max_boxes"] == 1 and len(one_box["classes"]["3"]["status"]) == 1
+    assert json.loads((folder / "built-in-boxes4-s20-gap.json").read_text())["budget"]["max_boxes"] == 4
+
+    def boom(*a, **k):  # both caches are still there: neither budget verifies again
+        raise AssertionError("a budget's cache was overwritten by the other's")
+
+    monkeypatch.setattr(rt, "global_robustness", boom)
+    assert runner.invoke(main, [*base, "--max-boxes", "1"]).exit_code == 0
+    assert runner.invoke(main, [*base, "--max-boxes", "4", "--max-seconds", "20"]).exit_code == 0
+
+
 def test_train_seed_keeps_its_own_cache_and_refuses_the_shipped_row(tmp_path):
     plan = rt.RobustnessPlan("mnist", 5, ["small"], tmp_path, train_seed=2)
     assert plan.cache.name == "robustness-seed0-eps0.01-0.03-0.05-train2"

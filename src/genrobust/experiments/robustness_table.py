@@ -52,6 +52,13 @@ class RobustnessPlan:
         suffix = f"-train{self.train_seed}" if self.train_seed else ""
         return self.work / self.dataset / f"robustness-seed{self.seed}-eps{eps}{suffix}"
 
+    def row_cache(self, row: str) -> Path:
+        """A row's cache file. Each branch-and-bound budget has its own (``small-boxes16-s600-gap.json``), so a
+        run under another budget neither reads nor overwrites it; the one-box cache keeps the plain name."""
+        if self.max_boxes == 1:
+            return self.cache / f"{row}.json"
+        return self.cache / f"{row}-boxes{self.max_boxes}-s{self.max_seconds:g}-{self.split}.json"
+
     @property
     def generators(self) -> str:
         return GENERATORS[self.dataset][0]  # the standard-data GAN
@@ -114,7 +121,7 @@ def run_robustness_table(
     options = VerifyOptions(max_boxes=plan.max_boxes, max_seconds=plan.max_seconds, split=plan.split)
     table: dict[str, Any] = {}
     for row in plan.rows:
-        path = plan.cache / f"{row}.json"
+        path = plan.row_cache(row)
         entry = _load_row(path, row_recipe(plan.dataset, row, plan.train_seed), plan.budget)
         cells = entry["classes"]
         if any(len(cells.get(str(c), {}).get("status", [])) < plan.n for c in classes):
