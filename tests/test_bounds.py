@@ -399,6 +399,35 @@ def test_every_activation_rule_holds_on_sampled_points_for_any_alpha(module_type
         assert (fx <= au * x + bu).all(), float((fx - au * x - bu).max())
 
 
+@pytest.mark.parametrize("name", ["Tanh", "Sigmoid"])
+def test_s_shaped_lines_across_zero_are_tangents_that_clear_the_far_end(name):
+    """Across 0 an S-shaped curve is bounded above by the tangent (at a point between 0 and u) that passes over
+    (l, f(l)), below by the tangent that passes under (u, f(u)), or by the chord where no tangent does: sound on a
+    dense grid of every interval (narrow, wide, lopsided ones that take the chord), and much tighter than two
+    parallel lines of the smaller endpoint slope (what they replaced)."""
+    from genrobust.bounds import ops as ops_mod
+
+    op = getattr(ops_mod, name)((1,))
+    g = torch.Generator().manual_seed(3)
+    n = 3000
+    lo = -torch.exp(torch.empty(n, dtype=torch.float64).uniform_(-6, 2.5, generator=g))
+    up = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(-6, 2.5, generator=g))
+    al, bl, au, bu = (t[:, None] for t in op.relax(lo, up))
+    t = torch.linspace(0, 1, 2001, dtype=torch.float64)
+    x = torch.minimum(torch.maximum(lo[:, None] + t * (up - lo)[:, None], lo[:, None]), up[:, None])
+    x = torch.cat([x, torch.zeros(n, 1, dtype=torch.float64)], 1)  # the inflection point itself
+    fx = op.forward(x)
+    assert (al * x + bl <= fx).all() and (fx <= au * x + bu).all()
+    assert ((al >= 0) & (al <= 1) & (au >= 0) & (au <= 1)).all()
+    k = torch.minimum(op.deriv(lo), op.deriv(up))[:, None]
+    parallel = (op.forward(up)[:, None] + k * (x - up[:, None])) - (op.forward(lo)[:, None] + k * (x - lo[:, None]))
+    gap = (au * x + bu) - (al * x + bl)
+    ratio = gap.mean(1) / parallel.mean(1)
+    assert (ratio <= 1 + 1e-9).all()  # never looser
+    wide = (up - lo) > 1
+    assert float(ratio[wide].mean()) < 0.6, float(ratio[wide].mean())
+
+
 def test_alpha_optimisation_only_tightens_and_hands_its_slopes_to_the_children():
     """α-CROWN on the margins: never below the plain bound (the best step is kept, and the plain lines are its
     start), tighter on a network with unstable ReLUs, still below every sampled margin; its slopes come back per

@@ -618,14 +618,59 @@ class SShaped(Activation):
         chord = torch.where(flat, d(l), (fu - fl) / width.clamp(min=1e-300))
         m = (l + u) / 2
         tan_s, tan_b = d(m), f(m) - d(m) * m
-        k = torch.minimum(d(l), d(u))
         convex, concave = u <= 0, l >= 0
-        al = torch.where(convex, tan_s, torch.where(concave, chord, k))
-        bl = torch.where(convex, tan_b, torch.where(concave, fl - chord * l, fl - k * l))
-        au = torch.where(convex, chord, torch.where(concave, tan_s, k))
-        bu = torch.where(convex, fl - chord * l, torch.where(concave, tan_b, fu - k * u))
+        cross = ~convex & ~concave & ~flat
+        # across 0: above, the tangent at a point t ∈ [0, u] that passes over (l, f(l)); below, the tangent at a
+        # point t' ∈ [l, 0] that passes under (u, f(u)); where no such point exists, the chord is the line
+        up_s, up_b = self._through(l, u, fl, cross, upper=True)
+        lo_s, lo_b = self._through(u, l, fu, cross, upper=False)
+        # or two parallel lines of the smaller endpoint slope through the endpoints (f′ ≥ that slope on [l, u]):
+        # on a lopsided interval (l near 0, u far) the tangent is steep and these are tighter; each side takes
+        # the line with less area between it and the curve (the nearer one at the midpoint), and a crossing
+        # interval too narrow for bisection (width ≤ 1e-12) the parallel ones
+        k = torch.minimum(d(l), d(u))
+        par_u, par_l = fu - k * u, fl - k * l
+        up_tan = cross & (up_s * m + up_b <= k * m + par_u)
+        lo_tan = cross & (lo_s * m + lo_b >= k * m + par_l)
+        up_s, up_b = torch.where(up_tan, up_s, k), torch.where(up_tan, up_b, par_u)
+        lo_s, lo_b = torch.where(lo_tan, lo_s, k), torch.where(lo_tan, lo_b, par_l)
+        al = torch.where(convex, tan_s, torch.where(concave, chord, lo_s))
+        bl = torch.where(convex, tan_b, torch.where(concave, fl - chord * l, lo_b))
+        au = torch.where(convex, chord, torch.where(concave, tan_s, up_s))
+        bu = torch.where(convex, fl - chord * l, torch.where(concave, tan_b, up_b))
         guard = GUARD_LIBM * (1 + bl.abs() + bu.abs() + (al + au) * torch.maximum(l.abs(), u.abs()))
         return al, bl - guard, au, bu + guard
+
+    def _through(self, p, q, fp, mask, upper: bool, iters: int = 40):
+        """On [min(p, q), max(p, q)] across 0: a line above (``upper``, p = l, q = u) or below (p = u, q = l) the
+        curve that passes by (p, f(p)) on the far side: the tangent at the point t between 0 and q nearest 0 whose
+        tangent line clears (p, f(p)), found by bisection (the tangent's value at p moves monotonically with t);
+        the chord from p to q where even the tangent at q does not clear it. Sound: the tangent lies above a
+        concave piece (below a convex one) everywhere, and clearing f at p puts it above (below) the chord of the
+        other piece too; the chord case holds because then f′(q) exceeds the chord's slope (CROWN's rule for
+        S-shaped curves, with the clearance checked with a margin for libm's rounding)."""
+        f, d = self.fn, self.deriv
+        sign = 1.0 if upper else -1.0  # ``upper``: T(p) ≥ f(p) is wanted; below: T(p) ≤ f(p)
+        tol = 4 * GUARD_LIBM * (1 + fp.abs() + p.abs())
+
+        def clears(t: torch.Tensor) -> torch.Tensor:
+            return sign * (f(t) + d(t) * (p - t) - fp) >= tol
+
+        q_ok = clears(q)
+        lo_t, hi_t = torch.zeros_like(q), q.clone()  # clears(hi_t) holds where q_ok; t moves from 0 towards q
+        for _ in range(iters):
+            mid = (lo_t + hi_t) / 2
+            ok = clears(mid)
+            hi_t = torch.where(ok, mid, hi_t)
+            lo_t = torch.where(ok, lo_t, mid)
+        t = torch.where(mask & q_ok, hi_t, q)
+        slope = d(t)
+        inter = f(t) - slope * t
+        fq = f(q)
+        chord = (fq - fp) / (q - p).where(mask, torch.ones_like(q))
+        chord_b = fp - chord * p
+        use_tan = mask & q_ok
+        return torch.where(use_tan, slope, chord), torch.where(use_tan, inter, chord_b)
 
 
 class Tanh(SShaped):
