@@ -133,6 +133,11 @@ def test_targeted_margins_find_what_the_leading_class_hides():
     assert not found.any()
     found, cand = gr.attacks.pgd_in_boxes(model, y, lo, hi, seeds=range(4), targets=torch.tensor([[1, 2]] * 4))
     assert found.all() and (model(cand).argmax(1) == 2).all() and (cand >= lo).all() and (cand <= hi).all()
+    # more restarts than one batch of gradients (here 4 rows × 2 classes × 4 starts in batches of 5): each
+    # restart keeps its own margin, and the batching changes nothing
+    small, cand_small = gr.attacks.pgd_in_boxes(model, y, lo, hi, seeds=range(4), targets=torch.tensor([[1, 2]] * 4),
+                                                batch_size=5)  # fmt: skip
+    assert small.all() and torch.equal(cand_small, cand)
 
 
 def test_exhausted_balls_attack_their_undecided_sub_boxes(builtin, monkeypatch):

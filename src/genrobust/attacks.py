@@ -230,13 +230,15 @@ def _logits(model: nn.Module, z: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(z[i : i + batch_size]) for i in range(0, z.shape[0], batch_size)])
 
 
-def _grad(model: nn.Module, z: torch.Tensor, y: torch.Tensor, target: int | None, kind: str, batch_size: int):
-    """(gradient of the score, score, success) at z, in batches."""
+def _grad(model: nn.Module, z: torch.Tensor, y: torch.Tensor, target: int | torch.Tensor | None, kind: str,
+          batch_size: int):  # fmt: skip
+    """(gradient of the score, score, success) at z, in batches (a per-row ``target`` is cut with its rows)."""
     grads, scores, hits = [], [], []
     for i in range(0, z.shape[0], batch_size):
         zb = z[i : i + batch_size].detach().requires_grad_(True)
+        tb = target[i : i + batch_size] if isinstance(target, torch.Tensor) else target
         with torch.enable_grad():
-            score, success = _score(model(zb), y[i : i + batch_size], target, kind)
+            score, success = _score(model(zb), y[i : i + batch_size], tb, kind)
             (g,) = torch.autograd.grad(score.sum(), zb)
         grads.append(g)
         scores.append(score.detach())
