@@ -131,6 +131,32 @@ def test_clipped_pixel_balls_of_a_real_benchmark_get_branch_and_bound(mnist_fc):
             assert int(y.argmax()) != prop.robustness_label()
 
 
+def test_output_diversified_starts_find_a_published_counterexample(mnist_fc):
+    """256×6 ``prop_1_0.05`` has a published counterexample that PGD from uniform starts misses (here 32 restarts;
+    before output diversification 100 restarts of 100 steps missed it too); starts first spread in the output
+    space (ODI) find it, and ``answer`` returns it, re-checked, in about a second."""
+    from genrobust.attacks import pgd_in_boxes
+    from genrobust.models.onnx_import import import_onnx
+
+    net = import_onnx(mnist_fc / "onnx" / "mnist-net_256x6.onnx")
+    prop = parse_vnnlib((mnist_fc / "vnnlib" / "prop_1_0.05.vnnlib").read_text())
+    label = prop.robustness_label()
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return net(x.reshape(-1, 784, 1)).reshape(len(x), -1)
+
+    lo, hi = (torch.tensor(b, dtype=torch.float32)[None] for b in (prop.lo, prop.hi))
+    y = torch.tensor([label])
+    plain, _ = pgd_in_boxes(flat, y, lo, hi, restarts=32, seeds=[0], odi_steps=0)
+    spread, x = pgd_in_boxes(flat, y, lo, hi, restarts=32, seeds=[0])
+    assert not plain.any() and spread.all() and int(flat(x).argmax()) != label
+    got = answer(net, prop, options=gr.verify.VerifyOptions(max_boxes=1, max_seconds=30))
+    assert got.result == "sat"
+    x = torch.as_tensor(got.x, dtype=torch.float32)
+    assert (x.double().numpy() >= prop.lo).all() and (x.double().numpy() <= prop.hi).all()
+    assert int(net(x[None]).detach().reshape(-1).argmax()) != label
+
+
 def _mlp(d: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(d, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
