@@ -122,15 +122,18 @@ def test_pgd_in_boxes_respects_unequal_widths():
 def test_targeted_margins_find_what_the_leading_class_hides():
     """The falsifier's per-margin restarts: class 1 leads the other classes everywhere near the centre but never
     wins; class 2 wins only in one corner of four dimensions that class 1's gradient never moves. The
-    untargeted search follows class 1 and fails; attacking the margin of class 2 finds the corner."""
+    untargeted search from uniform starts follows class 1 and fails; attacking the margin of class 2 finds the
+    corner, and so do output-diversified starts (some climb class 2's logit first)."""
     model = nn.Linear(5, 3).eval()
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.0] * 5, [0.05, 0, 0, 0, 0], [0, 0.26, 0.26, 0.26, 0.26]]))
         model.bias.copy_(torch.tensor([0.0, -0.1, -1.0]))
     lo, hi = -torch.ones(4, 5), torch.ones(4, 5)
     y = torch.zeros(4, dtype=torch.long)
-    found, _ = gr.attacks.pgd_in_boxes(model, y, lo, hi, seeds=range(4))
+    found, _ = gr.attacks.pgd_in_boxes(model, y, lo, hi, seeds=range(4), odi_steps=0)
     assert not found.any()
+    found, _ = gr.attacks.pgd_in_boxes(model, y, lo, hi, seeds=range(4))
+    assert found.any()
     found, cand = gr.attacks.pgd_in_boxes(model, y, lo, hi, seeds=range(4), targets=torch.tensor([[1, 2]] * 4))
     assert found.all() and (model(cand).argmax(1) == 2).all() and (cand >= lo).all() and (cand <= hi).all()
     # more restarts than one batch of gradients (here 4 rows × 2 classes × 4 starts in batches of 5): each
