@@ -648,7 +648,8 @@ class SShaped(Activation):
         the chord from p to q where even the tangent at q does not clear it. Sound: the tangent lies above a
         concave piece (below a convex one) everywhere, and clearing f at p puts it above (below) the chord of the
         other piece too; the chord case holds because then f′(q) exceeds the chord's slope (CROWN's rule for
-        S-shaped curves, with the clearance checked with a margin for libm's rounding)."""
+        S-shaped curves), and where the clearance test (with a margin for libm's rounding) was too close to call
+        the chord is moved out by that margin."""
         f, d = self.fn, self.deriv
         sign = 1.0 if upper else -1.0  # ``upper``: T(p) ≥ f(p) is wanted; below: T(p) ≤ f(p)
         tol = 4 * GUARD_LIBM * (1 + fp.abs() + p.abs())
@@ -668,7 +669,10 @@ class SShaped(Activation):
         inter = f(t) - slope * t
         fq = f(q)
         chord = (fq - fp) / (q - p).where(mask, torch.ones_like(q))
-        chord_b = fp - chord * p
+        # where the tangent at q missed clearing f(p) by less than ``tol``, f′(q) may not quite exceed the chord's
+        # slope and the curve may stand above the chord by as much (the tangent at q bounds it there): move the
+        # chord out by twice that
+        chord_b = fp - chord * p + sign * 2 * tol
         use_tan = mask & q_ok
         return torch.where(use_tan, slope, chord), torch.where(use_tan, inter, chord_b)
 
