@@ -65,7 +65,9 @@ class VerifyOptions:
     the size of the built-in ones, more for small networks, and 16 on a GPU. On a 2-core CPU smaller
     batches are faster per box (their tensors stay in cache): seconds per ball at ε = 0.03 (16 balls of classes
     0 and 8, same outcomes) were 3.4 / 3.26 / 3.95 / 4.38 / 4.93 for batches of 1 / 2 / 4 / 8 / 16, and 0.66 /
-    0.69 / 0.75 for 2 / 4 / 16 at ε = 0.01. ``attack_steps``/``attack_restarts``: the PGD falsifier.
+    0.69 / 0.75 for 2 / 4 / 16 at ε = 0.01. ``attack_steps``/``attack_restarts``/``attack_step_size``: the PGD
+    falsifier (:func:`~genrobust.attacks.pgd_in_boxes`; each step moves ``attack_step_size``/``attack_steps``
+    half-widths: larger steps reach what lies far from the uniform starts, smaller ones land in narrow regions).
     ``leaf_attacks``: when a ball's budget runs out, PGD searches this many of its undecided sub-boxes (where
     the bounds are weakest) before the ball is left unknown; ``leaf_targets``: there, the margins of this many
     classes (the closest to the label at each sub-box's centre) are attacked one by one, ``attack_restarts``
@@ -112,6 +114,7 @@ class VerifyOptions:
     batch_boxes: int | None = None
     attack_steps: int = 20
     attack_restarts: int = 4
+    attack_step_size: float = 2.5
     leaf_attacks: int = 8
     leaf_targets: int = 3
     give_up: float | None = GIVE_UP
@@ -134,6 +137,8 @@ class VerifyOptions:
         batch = 1 if self.batch_boxes is None else self.batch_boxes
         if self.max_boxes < 1 or batch < 1 or self.attack_steps < 1 or self.attack_restarts < 1:
             raise GenrobustError("max_boxes, batch_boxes, attack_steps and attack_restarts must be ≥ 1")
+        if not self.attack_step_size > 0:
+            raise GenrobustError(f"attack_step_size must be > 0, got {self.attack_step_size}")
         if self.leaf_attacks < 0 or self.leaf_targets < 0:
             raise GenrobustError(f"leaf_attacks and leaf_targets must be ≥ 0, got {self.leaf_attacks}, "
                                  f"{self.leaf_targets}")  # fmt: skip
@@ -553,6 +558,7 @@ class LocalVerifier:
         lo, hi = self._float_box(z[idx], eps_e)
         found, cand = pgd_in_boxes(
             self.fast, labels[idx], lo, hi, steps=self.options.attack_steps, restarts=self.options.attack_restarts,
+            step_size=self.options.attack_step_size,
             seeds=[sub_seed(seed, ids[i], e) for i in left],
         )  # fmt: skip
         self._confirm(left, e, eps_e, found, cand, z, labels, falsify)
@@ -791,7 +797,8 @@ class LocalVerifier:
             logits = self._logits((lo32 + hi32) / 2).scatter(1, labels[own][:, None], -math.inf)
             targets = logits.topk(min(self.options.leaf_targets, self.num_classes - 1), 1).indices
         found, cand = pgd_in_boxes(self.fast, labels[own], lo32, hi32, steps=self.options.attack_steps,
-                                   restarts=self.options.attack_restarts, seeds=seeds, targets=targets)  # fmt: skip
+                                   restarts=self.options.attack_restarts, seeds=seeds, targets=targets,
+                                   step_size=self.options.attack_step_size)  # fmt: skip
         self._confirm(owners, e, eps_e, found, cand, z, labels, falsify)
 
     @property
@@ -906,6 +913,7 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
                    "alpha_intermediate": b.alpha_intermediate, "refine_to_latent": b.refine_to_latent},
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
+        "attack_step_size": opt.attack_step_size,
         "leaf_attacks": opt.leaf_attacks, "leaf_targets": opt.leaf_targets,
         "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
         "branch": opt.branch, "beta_steps": opt.beta_steps, "branch_candidates": opt.branch_candidates,

@@ -271,8 +271,8 @@ def answer(
 
     ``options`` default to 100,000 boxes (the seconds, 60 by default, are the budget); the give-up rule, which
     spreads time over many balls, is off for a single instance whatever they say, and the attack comes before
-    the bounds, with at least 32 restarts, where more than ``LATENT_SPLIT_DIMS`` inputs are free. The model is
-    not changed."""
+    the bounds, with at least 32 restarts of steps of at least a quarter half-width, where more than
+    ``LATENT_SPLIT_DIMS`` inputs are free. The model is not changed."""
     from dataclasses import replace
 
     # where inputs are many (pixel space: α-CROWN bounds and ReLU splits) a cheap attack first can spare a costly
@@ -284,7 +284,8 @@ def answer(
     # where inputs are many the network is usually small and an attack restart cheap (mnist_fc's 256×6: 32
     # restarts of 20 steps in 0.2 s), and uniform starts miss what output-diversified ones among many find
     restarts = max(options.attack_restarts, 32) if many else options.attack_restarts
-    options = replace(options, give_up=None, attack_first=many, attack_restarts=restarts)
+    step = max(options.attack_step_size, 5.0) if many else options.attack_step_size
+    options = replace(options, give_up=None, attack_first=many, attack_restarts=restarts, attack_step_size=step)
     shape = tuple(input_shape) if input_shape is not None else (len(prop.lo),)
     if math.prod(shape) != len(prop.lo):
         raise VnnlibError(f"the property has {len(prop.lo)} inputs, the model takes {shape}")
