@@ -197,6 +197,9 @@ def test_bad_input_is_refused_clearly(builtin):
         v.run(z, [1, 12], 0.01)
     with pytest.raises(gr.GenrobustError, match="split"):
         VerifyOptions(split="random")
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(gr.GenrobustError, match="attack_step_size must be > 0"):
+            VerifyOptions(attack_step_size=bad)
     with pytest.raises(UnsupportedLayerError, match="GELU"):
         LocalVerifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.GELU()), gens[1], latent_dim=10)
     with pytest.raises(gr.GenrobustError, match="different devices"):

@@ -40,7 +40,8 @@ CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
 #: Changes whenever the same options can give other outcomes (caches of results keep it, so old cells are not
 #: mixed with new ones). 2: budgets kept instead of overrun. 3: undecided sub-boxes attacked margin by margin
 #: (``leaf_targets``), ReLU branching on pixel boxes. 4: S-shaped curves (the generators' tanh, sigmoid) across 0
-#: bounded by tangents that clear the far end; the falsifier's starts output-diversified, its steps doubled.
+#: bounded by tangents that clear the far end; half the falsifier's starts output-diversified (and on pixel
+#: boxes, in ``vnnlib.answer``, 32 restarts of doubled steps).
 VERIFIER_VERSION = 4
 #: ``VerifyOptions.give_up``'s default (measured: see there).
 GIVE_UP = 1.5
