@@ -6,6 +6,7 @@ through its per-class loop with one outcome: is C(G_c(z)) = c, and how confident
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -230,8 +231,10 @@ def global_correctness(
     """
     check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, batch_size=batch_size)
     dev = resolve_device(device)
-    classifier = inference_copy(classifier).to(dev).eval()
-    generators = generators.to(dev).eval()
+    # copies, once: the caller's models keep their device and modes (inference_copy may return the model itself)
+    fast = inference_copy(classifier)
+    classifier = (copy.deepcopy(classifier) if fast is classifier else fast).to(dev).eval()
+    generators = copy.deepcopy(generators).to(dev).eval()
     check_compatible(classifier, generators, dev)
     wanted = check_classes(classes, len(generators))
 

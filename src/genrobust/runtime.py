@@ -3,10 +3,12 @@ batched predictions. Neutral ground, so that no analysis module reaches into ``t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -39,18 +41,34 @@ def progress(total: int, desc: str, enabled: bool, initial: int = 0):
     return tqdm(total=total, desc=desc, initial=initial, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
+@contextlib.contextmanager
+def eval_mode(*models: torch.nn.Module | None) -> Iterator[None]:
+    """The models in eval mode (no dropout, batch norm on its running statistics) for the duration, then every
+    submodule's own ``training`` flag back as it was: a library call must not leave the caller's model changed,
+    and ``model.train(flag)`` afterwards would not do (it sets one flag on every submodule, so a batch-norm layer
+    the caller had frozen inside a training model would come back training)."""
+    flags = [(m, m.training) for model in models if model is not None for m in model.modules()]
+    try:
+        for model in models:
+            if model is not None:
+                model.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 @torch.no_grad()
 def predictions(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Predicted classes (on the CPU) of ``model`` in eval mode; the caller's model is not touched.
 
     Runs on an NHWC copy in batches of 128, the fastest setting on a CPU (benchmarks/bench_correctness.py).
     """
-    was_training = model.training
-    fast = inference_copy(model).eval()
+    fast = inference_copy(model)
     device = next(model.parameters()).device
-    out = torch.cat([fast(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)])
-    model.train(was_training)  # inference_copy may return the model itself (no convolutions)
-    return out
+    with eval_mode(fast):  # inference_copy may return the model itself (no convolutions)
+        return torch.cat([fast(x[i : i + batch_size].to(device)).argmax(1).cpu()
+                          for i in range(0, x.shape[0], batch_size)])  # fmt: skip
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128) -> float:

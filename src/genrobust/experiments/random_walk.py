@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import GenrobustError
 from ..models.generators import GeneratorFamily, module_device
-from ..runtime import sub_seed
+from ..runtime import eval_mode, sub_seed
 
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
 
@@ -45,9 +45,10 @@ def random_walk(latent_dim: int, *, steps: int, step: float, seed: int = 0) -> t
 def walk(classifier: nn.Module, generators: GeneratorFamily, cls: int, *, steps: int, step: float, seed: int = 0):
     """The walk's latents, images (as people see them) and the classifier's class probabilities (float64)."""
     z = random_walk(generators.latent_dim, steps=steps, step=step, seed=seed)
-    g = generators[cls].eval()
-    x = g(z.to(module_device(g)))
-    probs = torch.softmax(classifier.eval()(x).double(), 1).cpu()
+    g = generators[cls]
+    with eval_mode(classifier, g):
+        x = g(z.to(module_device(g)))
+        probs = torch.softmax(classifier(x).double(), 1).cpu()
     return z, generators.display(x).cpu(), probs
 
 
@@ -116,32 +117,33 @@ def continuity(
     wanted = list(range(len(generators))) if classes is None else list(classes)
     res = ContinuityResult(n, seed, list(generators.class_names), eps_values)
     q = torch.tensor(QUANTILES, dtype=torch.float64)
-    for c in wanted:
-        g = generators[c].eval()
-        dev = module_device(g)
-        rng = torch.Generator().manual_seed(sub_seed(seed, c, 7002))
-        z = torch.randn(n, generators.latent_dim, generator=rng)
-        centre = [g(z[i : i + batch_size].to(dev)) for i in range(0, n, batch_size)]  # drawn once per class
-        centre_label = [classifier(a).argmax(1) for a in centre] if classifier is not None else []
-        rows = []
-        for eps_e in eps_values:
-            uni = z + (torch.rand(z.shape, generator=rng) * 2 - 1) * eps_e
-            corner = z + torch.where(torch.rand(z.shape, generator=rng) < 0.5, -eps_e, eps_e)
-            stats: dict[str, Any] = {}
-            for name, zz in (("uniform", uni), ("corner", corner)):
-                diffs, flips = [], []
-                for j, i in enumerate(range(0, n, batch_size)):
-                    a, b = centre[j], g(zz[i : i + batch_size].to(dev))
-                    diff = (generators.display(b) - generators.display(a)).flatten(1).double()
-                    diffs.append(torch.stack([diff.pow(2).mean(1).sqrt(), diff.abs().amax(1)], 1).cpu())
-                    if classifier is not None:
-                        flips.append((centre_label[j] != classifier(b).argmax(1)).cpu())
-                d = torch.cat(diffs)
-                stats[name] = (torch.quantile(d[:, 0], q).tolist(), torch.quantile(d[:, 1], q).tolist(),
-                               float(torch.cat(flips).double().mean()) if flips else math.nan)  # fmt: skip
-            rows.append(EpsContinuity(eps_e, stats["uniform"][0], stats["corner"][0], stats["corner"][1],
-                                      stats["uniform"][2], stats["corner"][2]))  # fmt: skip
-        res.classes[c] = rows
+    with eval_mode(generators, classifier):  # the caller's models keep their modes
+        for c in wanted:
+            g = generators[c]
+            dev = module_device(g)
+            rng = torch.Generator().manual_seed(sub_seed(seed, c, 7002))
+            z = torch.randn(n, generators.latent_dim, generator=rng)
+            centre = [g(z[i : i + batch_size].to(dev)) for i in range(0, n, batch_size)]  # drawn once per class
+            centre_label = [classifier(a).argmax(1) for a in centre] if classifier is not None else []
+            rows = []
+            for eps_e in eps_values:
+                uni = z + (torch.rand(z.shape, generator=rng) * 2 - 1) * eps_e
+                corner = z + torch.where(torch.rand(z.shape, generator=rng) < 0.5, -eps_e, eps_e)
+                stats: dict[str, Any] = {}
+                for name, zz in (("uniform", uni), ("corner", corner)):
+                    diffs, flips = [], []
+                    for j, i in enumerate(range(0, n, batch_size)):
+                        a, b = centre[j], g(zz[i : i + batch_size].to(dev))
+                        diff = (generators.display(b) - generators.display(a)).flatten(1).double()
+                        diffs.append(torch.stack([diff.pow(2).mean(1).sqrt(), diff.abs().amax(1)], 1).cpu())
+                        if classifier is not None:
+                            flips.append((centre_label[j] != classifier(b).argmax(1)).cpu())
+                    d = torch.cat(diffs)
+                    stats[name] = (torch.quantile(d[:, 0], q).tolist(), torch.quantile(d[:, 1], q).tolist(),
+                                   float(torch.cat(flips).double().mean()) if flips else math.nan)  # fmt: skip
+                rows.append(EpsContinuity(eps_e, stats["uniform"][0], stats["corner"][0], stats["corner"][1],
+                                          stats["uniform"][2], stats["corner"][2]))  # fmt: skip
+            res.classes[c] = rows
     return res
 
 

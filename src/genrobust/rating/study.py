@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import GenrobustError
 from ..models.generators import GeneratorFamily, module_device
-from ..runtime import sub_seed
+from ..runtime import eval_mode, sub_seed
 
 #: The paper's four categories, best first (stored by key).
 CATEGORIES: dict[str, str] = {
@@ -121,14 +121,14 @@ def create_study(
     classes = sorted(order)  # image ids grouped by class; raters see them shuffled
     z_all, images = [], []
     dev = module_device(generators)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(generators):
         for c in range(k):
             m = classes.count(c)
             if not m:
                 continue
             g = torch.Generator().manual_seed(sub_seed(seed, c, 9002))
             z = generators.sample_latents(m, generator=g).to(dev)
-            images.append(generators.display(generators[c].eval()(z)).clamp(0, 1).cpu())
+            images.append(generators.display(generators[c](z)).clamp(0, 1).cpu())
             z_all.append(z.cpu())
     x = torch.cat(images)
     if x.ndim != 4 or x.shape[1] not in (1, 3):

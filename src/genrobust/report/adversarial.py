@@ -14,6 +14,7 @@ from torch import nn
 from ..attacks import AdversarialExample
 from ..errors import GenrobustError
 from ..models.generators import module_device
+from ..runtime import eval_mode
 
 
 def _tile(image: torch.Tensor, scale: int) -> Image.Image:
@@ -31,10 +32,9 @@ def _shown(images: torch.Tensor, display: Callable[[torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def _label(classifier: nn.Module, images: torch.Tensor) -> list[tuple[int, float]]:
-    """Class and confidence in eval mode (no dropout); the classifier's own mode is restored."""
-    was_training = classifier.training
-    probs = torch.softmax(classifier.eval()(images).double(), 1)
-    classifier.train(was_training)
+    """Class and confidence in eval mode (no dropout); the classifier's own modes are restored."""
+    with eval_mode(classifier):
+        probs = torch.softmax(classifier(images).double(), 1)
     conf, pred = probs.max(1)
     return list(zip(pred.tolist(), conf.tolist(), strict=True))
 
@@ -52,7 +52,7 @@ def pairs_image(
     if not examples:
         raise GenrobustError("no adversarial examples to draw")
     names = class_names or [str(i) for i in range(1000)]
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(generator):
         dev = module_device(generator)
         a = _shown(generator(torch.stack([ex.z for ex in examples]).to(dev)), display)
         b = _shown(generator(torch.stack([ex.z_adv for ex in examples]).to(dev)), display)

@@ -10,6 +10,7 @@ import torch
 
 from ..attacks import AdversarialExample
 from ..models.generators import module_device
+from ..runtime import eval_mode
 from ..verify.local import FALSIFIED
 from ..verify.robustness import RobustnessResult
 
@@ -76,9 +77,9 @@ def falsified_examples(
     if classifier is not None and result.generators is not None and out:
         gen = result.generators[cls]
         dev = module_device(gen)
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(classifier, gen):
             for ex in out:
                 z = torch.stack([ex.z, ex.z_adv]).to(dev)
-                p = torch.softmax(classifier.eval()(gen.eval()(z)).double(), 1)
+                p = torch.softmax(classifier(gen(z)).double(), 1)
                 ex.conf, ex.conf_adv = float(p[0, ex.pred]), float(p[1, ex.pred_adv])
     return out
