@@ -11,7 +11,9 @@ Configurations, each through :func:`genrobust.verify.vnnlib.run_instances` in on
 
 * ``bounds``: sound bounds on the whole box and the attack, no branching (``max_boxes = 1``): the baseline;
 * ``bab``: branch and bound as the command runs it (input splits over the 8 free latents, ReLU splits where
-  the margins' pass rates them higher).
+  the margins' pass rates them higher);
+* ``bab-gap``: the same with the input dimension to halve chosen by the margin's largest coefficient
+  (``split="gap"``, the default before the ``"unstable"`` rule).
 
 It prints per ε and configuration: decided (unsat + sat) of all, the median and mean seconds, and the ratio of
 decided against ``bounds`` in the same run. Every sat answer's counterexample has been re-checked by a plain
@@ -39,7 +41,8 @@ import torch
 def options(config: str):
     from genrobust.verify import VerifyOptions
 
-    return {"bounds": VerifyOptions(max_boxes=1), "bab": VerifyOptions(max_boxes=100_000)}[config]
+    return {"bounds": VerifyOptions(max_boxes=1), "bab": VerifyOptions(max_boxes=100_000),
+            "bab-gap": VerifyOptions(max_boxes=100_000, split="gap")}[config]  # fmt: skip
 
 
 def main() -> None:

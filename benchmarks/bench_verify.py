@@ -58,8 +58,9 @@ def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxe
 
 
 def run_one(
-    config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float, split: str = "gap",
-    work: Path | None = None, give_up: float | None = None, mean_seconds: float = 5.0, threads: int = 2,
+    config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float,
+    split: str = "unstable", work: Path | None = None, give_up: float | None = None, mean_seconds: float = 5.0,
+    threads: int = 2,
 ) -> dict:  # fmt: skip
     import torch
 
@@ -147,7 +148,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--max-boxes", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=30.0)
-    ap.add_argument("--split", default="gap", help="the full configuration's split heuristic (gap, width, gradient)")
+    ap.add_argument("--split", default="unstable", help="the full configuration's split heuristic")
     ap.add_argument(
         "--give-up",
         default=str(GIVE_UP),

@@ -427,3 +427,41 @@ def test_relu_branching_decides_what_bounds_alone_leave_open_and_never_wrongly()
         VerifyOptions(branch="neurons")
     with pytest.raises(gr.GenrobustError, match="beta_steps"):
         VerifyOptions(beta_steps=-1)
+
+
+def _twin_relus() -> tuple[nn.Module, nn.Module]:
+    """C∘G whose margin is 1 + 2·z0 + 3·(relu(z1) − relu(z1)): the identity as generator, a classifier whose two
+    copies of relu(z1) cancel exactly but not in a linear relaxation (one copy's lower line, the other's upper
+    line), while the margin's linear part leans on z0."""
+    gen = nn.Sequential(nn.Linear(2, 2))
+    clf = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        gen[0].weight.copy_(torch.eye(2))
+        gen[0].bias.zero_()
+        clf[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+        clf[0].bias.copy_(torch.tensor([10.0, 0.0, 0.0]))  # the first neuron is always active
+        clf[2].weight.copy_(torch.tensor([[2.0, 3.0, -3.0], [0.0, 0.0, 0.0]]))
+        clf[2].bias.copy_(torch.tensor([1.0 - 20.0, 0.0]))
+    return gen.eval(), clf.eval()
+
+
+def test_the_unstable_split_halves_the_dimension_that_moves_unstable_neurons():
+    """``split="unstable"`` (the default) halves the latent dimension that spans most of the unstable ReLUs'
+    intervals, not the one the margin's linear part leans on (``"gap"``). On the twin-ReLU toy the whole box
+    (ε = 0.3) bounds the margin by 1 − 0.6 − 0.9 < 0 (the true minimum is 0.4): halving z1 makes both ReLUs
+    stable and certifies both halves (3 boxes); halving z0 first leaves the worse half's bound where it was."""
+    gen, clf = _twin_relus()
+    z = torch.zeros(1, 2)
+    assert VerifyOptions().split == "unstable"
+    runs = {}
+    for split in ("unstable", "gap"):
+        v = LocalVerifier(clf, gen, latent_dim=2, options=VerifyOptions(max_boxes=3, give_up=None, split=split))
+        runs[split] = v.run(z, [0], [0.3])
+        if split == "unstable":
+            mb = v.engine.margins(z.double(), torch.full((1, 2), 0.3, dtype=torch.float64), v._spec(torch.tensor([0])))
+            reach = v._reach(z.double(), torch.full((1, 2), 0.3, dtype=torch.float64), mb.intervals,
+                             torch.ones(1, dtype=torch.bool))  # fmt: skip
+            assert float(reach[0, 0]) == 0.0 and float(reach[0, 1]) > 0.0  # z0 moves only a stable neuron
+            assert float(mb.lower.min()) < 0 and abs(float(mb.coef[0, 0, 0])) > abs(float(mb.coef[0, 0, 1]))
+    assert runs["unstable"].status[0, 0] == CERTIFIED and int(runs["unstable"].boxes[0, 0]) == 3
+    assert runs["gap"].status[0, 0] == UNKNOWN

@@ -60,7 +60,7 @@ def verify_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--classes", default=None, help="Comma-separated classes (default: all)."),
         click.option("--max-boxes", type=int, default=64, show_default=True, help="Sub-boxes per ball and ε."),
         click.option("--max-seconds", type=float, default=30.0, show_default=True, help="Seconds per ball."),
-        click.option("--split", type=click.Choice(SPLITS), default="gap", show_default=True,
+        click.option("--split", type=click.Choice(SPLITS), default="unstable", show_default=True,
                      help="Which latent dimension a split halves."),
     ]):  # fmt: skip
         fn = option(fn)

@@ -39,7 +39,7 @@ class RobustnessPlan:
     classes: list[int] | None = None
     max_boxes: int = 64
     max_seconds: float = 30.0
-    split: str = "gap"
+    split: str = "unstable"
     chunk: int = 10  # balls verified between two saves of the cache
     #: Training seed of the rows' classifiers (as in the correctness table): a second seed measures how much of
     #: a difference between rows is training noise.
