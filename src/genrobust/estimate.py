@@ -20,7 +20,7 @@ from .compose import check_compatible
 from .errors import GenrobustError
 from .models.generators import GeneratorFamily, module_device
 from .models.layout import inference_copy
-from .runtime import resolve_device
+from .runtime import resolve_device, write_atomic
 from .sampling import BLOCK, check_classes, check_estimate_args, latent_block, latents, run_classes
 from .stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 
@@ -152,8 +152,7 @@ class CorrectnessResult:
         }
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
-        with open(path, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2)
+        write_atomic(path, json.dumps(self.to_dict(), indent=2))
 
     def outliers(self, k: int = 16) -> Outliers:
         """The k most confidently misclassified samples kept (latent, image, predicted class, confidence)."""

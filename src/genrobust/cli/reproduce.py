@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import GenrobustError
+from ..runtime import write_atomic
 from .app import DATA_DIR_OPTION, ResultFolder, eps_and_classes, friendly_errors, main, verify_options
 
 
@@ -165,8 +166,7 @@ def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: s
                                 seed=seed, dataset=dataset, classifier_name=clf_name,
                                 class_names=train.class_names)  # fmt: skip
         data = res.to_dict()
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_text(json.dumps(data, indent=2) + "\n")
+        write_atomic(cached, json.dumps(data, indent=2) + "\n")
     from ..experiments.generator_quality import QualityResult, QualityRow
 
     rows = [QualityRow(r["name"], r["precision"], r["recall"], r["frechet"], r["frechet_all"]) for r in data["rows"]]

@@ -20,7 +20,7 @@ from ..data import load_dataset
 from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..models.zoo import load_classifier, load_generators, model_info
-from ..runtime import accuracy
+from ..runtime import accuracy, write_atomic
 from ..stats import clopper_pearson
 from ..train.classifier import ClassifierRecipe, train_classifier
 
@@ -179,8 +179,7 @@ def run_table(
                     for c in res.classes
                 ],
             }
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(table, indent=2))  # every finished cell survives a kill
+            write_atomic(cache, json.dumps(table, indent=2))  # every finished cell survives a kill
     return {row: table[row] for row in plan.rows}
 
 

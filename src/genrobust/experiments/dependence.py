@@ -25,6 +25,7 @@ from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..models.generators import GeneratorFamily
 from ..models.zoo import load_generators, model_info
+from ..runtime import write_atomic
 from ..stats import clopper_pearson, difference_interval, two_proportion_test
 from .correctness_table import GENERATORS, TablePlan, _classifier, check_rows
 
@@ -107,8 +108,7 @@ def run_dependence(plan: DependencePlan, *, data_dir=None, show_progress: bool =
             res = global_correctness(clf, fam, n=plan.n, seed=plan.seed, show_progress=show_progress)
             entry[name] = {"correct": [c.correct for c in res.classes], "n": [c.n for c in res.classes],
                            "mean": res.mean}  # fmt: skip
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(table, indent=2))  # every finished cell survives a kill
+            write_atomic(cache, json.dumps(table, indent=2))  # every finished cell survives a kill
     return {row: table[row] for row in plan.rows}
 
 

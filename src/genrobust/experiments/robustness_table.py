@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import GenrobustError
 from ..models.zoo import load_generators
+from ..runtime import write_atomic
 from ..stats import Proportion, mcnemar_exact
 from ..verify import CERTIFIED, FALSIFIED, VerifyOptions, global_robustness
 from ..verify.local import GIVE_UP, VERIFIER_VERSION
@@ -88,10 +89,7 @@ def _load_row(path: Path, recipe: dict[str, Any], budget: dict[str, Any]) -> dic
 
 
 def _save_row(path: Path, entry: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entry))
-    os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one
+    write_atomic(path, json.dumps(entry))  # a kill leaves the old file or the new one
 
 
 def _summary(balls: dict[str, list], n: int, eps: list[float]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from ..compose import check_compatible
 from ..errors import GenrobustError
 from ..estimate import alone_note
 from ..models.generators import GeneratorFamily
-from ..runtime import resolve_device
+from ..runtime import resolve_device, write_atomic
 from ..sampling import check_classes, check_estimate_args, run_classes
 from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 from .local import CERTIFIED, FALSIFIED, LocalResult, LocalVerifier, VerifyOptions, _options_dict
@@ -138,8 +138,7 @@ class RobustnessResult:
         }
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
-        with open(path, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2)
+        write_atomic(path, json.dumps(self.to_dict(), indent=2))
 
 
 def _estimates(res: LocalResult, eps: list[float], delta: float, confidence: float) -> list[EpsEstimate]:
