@@ -81,10 +81,10 @@ def test_each_budget_keeps_its_own_cache(tmp_path, monkeypatch):
     folder = tmp_path / "work" / "mnist" / "robustness-seed0-eps0.002"
     assert runner.invoke(main, [*base, "--max-boxes", "1"]).exit_code == 0
     assert runner.invoke(main, [*base, "--max-boxes", "4", "--max-seconds", "20"]).exit_code == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["built-in-boxes4-s20-gap.json", "built-in.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["built-in-boxes4-s20-unstable.json", "built-in.json"]
     one_box = json.loads((folder / "built-in.json").read_text())
     assert one_box["budget"]["max_boxes"] == 1 and len(one_box["classes"]["3"]["status"]) == 1
-    assert json.loads((folder / "built-in-boxes4-s20-gap.json").read_text())["budget"]["max_boxes"] == 4
+    assert json.loads((folder / "built-in-boxes4-s20-unstable.json").read_text())["budget"]["max_boxes"] == 4
 
     def boom(*a, **k):  # both caches are still there: neither budget verifies again
         raise AssertionError("a budget's cache was overwritten by the other's")
