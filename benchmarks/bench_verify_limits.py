@@ -9,6 +9,7 @@ ReLUs buys against branching on the latent, and what a larger budget buys.
                                                     [--max-seconds 40] [--give-up 6] --out FILE.jsonl
     python benchmarks/bench_verify_limits.py {slack,ceiling} --eps 0.03 --work DIR [--sample 40] --out FILE.jsonl
     python benchmarks/bench_verify_limits.py head --eps 0.03 --ball 0:7 [--milp-seconds 60] --out FILE.jsonl
+    python benchmarks/bench_verify_limits.py dims --eps 0.05 --ball 0:1 --ball 0:3 --out FILE.jsonl
     python benchmarks/bench_verify_limits.py collect --dir DIR --out docs/verify-limits.json
 
 They take the built-in ``mnist-small`` ∘ ``mnist-gan`` (``slack``, ``head`` and the split's recorder assume its
@@ -41,6 +42,11 @@ ten classes and its dense head).
   intermediate bounds would give its last pass (not a strict cap: CROWN's slope choices need not improve as
   intervals tighten). Also each layer's ranges alone, and per layer the median ratio of the sound width to the
   sampled one.
+
+* ``dims``: which latent dimension a split should halve, by brute force: the whole box's bound, then both
+  halves of every dimension bounded (each inheriting the whole box's intervals, as in the verifier), and the
+  dimension each split rule (``VerifyOptions.split``) picks with its rank by the worse half's bound
+  (docs/verify-complete.md, "A split that follows the slack").
 
 ``collect --dir DIR --out docs/verify-limits.json`` bundles the parts' files in DIR (named PART-EPS.jsonl) with
 the summary the README quotes, and prints that summary.
@@ -76,8 +82,12 @@ BALLS = 100  # per class, as in bench_verify.py's 1,000-ball rows
 def unknown_balls(work: Path, eps: float, sample: int) -> list[tuple[int, int, float]]:
     """(class, index, seconds) of the balls the benchmark's ``full`` row left unknown, a seeded sample of them."""
     todo = []
-    for c in range(10):
-        part = json.loads((work / f"full-eps{eps:g}-class{c}-n{BALLS}-boxes16-s10-gap-giveup1.5.json").read_text())
+    for c in range(10):  # the run's files carry its split rule's name (gap before stop 37, unstable since)
+        name = f"full-eps{eps:g}-class{c}-n{BALLS}-boxes16-s10-*-giveup1.5.json"
+        files = sorted(work.glob(name))
+        if not files:
+            raise SystemExit(f"no {name} in {work}: run benchmarks/bench_verify.py --work {work} first")
+        part = json.loads(files[0].read_text())
         todo += [(c, i, part["seconds"][i]) for i in range(BALLS) if part["status"][i] == 0]
     random.Random(0).shuffle(todo)
     return sorted(todo[:sample])
@@ -151,6 +161,35 @@ def _bound(v: LocalVerifier, lab, lo, hi, parent, splits=None):
                 return None
             raise
     return mb, rec.seen
+
+
+def dims(v: LocalVerifier, c: int, i: int, eps: float) -> dict:
+    """Both halves of every latent dimension of the whole box, bounded; and what each split rule picks."""
+    from genrobust.verify.local import _outward32, refutation
+
+    z = centre(c, i, v.latent_dim).double()
+    lab = torch.tensor([c])
+    lo, hi = v._ball(z, eps)
+    mb, _ = _bound(v, lab, lo, hi, None)
+    root, worst = refutation(mb.lower, v.groups)
+    parent = {k: (a[None], b[None]) for k, (a, b) in
+              _outward32({k: (a[0], b[0]) for k, (a, b) in mb.intervals.items()}).items()}  # fmt: skip
+    halves = []
+    for d in range(v.latent_dim):
+        mid = (lo[0, d] + hi[0, d]) / 2
+        left_hi, right_lo = hi.clone(), lo.clone()
+        left_hi[0, d], right_lo[0, d] = mid, mid
+        pair = [float(refutation(_bound(v, lab, a, b, parent)[0].lower, v.groups)[0][0])
+                for a, b in ((lo, left_hi), (right_lo, hi))]  # fmt: skip
+        halves.append(pair)
+    worse = [min(p) for p in halves]
+    order = sorted(range(v.latent_dim), key=lambda d: -worse[d])
+    center, radius = (lo + hi) / 2, (hi - lo) / 2
+    reach = v._reach(center, radius, mb.intervals, torch.ones(1, dtype=torch.bool))[0]
+    picks = {"gap": int(mb.coef[0, int(worst[0])].abs().argmax()), "unstable": int(reach.argmax())}
+    return {"c": c, "i": i, "root": float(root[0]), "halves": halves, "best": order[0],
+            **{f"{k}_pick": d for k, d in picks.items()}, **{f"{k}_rank": order.index(d) + 1 for k, d in picks.items()},
+            **{f"{k}_worse": worse[d] for k, d in picks.items()}}  # fmt: skip
 
 
 def _activations(v: LocalVerifier) -> list[int]:
@@ -383,7 +422,7 @@ def collect(folder: Path, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("part", choices=("gap", "split", "budget", "slack", "head", "ceiling", "collect"))
+    ap.add_argument("part", choices=("gap", "split", "budget", "slack", "head", "ceiling", "dims", "collect"))
     ap.add_argument("--dir", type=Path, help="the parts' files (collect)")
     ap.add_argument("--eps", type=float)
     ap.add_argument("--work", type=Path, help="bench_verify.py's --work directory (without --ball)")
@@ -446,6 +485,8 @@ def main() -> None:
                 rec = slack(v, c, i, a.eps)
             elif a.part == "head":
                 rec = head(v, clf, c, i, a.eps, a.milp_seconds)
+            elif a.part == "dims":
+                rec = dims(v, c, i, a.eps)
             else:
                 rec = budget(v, c, i, a.eps, old)
             f.write(json.dumps(rec) + "\n")
