@@ -85,7 +85,7 @@ class VerifyOptions:
     (one of them certifiable) took 477 s of the 784 s spent on the 89; a ball far below (bound −81 against a
     PGD minimum of +5.3) was still unknown after 251 boxes.
     With the ``"unstable"`` split (ε = 0.05, 30 balls, 16 boxes, no give-up) two balls below −1.5 were
-    certified, at −2.1 and −3.2, in 44 s and 34 s, beyond a 10 s budget; none below −3.2 was.
+    certified, at −2.1 and −3.2, in 47 s and 34 s, beyond a 10 s budget; none below −3.2 was.
     ``None`` splits every ball until its budget runs out.
     ``mean_seconds``: a pool of this many seconds per ball for a whole :meth:`LocalVerifier.run` (all its balls
     and ε): a ball decided early leaves its time to the others, a ball is split only while its share of what is
