@@ -75,6 +75,7 @@ import genrobust.bounds.engine as engine_module
 from genrobust.errors import GenrobustError
 from genrobust.estimate import latents
 from genrobust.verify import LocalVerifier, VerifyOptions
+from genrobust.verify.local import COST_NEURONS
 
 BALLS = 100  # per class, as in bench_verify.py's 1,000-ball rows
 
@@ -186,7 +187,12 @@ def dims(v: LocalVerifier, c: int, i: int, eps: float) -> dict:
     order = sorted(range(v.latent_dim), key=lambda d: -worse[d])
     center, radius = (lo + hi) / 2, (hi - lo) / 2
     reach = v._reach(center, radius, mb.intervals, torch.ones(1, dtype=torch.bool))[0]
-    picks = {"gap": int(mb.coef[0, int(worst[0])].abs().argmax()), "unstable": int(reach.argmax())}
+    costed = v.engine.margins(
+        (lo + hi) / 2, torch.nextafter((hi - lo) / 2, torch.full_like(lo, math.inf)), v._spec(lab), branch=COST_NEURONS
+    )  # the same bound, with the intercept costs
+    weighed = v._reach(center, radius, mb.intervals, torch.ones(1, dtype=torch.bool), costed.branch)[0]
+    picks = {"gap": int(mb.coef[0, int(worst[0])].abs().argmax()), "unstable": int(reach.argmax()),
+             "cost": int(weighed.argmax())}  # fmt: skip
     return {"c": c, "i": i, "root": float(root[0]), "halves": halves, "best": order[0],
             **{f"{k}_pick": d for k, d in picks.items()}, **{f"{k}_rank": order.index(d) + 1 for k, d in picks.items()},
             **{f"{k}_worse": worse[d] for k, d in picks.items()}}  # fmt: skip

@@ -52,19 +52,20 @@ def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_fir
     monkeypatch.setattr(rt, "global_robustness", spy)
     runner = CliRunner()
     assert runner.invoke(main, [*base, "-n", "3"]).exit_code == 0
-    assert calls == [(0, 2), (2, 3)]  # chunks of 2 balls, each saved
+    assert calls == [(0, 3)]  # one run per row (the networks traced once), in shards of 2 balls, each journaled
     cache = tmp_path / "work" / "mnist" / "robustness-seed0-eps0.002" / "built-in.json"
+    assert not list(cache.parent.glob("*.jsonl"))  # the journal goes once its balls are in the cache
     balls = json.loads(cache.read_text())["classes"]["3"]
     assert len(balls["status"]) == len(balls["seconds"]) == 3
     assert runner.invoke(main, [*base, "-n", "5"]).exit_code == 0
-    assert calls[2:] == [(3, 5)]  # only the two new centres
+    assert calls[1:] == [(3, 5)]  # only the two new centres
     five = json.loads(cache.read_text())["classes"]["3"]["status"]
     assert five[:3] == balls["status"]
     one_run = real(gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan"), eps=[0.002], n=5, classes=[3],
                    options=rt.VerifyOptions(max_boxes=1))  # fmt: skip
     assert one_run.local[3].status.tolist() == five  # the same outcomes as one run of 5
     assert runner.invoke(main, [*base, "-n", "2"]).exit_code == 0
-    assert len(calls) == 3  # a smaller n reuses the first balls
+    assert len(calls) == 2  # a smaller n reuses the first balls
     cell = json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())["built-in"]["classes"]["3"]
     assert cell["per_eps"][0]["n"] == 2
     zero = runner.invoke(main, [*base, "-n", "2", "--save-every", "0"])
@@ -72,6 +73,37 @@ def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_fir
     cache.write_text("{not json")
     bad = runner.invoke(main, [*base, "-n", "2"])
     assert bad.exit_code == 1 and "corrupt robustness cache" in bad.output
+
+
+def test_a_killed_row_resumes_from_its_journal(tmp_path):
+    """The balls a killed table run journaled are taken from the journal, not checked again; a journal another
+    budget or verifier wrote is set aside and its balls checked anew."""
+    base = ["reproduce", "robustness-table", "--rows", "built-in", "--classes", "3", "--eps", "0.002", "--max-boxes",
+            "1", "--save-every", "2", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs"), "-n", "4",
+            "--quiet"]  # fmt: skip
+    folder = tmp_path / "work" / "mnist" / "robustness-seed0-eps0.002"
+    journal = folder / "built-in.n4-from0-classes3.jsonl"
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    options = rt.VerifyOptions(max_boxes=1, max_seconds=30.0, split="unstable")
+    whole = rt.global_robustness(clf, gens, eps=[0.002], n=4, classes=[3], options=options, chunk=2, journal=journal)
+    assert whole.local[3].status.tolist() == [[1]] * 4
+    header, first, _ = journal.read_text().splitlines()
+    shard = json.loads(first)
+    shard["part"]["status"]["data"] = [0, 0]  # marked: these two balls can only come from the journal
+    journal.write_text(header + "\n" + json.dumps(shard) + "\n")  # what a kill after the first shard leaves
+    out = CliRunner().invoke(main, base)
+    assert out.exit_code == 0, out.output
+    assert not journal.exists()
+    cache = folder / "built-in.json"
+    assert json.loads(cache.read_text())["classes"]["3"]["status"] == [[0], [0], [1], [1]]
+    cache.unlink()
+    stale = json.loads(header)
+    stale["verifier"] = -1
+    journal.write_text(json.dumps(stale) + "\n" + json.dumps(shard) + "\n")
+    out = CliRunner().invoke(main, base)
+    assert out.exit_code == 0, out.output
+    assert json.loads(cache.read_text())["classes"]["3"]["status"] == [[1]] * 4
+    assert journal.with_suffix(".stale").exists()
 
 
 def test_each_budget_keeps_its_own_cache(tmp_path, monkeypatch):

@@ -454,7 +454,7 @@ def test_the_unstable_split_halves_the_dimension_that_moves_unstable_neurons():
     z = torch.zeros(1, 2)
     assert VerifyOptions().split == "unstable"
     runs = {}
-    for split in ("unstable", "gap"):
+    for split in ("unstable", "cost", "gap"):  # "cost": the same shares, weighed by their intercepts' cost
         v = LocalVerifier(clf, gen, latent_dim=2, options=VerifyOptions(max_boxes=3, give_up=None, split=split))
         runs[split] = v.run(z, [0], [0.3])
         if split == "unstable":
@@ -463,5 +463,6 @@ def test_the_unstable_split_halves_the_dimension_that_moves_unstable_neurons():
                              torch.ones(1, dtype=torch.bool))  # fmt: skip
             assert float(reach[0, 0]) == 0.0 and float(reach[0, 1]) > 0.0  # z0 moves only a stable neuron
             assert float(mb.lower.min()) < 0 and abs(float(mb.coef[0, 0, 0])) > abs(float(mb.coef[0, 0, 1]))
-    assert runs["unstable"].status[0, 0] == CERTIFIED and int(runs["unstable"].boxes[0, 0]) == 3
+    for split in ("unstable", "cost"):
+        assert runs[split].status[0, 0] == CERTIFIED and int(runs[split].boxes[0, 0]) == 3
     assert runs["gap"].status[0, 0] == UNKNOWN

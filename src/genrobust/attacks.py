@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,10 +34,12 @@ from torch import nn
 
 from .compose import Composed, check_compatible
 from .errors import GenrobustError
+from .execute import Shipped, content_hash
+from .journal import decode_tensor, encode_tensor, open_journal
 from .models.generators import GeneratorFamily
 from .models.layout import inference_copy
 from .runtime import progress, resolve_device, sub_seed
-from .sampling import latents
+from .sampling import latents, run_classes
 
 METHODS = ("blackbox", "whitebox", "pgd")
 
@@ -417,13 +420,16 @@ def attack_latents(
     rows_per_chunk: int = 256,
     device: str | torch.device | None = None,
     show_progress: bool = False,
+    ids: Sequence[int] | None = None,
 ) -> AttackResult:
     """Search for realistic adversarial examples of ``model`` (latents (N, d) → logits (N, K), e.g. C∘G_c)
     around each start in ``z``, for each ε; return the re-checked witnesses and their costs.
 
     ``target=None`` is untargeted (any class other than the start's). With ``source``, only starts that
     ``model`` assigns to ``source`` are attacked. ``steps`` defaults to 16 (blackbox, whitebox) or 20 (pgd);
-    ``step_size`` is PGD's step as a multiple of ε/steps.
+    ``step_size`` is PGD's step as a multiple of ε/steps. ``ids`` (default 0..N − 1) number the starts for
+    their random streams: a shard of a larger run passes the starts' places in it, and finds what the whole run
+    finds for them.
     """
     if method not in METHODS:
         raise GenrobustError(f"unknown attack method {method!r}; choose one of {', '.join(METHODS)}")
@@ -455,6 +461,9 @@ def attack_latents(
     if target is not None:
         eligible &= pred != target
     n, d = z.shape
+    ids = list(range(n)) if ids is None else [int(i) for i in ids]
+    if len(ids) != n:
+        raise GenrobustError(f"{len(ids)} ids for {n} starts")
     n_eps = len(eps_values)
     success = torch.zeros(n, n_eps, dtype=torch.bool)
     z_adv = torch.full((n, n_eps, d), math.nan)
@@ -476,7 +485,7 @@ def attack_latents(
             z0 = z[idx]
             lo, hi = box_bounds(z0, eps_t)
             rows = _Rows(
-                z0=z0, y=pred[idx], eps=eps_t, seeds=[sub_seed(seed, i, e) for i, e in chunk], lo=lo, hi=hi,
+                z0=z0, y=pred[idx], eps=eps_t, seeds=[sub_seed(seed, ids[i], e) for i, e in chunk], lo=lo, hi=hi,
                 found=torch.zeros(len(chunk), dtype=torch.bool, device=dev), z_adv=z0.clone(),
                 queries=torch.zeros(len(chunk), dtype=torch.long, device=dev),
                 when=torch.full((len(chunk),), math.nan, dtype=torch.float64, device=dev),
@@ -551,12 +560,19 @@ def realistic_adversarial(
     rows_per_chunk: int = 256,
     device: str | torch.device | None = None,
     show_progress: bool = False,
+    executor: Any = None,
+    shard_size: int = 64,
+    journal: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> AttackResult:
     """Realistic adversarial examples of ``classifier`` on images of class ``source`` drawn by ``generators``.
 
     The starts are the first ``n_starts`` latents of ``source`` for ``seed`` (the same ones global
     correctness samples), or ``z``; only starts classified as ``source`` are attacked. The search options
-    are those of :func:`attack_latents`.
+    are those of :func:`attack_latents`. ``executor`` runs shards of ``shard_size`` starts elsewhere (a
+    ``concurrent.futures`` executor, a Dask ``distributed.Client``, or :func:`genrobust.execute.open_workers`'s
+    choice) with the same examples as one call (their timings aside); ``journal`` and ``resume`` as for
+    :func:`genrobust.estimate.global_correctness`.
     """
     if not isinstance(generators, GeneratorFamily):
         raise GenrobustError("generators must be a GeneratorFamily (see load_generators)")
@@ -574,12 +590,81 @@ def realistic_adversarial(
         if n_starts < 1:
             raise GenrobustError(f"n_starts must be ≥ 1, got {n_starts}")
         z = latents(seed, source, n_starts, generators.latent_dim)
-    model = Composed(classifier, generators[source])
-    return attack_latents(
-        model, z, eps=eps, method=method, target=target, source=source, seed=seed, steps=steps,
-        directions=directions, restarts=restarts, step_size=step_size, batch_size=batch_size,
-        rows_per_chunk=rows_per_chunk, device=dev, show_progress=show_progress,
+    elif not isinstance(z, torch.Tensor) or z.ndim != 2 or not z.is_floating_point():
+        raise GenrobustError(
+            f"starting latents must be a float tensor of shape (N, latent_dim), got {getattr(z, 'shape', z)}"
+        )
+    kwargs = {"eps": eps, "method": method, "target": target, "source": source, "seed": seed, "steps": steps,
+              "directions": directions, "restarts": restarts, "step_size": step_size, "batch_size": batch_size,
+              "rows_per_chunk": rows_per_chunk}  # fmt: skip
+    task = _AttackShard(Composed(classifier, generators[source]), z.detach().cpu(), dev, kwargs)
+    if executor is None and journal is None and not resume:  # one call: one progress bar over its rows
+        return task.run(list(range(len(z))), show_progress)
+    header = {"kind": "attack", "starts": len(z), "shard": shard_size, "options": kwargs,
+              "z": content_hash(task.z), "models": {"model": task.model.key}}  # fmt: skip
+    with open_journal(journal, header, resume) as log:
+        runs = run_classes(
+            [source],
+            generators.latent_dim,
+            task,
+            n=len(z),
+            seed=seed,
+            chunk=shard_size,
+            desc=f"{method} attack",
+            show_progress=show_progress,
+            executor=executor,
+            journal=log,
+        )
+    parts = runs[0].parts
+    cat = torch.cat
+    return AttackResult(
+        method=method, eps=parts[0].eps, target=target, z=cat([p.z for p in parts]),
+        pred=cat([p.pred for p in parts]), conf=cat([p.conf for p in parts]),
+        eligible=cat([p.eligible for p in parts]), success=cat([p.success for p in parts]),
+        z_adv=cat([p.z_adv for p in parts]), pred_adv=cat([p.pred_adv for p in parts]),
+        conf_adv=cat([p.conf_adv for p in parts]), queries=cat([p.queries for p in parts]),
+        found_seconds=cat([p.found_seconds for p in parts]), seconds=runs[0].seconds,
+        rejected=sum(p.rejected for p in parts), params=parts[0].params,
     )  # fmt: skip
+
+
+#: AttackResult's per-start tensors, in the order a journal line holds them
+_ATTACK_TENSORS = ("z", "pred", "conf", "eligible", "success", "z_adv", "pred_adv", "conf_adv", "queries",
+                   "found_seconds")  # fmt: skip
+
+
+class _AttackShard:
+    """The attack on a shard of starts (their places ``ids`` in the run). A picklable task (see
+    :mod:`genrobust.execute`): the composed model travels by content and is built once per worker."""
+
+    def __init__(self, model: nn.Module, z: torch.Tensor, device: torch.device, kwargs: dict[str, Any]) -> None:
+        self.model, self.z, self.kwargs = Shipped(model), z, kwargs
+        self.device = str(device) if device.type == "cpu" else "auto"  # a worker picks its own accelerator
+
+    def run(self, ids: list[int], show_progress: bool = False) -> AttackResult:
+        dev = resolve_device(self.device)
+        return attack_latents(self.model.get(dev), self.z[ids], ids=ids, device=dev, show_progress=show_progress,
+                              **self.kwargs)  # fmt: skip
+
+    def __call__(self, c: int, z: torch.Tensor, ids: list[int]) -> AttackResult:
+        return self.run(ids)  # the starts are the task's own (the caller's z or the class's latents)
+
+    @staticmethod
+    def encode(part: AttackResult) -> dict[str, Any]:
+        return {**{k: encode_tensor(getattr(part, k)) for k in _ATTACK_TENSORS}, "eps": part.eps,
+                "seconds": part.seconds, "rejected": part.rejected, "params": part.params}  # fmt: skip
+
+    def decode(self, obj: dict[str, Any], shard: tuple[int, int, int]) -> AttackResult:
+        tensors = {k: decode_tensor(obj[k]) for k in _ATTACK_TENSORS}
+        return AttackResult(
+            method=self.kwargs["method"],
+            eps=obj["eps"],
+            target=self.kwargs["target"],
+            seconds=obj["seconds"],
+            rejected=obj["rejected"],
+            params=obj["params"],
+            **tensors,
+        )
 
 
 def pgd_in_boxes(

@@ -18,10 +18,12 @@ from torch import nn
 
 from .compose import check_compatible
 from .errors import GenrobustError
+from .execute import ClassTask, Shipped
+from .journal import open_journal
 from .models.generators import GeneratorFamily, module_device
 from .models.layout import inference_copy
 from .runtime import resolve_device, write_atomic
-from .sampling import BLOCK, check_classes, check_estimate_args, latent_block, latents, run_classes
+from .sampling import BLOCK, check_classes, check_estimate_args, latent_block, latent_range, latents, run_classes
 from .stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 
 __all__ = [
@@ -50,6 +52,9 @@ class ClassEstimate:
     verdict: str  # holds / fails / undecided (P ≥ 1 − δ?)
     confident: dict[str, float] = field(default_factory=dict)  # share correct with softmax confidence > level
     decided_at: int | None = None  # sequential mode: samples used when the verdict became certain
+    # samples computed: n, or in sequential mode up to the shard that decided, plus any shards a pool had in
+    # flight past it (discarded: they cost time, not the answer, and depend on the executor)
+    spent: int | None = None
 
 
 def alone_note(failing: list, familywise: list, m: int) -> str:
@@ -68,6 +73,54 @@ class _Chunk:
     pred: torch.Tensor
     conf: torch.Tensor
     ok: np.ndarray
+
+
+class _CorrectnessShard(ClassTask):
+    """Global correctness's work on one shard: is C(G_c(z)) = c, and how confident is C. A picklable task (see
+    :mod:`genrobust.execute`): the models travel by content and are built once per worker."""
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        generators: GeneratorFamily,
+        classes: list[int],
+        device: torch.device,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        self.classifier = Shipped(classifier)
+        self.generators = {c: Shipped(generators[c]) for c in classes}
+        self.device = str(device) if device.type == "cpu" else "auto"  # a worker picks its own accelerator
+        self.batch_size, self.seed, self.latent_dim = batch_size, seed, generators.latent_dim
+
+    def __call__(self, c: int, z: torch.Tensor, ids: list[int]) -> _Chunk:
+        dev = resolve_device(self.device)
+        classifier, generator = self.classifier.get(dev), self.generators[c].get(dev)
+        dev = module_device(generator)
+        preds, confs = [], []
+        with torch.no_grad():
+            for lo in range(0, len(z), self.batch_size):
+                images = generator(z[lo : lo + self.batch_size].to(dev))
+                if not torch.isfinite(images).all():
+                    raise GenrobustError(f"the generator of class {c} returned NaN or infinite pixels")
+                logits = classifier(images)
+                if not torch.isfinite(logits).all():
+                    raise GenrobustError(f"the classifier returned NaN or infinite logits on class {c}")
+                conf, pred = torch.softmax(logits.double(), 1).max(1)
+                preds.append(pred.cpu())
+                confs.append(conf.cpu())
+        pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+        conf = torch.cat(confs) if confs else torch.empty(0, dtype=torch.float64)
+        return _Chunk(z, pred, conf, (pred == c).numpy())
+
+    @staticmethod
+    def encode(part: _Chunk) -> dict[str, Any]:  # the latents are the seed's: drawn again, not written
+        return {"pred": part.pred.tolist(), "conf": part.conf.tolist(), "ok": part.ok.tolist()}
+
+    def decode(self, obj: dict[str, Any], shard: tuple[int, int, int]) -> _Chunk:
+        z = latent_range(self.seed, *shard, self.latent_dim)
+        conf = torch.tensor(obj["conf"], dtype=torch.float64)
+        return _Chunk(z, torch.tensor(obj["pred"], dtype=torch.long), conf, np.asarray(obj["ok"], dtype=bool))
 
 
 @dataclass
@@ -221,14 +274,27 @@ def global_correctness(
     sequential: bool = False,
     keep_outliers: int = 64,  # misclassified samples kept per class
     show_progress: bool = False,
+    executor: Any = None,
+    shard_size: int = BLOCK,
+    journal: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> CorrectnessResult:
     """Estimate P_z[C(G_c(z)) = c] for each class with n samples (Definition 1 of the paper).
 
     ``sequential=True`` stops a class as soon as the anytime-valid test decides P ≥ 1 − δ either way
     (error ≤ 1 − confidence at any stopping time); ``n`` is then the budget. The Clopper–Pearson interval
     reported beside a sequential verdict describes the samples used and is not adjusted for early stopping.
+
+    ``executor`` runs the shards (``shard_size`` samples each, a block: a sequential class stops after the shard
+    in which its test decides, counting exactly the samples up to the decision) elsewhere: a
+    ``concurrent.futures`` executor, a Dask ``distributed.Client``, or :func:`genrobust.execute.open_workers`'s
+    choice; the answer is the same. With
+    ``journal`` (a file path) every finished shard is recorded there, and ``resume=True`` continues the run that
+    wrote it (same arguments and models, or it is refused).
     """
-    check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, batch_size=batch_size)
+    check_estimate_args(
+        n=n, delta=delta, confidence=confidence, seed=seed, batch_size=batch_size, shard_size=shard_size
+    )
     dev = resolve_device(device)
     # copies, once: the caller's models keep their device and modes (inference_copy may return the model itself)
     fast = inference_copy(classifier)
@@ -237,25 +303,19 @@ def global_correctness(
     check_compatible(classifier, generators, dev)
     wanted = check_classes(classes, len(generators))
 
-    def outcome(c: int, z: torch.Tensor, ids: list[int]) -> _Chunk:
-        with torch.no_grad():
-            images = generators[c](z.to(dev))
-            if not torch.isfinite(images).all():
-                raise GenrobustError(f"the generator of class {c} returned NaN or infinite pixels")
-            logits = classifier(images)
-            if not torch.isfinite(logits).all():
-                raise GenrobustError(f"the classifier returned NaN or infinite logits on class {c}")
-            conf, pred = torch.softmax(logits.double(), 1).max(1)
-        return _Chunk(z, pred.cpu(), conf.cpu(), (pred == c).cpu().numpy())
-
+    task = _CorrectnessShard(classifier, generators, wanted, dev, batch_size, seed)
     tests = {c: SequentialTest(delta=delta, alpha=1 - confidence) for c in wanted} if sequential else {}
 
     def stop_rule(c: int):
         return lambda part: tests[c].update(part.ok) != UNDECIDED
 
-    runs = run_classes(wanted, generators.latent_dim, outcome, n=n, seed=seed, chunk=batch_size,
-                       stop_rule=stop_rule if sequential else None, desc="correctness",
-                       show_progress=show_progress)  # fmt: skip
+    header = {"kind": "correctness", "n": n, "seed": seed, "shard": shard_size, "sequential": sequential,
+              "delta": delta, "confidence": confidence, "classes": wanted,
+              "models": {"classifier": task.classifier.key, "generators": task.generator_keys()}}  # fmt: skip
+    with open_journal(journal, header, resume) as log:
+        runs = run_classes(wanted, generators.latent_dim, task, n=n, seed=seed, chunk=shard_size,
+                           stop_rule=stop_rule if sequential else None, desc="correctness",
+                           show_progress=show_progress, executor=executor, journal=log)  # fmt: skip
     estimates, outliers = [], []
     for run in runs:
         c, test = run.cls, tests.get(run.cls)
@@ -279,6 +339,7 @@ def global_correctness(
                 verdict=test.decision if test is not None else share.verdict(delta),
                 confident={f"{q:.2f}": int(((pred == c) & (conf > q)).sum()) / used for q in PROFILE_LEVELS},
                 decided_at=test.decided_at if test is not None else None,
+                spent=run.spent,
             )
         )
     return CorrectnessResult(delta, confidence, seed, estimates, outliers, generators)

@@ -35,11 +35,12 @@ def sub_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def progress(total: int, desc: str, enabled: bool, initial: int = 0):
+def progress(total: int, desc: str, enabled: bool, initial: int = 0, unit: str = "it"):
     """A tqdm bar on stderr (disabled unless asked: library calls print nothing by default)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, initial=initial, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, initial=initial, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                unit=unit)  # fmt: skip
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:

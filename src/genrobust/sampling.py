@@ -1,24 +1,30 @@
-"""The Monte Carlo loop that global correctness and global robustness share: seeded latent blocks per class, fed
-chunk by chunk to an *outcome function*, with an optional stopping rule (a sequential test) per class.
+"""The one Monte Carlo loop that every estimate shares (correctness, robustness, attacks over many starts, the
+tables): seeded latents per class, cut into *shards* (class, first sample, one past the last) that an *outcome
+task* turns into outcomes, with an optional stopping rule (a sequential test) per class.
 
 Latents come in fixed blocks of :data:`BLOCK` drawn from per-(seed, class, block) streams, so the samples — and
-hence the counts — do not depend on the chunk size used to evaluate them, and the same seed gives the same
-centres to every estimate (correctness, robustness, attacks). Any block can be computed on another device or
-machine.
+hence the counts — do not depend on the shard size used to evaluate them, and the same seed gives the same
+centres to every estimate. A shard draws its own latents from the seed, so it can run anywhere: in this process,
+a local pool or a Dask cluster (:mod:`genrobust.execute`), with its outcome journaled (:mod:`genrobust.journal`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import numbers
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 
 from .errors import GenrobustError
 from .runtime import progress, sub_seed
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 BLOCK = 1024
 
@@ -70,14 +76,45 @@ def latents(seed: int, cls: int, n: int, latent_dim: int) -> torch.Tensor:
     return torch.cat(blocks)[:n] if blocks else torch.empty(0, latent_dim)
 
 
+def latent_range(seed: int, cls: int, lo: int, hi: int, latent_dim: int) -> torch.Tensor:
+    """Latents lo..hi − 1 of class ``cls`` for ``seed``: the same rows as ``latents(...)[lo:hi]``, drawing only the
+    blocks they lie in (a shard deep into a run does not draw the blocks before it)."""
+    if hi <= lo:
+        return torch.empty(0, latent_dim)
+    first, last = lo // BLOCK, (hi - 1) // BLOCK
+    z = torch.cat([latent_block(seed, cls, b, latent_dim) for b in range(first, last + 1)])
+    return z[lo - first * BLOCK : hi - first * BLOCK]
+
+
 @dataclass
 class ClassRun(Generic[T]):
-    """One class's chunk outcomes, in sample order, and the wall time they took."""
+    """One class's shard outcomes, in sample order, and what they cost."""
 
     cls: int
     parts: list[T] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the seconds its shards took (summed over workers; for one worker, its wall time)
     stopped: bool = False  # the stop rule ended the class before its n samples
+    spent: int = 0  # samples computed, with shards already in flight past a stop (discarded, but paid for)
+
+
+def run_shard(
+    outcome: Outcome[T], seed: int, cls: int, lo: int, hi: int, latent_dim: int, threads: int
+) -> tuple[T, float]:
+    """One shard, wherever it runs: class ``cls``'s samples lo..hi − 1 of ``seed`` through ``outcome``, on
+    ``threads`` torch threads (the process's own setting back afterwards)."""
+    t0 = time.perf_counter()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        z = latent_range(seed, cls, lo, hi, latent_dim)
+        part = outcome(cls, z, list(range(lo, hi)))
+    finally:
+        torch.set_num_threads(before)
+    return part, time.perf_counter() - t0
+
+
+#: how many times the shards in flight are resubmitted after the local pool broke (a worker process died)
+RETRIES = 3
 
 
 def run_classes(
@@ -92,34 +129,114 @@ def run_classes(
     stop_rule: Callable[[int], StopRule[T]] | None = None,
     desc: str = "samples",
     show_progress: bool = False,
+    unit: str = "samples",
+    executor: Any = None,
+    journal: Journal | None = None,
 ) -> list[ClassRun[T]]:
     """Feed each class's first ``n`` latents of ``seed`` (from index ``start`` on: the rest of a run that
-    stopped there), ``chunk`` at a time, to ``outcome``.
+    stopped there), in shards of ``chunk``, to ``outcome``, on ``executor`` (:func:`genrobust.execute.open_workers`:
+    by default in this process, one shard at a time).
 
-    ``stop_rule(c)`` makes class c's stopping rule (e.g. a sequential test fed with the chunk's outcomes):
-    the class ends after the first chunk for which it returns True. The chunk size changes only where a
+    A shard is (class, first sample, one past the last); its outcome depends on nothing else, so the answer is the
+    same whatever runs it. With a pool, about twice as many shards as workers are in flight, and each class's
+    outcomes are taken in sample order: ``stop_rule(c)`` (e.g. a sequential test) sees them exactly as it would in
+    one process, the class ends after the first shard for which it returns True, and shards already in flight
+    past that point are discarded (counted in :attr:`ClassRun.spent`). The chunk size changes only where a
     sequential run may stop, never the samples: they are the same blocks whatever ``chunk`` is.
+
+    Off the caller's process, ``outcome.for_class(c)`` (where the outcome has it) is what class c's shards carry:
+    a task with that class's generator only.
+
+    With a ``journal`` every shard taken is written to it (``outcome.encode``) before the next is counted, and
+    the shards it already holds are read back (``outcome.decode(obj, shard)``) instead of run: a killed run
+    resumes where it stopped.
     """
     if not isinstance(start, numbers.Integral) or not 0 <= start < n:
         raise GenrobustError(f"start must be in 0..n − 1 = {n - 1}, got {start}")
-    runs: list[ClassRun[T]] = []
-    bar = progress((n - start) * len(classes), desc, show_progress)
-    try:
+    from .execute import open_workers
+
+    workers = open_workers(executor)
+    plan = {c: [(c, lo, min(n, lo + chunk)) for lo in range(start, n, chunk)] for c in classes}
+    runs = {c: ClassRun[T](c) for c in classes}
+    rules = {c: stop_rule(c) if stop_rule is not None else None for c in classes}
+    finished: dict[tuple[int, int, int], tuple[T, float, bool]] = {}  # shard → (outcome, seconds, from the journal)
+    if journal is not None:
+        known = {key for keys in plan.values() for key in keys}
+        for key, (secs, obj) in journal.done.items():
+            if key not in known:
+                raise GenrobustError(f"{journal.path}: shard {key} is not part of this run (another chunk size?)")
+            finished[key] = (outcome.decode(obj, key), secs, True)  # type: ignore[attr-defined]
+    next_taken = dict.fromkeys(classes, 0)  # index into plan[c] of the next shard to take
+    queue = [key for c in classes for key in plan[c] if key not in finished]
+    queue.reverse()  # popped from the end: in order
+    inflight: dict[cf.Future, tuple[int, int, int]] = {}
+    window = 1 if workers.inline else 2 * workers.count
+    bar = progress((n - start) * len(classes), desc, show_progress, unit=f" {unit}")
+    bar.set_postfix_str(workers.where)  # one bar over every shard: samples (balls) per second, and on what
+    retries = 0
+
+    def take() -> None:
+        """Hand each class its finished shards in sample order, through its stop rule and into the journal."""
         for c in classes:
-            run: ClassRun[T] = ClassRun(c)
-            t0 = time.perf_counter()
-            z_all = latents(seed, c, n, latent_dim)
-            rule = stop_rule(c) if stop_rule is not None else None
-            for lo in range(start, n, chunk):
-                ids = list(range(lo, min(n, lo + chunk)))
-                part = outcome(c, z_all[lo : lo + len(ids)], ids)
+            run, keys = runs[c], plan[c]
+            while not run.stopped and next_taken[c] < len(keys) and keys[next_taken[c]] in finished:
+                key = keys[next_taken[c]]
+                part, secs, replayed = finished.pop(key)
+                if journal is not None and not replayed:
+                    journal.append(key, secs, outcome.encode(part))  # type: ignore[attr-defined]
                 run.parts.append(part)
-                bar.update(len(ids))
-                if rule is not None and rule(part):
+                run.seconds += secs
+                run.spent += key[2] - key[1]
+                next_taken[c] += 1
+                bar.update(key[2] - key[1])
+                if rules[c] is not None and rules[c](part):
                     run.stopped = True
+                    skipped = sum(hi - lo for _, lo, hi in keys[next_taken[c] :])
+                    bar.total -= skipped
+                    bar.refresh()
+
+    payloads: dict[int, Any] = {}
+
+    def submit(key: tuple[int, int, int]) -> None:
+        c = key[0]
+        if c not in payloads:  # what travels: the class's part of the task only, sent to a cluster once
+            task = outcome if workers.inline else getattr(outcome, "for_class", lambda c: outcome)(c)
+            payloads[c] = task if workers.inline else workers.share(task)
+        inflight[workers.executor.submit(run_shard, payloads[c], seed, *key, latent_dim, workers.threads)] = key
+
+    try:
+        take()  # the journal's shards first: a class they already decided needs nothing more
+        while queue or inflight:
+            while queue and len(inflight) < window:
+                key = queue.pop()
+                if not runs[key[0]].stopped:
+                    submit(key)
+            if not inflight:
+                break
+            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                key = inflight.pop(future)
+                try:
+                    part, secs = future.result()
+                except BrokenProcessPool:
+                    retries += 1
+                    if retries > RETRIES:
+                        raise GenrobustError(f"a worker process died {retries} times; last on shard {key}") from None
+                    lost = [key, *inflight.values()]
+                    inflight.clear()
+                    workers.renew()
+                    for k in lost:
+                        submit(k)
                     break
-            run.seconds = time.perf_counter() - t0
-            runs.append(run)
+                if runs[key[0]].stopped:
+                    runs[key[0]].spent += key[2] - key[1]  # in flight past the stop: paid for, not counted
+                else:
+                    finished[key] = (part, secs, False)
+            take()
     finally:
+        for future in inflight:
+            future.cancel()
         bar.close()
-    return runs
+        if workers is not executor:
+            workers.close()
+    return [runs[c] for c in classes]

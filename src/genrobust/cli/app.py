@@ -67,6 +67,48 @@ def verify_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+WORKERS_OPTION = click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Run the shards on N local worker processes, one thread each (default: in this process).",
+)  # fmt: skip
+SCHEDULER_OPTION = click.option(
+    "--scheduler", envvar="GENROBUST_SCHEDULER", default=None,
+    help="Run the shards on a Dask cluster: its scheduler's address, tcp://HOST:PORT (default: $GENROBUST_SCHEDULER).",
+)  # fmt: skip
+
+
+def scale_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the shards run and how a killed run goes on: --workers, --scheduler, --resume."""
+    for option in reversed([
+        WORKERS_OPTION,
+        SCHEDULER_OPTION,
+        click.option("--resume", is_flag=True,
+                     help="Continue the killed run whose journal is in --out (same options and models)."),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def open_executor(workers: int | None, scheduler: str | None) -> Any:
+    """The run's :class:`~genrobust.execute.Workers` from --workers / --scheduler (a context manager)."""
+    from ..execute import open_workers
+
+    if workers is not None and scheduler:
+        raise click.UsageError("choose --workers (local processes) or --scheduler (a Dask cluster), not both")
+    return open_workers(workers=workers, scheduler=scheduler)
+
+
+def shard_setup(workers: int | None, scheduler: str | None, resume: bool, out: str | None) -> tuple[Any, Path | None]:
+    """The run's executor and its journal's path (OUT/journal.jsonl when there is an --out folder)."""
+    if resume and not out:
+        raise click.UsageError("--resume needs --out: the folder whose journal.jsonl the run continues")
+    return open_executor(workers, scheduler), Path(out) / JOURNAL if out else None
+
+
+#: the file in a result folder that records a run's finished shards
+JOURNAL = "journal.jsonl"
+
+
 def eps_and_classes(eps_text: str, classes: str | None) -> tuple[list[float], list[int] | None]:
     """--eps 0.01,0.03 and --classes 1,8 (None: all classes)."""
     try:

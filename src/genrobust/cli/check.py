@@ -15,6 +15,8 @@ from .app import (
     load_models,
     main,
     model_options,
+    scale_options,
+    shard_setup,
     verify_options,
 )
 
@@ -28,22 +30,30 @@ from .app import (
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--sequential", is_flag=True, help="Stop each class as soon as the anytime-valid test decides.")
 @DEVICE_OPTION
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and outliers.png.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for result.json, outliers.png and the run's journal.",
+)
+@scale_options
 @QUIET_OPTION
 @friendly_errors
 def correctness_cmd(
-    n: int, delta: float, confidence: float, seed: int,
-    batch_size: int, sequential: bool, device: str, out: str | None, quiet: bool, **models: str | None,
+    n: int, delta: float, confidence: float, seed: int, batch_size: int, sequential: bool, device: str,
+    out: str | None, workers: int | None, scheduler: str | None, resume: bool, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global correctness of a classifier against generators: per-class estimate, exact CI and δ verdict."""
 
     from ..estimate import global_correctness
 
-    res = global_correctness(
-        *load_models(**models), n=n, delta=delta,
-        confidence=confidence, seed=seed, batch_size=batch_size, device=device, sequential=sequential,
-        show_progress=not quiet,
-    )  # fmt: skip
+    executor, journal = shard_setup(workers, scheduler, resume, out)
+    with executor:
+        res = global_correctness(
+            *load_models(**models), n=n, delta=delta,
+            confidence=confidence, seed=seed, batch_size=batch_size, device=device, sequential=sequential,
+            show_progress=not quiet, executor=executor, journal=journal, resume=resume,
+        )  # fmt: skip
     click.echo(res.table())
     if out:
         files = ResultFolder(out)
@@ -66,14 +76,17 @@ def correctness_cmd(
 @click.option("--directions", type=int, default=10, show_default=True, help="blackbox: directions tried per step.")
 @click.option("--restarts", type=int, default=4, show_default=True, help="pgd: random restarts.")
 @DEVICE_OPTION
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result, pictures.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Folder for result, pictures and the run's journal."
+)
 @click.option("--show", type=int, default=16, show_default=True, help="Pairs drawn in pairs.png.")
+@scale_options
 @QUIET_OPTION
 @friendly_errors
 def attack_cmd(
     method: str, source: int, target: int | None, eps_text: str,
     starts: int, seed: int, steps: int | None, directions: int, restarts: int, device: str, out: str | None,
-    show: int, quiet: bool, **models: str | None,
+    show: int, workers: int | None, scheduler: str | None, resume: bool, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Realistic adversarial examples: ε-close latents whose images the classifier labels differently."""
 
@@ -85,10 +98,13 @@ def attack_cmd(
     except ValueError:
         raise click.BadParameter(f"not a list of numbers: {eps_text!r}", param_hint="--eps") from None
     clf, gens = load_models(**models)
-    res = realistic_adversarial(
-        clf, gens, source=source, target=target, eps=eps, method=method, n_starts=starts, seed=seed,
-        device=device, show_progress=not quiet, steps=steps, directions=directions, restarts=restarts,
-    )  # fmt: skip
+    executor, journal = shard_setup(workers, scheduler, resume, out)
+    with executor:
+        res = realistic_adversarial(
+            clf, gens, source=source, target=target, eps=eps, method=method, n_starts=starts, seed=seed,
+            device=device, show_progress=not quiet, steps=steps, directions=directions, restarts=restarts,
+            executor=executor, journal=journal, resume=resume,
+        )  # fmt: skip
     click.echo(res.table())
     if out:
         files = ResultFolder(out)
@@ -112,7 +128,12 @@ def attack_cmd(
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same centres as correctness.")
 @click.option("--sequential", is_flag=True, help="Stop each class once every ε is decided (anytime-valid).")
 @DEVICE_OPTION
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and pictures.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for result.json, pictures and the run's journal.",
+)
 @click.option("--show", type=int, default=16, show_default=True, help="Falsified pairs drawn in pairs.png.")
 @click.option("--give-up", "give_up", default="1.5", show_default=True,
               help="Do not split a ball whose whole-box bound is below −GIVE_UP × its centre's margin ('none': "
@@ -132,13 +153,14 @@ def attack_cmd(
 @click.option("--branch", type=click.Choice(["latent", "relu", "auto"]), default="latent", show_default=True,
               help="Split undecided boxes on latent dimensions, on the classifier's ReLUs (β-CROWN splits), or per "
                    "box on whichever the bound rates higher.")  # fmt: skip
+@scale_options
 @QUIET_OPTION
 @friendly_errors
 def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
     out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, branch: str,
-    quiet: bool, **models: str | None,
+    workers: int | None, scheduler: str | None, resume: bool, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
 
@@ -159,8 +181,11 @@ def robustness_cmd(
     options = VerifyOptions(bounds=BoundOptions(alpha_steps=alpha_steps), max_boxes=max_boxes,
                             max_seconds=max_seconds, split=split, give_up=rule, branch=branch,
                             mean_seconds=None if time_budget is None else time_budget / balls)  # fmt: skip
-    res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed, classes=wanted,
-                            sequential=sequential, options=options, device=device, show_progress=not quiet)  # fmt: skip
+    executor, journal = shard_setup(workers, scheduler, resume, out)
+    with executor:
+        res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed,
+                                classes=wanted, sequential=sequential, options=options, device=device,
+                                show_progress=not quiet, executor=executor, journal=journal, resume=resume)  # fmt: skip
     click.echo(res.table())
     if out:
         files = ResultFolder(out)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .app import friendly_errors, main
+from .app import DEVICE_OPTION, friendly_errors, main
 
 
 @main.group("rate")
@@ -25,14 +25,17 @@ def rate_group() -> None:
               help="Study folder: created on the first run, reopened (ratings kept) on the next.")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 opens the page to your network.")
 @click.option("--port", type=int, default=8000, show_default=True)
+@DEVICE_OPTION
 @friendly_errors
 def rate_serve(generators: str, generator_range: str | None, class_names: str | None, n: int, seed: int,
-               folder: str, host: str, port: int) -> None:  # fmt: skip
-    """Serve the rating page for a study folder (drawing its images first if it is new)."""
+               folder: str, host: str, port: int, device: str) -> None:  # fmt: skip
+    """Serve the rating page for a study folder (drawing its images first, on --device, if it is new)."""
     from ..models.zoo import load_generators
     from ..rating import create_study, make_rating_server, open_study
+    from ..runtime import resolve_device
     from .app import _numbers
 
+    dev = resolve_device(device)  # checked before anything is drawn or served
     if (Path(folder) / "study.json").exists():
         study = open_study(folder)
         click.echo(f"reopened {folder}: {study.n} images from {study.meta['generators'] or 'generators'} "
@@ -41,7 +44,7 @@ def rate_serve(generators: str, generator_range: str | None, class_names: str | 
         names = [s.strip() for s in class_names.split(",")] if class_names else None
         out_range = _numbers(generator_range, "--generator-range", 2)
         family = load_generators(generators, output_range=out_range, class_names=names)  # type: ignore[arg-type]
-        study = create_study(folder, family, n=n, seed=seed, source=generators)
+        study = create_study(folder, family.to(dev), n=n, seed=seed, source=generators)  # draws where the model is
         click.echo(f"drew {study.n} images into {folder}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: serving on {host}: anyone who can reach this machine can open the page and rate",
@@ -64,21 +67,24 @@ def rate_serve(generators: str, generator_range: str | None, class_names: str | 
 @click.argument("folder", type=click.Path(file_okay=False, exists=True))
 @click.option("--classifier", default=None, help="Also report this classifier's correctness on the same images.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON.")
+@DEVICE_OPTION
 @friendly_errors
-def rate_results(folder: str, classifier: str | None, json_file: str | None) -> None:
+def rate_results(folder: str, classifier: str | None, json_file: str | None, device: str) -> None:
     """The paper's summary of a study: identified, near-perfect, clearly identifiable, hard, rubbish; thresholds
     with intervals; Fleiss' κ; and a classifier's correctness on the same images."""
     import torch
 
     from ..models.zoo import load_classifier
     from ..rating import open_study, summarise
+    from ..runtime import resolve_device
 
+    dev = resolve_device(device)
     study = open_study(folder)
     predictions = None
     if classifier:
-        clf = load_classifier(classifier).eval()
+        clf = load_classifier(classifier).eval().to(dev)
         with torch.no_grad():
-            predictions = clf(study.images()).argmax(1).tolist()
+            predictions = clf(study.images().to(dev)).argmax(1).tolist()
     con = study.connect()
     try:
         summary = summarise(study, con, predictions)

@@ -7,8 +7,19 @@ from pathlib import Path
 import click
 
 from ..errors import GenrobustError
-from ..runtime import write_atomic
-from .app import DATA_DIR_OPTION, ResultFolder, eps_and_classes, friendly_errors, main, verify_options
+from ..runtime import resolve_device, write_atomic
+from .app import (
+    DATA_DIR_OPTION,
+    DEVICE_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
+    ResultFolder,
+    eps_and_classes,
+    friendly_errors,
+    main,
+    open_executor,
+    verify_options,
+)
 
 
 @main.group()
@@ -28,12 +39,15 @@ def reproduce() -> None:
 @click.option("--train-seeds", default="0", show_default=True,
               help="Training seeds of the classifiers, e.g. 0,1,2: one table each, and with several, "
               "OUT/correctness-table-DATASET-spread.{md,json} (how much the numbers move when retrained).")  # fmt: skip
+@WORKERS_OPTION
+@SCHEDULER_OPTION
 @DATA_DIR_OPTION
+@DEVICE_OPTION
 @click.option("--quiet", is_flag=True)
 @friendly_errors
 def reproduce_correctness_table(
     dataset: str, n: int, rows: str | None, work: str | None, out: str, seed: int, train_seeds: str,
-    data_dir: str | None, quiet: bool,
+    workers: int | None, scheduler: str | None, data_dir: str | None, device: str, quiet: bool,
 ) -> None:  # fmt: skip
     """The table of global correctness (classifiers × GANs); writes OUT/correctness-table-DATASET.{md,json}.
 
@@ -60,6 +74,7 @@ def reproduce_correctness_table(
         raise GenrobustError(f"--train-seeds needs distinct non-negative integers, got {train_seeds!r}")
     if n <= 0:
         raise GenrobustError(f"-n must be positive, got {n}")
+    dev = resolve_device(device)
     wanted_by_seed = {}
     for k in seeds:  # everything is checked before any training starts
         if rows is not None:
@@ -69,14 +84,17 @@ def reproduce_correctness_table(
         check_rows(wanted_by_seed[k], k)
     files = ResultFolder(out)  # made before any training: an unwritable --out fails at once
     tables = {}
-    for k in seeds:
-        plan = TablePlan(dataset, n, wanted_by_seed[k], Path(work) if work else cache_dir() / "reproduce", seed, k)
-        tables[k] = table = run_table(plan, data_dir=data_dir, show_progress=not quiet)
-        md = to_markdown(table, dataset, n)
-        stem = f"correctness-table-{dataset}" + (f"-train{k}" if k else "")
-        files.text(f"{stem}.md", md)
-        files.json(f"{stem}.json", table)
-        click.echo(md)
+    with open_executor(workers, scheduler) as executor:
+        for k in seeds:
+            plan = TablePlan(dataset, n, wanted_by_seed[k], Path(work) if work else cache_dir() / "reproduce", seed, k)
+            tables[k] = table = run_table(
+                plan, data_dir=data_dir, show_progress=not quiet, executor=executor, device=dev
+            )
+            md = to_markdown(table, dataset, n)
+            stem = f"correctness-table-{dataset}" + (f"-train{k}" if k else "")
+            files.text(f"{stem}.md", md)
+            files.json(f"{stem}.json", table)
+            click.echo(md)
     if len(seeds) > 1:
         spread = seed_spread(tables, dataset)
         md = seed_spread_markdown(spread, dataset)
@@ -99,14 +117,18 @@ def reproduce_correctness_table(
 @click.option("--train-seed", type=int, default=0, show_default=True,
               help="Training seed of the rows' classifiers (trained if missing, as in correctness-table).")  # fmt: skip
 @click.option("--save-every", type=int, default=10, show_default=True,
-              help="Balls checked between two saves of the per-row cache (a kill loses at most these).")  # fmt: skip
+              help="Balls per shard: a worker's unit of work, journaled as it finishes (a kill loses at most the "
+                   "shards in flight).")  # fmt: skip
+@WORKERS_OPTION
+@SCHEDULER_OPTION
 @DATA_DIR_OPTION
+@DEVICE_OPTION
 @click.option("--quiet", is_flag=True)
 @friendly_errors
 def reproduce_robustness_table(
     dataset: str, n: int, eps_text: str, rows: str | None, classes: str | None, work: str | None, out: str,
     seed: int, train_seed: int, save_every: int, max_boxes: int, max_seconds: float, split: str,
-    data_dir: str | None, quiet: bool,
+    workers: int | None, scheduler: str | None, data_dir: str | None, device: str, quiet: bool,
 ) -> None:  # fmt: skip
     """Global robustness of every table row against the standard GAN; writes OUT/robustness-table-DATASET.{md,json}."""
 
@@ -115,13 +137,15 @@ def reproduce_robustness_table(
     from ..experiments.robustness_table import RobustnessPlan, robustness_markdown, run_robustness_table
 
     eps, wanted = eps_and_classes(eps_text, classes)
+    dev = resolve_device(device)
     default_rows = [r for r in ALL_ROWS if r != BUILTIN_ROW or not train_seed]  # the shipped model has one seed
     plan = RobustnessPlan(
         dataset, n, [r.strip() for r in rows.split(",") if r.strip()] if rows else default_rows,
         Path(work) if work else cache_dir() / "reproduce", sorted(eps), seed, wanted, max_boxes, max_seconds, split,
         save_every, train_seed,
     )  # fmt: skip
-    table = run_robustness_table(plan, data_dir=data_dir, show_progress=not quiet)
+    with open_executor(workers, scheduler) as executor:
+        table = run_robustness_table(plan, data_dir=data_dir, show_progress=not quiet, executor=executor, device=dev)
     md = robustness_markdown(table, plan)
     stem = f"robustness-table-{dataset}" + (f"-train{train_seed}" if train_seed else "")
     files = ResultFolder(out)
@@ -139,9 +163,10 @@ def reproduce_robustness_table(
 @click.option("--work", type=click.Path(file_okay=False), default=None, help="Cache folder (default: the cache).")
 @click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
 @DATA_DIR_OPTION
+@DEVICE_OPTION
 @friendly_errors
 def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: str | None, out: str,
-                                data_dir: str | None) -> None:  # fmt: skip
+                                data_dir: str | None, device: str) -> None:  # fmt: skip
     """Precision, recall and Fréchet distance of the dataset's built-in generators, with the real test set as the
     reference row; writes OUT/generator-quality-DATASET.{md,json} (cached: a rerun reuses the result)."""
     import json
@@ -152,6 +177,7 @@ def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: s
     from ..experiments.generator_quality import assess_generators
     from ..models.zoo import load_classifier, load_generators
 
+    dev = resolve_device(device)
     cache = Path(work) if work else cache_dir() / "reproduce"
     cached = cache / dataset / f"generator-quality-n{n}-k{k}-seed{seed}.json"
     clf_name = f"{dataset}-small"
@@ -161,8 +187,9 @@ def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: s
     else:
         train, test = load_dataset(dataset, "train", data_dir=data_dir), load_dataset(dataset, "test",
                                                                                          data_dir=data_dir)  # fmt: skip
-        families = {name: load_generators(name) for name in GENERATORS[dataset]}
-        res = assess_generators(load_classifier(clf_name), families, train.tensors(), test.tensors(), n=n, k=k,
+        # the command's own models, on the device: the images and features are computed where the models are
+        families = {name: load_generators(name).to(dev) for name in GENERATORS[dataset]}
+        res = assess_generators(load_classifier(clf_name).to(dev), families, train.tensors(), test.tensors(), n=n, k=k,
                                 seed=seed, dataset=dataset, classifier_name=clf_name,
                                 class_names=train.class_names)  # fmt: skip
         data = res.to_dict()
@@ -191,9 +218,10 @@ def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: s
 @click.option("-n", "n", type=int, default=1000, show_default=True, help="Centres per class for continuity.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
+@DEVICE_OPTION
 @friendly_errors
 def reproduce_random_walk(dataset: str, cls: int, steps: int, step: float, eps_text: str, n: int, seed: int,
-                          out: str) -> None:  # fmt: skip
+                          out: str, device: str) -> None:  # fmt: skip
     """The random walk and the continuity of every built-in generator family of the dataset; writes
     OUT/random-walk-DATASET.{md,json} and OUT/images/random-walk-DATASET.{gif,png}, continuity-DATASET.png."""
     from ..experiments.correctness_table import GENERATORS
@@ -201,13 +229,14 @@ def reproduce_random_walk(dataset: str, cls: int, steps: int, step: float, eps_t
     from ..models.zoo import load_classifier, load_generators
     from .app import _numbers
 
-    clf = load_classifier(f"{dataset}-small").eval()
+    dev = resolve_device(device)
+    clf = load_classifier(f"{dataset}-small").eval().to(dev)  # the command's own models: the walk follows them
     eps = list(_numbers(eps_text, "--eps") or ())
     files = ResultFolder(out)
     (Path(out) / "images").mkdir(parents=True, exist_ok=True)
     data, text = {}, []
     for name in GENERATORS[dataset]:
-        gens = load_generators(name)
+        gens = load_generators(name).to(dev)
         names = list(gens.class_names)
         if name == GENERATORS[dataset][0]:
             _, images, probs = walk(clf, gens, cls, steps=steps, step=step, seed=seed)
@@ -242,10 +271,11 @@ def reproduce_random_walk(dataset: str, cls: int, steps: int, step: float, eps_t
 @click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated latents.")
 @DATA_DIR_OPTION
+@DEVICE_OPTION
 @click.option("--quiet", is_flag=True)
 @friendly_errors
 def reproduce_dependence(dataset: str, n: int, rows: str, gan_steps: int | None, work: str | None, out: str,
-                         seed: int, data_dir: str | None, quiet: bool) -> None:  # fmt: skip
+                         seed: int, data_dir: str | None, device: str, quiet: bool) -> None:  # fmt: skip
     """GANs on disjoint halves of the data (and a second GAN seed on one half) against several classifiers: do
     the halves give different correctness, beyond training noise? Writes OUT/dependence-DATASET.{md,json} and
     OUT/images/dependence-DATASET.png (the differences), dependence-samples-DATASET.png (what each GAN draws)."""
@@ -253,12 +283,13 @@ def reproduce_dependence(dataset: str, n: int, rows: str, gan_steps: int | None,
     from ..experiments import dependence as dep
     from ..models.zoo import load_generators
 
+    dev = resolve_device(device)
     plan = dep.DependencePlan(dataset, n, [r.strip() for r in rows.split(",") if r.strip()],
                               Path(work) if work else cache_dir() / "reproduce", seed, gan_steps)  # fmt: skip
-    table = dep.run_dependence(plan, data_dir=data_dir, show_progress=not quiet)
+    table = dep.run_dependence(plan, data_dir=data_dir, show_progress=not quiet, device=dev)
     names = list(load_generators(dep.GENERATORS[plan.classifier_dataset][0]).class_names)
-    families = dep.train_families(plan, data_dir=data_dir)  # trained above: loaded from their files
-    ov = dep.overlap_cached(plan, families, show_progress=not quiet)
+    families = dep.train_families(plan, data_dir=data_dir, device=dev)  # trained above: loaded from their files
+    ov = dep.overlap_cached(plan, families, show_progress=not quiet, device=dev)
     written = dep.save(table, plan, out, names, families=families, overlap_result=ov)
     click.echo(dep.dependence_markdown(table, plan, names, ov))
     click.echo(f"wrote {', '.join(written)} in {out}")

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import click
 
-from .app import DATA_DIR_OPTION, QUIET_OPTION, ResultFolder, friendly_errors, load_models, main, model_options
+from .app import (
+    DATA_DIR_OPTION,
+    DEVICE_OPTION,
+    QUIET_OPTION,
+    ResultFolder,
+    friendly_errors,
+    load_models,
+    main,
+    model_options,
+)
 
 
 @main.command("random-walk")
@@ -19,16 +28,20 @@ from .app import DATA_DIR_OPTION, QUIET_OPTION, ResultFolder, friendly_errors, l
 @click.option("-n", "n", type=int, default=200, show_default=True, help="Centres per class for the measure.")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Folder for walk.gif, walk.png, continuity.png, result.json.")  # fmt: skip
+@DEVICE_OPTION
 @QUIET_OPTION
 @friendly_errors
-def random_walk_cmd(cls: int, steps: int, step: float, seed: int, eps_text: str, n: int, out: str, quiet: bool,
-                    **models: str | None) -> None:  # fmt: skip
+def random_walk_cmd(cls: int, steps: int, step: float, seed: int, eps_text: str, n: int, out: str, device: str,
+                    quiet: bool, **models: str | None) -> None:  # fmt: skip
     """The paper's random walk in latent space (a GIF and the classifier's probabilities along it) and how
     much the images change, per class, for latent moves of each ε."""
     from ..experiments.random_walk import continuity, save_continuity_plot, save_walk_gif, save_walk_plot, walk
+    from ..runtime import resolve_device
     from .app import _numbers
 
+    dev = resolve_device(device)
     clf, gens = load_models(**models)
+    clf, gens = clf.to(dev), gens.to(dev)  # the command's own models: the walk and the measure follow their device
     if not 0 <= cls < len(gens):
         raise click.BadParameter(f"must be a class in 0..{len(gens) - 1}", param_hint="--class")
     eps = list(_numbers(eps_text, "--eps") or ())
@@ -63,20 +76,23 @@ def generators_group() -> None:
 @click.option("-k", "k", type=int, default=3, show_default=True, help="Neighbours defining the manifolds.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @DATA_DIR_OPTION
+@DEVICE_OPTION
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for result.json and table.md.")
 @friendly_errors
 def generators_assess(names: str, classifier: str | None, dataset: str, n: int, k: int, seed: int,
-                      data_dir: str | None, out: str | None) -> None:  # fmt: skip
+                      data_dir: str | None, device: str, out: str | None) -> None:  # fmt: skip
     """Precision and recall (k-NN manifolds) and Fréchet distance per class, in a classifier's feature space,
     with the real test set as the reference row."""
     from ..data import load_dataset
     from ..experiments.generator_quality import assess_generators
     from ..models.zoo import load_classifier, load_generators
+    from ..runtime import resolve_device
 
+    dev = resolve_device(device)
     clf_name = classifier or f"{dataset}-small"
-    clf = load_classifier(clf_name)
+    clf = load_classifier(clf_name).to(dev)  # the command's own models: the features follow their device
     train, test = load_dataset(dataset, "train", data_dir=data_dir), load_dataset(dataset, "test", data_dir=data_dir)
-    families = {name.strip(): load_generators(name.strip()) for name in names.split(",") if name.strip()}
+    families = {name.strip(): load_generators(name.strip()).to(dev) for name in names.split(",") if name.strip()}
     res = assess_generators(clf, families, train.tensors(), test.tensors(), n=n, k=k, seed=seed, dataset=dataset,
                             classifier_name=clf_name, class_names=train.class_names)  # fmt: skip
     click.echo(res.table())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .app import DATA_DIR_OPTION, eps_and_classes, friendly_errors, load_models, main, model_options
+from .app import DATA_DIR_OPTION, DEVICE_OPTION, eps_and_classes, friendly_errors, load_models, main, model_options
 
 
 @main.group("export")
@@ -40,6 +40,7 @@ def export_group() -> None:
     help="With --variation: latent box widths ε × the latent's spread per dimension (the default), or ε everywhere.",
 )
 @DATA_DIR_OPTION
+@DEVICE_OPTION
 @friendly_errors
 def export_vnnlib_cmd(
     eps_text: str,
@@ -52,13 +53,17 @@ def export_vnnlib_cmd(
     form: str | None,
     box: str | None,
     data_dir: str | None,
+    device: str,
     **models: str | None,
 ) -> None:
     """C∘G_c as ONNX per class and one VNN-LIB property per latent ball, with instances.csv, so that any
     competition verifier can answer the questions genrobust robustness asks. With --variation: classifier ∘
-    image-conditional generator, the thumbnail's inputs fixed, one property per test image and ε."""
+    image-conditional generator, the thumbnail's inputs fixed, one property per test image and ε (--device: where
+    the test images are encoded and labelled to pick the centres; the ONNX files are traced on the CPU)."""
+    from ..runtime import resolve_device
     from ..verify.vnnlib import export_instances, export_variation_instances
 
+    dev = resolve_device(device)  # checked here for both forms: only --variation runs the models
     eps, wanted = eps_and_classes(eps_text, classes)
     if n < 1 or any(not e > 0 for e in eps):
         raise click.BadParameter("-n must be ≥ 1 and every ε > 0")
@@ -77,7 +82,7 @@ def export_vnnlib_cmd(
 
         rows = export_variation_instances(
             load_classifier(models["classifier_name"] or "mnist-small"), load_variation(variation), eps=eps, n=n,
-            seed=seed, out=out, data_dir=data_dir, form=form, box=box, classes=wanted, timeout=timeout,
+            seed=seed, out=out, data_dir=data_dir, form=form, box=box, classes=wanted, timeout=timeout, device=dev,
         )  # fmt: skip
         click.echo(f"wrote {len(rows)} instances (one network) in {out}")
         return
@@ -106,26 +111,30 @@ def export_vnnlib_cmd(
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Result file in the competition's format (verdict, then the counterexample); with --instances "
                    "the results CSV (counterexamples beside it), resumed if it exists.")  # fmt: skip
+@DEVICE_OPTION
 @friendly_errors
 def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None, timeout_scale: float,
-                      max_boxes: int, max_seconds: float, seed: int, out_file: str | None) -> None:  # fmt: skip
+                      max_boxes: int, max_seconds: float, seed: int, out_file: str | None,
+                      device: str) -> None:  # fmt: skip
     """Answer a competition instance (MODEL PROPERTY) or a whole benchmark (--instances): sat (a counterexample,
     re-checked), unsat (certified) or unknown."""
     from pathlib import Path
 
     from ..models.zoo import load_classifier
+    from ..runtime import resolve_device
     from ..verify import VerifyOptions
     from ..verify.vnnlib import answer, parse_vnnlib, read_instances, run_instances
 
     if max_boxes < 1 or not max_seconds > 0:
         raise click.BadParameter("--max-boxes must be ≥ 1 and --max-seconds > 0")
+    dev = resolve_device(device)
     if instances is not None:
         if model or prop:
             raise click.UsageError("give either MODEL PROPERTY or --instances, not both")
         if not out_file:
             raise click.UsageError("--instances needs --out, the results CSV")
         rows = run_instances(instances, out_file, timeout_scale=timeout_scale, seed=seed,
-                             options=VerifyOptions(max_boxes=max_boxes), show_progress=True)  # fmt: skip
+                             options=VerifyOptions(max_boxes=max_boxes), show_progress=True, device=dev)  # fmt: skip
         expected = {(r["onnx"], r["vnnlib"]): r.get("expected", "") for r in read_instances(instances)}
         counts = {v: sum(r["result"] == v for r in rows) for v in ("unsat", "sat", "unknown", "error")}
         decisive = ("sat", "unsat")
@@ -143,8 +152,8 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
         raise click.UsageError("give MODEL and PROPERTY, or --instances")
     net = load_classifier(model)
     shape = getattr(net, "input_shape", None)
-    ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape,
-                 options=VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds), seed=seed)  # fmt: skip
+    ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape, seed=seed, device=dev,
+                 options=VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds))  # fmt: skip
     click.echo(ans.text().rstrip("\n"))
     if out_file:
         Path(out_file).write_text(ans.text())

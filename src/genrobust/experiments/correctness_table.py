@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data import load_dataset
 from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..models.zoo import load_classifier, load_generators, model_info
-from ..runtime import accuracy, write_atomic
+from ..runtime import accuracy, resolve_device, write_atomic
 from ..stats import clopper_pearson
 from ..train.classifier import ClassifierRecipe, train_classifier
 
@@ -99,10 +101,13 @@ def row_recipe(dataset: str, row: str, train_seed: int = 0) -> dict[str, Any]:
     return {**spec, "seed": train_seed} if train_seed else spec
 
 
-def _classifier(plan: TablePlan, row: str, data_dir: str | os.PathLike[str] | None, show_progress: bool):
+def _classifier(plan: TablePlan, row: str, data_dir: str | os.PathLike[str] | None, show_progress: bool,
+                device: str | torch.device | None = None):  # fmt: skip
+    """A row's classifier and where it came from: loaded, or trained on ``device`` if missing, and moved there
+    (None: trained where CUDA is available, returned on the CPU)."""
     if row == BUILTIN_ROW:
         name = BUILTIN_CLASSIFIERS[plan.dataset]
-        return load_classifier(name), f"built-in `{name}`"
+        return _on(load_classifier(name), device), f"built-in `{name}`"
     recipe = recipe_for(plan.dataset, row, plan.train_seed)
     out = plan.row_folder(row)
     path = out / "classifier.safetensors"
@@ -112,9 +117,14 @@ def _classifier(plan: TablePlan, row: str, data_dir: str | os.PathLike[str] | No
             stale.unlink()
         clf = None
     if clf is None:
-        train_classifier(recipe, out=out, data_dir=data_dir, show_progress=show_progress)
+        train_classifier(recipe, out=out, data_dir=data_dir, device=device, show_progress=show_progress)
         clf = load_classifier(path)
-    return clf, recipe.command(out)
+    return _on(clf, device), recipe.command(out)
+
+
+def _on(model: torch.nn.Module, device: str | torch.device | None) -> torch.nn.Module:
+    """A model this module loaded itself, moved to ``device`` (None: left where it is)."""
+    return model if device is None else model.to(resolve_device(device))
 
 
 def check_rows(rows: list[str], train_seed: int = 0) -> None:
@@ -127,9 +137,17 @@ def check_rows(rows: list[str], train_seed: int = 0) -> None:
 
 
 def run_table(
-    plan: TablePlan, *, data_dir: str | os.PathLike[str] | None = None, show_progress: bool = True
+    plan: TablePlan,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+    executor: Any = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Fill every cell of ``plan.rows`` not cached in ``plan.cache``; return the table of those rows.
+    ``executor`` runs each cell's shards (see :func:`~genrobust.estimate.global_correctness`); a cell is
+    written to the cache, atomically, as soon as it is done, so a kill loses at most the cells in progress.
+    ``device``: where missing classifiers train and the cells are computed (None: CUDA when available).
 
     The cache keeps rows of earlier runs too; only the rows asked for are checked against their recipe and
     returned.
@@ -155,7 +173,7 @@ def run_table(
             entry = table[row] = {"recipe": recipe}  # a cached row of another recipe is stale
         if all(g in entry for g in gens) and "test_accuracy" in entry:
             continue
-        clf, source = _classifier(plan, row, data_dir, show_progress)
+        clf, source = _classifier(plan, row, data_dir, show_progress, device)
         entry["source"] = source
         meta = getattr(clf, "genrobust_meta", {})
         if meta.get("test_set") == f"{plan.dataset} test ({len(test)} images)" and "test_accuracy" in meta:
@@ -166,8 +184,8 @@ def run_table(
         for name, family in gens.items():
             if name in entry:
                 continue
-            res = global_correctness(clf, family, n=plan.n, seed=plan.seed, confidence=0.95,
-                                     show_progress=show_progress)  # fmt: skip
+            res = global_correctness(clf, family, n=plan.n, seed=plan.seed, confidence=0.95, device=device,
+                                     show_progress=show_progress, executor=executor)  # fmt: skip
             w = res.worst
             entry[name] = {
                 "mean": res.mean,

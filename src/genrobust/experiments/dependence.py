@@ -67,8 +67,10 @@ class DependencePlan:
         return self.folder / f"gan-{name}"
 
 
-def train_families(plan: DependencePlan, *, data_dir=None, show_progress: bool = False) -> dict[str, GeneratorFamily]:
-    """The three families, trained with the dataset's built-in GAN recipe (resumable: rerun to continue)."""
+def train_families(plan: DependencePlan, *, data_dir=None, show_progress: bool = False,
+                   device: str | torch.device | None = None) -> dict[str, GeneratorFamily]:  # fmt: skip
+    """The three families, trained with the dataset's built-in GAN recipe (resumable: rerun to continue), on
+    ``device`` where they are missing (None: CUDA when available)."""
     from ..train.gan import GANRecipe, train_gan
 
     base = model_info(GENERATORS[plan.classifier_dataset][0])["recipe"]
@@ -84,16 +86,18 @@ def train_families(plan: DependencePlan, *, data_dir=None, show_progress: bool =
             if fam.genrobust_meta.get("recipe") == recipe.to_dict():
                 out[name] = fam
                 continue
-        out[name] = train_gan(recipe, out=folder, data_dir=data_dir, show_progress=show_progress)[0]
+        out[name] = train_gan(recipe, out=folder, data_dir=data_dir, device=device, show_progress=show_progress)[0]
     return out
 
 
-def run_dependence(plan: DependencePlan, *, data_dir=None, show_progress: bool = False) -> dict[str, Any]:
-    """Train what is missing, check every (row, family) cell not cached; return {row: {family: per-class counts}}."""
+def run_dependence(plan: DependencePlan, *, data_dir=None, show_progress: bool = False,
+                   device: str | torch.device | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train what is missing, check every (row, family) cell not cached; return {row: {family: per-class counts}}.
+    ``device``: where the GANs and classifiers train and the cells are computed (None: CUDA when available)."""
     check_rows(plan.rows)
     if not isinstance(plan.n, int) or plan.n <= 0:
         raise GenrobustError(f"n must be a positive integer, got {plan.n!r}")
-    families = train_families(plan, data_dir=data_dir, show_progress=show_progress)
+    families = train_families(plan, data_dir=data_dir, show_progress=show_progress, device=device)
     cache = plan.cache
     table: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
     table_plan = TablePlan(plan.classifier_dataset, plan.n, plan.rows, plan.work)
@@ -101,11 +105,11 @@ def run_dependence(plan: DependencePlan, *, data_dir=None, show_progress: bool =
         entry = table.setdefault(row, {})
         if all(name in entry for name in families):
             continue
-        clf, entry["source"] = _classifier(table_plan, row, data_dir, show_progress)
+        clf, entry["source"] = _classifier(table_plan, row, data_dir, show_progress, device)
         for name, fam in families.items():
             if name in entry:
                 continue
-            res = global_correctness(clf, fam, n=plan.n, seed=plan.seed, show_progress=show_progress)
+            res = global_correctness(clf, fam, n=plan.n, seed=plan.seed, device=device, show_progress=show_progress)
             entry[name] = {"correct": [c.correct for c in res.classes], "n": [c.n for c in res.classes],
                            "mean": res.mean}  # fmt: skip
             write_atomic(cache, json.dumps(table, indent=2))  # every finished cell survives a kill
@@ -113,17 +117,25 @@ def run_dependence(plan: DependencePlan, *, data_dir=None, show_progress: bool =
 
 
 def overlap(families: dict[str, GeneratorFamily], classifier: torch.nn.Module, *, n: int = 1000, k: int = 3,
-            seed: int = 0, show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
+            seed: int = 0, show_progress: bool = False,
+            device: str | torch.device | None = None) -> dict[str, Any]:  # fmt: skip
     """Do two GANs draw the same part of a class? Per class, the share of each family's images that fall inside
     half a's k-nearest-neighbour manifold (the improved precision of Kynkäänniemi et al. with half a's images
     as the reference), in the classifier's feature space. The reference value is a second, independent sample
     of half a itself (``half-a`` below): what a GAN identical to half a would score. A family far below it
-    draws another slice of the class, so the classifier is judged on other images."""
-    from ..runtime import progress, sub_seed
+    draws another slice of the class, so the classifier is judged on other images. ``device``: where copies of
+    the models draw and embed the images (None: where the models are)."""
+    import copy
+
+    from ..runtime import progress, resolve_device, sub_seed
     from .generator_quality import features, precision_recall
 
     if n <= k:
         raise GenrobustError(f"overlap needs more than k = {k} images per class, got n = {n}")
+    if device is not None:  # copies: the caller's models stay where they are
+        dev = resolve_device(device)
+        classifier = copy.deepcopy(classifier).to(dev)
+        families = {name: copy.deepcopy(fam).to(dev) for name, fam in families.items()}
     ref_name = next(iter(families))
     num_classes = families[ref_name].num_classes
     classes = []
@@ -145,7 +157,8 @@ def overlap(families: dict[str, GeneratorFamily], classifier: torch.nn.Module, *
 
 
 def overlap_cached(plan: DependencePlan, families: dict[str, GeneratorFamily], n: int = 1000, k: int = 3,
-                   show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
+                   show_progress: bool = False,
+                   device: str | torch.device | None = None) -> dict[str, Any]:  # fmt: skip
     """:func:`overlap` with the dataset's built-in classifier as the feature extractor, cached beside the cells.
     Its sample is ``n`` images per class, or the study's own n if smaller (but always more than k)."""
     from ..experiments.correctness_table import BUILTIN_CLASSIFIERS
@@ -158,7 +171,9 @@ def overlap_cached(plan: DependencePlan, families: dict[str, GeneratorFamily], n
     name = BUILTIN_CLASSIFIERS[plan.classifier_dataset]
     out = {
         "classifier": name,
-        **overlap(families, load_classifier(name), n=n, k=k, seed=plan.seed, show_progress=show_progress),
+        **overlap(
+            families, load_classifier(name), n=n, k=k, seed=plan.seed, show_progress=show_progress, device=device
+        ),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")

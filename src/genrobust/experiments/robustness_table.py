@@ -3,7 +3,8 @@ standard-data GAN, at several ε, with both bounds on P(robust) and their exact 
 
 Rows and their trained classifiers are the correctness table's (``correctness_table``: missing classifiers
 are trained, in the same ``work`` folder, and reused by both tables). The cache keeps every ball's outcome, one
-file per row: a kill loses at most one chunk of balls, rows can be run by separate processes at once, and a
+file per row, written atomically; while a row runs, its journal beside the cache records every finished shard
+of balls, so a kill loses at most the shards in flight; rows can be run by separate processes at once, and a
 larger ``n`` only checks the new centres (the centres are the seeded latents, so the first n of a larger run
 are the centres of a run of n).
 """
@@ -12,11 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import GenrobustError
+from ..journal import JournalMismatch
 from ..models.zoo import load_generators
 from ..runtime import write_atomic
 from ..stats import Proportion, mcnemar_exact
@@ -41,7 +46,7 @@ class RobustnessPlan:
     max_boxes: int = 64
     max_seconds: float = 30.0
     split: str = "unstable"
-    chunk: int = 10  # balls verified between two saves of the cache
+    chunk: int = 10  # balls per shard: what a kill loses at most, and a worker's unit of work
     #: Training seed of the rows' classifiers (as in the correctness table): a second seed measures how much of
     #: a difference between rows is training noise.
     train_seed: int = 0
@@ -103,10 +108,34 @@ def _summary(balls: dict[str, list], n: int, eps: list[float]) -> dict[str, Any]
     return {"seconds": sum(balls["seconds"][:n]), "per_eps": per_eps, "status": status}
 
 
+def _robustness_resumed(clf, gens, plan: RobustnessPlan, options: VerifyOptions, classes: list[int], start: int,
+                        journal: Path, executor: Any, show_progress: bool,
+                        device: str | torch.device | None = None):  # fmt: skip
+    """Global robustness of ``classes``' balls start..n − 1, continuing the journal of a killed run if there is
+    one; a journal left by another verifier or budget is set aside (renamed ``*.stale``) and the balls redone."""
+    kw = {"eps": plan.eps, "n": plan.n, "start": start, "seed": plan.seed, "classes": classes, "options": options,
+          "chunk": plan.chunk, "executor": executor, "journal": journal, "show_progress": show_progress,
+          "device": device}  # fmt: skip
+    if journal.is_file():
+        try:
+            return global_robustness(clf, gens, resume=True, **kw)
+        except JournalMismatch as exc:
+            print(f"note: {exc}; starting these balls again", file=sys.stderr)
+            journal.replace(journal.with_suffix(".stale"))
+    return global_robustness(clf, gens, **kw)
+
+
 def run_robustness_table(
-    plan: RobustnessPlan, *, data_dir: str | os.PathLike[str] | None = None, show_progress: bool = True
+    plan: RobustnessPlan,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+    executor: Any = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Check every (row, class) ball not cached; return {row: {recipe, source, budget, classes: {c: counts}}}."""
+    """Check every (row, class) ball not cached; return {row: {recipe, source, budget, classes: {c: counts}}}.
+    ``executor`` runs the balls' shards (``plan.chunk`` balls each) as for :func:`global_robustness`; ``device``
+    is where missing classifiers train and the balls are verified (None: CUDA when available)."""
     if plan.dataset not in GENERATORS:
         raise GenrobustError(f"no built-in generators for {plan.dataset!r}; choose one of {', '.join(GENERATORS)}")
     if not isinstance(plan.n, int) or plan.n <= 0:
@@ -124,17 +153,25 @@ def run_robustness_table(
         cells = entry["classes"]
         if any(len(cells.get(str(c), {}).get("status", [])) < plan.n for c in classes):
             table_plan = TablePlan(plan.dataset, plan.n, plan.rows, plan.work, train_seed=plan.train_seed)
-            clf, entry["source"] = _classifier(table_plan, row, data_dir, show_progress)
+            clf, entry["source"] = _classifier(table_plan, row, data_dir, show_progress, device)
+            missing: dict[int, list[int]] = {}  # first missing ball → the classes that lack it
             for c in classes:
                 balls = cells.setdefault(str(c), {"status": [], "seconds": []})
-                while (start := len(balls["status"])) < plan.n:
-                    end = min(plan.n, start + plan.chunk)
-                    res = global_robustness(clf, gens, eps=plan.eps, n=end, start=start, seed=plan.seed, classes=[c],
-                                            options=options, show_progress=show_progress)  # fmt: skip
-                    local = res.local[c]
-                    balls["status"] += local.status.tolist()
-                    balls["seconds"] += local.seconds.tolist()
-                    _save_row(path, entry)  # every finished chunk survives a kill
+                if len(balls["status"]) < plan.n:
+                    missing.setdefault(len(balls["status"]), []).append(c)
+            for start, todo in sorted(missing.items()):
+                # one call per row: the networks are traced and each class's verifier built once (per worker), and
+                # the journal beside the cache keeps every finished chunk of balls through a kill
+                journal = path.with_name(f"{path.stem}.n{plan.n}-from{start}-classes{'-'.join(map(str, todo))}.jsonl")
+                res = _robustness_resumed(
+                    clf, gens, plan, options, todo, start, journal, executor, show_progress, device
+                )
+                for c in todo:
+                    balls = cells[str(c)]
+                    balls["status"] += res.local[c].status.tolist()
+                    balls["seconds"] += res.local[c].seconds.tolist()
+                _save_row(path, entry)
+                journal.unlink()
         table[row] = {
             "recipe": entry["recipe"], "budget": entry["budget"], "source": entry.get("source", ""),
             "classes": {str(c): _summary(cells[str(c)], plan.n, plan.eps) for c in classes},

@@ -47,8 +47,10 @@ VERIFIER_VERSION = 5
 #: ``VerifyOptions.give_up``'s default (measured: see there).
 GIVE_UP = 1.5
 STATUS_NAMES = {CERTIFIED: "certified", UNKNOWN: "unknown", FALSIFIED: "falsified"}
-Split = Literal["unstable", "gap", "width", "gradient"]
-SPLITS: tuple[str, ...] = ("unstable", "gap", "width", "gradient")
+Split = Literal["unstable", "cost", "gap", "width", "gradient"]
+SPLITS: tuple[str, ...] = ("unstable", "cost", "gap", "width", "gradient")
+#: ``split="cost"``: the worst margin's costliest unstable neurons whose shares are weighed
+COST_NEURONS = 4096
 Branch = Literal["latent", "relu", "auto"]
 BRANCHES: tuple[str, ...] = ("latent", "relu", "auto")
 #: ``VerifyOptions.branch=None`` halves input dimensions up to this many, and splits ReLUs above.
@@ -62,7 +64,9 @@ class VerifyOptions:
     ``max_boxes``: bound computations allowed per ball and ε (1 = bounds only, no splitting).
     ``max_seconds``: wall time per ball over all its ε (measured on the batches it takes part in).
     ``split``: which latent dimension to halve: ``"unstable"`` (the one that spans most of the classifier's
-    unstable ReLUs' intervals, :meth:`LocalVerifier._reach`: where the bound's slack is), ``"gap"`` (the one
+    unstable ReLUs' intervals, :meth:`LocalVerifier._reach`: where the bound's slack is), ``"cost"`` (the same,
+    each neuron's share weighed by what its relaxation's intercept costs the worst margin's bound: a candidate,
+    measured in docs/verify-complete.md, not the default), ``"gap"`` (the one
     whose width costs the worst margin's linear bound most), ``"width"`` (the widest), ``"gradient"``
     (|∂margin/∂z|·width at the box's centre).
     ``batch_boxes``: boxes bounded together; by default (:func:`default_batch_boxes`) 2 on a CPU for networks
@@ -638,8 +642,10 @@ class LocalVerifier:
             radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
             own = torch.tensor(owners, device=dev)
             spec = self._spec(labels[own])
+            costs = opt.split == "cost" and self.branching == "latent"  # the worst margin's intercept costs
             mb = self.engine.margins(center, radius, spec, **self._batch_args(batch), **self._terms(len(batch)),
-                                     branch=self.candidates if self.branching != "latent" else 0)  # fmt: skip
+                                     branch=self.candidates if self.branching != "latent" else
+                                     COST_NEURONS if costs else 0)  # fmt: skip
             worst_bound, worst = refutation(mb.lower, self.groups)
             certified = worst_bound > 0
             # the bound's minimiser (a corner) is a cheap candidate counterexample
@@ -649,8 +655,8 @@ class LocalVerifier:
             corner = torch.minimum(torch.maximum(corner, flo), fhi)
             p = self._classify(corner)
             choice = self._choose_splits(mb, center, radius, spec, certified)
-            reach = (self._reach(center, radius, mb.intervals, ~certified)
-                     if opt.split == "unstable" and self.branching != "relu" else None)  # fmt: skip
+            reach = (self._reach(center, radius, mb.intervals, ~certified, mb.branch if costs else None)
+                     if opt.split in ("unstable", "cost") and self.branching != "relu" else None)  # fmt: skip
             dt = (time.perf_counter() - t1) / len(batch)
             for b in owners:
                 boxes[b, e] += 1
@@ -826,7 +832,8 @@ class LocalVerifier:
         return self.options.branch or ("latent" if self.latent_dim <= LATENT_SPLIT_DIMS else "relu")
 
     @torch.no_grad()
-    def _reach(self, center: torch.Tensor, radius: torch.Tensor, intervals, todo: torch.Tensor) -> torch.Tensor:
+    def _reach(self, center: torch.Tensor, radius: torch.Tensor, intervals, todo: torch.Tensor,
+               costs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """(B, d): per input dimension of each box, how much of the classifier's unstable neurons' intervals it
         spans: for every unstable neuron n of a classifier activation (l_n < 0 < u_n for a ReLU), the share
         |∂x_n/∂z_i|·r_i / (u_n − l_n) of its interval that dimension i's half-width r_i accounts for at the box's
@@ -839,7 +846,12 @@ class LocalVerifier:
         is best on seven, ``"gap"`` on two (docs/verify-complete.md). The derivatives are forward differences of
         the float64 chain (d + 1 forward passes per box): a heuristic, so its rounding does not matter. Boxes of
         more than ``LATENT_SPLIT_DIMS`` inputs (a pixel box halved by input) fall back to ``"gap"``: their
-        Jacobians would hold d × (every neuron) entries per box."""
+        Jacobians would hold d × (every neuron) entries per box.
+
+        ``costs`` (``split="cost"``, :attr:`MarginBounds.branch` of the costliest neurons on each box's worst
+        margin): each neuron's share is weighed by its relaxation's intercept cost on that margin and the weighted
+        shares are summed over every layer (costs are in the margin's units, so layers need no averaging): how
+        much of the bound's slack halving dimension i reaches."""
         B, d = center.shape
         out = torch.zeros(B, d, dtype=DT, device=center.device)
         rows = torch.nonzero(todo).flatten()
@@ -857,7 +869,14 @@ class LocalVerifier:
                 unstable = op.unstable(low, up)
                 width = (up - low).clamp(min=1e-30)[:, None]
                 share = J * (radius[rows].to(DT)[:, :, None] / width) * unstable[:, None]
-                out[rows] += share.sum(2) / unstable.sum(1, keepdim=True).clamp(min=1)
+                if costs is None:
+                    out[rows] += share.sum(2) / unstable.sum(1, keepdim=True).clamp(min=1)
+                else:
+                    ops, neuron, score = (t[rows] for t in costs)
+                    weight = torch.zeros_like(low)
+                    mine = ops == i
+                    weight.scatter_add_(1, torch.where(mine, neuron, 0), torch.where(mine, score.to(DT), 0.0))
+                    out[rows] += (share * weight[:, None]).sum(2)
             x = op.forward(x)
         return out
 
@@ -865,11 +884,11 @@ class LocalVerifier:
                    reach: torch.Tensor | None = None) -> int:  # fmt: skip
         split = self.options.split
         width = hi - lo
-        if split == "unstable" and reach is not None and bool((reach * (width > 0)).any()):
+        if split in ("unstable", "cost") and reach is not None and bool((reach * (width > 0)).any()):
             return int((reach * (width > 0)).argmax())
         if split == "width" or not bool((coef != 0).any()):
             return int(width.argmax())
-        if split in ("gap", "unstable"):  # "unstable" without unstable neurons: the margin's largest coefficient
+        if split in ("gap", "unstable", "cost"):  # no unstable neurons: the largest coefficient
             return int((coef.abs() * (width > 0)).argmax())
         zc = ((lo + hi) / 2).float()[None].requires_grad_(True)
         with torch.enable_grad():

@@ -15,8 +15,10 @@ below it, and is *undecided* otherwise: unknowns count against both sides.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +31,21 @@ from ..attacks import _eps_list
 from ..compose import check_compatible
 from ..errors import GenrobustError
 from ..estimate import alone_note
+from ..execute import ClassTask, Shipped, worker_cached
+from ..journal import decode_tensor, encode_tensor, open_journal
 from ..models.generators import GeneratorFamily
 from ..runtime import resolve_device, write_atomic
 from ..sampling import check_classes, check_estimate_args, run_classes
 from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
-from .local import CERTIFIED, FALSIFIED, LocalResult, LocalVerifier, VerifyOptions, _options_dict
+from .local import (
+    CERTIFIED,
+    FALSIFIED,
+    VERIFIER_VERSION,
+    LocalResult,
+    LocalVerifier,
+    VerifyOptions,
+    _options_dict,
+)
 
 
 @dataclass
@@ -67,6 +79,7 @@ class ClassRobustness:
     name: str
     per_eps: list[EpsEstimate]
     seconds: float
+    spent: int | None = None  # balls checked, with any a pool had in flight past a sequential stop (discarded)
 
 
 @dataclass
@@ -131,7 +144,13 @@ class RobustnessResult:
                 f"{e:g}": [c.cls for c in self.failing(e, familywise=True)] for e in self.eps
             },
             "classes": [
-                {"cls": c.cls, "name": c.name, "seconds": c.seconds, "per_eps": [vars(r) for r in c.per_eps]}
+                {
+                    "cls": c.cls,
+                    "name": c.name,
+                    "seconds": c.seconds,
+                    "spent": c.spent,
+                    "per_eps": [vars(r) for r in c.per_eps],
+                }
                 for c in self.classes
             ],
             "balls": {str(c): r.to_dict()["balls"] for c, r in self.local.items()},
@@ -171,6 +190,9 @@ def global_robustness(
     start: int = 0,
     device: str | torch.device | None = None,
     show_progress: bool = False,
+    executor: Any = None,
+    journal: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> RobustnessResult:
     """Bound P_z[C∘G_c robust on the ε-box around z] for every class c and ε with n centres each.
 
@@ -182,6 +204,11 @@ def global_robustness(
     adjusted for the early stop, so they describe the sample and need not match the verdict. ``start`` checks only
     centres start..n − 1 (extending a fixed-n run that covered the first ``start``: the same centres, seeds and
     outcomes as one run of n).
+
+    ``executor`` runs the shards (``chunk`` centres each) elsewhere: a ``concurrent.futures`` executor, a Dask
+    ``distributed.Client``, or :func:`genrobust.execute.open_workers`'s choice; each worker builds the verifier
+    of a class once and keeps it. The answer is the same (timings aside). With ``journal`` (a file path) every
+    finished shard is recorded there, and ``resume=True`` continues the run that wrote it.
     """
     check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, chunk=chunk)
     if sequential and start:
@@ -190,24 +217,21 @@ def global_robustness(
         raise GenrobustError("generators must be a GeneratorFamily (see load_generators)")
     eps_values = sorted(_eps_list(eps))
     dev = resolve_device(device)
-    import copy
-
-    check_compatible(copy.deepcopy(classifier).to(dev).eval(), copy.deepcopy(generators).to(dev).eval(), dev)
+    # copies, once: the caller's models keep their device and modes
+    classifier, generators = copy.deepcopy(classifier).to(dev).eval(), copy.deepcopy(generators).to(dev).eval()
+    check_compatible(classifier, generators, dev)
     wanted = check_classes(classes, len(generators))
     options = options or VerifyOptions()
-    verifiers: dict[int, LocalVerifier] = {}
-
-    def outcome(c: int, z: torch.Tensor, ids: list[int]) -> LocalResult:
-        if c not in verifiers:
-            verifiers.clear()  # one class at a time: free the previous class's composed network
-            verifiers[c] = LocalVerifier(classifier, generators[c], latent_dim=generators.latent_dim,
-                                         options=options, device=dev)  # fmt: skip
-        return verifiers[c].run(z, [c] * len(ids), eps_values, seed=seed, ids=ids)
-
+    task = _RobustnessShard(classifier, generators, wanted, eps_values, options, seed, dev)
     stoppers = {c: _SequentialStop(len(eps_values), delta, confidence) for c in wanted}
-    runs = run_classes(wanted, generators.latent_dim, outcome, n=n, seed=seed, chunk=chunk, start=start,
-                       stop_rule=(lambda c: stoppers[c].update) if sequential else None, desc="robustness",
-                       show_progress=show_progress)  # fmt: skip
+    header = {"kind": "robustness", "n": n, "seed": seed, "eps": eps_values, "chunk": chunk, "start": start,
+              "sequential": sequential, "delta": delta, "confidence": confidence, "classes": wanted,
+              "options": _options_dict(options), "verifier": VERIFIER_VERSION,
+              "models": {"classifier": task.classifier.key, "generators": task.generator_keys()}}  # fmt: skip
+    with open_journal(journal, header, resume) as log:
+        runs = run_classes(wanted, generators.latent_dim, task, n=n, seed=seed, chunk=chunk, start=start,
+                           stop_rule=(lambda c: stoppers[c].update) if sequential else None, desc="robustness",
+                           show_progress=show_progress, unit="balls", executor=executor, journal=log)  # fmt: skip
     out, local = [], {}
     for run in runs:
         c = run.cls
@@ -216,8 +240,57 @@ def global_robustness(
         if sequential:
             stoppers[c].settle(per_eps)
         local[c] = res
-        out.append(ClassRobustness(c, generators.class_names[c], per_eps, run.seconds))
+        out.append(ClassRobustness(c, generators.class_names[c], per_eps, run.seconds, run.spent))
     return RobustnessResult(eps_values, delta, confidence, seed, out, local, generators, _options_dict(options))
+
+
+class _RobustnessShard(ClassTask):
+    """Global robustness's work on one shard: the local checks of its centres at every ε. A picklable task (see
+    :mod:`genrobust.execute`); a worker builds each class's verifier once and keeps it."""
+
+    def __init__(self, classifier: nn.Module, generators: GeneratorFamily, classes: list[int], eps: list[float],
+                 options: VerifyOptions, seed: int, device: torch.device) -> None:  # fmt: skip
+        self.classifier = Shipped(classifier)
+        self.generators = {c: Shipped(generators[c]) for c in classes}
+        self.latent_dim, self.eps, self.options, self.seed = generators.latent_dim, eps, options, seed
+        self.device = str(device) if device.type == "cpu" else "auto"  # a worker picks its own accelerator
+        self._mine: dict[int, LocalVerifier] = {}  # in the caller's process: one class at a time, as before
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "_mine"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, _mine=None)
+
+    def _verifier(self, c: int) -> LocalVerifier:
+        dev = resolve_device(self.device)
+
+        def build() -> LocalVerifier:
+            return LocalVerifier(self.classifier.get(), self.generators[c].get(), latent_dim=self.latent_dim,
+                                 options=self.options, device=dev)  # fmt: skip
+
+        if self._mine is not None:
+            if c not in self._mine:
+                self._mine.clear()  # free the previous class's composed network
+                self._mine[c] = build()
+            return self._mine[c]
+        # verifiers hold per-run state: one per worker thread
+        key = ("verifier", self.classifier.key, self.generators[c].key, c, repr(self.options), str(dev),
+               threading.get_ident())  # fmt: skip
+        return worker_cached(key, build)
+
+    def __call__(self, c: int, z: torch.Tensor, ids: list[int]) -> LocalResult:
+        return self._verifier(c).run(z, [c] * len(ids), self.eps, seed=self.seed, ids=ids)
+
+    @staticmethod
+    def encode(part: LocalResult) -> dict[str, Any]:
+        return {k: encode_tensor(getattr(part, k)) for k in _TENSORS}
+
+    def decode(self, obj: dict[str, Any], shard: tuple[int, int, int]) -> LocalResult:
+        return LocalResult(self.eps, *(decode_tensor(obj[k]) for k in _TENSORS), options=_options_dict(self.options))
+
+
+_TENSORS = ("centers", "labels", "status", "witness", "witness_pred", "boxes", "seconds")
 
 
 class _SequentialStop:

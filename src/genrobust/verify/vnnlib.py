@@ -266,13 +266,15 @@ def answer(
     *,
     options: VerifyOptions | None = None,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> Answer:
     """Answer a competition instance on ``model`` (inputs flattened in the property's X_i order).
 
     ``options`` default to 100,000 boxes (the seconds, 60 by default, are the budget); the give-up rule, which
     spreads time over many balls, is off for a single instance whatever they say, and the attack comes before
     the bounds, with at least 32 restarts of steps of at least a quarter half-width, where more than
-    ``LATENT_SPLIT_DIMS`` inputs are free. The model is not changed."""
+    ``LATENT_SPLIT_DIMS`` inputs are free. The bounds run on ``device`` (None: CUDA when available) on a copy:
+    the model is not changed, and the counterexample is re-checked on the CPU."""
     from dataclasses import replace
 
     # where inputs are many (pixel space: α-CROWN bounds and ReLU splits) a cheap attack first can spare a costly
@@ -298,11 +300,11 @@ def answer(
         raise VnnlibError(f"the property has outputs for {len(prop.disjuncts[0][0].coef)} classes, the model {k}")
     label = prop.robustness_label()
     if label is not None:
-        return _robustness(model, plain, prop, shape, label, options, seed)
-    return _general(model, plain, prop, shape, options, seed)
+        return _robustness(model, plain, prop, shape, label, options, seed, device)
+    return _general(model, plain, prop, shape, options, seed, device)
 
 
-def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, seed: int) -> Answer:
+def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, seed: int, device) -> Answer:
     """The robustness form through the local verifier's branch and bound: on the box itself when it is a cube
     (as exported balls are), otherwise (a clipped pixel ball, a latent box whose sides differ, inputs fixed to
     one value) on the box written as the image of [−1, 1]^d, so that every box gets the same splitting.
@@ -312,12 +314,12 @@ def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, see
     eps = float(torch.maximum(hi - center, center - lo).max())
     eps = float(np.nextafter(eps, np.inf))
     if float((hi - lo).min()) >= 0.999 * 2 * eps:
-        verifier = LocalVerifier.for_model(model, shape, options=options)
+        verifier = LocalVerifier.for_model(model, shape, options=options, device=device)
         res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed)
         to_input = None
     else:
         to_input, chain, d = _box_chain(model, prop, shape)
-        verifier = LocalVerifier.for_model(chain, (d,), options=options)
+        verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device)
         res = verifier.run(torch.zeros(1, d), [label], [1.0], seed=seed)
     return _verdict(res, plain, prop, shape, to_input)
 
@@ -375,13 +377,13 @@ def _box_chain(model: nn.Module, prop: VnnProperty, shape) -> tuple[nn.Module, n
     return box, BoxedNetwork(box, model, shape), len(free) if len(free) > 0 else len(prop.lo)
 
 
-def _general(model, plain, prop: VnnProperty, shape, options, seed: int) -> Answer:
+def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device) -> Answer:
     """Any other property through the same branch and bound: the box written as the image of [−1, 1]^d, each
     disjunct refuted by one of its constraints (``LocalVerifier.with_property``), ReLU or input splits as the
     input's size says, and the falsifier attacking one disjunct at a time."""
     to_input, chain, d = _box_chain(model, prop, shape)
     rows = [(c.coef, c.const, g) for g, conj in enumerate(prop.disjuncts) for c in conj]
-    verifier = LocalVerifier.for_model(chain, (d,), options=options).with_property(
+    verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device).with_property(
         torch.as_tensor(np.stack([r[0] for r in rows])), torch.as_tensor([r[1] for r in rows]),
         torch.as_tensor([r[2] for r in rows]),
     )  # fmt: skip
@@ -428,21 +430,24 @@ def run_instances(
     options: VerifyOptions | None = None,
     seed: int = 0,
     show_progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> list[dict[str, str]]:
     """Answer every instance of a benchmark in one process (no start-up per instance) and write ``out`` (CSV,
     :data:`RESULT_COLUMNS`) as the answers come, with each sat instance's counterexample in
     ``<out's folder>/counterexamples/``. Each instance gets its timeout × ``timeout_scale`` seconds (loading
     and parsing included). An instance that cannot be read or answered (a corrupt file, an unsupported
     operator) is recorded as ``error`` with the message, and the others go on. Instances already in ``out``
-    are not run again: a killed run resumes. Returns every row of ``out``."""
+    are not run again: a killed run resumes. ``device``: where the bounds run (see :func:`answer`). Returns every
+    row of ``out``."""
     import csv
     import time
 
     from ..models.zoo import load_classifier
-    from ..runtime import progress
+    from ..runtime import progress, resolve_device
 
     if not (math.isfinite(timeout_scale) and timeout_scale > 0):
         raise GenrobustError(f"the timeout scale must be a number > 0, got {timeout_scale}")
+    device = resolve_device(device)  # once, here: an absent device is the run's error, not every instance's
     base = Path(instances).parent
     todo = read_instances(instances)
     out = Path(out)
@@ -478,7 +483,7 @@ def run_instances(
                 from dataclasses import replace
 
                 got = answer(net, prop, getattr(net, "input_shape", None), options=replace(opts, max_seconds=left),
-                             seed=seed)  # fmt: skip
+                             seed=seed, device=device)  # fmt: skip
                 result = got.result
                 if result == "sat":
                     cex_dir.mkdir(exist_ok=True)
@@ -564,6 +569,7 @@ def export_variation_instances(
     box: str = "prior",
     classes: list[int] | None = None,
     timeout: float = 60.0,
+    device: str | torch.device | None = None,
 ) -> list[tuple[str, str, float]]:
     """Instances of the competition's generator-benchmark shape from an image-conditional generator
     (:class:`genrobust.models.variation.VariationGenerator`): ``onnx/variation.onnx`` is classifier ∘ decoder on the
@@ -573,11 +579,14 @@ def export_variation_instances(
     or z ± ε (``"cube"``) around the image's latent mean z; ``form="runner-up"``: "the class second to the label
     at the centre reaches the label" (one conjunct), ``"robust"``: any class does. Returns ``instances.csv``'s
     rows. ``dataset``: where the test images come from (default: the dataset the generator was trained on, by its
-    file's metadata, else MNIST)."""
+    file's metadata, else MNIST). ``device``: where copies of the models encode and label the test images (None:
+    where the generator is); the ONNX file is traced on the CPU."""
     import copy
 
     from ..data import load_dataset
+    from ..models.generators import module_device
     from ..models.variation import VariationGenerator, VariationModel
+    from ..runtime import resolve_device
 
     if not isinstance(generator, VariationGenerator):
         raise VnnlibError(f"an image-conditional instance needs a VariationGenerator, not {type(generator).__name__}")
@@ -586,8 +595,11 @@ def export_variation_instances(
     if n < 1 or any(not (math.isfinite(e) and e > 0) for e in eps):
         raise VnnlibError(f"n must be ≥ 1 and every ε finite and > 0, got n = {n}, ε = {eps}")
     out = Path(out)
+    dev = resolve_device(device) if device is not None else module_device(generator)
     model = VariationModel(copy.deepcopy(classifier).eval(), copy.deepcopy(generator).eval()).eval()
     export_onnx(model, generator.input_dim, out / "onnx" / "variation.onnx")
+    model.to(dev)  # this function's own copy, exported above; the caller's generator is copied if it lives elsewhere
+    encoder = generator if module_device(generator) == dev else copy.deepcopy(generator).to(dev)
     dataset = dataset or getattr(generator, "genrobust_meta", {}).get("dataset", "mnist")
     test = load_dataset(dataset, "test", data_dir=data_dir)
     unknown = sorted(set(classes or ()) - set(test.labels.tolist()))
@@ -602,8 +614,9 @@ def export_variation_instances(
     for start in range(0, len(order), 512):  # the seed's order, until every class has its n centres
         idx = torch.tensor(order[start : start + 512])
         with torch.no_grad():
-            x = torch.cat([generator.thumbnail(images[idx]), generator.encode(images[idx])], 1)
-            y = model(x)
+            batch = images[idx].to(dev)
+            x = torch.cat([encoder.thumbnail(batch), encoder.encode(batch)], 1)
+            x, y = x.cpu(), model(x).cpu()
         for j, i in enumerate(idx.tolist()):
             c = int(labels[i])
             if c in found and len(found[c]) < n and int(y[j].argmax()) == c:
