@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .errors import GenrobustError
+from .runtime import settle_malloc
 
 SCHEDULER_ENV = "GENROBUST_SCHEDULER"
 #: how long to wait for a Dask scheduler before saying it is unreachable
@@ -54,8 +55,10 @@ class InlineExecutor(cf.Executor):
 
 
 def _start_worker(threads: int) -> None:
-    """A local pool process's set-up: its share of the cores, so that N workers do not oversubscribe them."""
+    """A local pool process's set-up: its torch threads, and malloc's thresholds (see
+    :func:`genrobust.runtime.settle_malloc`: it may have inherited a Dask-set environment)."""
     torch.set_num_threads(threads)
+    settle_malloc()
 
 
 @dataclass

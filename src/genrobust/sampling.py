@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import numbers
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import torch
 
 from .errors import GenrobustError
-from .runtime import progress, sub_seed
+from .runtime import progress, settle_malloc, sub_seed
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -97,11 +98,17 @@ class ClassRun(Generic[T]):
     spent: int = 0  # samples computed, with shards already in flight past a stop (discarded, but paid for)
 
 
+_SETTLED = False  # whether this process's malloc thresholds were settled (once per worker process)
+
+
 def run_shard(
     outcome: Outcome[T], seed: int, cls: int, lo: int, hi: int, latent_dim: int, threads: int
 ) -> tuple[T, float]:
     """One shard, wherever it runs: class ``cls``'s samples lo..hi − 1 of ``seed`` through ``outcome``, on
     ``threads`` torch threads (the process's own setting back afterwards)."""
+    global _SETTLED
+    if not _SETTLED and os.environ.get("MALLOC_TRIM_THRESHOLD_"):  # a Dask worker (see settle_malloc)
+        _SETTLED = settle_malloc() or True
     t0 = time.perf_counter()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
