@@ -600,8 +600,11 @@ def realistic_adversarial(
     task = _AttackShard(Composed(classifier, generators[source]), z.detach().cpu(), dev, kwargs)
     if executor is None and journal is None and not resume:  # one call: one progress bar over its rows
         return task.run(list(range(len(z))), show_progress)
-    header = {"kind": "attack", "starts": len(z), "shard": shard_size, "options": kwargs,
-              "z": content_hash(task.z), "models": {"model": task.model.key}}  # fmt: skip
+
+    def header() -> dict[str, Any]:  # hashes the models: only for a journal
+        return {"kind": "attack", "starts": len(z), "shard": shard_size, "options": kwargs,
+                "z": content_hash(task.z), "models": {"model": task.model.key}}  # fmt: skip
+
     with open_journal(journal, header, resume) as log:
         runs = run_classes(
             [source],

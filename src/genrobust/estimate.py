@@ -309,9 +309,11 @@ def global_correctness(
     def stop_rule(c: int):
         return lambda part: tests[c].update(part.ok) != UNDECIDED
 
-    header = {"kind": "correctness", "n": n, "seed": seed, "shard": shard_size, "sequential": sequential,
-              "delta": delta, "confidence": confidence, "classes": wanted,
-              "models": {"classifier": task.classifier.key, "generators": task.generator_keys()}}  # fmt: skip
+    def header() -> dict[str, Any]:  # hashes the models: only for a journal
+        return {"kind": "correctness", "n": n, "seed": seed, "shard": shard_size, "sequential": sequential,
+                "delta": delta, "confidence": confidence, "classes": wanted,
+                "models": {"classifier": task.classifier.key, "generators": task.generator_keys()}}  # fmt: skip
+
     with open_journal(journal, header, resume) as log:
         runs = run_classes(wanted, generators.latent_dim, task, n=n, seed=seed, chunk=shard_size,
                            stop_rule=stop_rule if sequential else None, desc="correctness",

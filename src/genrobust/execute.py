@@ -230,8 +230,16 @@ class Shipped:
 
     def __init__(self, obj: Any, key: str | None = None) -> None:
         self.obj: Any = obj
-        self.key = key or content_hash(obj)
+        self._key = key
         self._blob: bytes | None = None
+
+    @property
+    def key(self) -> str:
+        """The content hash, computed when first needed (a run in the caller's process without a journal never
+        needs it, and hashing the built-in generators costs about 0.2 s)."""
+        if self._key is None:
+            self._key = content_hash(self.obj)
+        return self._key
 
     def __getstate__(self) -> dict[str, Any]:
         if self._blob is None:
@@ -248,7 +256,7 @@ class Shipped:
         return {"key": self.key, "blob": self._blob}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.key, self._blob, self.obj = state["key"], state["blob"], None
+        self._key, self._blob, self.obj = state["key"], state["blob"], None
 
     def get(self, device: torch.device | None = None) -> Any:
         if self.obj is not None:

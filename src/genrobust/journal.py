@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +146,11 @@ class Journal:
         self.close()
 
 
-def open_journal(path: str | os.PathLike[str] | None, header: dict[str, Any], resume: bool) -> Any:
-    """The run's :class:`Journal` at ``path``, or a context that yields None when the run keeps none."""
+def open_journal(path: str | os.PathLike[str] | None, header: Callable[[], dict[str, Any]], resume: bool) -> Any:
+    """The run's :class:`Journal` at ``path``, or a context that yields None when the run keeps none. ``header``
+    is called only for a journal: it hashes the models."""
     if path is None:
         if resume:
             raise GenrobustError("resume needs the journal of the run to continue (journal=, or --out with --resume)")
         return contextlib.nullcontext(None)
-    return Journal(path, header, resume=resume)
+    return Journal(path, header(), resume=resume)

@@ -224,10 +224,13 @@ def global_robustness(
     options = options or VerifyOptions()
     task = _RobustnessShard(classifier, generators, wanted, eps_values, options, seed, dev)
     stoppers = {c: _SequentialStop(len(eps_values), delta, confidence) for c in wanted}
-    header = {"kind": "robustness", "n": n, "seed": seed, "eps": eps_values, "chunk": chunk, "start": start,
-              "sequential": sequential, "delta": delta, "confidence": confidence, "classes": wanted,
-              "options": _options_dict(options), "verifier": VERIFIER_VERSION,
-              "models": {"classifier": task.classifier.key, "generators": task.generator_keys()}}  # fmt: skip
+
+    def header() -> dict[str, Any]:  # hashes the models: only for a journal
+        return {"kind": "robustness", "n": n, "seed": seed, "eps": eps_values, "chunk": chunk, "start": start,
+                "sequential": sequential, "delta": delta, "confidence": confidence, "classes": wanted,
+                "options": _options_dict(options), "verifier": VERIFIER_VERSION,
+                "models": {"classifier": task.classifier.key, "generators": task.generator_keys()}}  # fmt: skip
+
     with open_journal(journal, header, resume) as log:
         runs = run_classes(wanted, generators.latent_dim, task, n=n, seed=seed, chunk=chunk, start=start,
                            stop_rule=(lambda c: stoppers[c].update) if sequential else None, desc="robustness",
