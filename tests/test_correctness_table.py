@@ -31,6 +31,33 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
     assert again.exit_code == 0, again.output
 
 
+def test_a_killed_cell_resumes_from_its_journal(tmp_path, shared_datasets):
+    """A cell's finished shards come from its journal, not from the generator again; a journal another run left
+    there is set aside and the cell computed anew."""
+    plan = ct.TablePlan("mnist", 40, ["built-in"], tmp_path / "work")
+    journal = plan.cache.with_name(f"{plan.cache.stem}.built-in.mnist-gan.jsonl")
+    journal.parent.mkdir(parents=True)
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    gr.global_correctness(clf, gens, n=40, seed=0, confidence=0.95, journal=journal)
+    header, *shards = journal.read_text().splitlines()
+    assert len(shards) == 10  # one shard per class
+    first = json.loads(shards[0])
+    assert first["cls"] == 0
+    first["part"]["ok"] = [False] * 40  # marked: class 0 can only be all wrong if it comes from the journal
+    journal.write_text("\n".join([header, json.dumps(first), *shards[1:4], shards[4][:30]]))  # killed mid-line
+    table = ct.run_table(plan, data_dir=shared_datasets, show_progress=False)
+    assert not journal.exists()
+    classes = table["built-in"]["mnist-gan"]["classes"]
+    assert classes[0]["correct"] == 0 and all(k["correct"] > 30 for k in classes[1:])
+    stale = json.loads(header)
+    stale["n"] = 41
+    journal.write_text(json.dumps(stale) + "\n" + json.dumps(first) + "\n")
+    plan.cache.unlink()
+    table = ct.run_table(plan, data_dir=shared_datasets, show_progress=False)
+    assert table["built-in"]["mnist-gan"]["classes"][0]["correct"] > 30
+    assert journal.with_suffix(".stale").exists()
+
+
 def test_unknown_rows_are_refused():
     with pytest.raises(GenrobustError, match="unknown row"):
         ct.recipe_for("mnist", "huge")

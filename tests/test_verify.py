@@ -466,3 +466,21 @@ def test_the_unstable_split_halves_the_dimension_that_moves_unstable_neurons():
     for split in ("unstable", "cost"):
         assert runs[split].status[0, 0] == CERTIFIED and int(runs[split].boxes[0, 0]) == 3
     assert runs["gap"].status[0, 0] == UNKNOWN
+
+
+def test_the_cost_split_weighs_neurons_without_bounding_them_as_relu_candidates():
+    """``split="cost"`` asks the margins' pass for the worst margin's costliest neurons (up to 4,096) to weigh
+    the latent split; they must not reach FSB's choice among ReLU candidates, which bounds both children of each
+    (on the built-in models that was a 24 GB round). Many unstable ReLUs here, so the pass returns many."""
+    torch.manual_seed(2)
+    gen = nn.Sequential(nn.Linear(3, 8)).eval()
+    clf = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)).eval()
+    v = LocalVerifier(clf, gen, latent_dim=3, options=VerifyOptions(max_boxes=9, give_up=None, split="cost"))
+    z = torch.zeros(1, 3)
+    label = int(clf(gen(z)).argmax())
+    mb = v.engine.margins(z.double(), torch.ones(1, 3, dtype=torch.float64), v._spec(torch.tensor([label])),
+                          branch=64)  # fmt: skip
+    assert int((mb.branch[0][0] >= 0).sum()) > 2  # several candidates the guard must keep from FSB
+    v.engine.split_bounds = None  # calling it fails the test
+    res = v.run(z, [label], [0.5])
+    assert res.status[0, 0] == CERTIFIED and int(res.boxes[0, 0]) > 1  # split by latent halves, and certified

@@ -6,6 +6,7 @@ through its per-class loop with one outcome: is C(G_c(z)) = c, and how confident
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -18,7 +19,7 @@ from torch import nn
 
 from .compose import check_compatible
 from .errors import GenrobustError
-from .execute import ClassTask, Shipped
+from .execute import ClassTask, Shipped, open_workers
 from .journal import open_journal
 from .models.generators import GeneratorFamily, module_device
 from .models.layout import inference_copy
@@ -36,6 +37,10 @@ __all__ = [
     "latents",
 ]  # fmt: skip
 PROFILE_LEVELS = (0.90, 0.97, 0.99)
+#: Samples per forward pass on a CPU (larger batches spill the activations out of cache) and on a GPU.
+CPU_BATCH, GPU_BATCH = 128, 4096
+#: A shard that runs on a GPU is this many blocks (16,384 samples) instead of one.
+GPU_SHARD_BLOCKS = 16
 
 
 @dataclass
@@ -85,22 +90,24 @@ class _CorrectnessShard(ClassTask):
         generators: GeneratorFamily,
         classes: list[int],
         device: torch.device,
-        batch_size: int,
+        batch_size: int | None,
         seed: int,
+        auto: bool,
     ) -> None:
         self.classifier = Shipped(classifier)
         self.generators = {c: Shipped(generators[c]) for c in classes}
-        self.device = str(device) if device.type == "cpu" else "auto"  # a worker picks its own accelerator
+        self.device = "auto" if auto else str(device)  # "auto": each worker picks its own accelerator
         self.batch_size, self.seed, self.latent_dim = batch_size, seed, generators.latent_dim
 
     def __call__(self, c: int, z: torch.Tensor, ids: list[int]) -> _Chunk:
         dev = resolve_device(self.device)
         classifier, generator = self.classifier.get(dev), self.generators[c].get(dev)
         dev = module_device(generator)
+        batch = self.batch_size or (GPU_BATCH if dev.type == "cuda" else CPU_BATCH)
         preds, confs = [], []
         with torch.no_grad():
-            for lo in range(0, len(z), self.batch_size):
-                images = generator(z[lo : lo + self.batch_size].to(dev))
+            for lo in range(0, len(z), batch):
+                images = generator(z[lo : lo + batch].to(dev))
                 if not torch.isfinite(images).all():
                     raise GenrobustError(f"the generator of class {c} returned NaN or infinite pixels")
                 logits = classifier(images)
@@ -268,14 +275,14 @@ def global_correctness(
     delta: float = 0.05,
     confidence: float = 0.95,
     seed: int = 0,
-    batch_size: int = 128,  # fastest on CPU: larger batches spill the activations out of cache
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
     classes: list[int] | None = None,
     sequential: bool = False,
     keep_outliers: int = 64,  # misclassified samples kept per class
     show_progress: bool = False,
     executor: Any = None,
-    shard_size: int = BLOCK,
+    shard_size: int | None = None,
     journal: str | os.PathLike[str] | None = None,
     resume: bool = False,
 ) -> CorrectnessResult:
@@ -285,16 +292,21 @@ def global_correctness(
     (error ≤ 1 − confidence at any stopping time); ``n`` is then the budget. The Clopper–Pearson interval
     reported beside a sequential verdict describes the samples used and is not adjusted for early stopping.
 
-    ``executor`` runs the shards (``shard_size`` samples each, a block: a sequential class stops after the shard
-    in which its test decides, counting exactly the samples up to the decision) elsewhere: a
+    ``batch_size`` (samples per forward pass) and ``shard_size`` (samples per unit of work, journaled and
+    scheduled as one) default by where the shards run: 128 and 1,024 on CPUs (larger batches spill the
+    activations out of cache), 4,096 and 16,384 when they run on GPUs, so that a GPU's kernels are full and
+    scheduling and the journal stay a small share. Neither changes an answer: the samples are the seed's blocks
+    whatever the sizes, and a sequential test reads them one by one.
+
+    ``executor`` runs the shards (a sequential class stops after the shard in which its test decides, counting
+    exactly the samples up to the decision) elsewhere: a
     ``concurrent.futures`` executor, a Dask ``distributed.Client``, or :func:`genrobust.execute.open_workers`'s
     choice; the answer is the same. With
     ``journal`` (a file path) every finished shard is recorded there, and ``resume=True`` continues the run that
     wrote it (same arguments and models, or it is refused).
     """
-    check_estimate_args(
-        n=n, delta=delta, confidence=confidence, seed=seed, batch_size=batch_size, shard_size=shard_size
-    )
+    sizes = {k: v for k, v in (("batch_size", batch_size), ("shard_size", shard_size)) if v is not None}
+    check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, **sizes)
     dev = resolve_device(device)
     # copies, once: the caller's models keep their device and modes (inference_copy may return the model itself)
     fast = inference_copy(classifier)
@@ -303,7 +315,13 @@ def global_correctness(
     check_compatible(classifier, generators, dev)
     wanted = check_classes(classes, len(generators))
 
-    task = _CorrectnessShard(classifier, generators, wanted, dev, batch_size, seed)
+    # device None or "auto": each worker takes its own GPU if it has one, even when this machine has none
+    auto = device is None or device == "auto"
+    workers = open_workers(executor)
+    if shard_size is None:
+        on_gpu = workers.accelerated() if auto else dev.type == "cuda"
+        shard_size = BLOCK * (GPU_SHARD_BLOCKS if on_gpu else 1)
+    task = _CorrectnessShard(classifier, generators, wanted, dev, batch_size, seed, auto)
     tests = {c: SequentialTest(delta=delta, alpha=1 - confidence) for c in wanted} if sequential else {}
 
     def stop_rule(c: int):
@@ -314,10 +332,11 @@ def global_correctness(
                 "delta": delta, "confidence": confidence, "classes": wanted,
                 "models": {"classifier": task.classifier.key, "generators": task.generator_keys()}}  # fmt: skip
 
-    with open_journal(journal, header, resume) as log:
+    opened_here = workers if workers is not executor else contextlib.nullcontext()  # closed when done
+    with open_journal(journal, header, resume) as log, opened_here:
         runs = run_classes(wanted, generators.latent_dim, task, n=n, seed=seed, chunk=shard_size,
                            stop_rule=stop_rule if sequential else None, desc="correctness",
-                           show_progress=show_progress, executor=executor, journal=log)  # fmt: skip
+                           show_progress=show_progress, executor=workers, journal=log)  # fmt: skip
     estimates, outliers = [], []
     for run in runs:
         c, test = run.cls, tests.get(run.cls)

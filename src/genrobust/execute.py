@@ -100,6 +100,13 @@ class Workers:
             return task
         return self.client.scatter(task, broadcast=True, hash=False)
 
+    def accelerated(self) -> bool:
+        """Whether the shards land on a GPU: one of Dask's workers has one (asked once per call), or this machine
+        does (the caller's process and a local pool). Estimates then default to larger shards and batches."""
+        if self.client is not None:
+            return any(self.client.run(_has_cuda).values())
+        return torch.cuda.is_available()
+
     def close(self) -> None:
         """Shut down what genrobust started; an executor the caller passed in stays the caller's."""
         if self.owned:
@@ -114,6 +121,10 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _has_cuda() -> bool:
+    return torch.cuda.is_available()
 
 
 def local_pool(count: int, threads: int = 1) -> Workers:

@@ -154,3 +154,17 @@ def open_journal(path: str | os.PathLike[str] | None, header: Callable[[], dict[
             raise GenrobustError("resume needs the journal of the run to continue (journal=, or --out with --resume)")
         return contextlib.nullcontext(None)
     return Journal(path, header(), resume=resume)
+
+
+def resumed_or_fresh(run: Callable[..., Any], journal: Path, *args: Any, **kwargs: Any) -> Any:
+    """``run(*args, journal=journal, resume=…, **kwargs)``, continuing a killed run's journal when there is one.
+    A journal another run left there (other arguments, models or verifier version) is set aside as ``*.stale``
+    with a note, and the work starts again: the tables' cells call this, so a changed recipe never mixes old
+    shards with new ones."""
+    if journal.is_file():
+        try:
+            return run(*args, journal=journal, resume=True, **kwargs)
+        except JournalMismatch as exc:
+            print(f"note: {exc}; starting again", file=sys.stderr)
+            journal.replace(journal.with_suffix(".stale"))
+    return run(*args, journal=journal, resume=False, **kwargs)

@@ -27,7 +27,13 @@ from .app import (
 @click.option("--delta", type=float, default=0.05, show_default=True, help="Checks P(correct) ≥ 1 − δ per class.")
 @click.option("--confidence", type=float, default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option(
+    "--batch-size", type=int, default=None, help="Samples per forward pass [default: 128 on a CPU, 4096 on a GPU]"
+)
+@click.option(
+    "--shard-size", type=int, default=None,
+    help="Samples per shard, the unit scheduled and journaled [default: 1024 on CPUs, 16384 on GPUs]",
+)  # fmt: skip
 @click.option("--sequential", is_flag=True, help="Stop each class as soon as the anytime-valid test decides.")
 @DEVICE_OPTION
 @click.option(
@@ -40,8 +46,9 @@ from .app import (
 @QUIET_OPTION
 @friendly_errors
 def correctness_cmd(
-    n: int, delta: float, confidence: float, seed: int, batch_size: int, sequential: bool, device: str,
-    out: str | None, workers: int | None, scheduler: str | None, resume: bool, quiet: bool, **models: str | None,
+    n: int, delta: float, confidence: float, seed: int, batch_size: int | None, shard_size: int | None,
+    sequential: bool, device: str, out: str | None, workers: int | None, scheduler: str | None, resume: bool,
+    quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global correctness of a classifier against generators: per-class estimate, exact CI and δ verdict."""
 
@@ -51,8 +58,8 @@ def correctness_cmd(
     with executor:
         res = global_correctness(
             *load_models(**models), n=n, delta=delta,
-            confidence=confidence, seed=seed, batch_size=batch_size, device=device, sequential=sequential,
-            show_progress=not quiet, executor=executor, journal=journal, resume=resume,
+            confidence=confidence, seed=seed, batch_size=batch_size, shard_size=shard_size, device=device,
+            sequential=sequential, show_progress=not quiet, executor=executor, journal=journal, resume=resume,
         )  # fmt: skip
     click.echo(res.table())
     if out:

@@ -21,6 +21,7 @@ import torch
 from ..data import load_dataset
 from ..errors import GenrobustError
 from ..estimate import global_correctness
+from ..journal import resumed_or_fresh
 from ..models.zoo import load_classifier, load_generators, model_info
 from ..runtime import accuracy, resolve_device, write_atomic
 from ..stats import clopper_pearson
@@ -146,7 +147,9 @@ def run_table(
 ) -> dict[str, Any]:
     """Fill every cell of ``plan.rows`` not cached in ``plan.cache``; return the table of those rows.
     ``executor`` runs each cell's shards (see :func:`~genrobust.estimate.global_correctness`); a cell is
-    written to the cache, atomically, as soon as it is done, so a kill loses at most the cells in progress.
+    written to the cache, atomically, as soon as it is done, and while it runs its journal beside the cache
+    (``table-….<row>.<generators>.jsonl``) records every finished shard, so a kill loses at most the shards in
+    progress and the next run continues the cell.
     ``device``: where missing classifiers train and the cells are computed (None: CUDA when available).
 
     The cache keeps rows of earlier runs too; only the rows asked for are checked against their recipe and
@@ -184,8 +187,10 @@ def run_table(
         for name, family in gens.items():
             if name in entry:
                 continue
-            res = global_correctness(clf, family, n=plan.n, seed=plan.seed, confidence=0.95, device=device,
-                                     show_progress=show_progress, executor=executor)  # fmt: skip
+            # the cell's journal beside the cache keeps every finished shard of samples through a kill
+            journal = cache.with_name(f"{cache.stem}.{row}.{name}.jsonl")
+            res = resumed_or_fresh(global_correctness, journal, clf, family, n=plan.n, seed=plan.seed, confidence=0.95,
+                                   device=device, show_progress=show_progress, executor=executor)  # fmt: skip
             w = res.worst
             entry[name] = {
                 "mean": res.mean,
@@ -198,6 +203,7 @@ def run_table(
                 ],
             }
             write_atomic(cache, json.dumps(table, indent=2))  # every finished cell survives a kill
+            journal.unlink()
     return {row: table[row] for row in plan.rows}
 
 

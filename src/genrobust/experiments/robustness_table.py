@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import GenrobustError
-from ..journal import JournalMismatch
+from ..journal import resumed_or_fresh
 from ..models.zoo import load_generators
 from ..runtime import write_atomic
 from ..stats import Proportion, mcnemar_exact
@@ -114,15 +113,8 @@ def _robustness_resumed(clf, gens, plan: RobustnessPlan, options: VerifyOptions,
     """Global robustness of ``classes``' balls start..n − 1, continuing the journal of a killed run if there is
     one; a journal left by another verifier or budget is set aside (renamed ``*.stale``) and the balls redone."""
     kw = {"eps": plan.eps, "n": plan.n, "start": start, "seed": plan.seed, "classes": classes, "options": options,
-          "chunk": plan.chunk, "executor": executor, "journal": journal, "show_progress": show_progress,
-          "device": device}  # fmt: skip
-    if journal.is_file():
-        try:
-            return global_robustness(clf, gens, resume=True, **kw)
-        except JournalMismatch as exc:
-            print(f"note: {exc}; starting these balls again", file=sys.stderr)
-            journal.replace(journal.with_suffix(".stale"))
-    return global_robustness(clf, gens, **kw)
+          "chunk": plan.chunk, "executor": executor, "show_progress": show_progress, "device": device}  # fmt: skip
+    return resumed_or_fresh(global_robustness, journal, clf, gens, **kw)
 
 
 def run_robustness_table(

@@ -654,7 +654,9 @@ class LocalVerifier:
             flo, fhi = self._float_box(z[own], eps_e)  # float32 rounding must not leave the ball
             corner = torch.minimum(torch.maximum(corner, flo), fhi)
             p = self._classify(corner)
-            choice = self._choose_splits(mb, center, radius, spec, certified)
+            # FSB's choice among ReLU candidates; the cost split's 4,096 scores are weights, not candidates
+            choice = (self._choose_splits(mb, center, radius, spec, certified) if not costs else
+                      torch.zeros(len(batch), dtype=torch.long, device=dev))  # fmt: skip
             reach = (self._reach(center, radius, mb.intervals, ~certified, mb.branch if costs else None)
                      if opt.split in ("unstable", "cost") and self.branching != "relu" else None)  # fmt: skip
             dt = (time.perf_counter() - t1) / len(batch)
