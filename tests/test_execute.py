@@ -108,6 +108,37 @@ def test_a_worker_that_dies_mid_shard_is_replaced_and_the_answer_is_unchanged(tm
     assert [r.parts for r in survived] == [r.parts for r in plain]
 
 
+@pytest.mark.slow
+def test_a_dask_worker_that_dies_mid_shard_is_replaced_and_the_answer_is_unchanged(tmp_path):
+    """Dask's nanny restarts a worker whose process died, and the scheduler gives its shard to a worker again."""
+    from distributed import Client, LocalCluster
+
+    plain = run_classes([0, 2], 3, _Squares(), n=100, seed=5, chunk=20)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            survived = run_classes([0, 2], 3, _Squares(str(tmp_path / "died")), n=100, seed=5, chunk=20,
+                                   executor=client)  # fmt: skip
+    assert (tmp_path / "died").exists()
+    assert [r.parts for r in survived] == [r.parts for r in plain]
+
+
+def test_shards_default_to_gpu_sizes_where_the_workers_have_gpus(tmp_path, monkeypatch):
+    """With the device left to genrobust, a laptop without a GPU driving GPU workers cuts 16,384-sample shards
+    (each worker picks its own device and batch); an explicit CPU keeps 1,024. The answer does not change."""
+    from genrobust.execute import Workers
+
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    plain = gr.global_correctness(clf, gens, n=300, classes=[4], journal=tmp_path / "cpu.jsonl")
+    monkeypatch.setattr(Workers, "accelerated", lambda self: True)
+    gpu = gr.global_correctness(clf, gens, n=300, classes=[4], journal=tmp_path / "gpu.jsonl")
+    pinned = gr.global_correctness(clf, gens, n=300, classes=[4], device="cpu", journal=tmp_path / "pin.jsonl")
+    shard = {
+        k: json.loads((tmp_path / f"{k}.jsonl").read_text().splitlines()[0])["shard"] for k in ("cpu", "gpu", "pin")
+    }
+    assert shard == {"cpu": 1024, "gpu": 16384, "pin": 1024}
+    assert gpu.to_dict() == plain.to_dict() == pinned.to_dict()
+
+
 def test_a_journal_resumes_where_the_run_stopped_and_counts_nothing_twice(tmp_path):
     path = tmp_path / "journal.jsonl"
     header = {"kind": "toy", "n": 100}

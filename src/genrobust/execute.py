@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -94,11 +95,17 @@ class Workers:
         self.executor = self.restart()
 
     def share(self, task: Any) -> Any:
-        """What to submit in place of ``task``: on Dask, a future of it sent to every worker once (each worker then
-        unpickles it once, and no shard carries the models again); elsewhere the task itself."""
+        """What to submit in place of ``task``: on Dask, a future of it (a worker fetches it once, from the
+        scheduler's graph or a peer, and no shard carries the models again); elsewhere the task itself.
+
+        A task that returns ``task``, not ``scatter``: scattered data is not part of the graph, so a worker
+        that died while holding it took it with it (with ``broadcast=True`` a scatter during a death waited 30 s
+        per retry on the dead worker and then failed the run), while a task's result is recomputed elsewhere."""
         if self.client is None:
             return task
-        return self.client.scatter(task, broadcast=True, hash=False)
+        with warnings.catch_warnings():  # "Sending large graph": it is sent once per class, on purpose
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            return self.client.submit(_same, task, pure=False)
 
     def accelerated(self) -> bool:
         """Whether the shards land on a GPU: one of Dask's workers has one (asked once per call), or this machine
@@ -121,6 +128,10 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _same(task: Any) -> Any:
+    return task
 
 
 def _has_cuda() -> bool:
