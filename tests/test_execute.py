@@ -114,10 +114,10 @@ def test_a_dask_worker_that_dies_mid_shard_is_replaced_and_the_answer_is_unchang
     from distributed import Client, LocalCluster
 
     plain = run_classes([0, 2], 3, _Squares(), n=100, seed=5, chunk=20)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            survived = run_classes([0, 2], 3, _Squares(str(tmp_path / "died")), n=100, seed=5, chunk=20,
-                                   executor=client)  # fmt: skip
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        survived = run_classes([0, 2], 3, _Squares(str(tmp_path / "died")), n=100, seed=5, chunk=20,
+                               executor=client)  # fmt: skip
     assert (tmp_path / "died").exists()
     assert [r.parts for r in survived] == [r.parts for r in plain]
 
