@@ -4,6 +4,8 @@
 
 Reads RUNS/<name>/{classifier,generators}.safetensors (made by scripts/train_builtin.sh), copies them to
 src/genrobust/weights/<name>.safetensors and records each file's SHA-256 in src/genrobust/weights/zoo.json.
+Entries it does not install (the variation generator, models not retrained) are kept, and so is a family's
+measured coverage while its weights are unchanged (a retrained family needs `reproduce generator-quality`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ BUILTIN = {
 
 def main(runs: Path) -> None:
     WEIGHTS.mkdir(parents=True, exist_ok=True)
+    registry = WEIGHTS / "zoo.json"
+    old = {e["name"]: e for e in json.loads(registry.read_text())} if registry.is_file() else {}
     entries = []
     for name, description in BUILTIN.items():
         src = next(
@@ -40,7 +44,9 @@ def main(runs: Path) -> None:
             None,
         )
         if src is None:
-            print(f"skip {name}: not trained yet")
+            if name in old:
+                entries.append(old[name])
+            print(f"skip {name}: not trained yet" if name not in old else f"keep {name}: no new run")
             continue
         meta = read_metadata(src)
         dest = WEIGHTS / f"{name}.safetensors"
@@ -59,8 +65,12 @@ def main(runs: Path) -> None:
                 "description": description,
             }
         )
+        kept = old.get(name, {})
+        if kept.get("sha256") == entries[-1]["sha256"] and kept.get("coverage"):
+            entries[-1]["coverage"] = kept["coverage"]  # measured on these very weights
         print(f"{name:<24} {dest.stat().st_size / 1e6:6.1f} MB  {meta.get('test_accuracy', '')}")
-    (WEIGHTS / "zoo.json").write_text(json.dumps(entries, indent=2) + "\n")
+    entries += [e for n, e in old.items() if n not in BUILTIN]  # models installed by other scripts
+    registry.write_text(json.dumps(entries, indent=2) + "\n")
     total = sum((WEIGHTS / e["filename"]).stat().st_size for e in entries)
     print(f"{len(entries)} models, {total / 1e6:.1f} MB in {WEIGHTS}")
 

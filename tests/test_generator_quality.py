@@ -70,3 +70,53 @@ def test_reproduce_writes_the_doc_and_reuses_its_cache(shared_datasets, tmp_path
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "reused" in again.output
     assert (tmp_path / "docs" / "generator-quality-mnist.md").read_text() == md
+
+
+def test_verdicts_on_a_builtin_family_show_its_coverage_and_flag_partial_classes(tmp_path):
+    """The built-in families carry their measured precision / recall; every verdict shows them beside each class
+    and marks the classes whose recall is below 0.5 (mnist-gan's are all below: 0.13–0.32)."""
+    from genrobust.models.coverage import RECALL_FLAG
+
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    assert gens.coverage is not None and max(gens.coverage.recall) < RECALL_FLAG
+    res = gr.global_correctness(clf, gens, n=40, classes=[1, 8])
+    lines = res.table().splitlines()
+    assert lines[0].endswith("precision / recall")
+    assert lines[1].split()[0] == "1" and lines[1].endswith(f"{gens.coverage.recall[1]:.2f} *")
+    assert "covers part of the class only" in lines[-1] and "1, 8" in lines[-1]
+    data = res.to_dict()["coverage"]
+    assert data["partial_classes"] == list(range(10)) and data["recall"][8] == gens.coverage.recall[8]
+    rob = gr.global_robustness(clf, gens, eps=[0.002], n=1, classes=[3], options=gr.VerifyOptions(max_boxes=1))
+    assert rob.table().splitlines()[1].endswith("*") and rob.to_dict()["coverage"]["source"]
+    mine = gr.GeneratorFamily(per_class=[gens[c] for c in range(10)], latent_dim=gens.latent_dim)
+    plain = gr.global_correctness(clf, mine, n=40, classes=[1])
+    assert "recall" not in plain.table() and plain.to_dict()["coverage"] is None  # unmeasured: nothing claimed
+
+
+def test_assess_measures_any_familys_coverage_and_refuses_mismatched_ones(shared_datasets, tmp_path):
+    from torch import nn
+
+    from genrobust.experiments.generator_quality import measure_coverage
+    from genrobust.models.coverage import Coverage
+
+    args = ["correctness", "-n", "30", "--assess", "mnist", "--assess-n", "40", "--data-dir",
+            str(shared_datasets), "--quiet", "--out", str(tmp_path / "out")]  # fmt: skip
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    cov = json.loads((tmp_path / "out" / "result.json").read_text())["coverage"]
+    assert "40 mnist training images" in cov["source"] and "--assess" in cov["source"]
+    assert len(cov["recall"]) == 10 and all(0 <= r <= 1 for r in cov["recall"])
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    three = gr.GeneratorFamily(per_class=[gens[c] for c in range(3)], latent_dim=gens.latent_dim)
+    with pytest.raises(gr.GenrobustError, match="3 classes, mnist 10"):
+        measure_coverage(clf, three, "mnist", n=20, data_dir=shared_datasets)
+    small = nn.Sequential(nn.Linear(gens.latent_dim, 196), nn.Unflatten(1, (1, 14, 14)))
+    tiny = gr.GeneratorFamily(per_class=[small] * 10, latent_dim=gens.latent_dim)
+    with pytest.raises(gr.GenrobustError, match=r"shape \(1, 14, 14\)"):
+        measure_coverage(clf, tiny, "mnist", n=20, data_dir=shared_datasets)
+    with pytest.raises(gr.GenrobustError, match="in \\[0, 1\\]"):
+        Coverage((0.5, 1.5), (0.2, 0.3), "made up")
+    with pytest.raises(gr.GenrobustError, match="malformed coverage"):
+        Coverage.from_dict({"precision": [0.5]})
+    bad = CliRunner().invoke(main, [*args[:-2], "--assess-n", "3"])
+    assert bad.exit_code != 0 and "larger than 3" in bad.output

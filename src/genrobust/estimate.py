@@ -21,6 +21,7 @@ from .compose import check_compatible
 from .errors import GenrobustError
 from .execute import ClassTask, Shipped, open_workers
 from .journal import open_journal
+from .models.coverage import Coverage
 from .models.generators import GeneratorFamily, module_device
 from .models.layout import inference_copy
 from .runtime import resolve_device, write_atomic
@@ -148,6 +149,8 @@ class CorrectnessResult:
     classes: list[ClassEstimate]
     outlier_list: list[Outlier] = field(default_factory=list)
     generators: GeneratorFamily | None = field(default=None, repr=False)
+    #: the family's measured precision / recall per class, when known: shown beside each class's verdict
+    coverage: Coverage | None = None
 
     @property
     def worst(self) -> ClassEstimate:
@@ -186,15 +189,20 @@ class CorrectnessResult:
 
     def table(self) -> str:
         level = f"{100 * self.confidence:g}%"
+        cov = self.coverage
         lines = [
-            f"{'class':<14} {'n':>7} {'correct':>8} {'estimate':>9}  {level + ' CI':<19} {'P ≥ 1−δ?':<10}",
+            f"{'class':<14} {'n':>7} {'correct':>8} {'estimate':>9}  {level + ' CI':<19} {'P ≥ 1−δ?':<10}"
+            + (" precision / recall" if cov else ""),
         ]
         for c in self.classes:
             ci = f"[{c.ci_low:.4f}, {c.ci_high:.4f}]"
-            lines.append(f"{c.name[:14]:<14} {c.n:>7} {c.correct:>8} {c.estimate:>9.4f}  {ci:<19} {c.verdict:<10}")
+            lines.append(f"{c.name[:14]:<14} {c.n:>7} {c.correct:>8} {c.estimate:>9.4f}  {ci:<19} {c.verdict:<10}"
+                         + (f" {cov.cell(c.cls)}" if cov else ""))  # fmt: skip
         w = self.worst
         lines.append(f"worst class {w.name} ({w.estimate:.4f}); mean {self.mean:.4f}; δ = {self.delta}: {self.verdict}"
                      + alone_note(self.failing, self.failing_familywise, len(self.classes)))  # fmt: skip
+        if cov:
+            lines.append(cov.note([c.cls for c in self.classes], [c.name for c in self.classes]))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +217,7 @@ class CorrectnessResult:
             "mean": self.mean,
             "classes": [asdict(c) for c in self.classes],
             "outliers": [asdict(o) for o in self.outlier_list],
+            "coverage": self.coverage.to_dict() if self.coverage else None,
         }
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
@@ -363,4 +372,5 @@ def global_correctness(
                 spent=run.spent,
             )
         )
-    return CorrectnessResult(delta, confidence, seed, estimates, outliers, generators)
+    return CorrectnessResult(delta, confidence, seed, estimates, outliers, generators,
+                             getattr(generators, "coverage", None))  # fmt: skip

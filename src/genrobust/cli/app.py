@@ -89,6 +89,35 @@ def scale_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def coverage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--assess DATASET (measure the generators' precision / recall per class and show them beside the verdict;
+    the built-in families carry theirs) with --assess-n and --data-dir."""
+    from ..data.registry import DATASETS
+
+    for option in reversed([
+        click.option("--assess", type=click.Choice(sorted(DATASETS)), default=None,
+                     help="Measure how much of each class of this dataset the generators cover (precision / "
+                          "recall in the classifier's features) and show it beside the verdict."),
+        click.option("--assess-n", type=int, default=1000, show_default=True,
+                     help="--assess: real and generated images per class."),
+        DATA_DIR_OPTION,
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def attach_coverage(clf: Any, gens: Any, assess: str | None, n: int, data_dir: str | None, name: str) -> None:
+    """With --assess, measure the family's coverage now (it replaces what a built-in family carries)."""
+    if assess is None:
+        return
+    from ..experiments.generator_quality import measure_coverage
+
+    if n <= 3:
+        raise click.BadParameter(f"must be larger than 3 (the neighbours of the manifold), got {n}",
+                                 param_hint="--assess-n")  # fmt: skip
+    gens.coverage = measure_coverage(clf, gens, assess, n=n, data_dir=data_dir, classifier_name=name)
+
+
 def open_executor(workers: int | None, scheduler: str | None) -> Any:
     """The run's :class:`~genrobust.execute.Workers` from --workers / --scheduler (a context manager)."""
     from ..execute import open_workers

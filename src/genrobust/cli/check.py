@@ -10,6 +10,8 @@ from .app import (
     DEVICE_OPTION,
     QUIET_OPTION,
     ResultFolder,
+    attach_coverage,
+    coverage_options,
     eps_and_classes,
     friendly_errors,
     load_models,
@@ -43,21 +45,24 @@ from .app import (
     help="Folder for result.json, outliers.png and the run's journal.",
 )
 @scale_options
+@coverage_options
 @QUIET_OPTION
 @friendly_errors
 def correctness_cmd(
     n: int, delta: float, confidence: float, seed: int, batch_size: int | None, shard_size: int | None,
     sequential: bool, device: str, out: str | None, workers: int | None, scheduler: str | None, resume: bool,
-    quiet: bool, **models: str | None,
+    assess: str | None, assess_n: int, data_dir: str | None, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global correctness of a classifier against generators: per-class estimate, exact CI and δ verdict."""
 
     from ..estimate import global_correctness
 
+    clf, gens = load_models(**models)
+    attach_coverage(clf, gens, assess, assess_n, data_dir, str(models["classifier_name"]))
     executor, journal = shard_setup(workers, scheduler, resume, out)
     with executor:
         res = global_correctness(
-            *load_models(**models), n=n, delta=delta,
+            clf, gens, n=n, delta=delta,
             confidence=confidence, seed=seed, batch_size=batch_size, shard_size=shard_size, device=device,
             sequential=sequential, show_progress=not quiet, executor=executor, journal=journal, resume=resume,
         )  # fmt: skip
@@ -161,13 +166,15 @@ def attack_cmd(
               help="Split undecided boxes on latent dimensions, on the classifier's ReLUs (β-CROWN splits), or per "
                    "box on whichever the bound rates higher.")  # fmt: skip
 @scale_options
+@coverage_options
 @QUIET_OPTION
 @friendly_errors
 def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
     out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, branch: str,
-    workers: int | None, scheduler: str | None, resume: bool, quiet: bool, **models: str | None,
+    workers: int | None, scheduler: str | None, resume: bool, assess: str | None, assess_n: int, data_dir: str | None,
+    quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
 
@@ -178,6 +185,7 @@ def robustness_cmd(
 
     eps, wanted = eps_and_classes(eps_text, classes)
     clf, gens = load_models(**models)
+    attach_coverage(clf, gens, assess, assess_n, data_dir, str(models["classifier_name"]))
     try:
         rule = None if give_up.strip().lower() == "none" else float(give_up)
     except ValueError:

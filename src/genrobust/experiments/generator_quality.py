@@ -15,6 +15,7 @@ these sample sizes (precision and recall fall with fewer samples, so every row u
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import GenrobustError
+from ..models.coverage import Coverage
 from ..models.generators import GeneratorFamily, module_device
 from ..runtime import sub_seed
 
@@ -193,3 +195,37 @@ def assess_generators(
         res.rows.append(QualityRow(name, [p for p, _ in pr], [r for _, r in pr], fd,
                                    frechet_distance(torch.cat(real), torch.cat(feats))))  # fmt: skip
     return res
+
+
+def measure_coverage(
+    classifier: nn.Module,
+    family: GeneratorFamily,
+    dataset: str,
+    *,
+    n: int = 1000,
+    k: int = 3,
+    seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    classifier_name: str = "",
+) -> Coverage:
+    """The family's precision and recall per class against ``dataset``'s training images, in the features of
+    ``classifier`` (the input of its last linear layer): what ``--assess DATASET`` attaches to a verdict. The
+    family's images must have the dataset's shape and the family one generator per class of it."""
+    from ..data import load_dataset
+
+    train = load_dataset(dataset, "train", data_dir=data_dir)
+    x, y = train.tensors()
+    classes = int(y.max()) + 1
+    if len(family) != classes:
+        raise GenrobustError(f"--assess {dataset}: the generators have {len(family)} classes, {dataset} {classes}")
+    g = family[0].eval()
+    with torch.no_grad():
+        drawn = g(family.sample_latents(1, generator=torch.Generator().manual_seed(0)).to(module_device(g)))
+    if tuple(drawn.shape[1:]) != tuple(x.shape[1:]):
+        raise GenrobustError(f"--assess {dataset}: the generators draw images of shape {tuple(drawn.shape[1:])}, "
+                             f"{dataset}'s are {tuple(x.shape[1:])}")  # fmt: skip
+    res = assess_generators(classifier, {"family": family}, (x, y), n=n, k=k, seed=seed, dataset=dataset)
+    row = res.rows[0]
+    name = classifier_name or type(classifier).__name__
+    source = f"{n:,} {dataset} training images and {n:,} generated per class, {name} features, k = {k}: --assess"
+    return Coverage(tuple(row.precision), tuple(row.recall), source)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import GenrobustError
+from .coverage import Coverage
 from .layers import Affine, ConcatConstant, ImageAdapter
 
 
@@ -238,6 +239,9 @@ class GeneratorFamily(nn.Module):
         if len(names) != self.num_classes:
             raise GenrobustError(f"{len(names)} class names for {self.num_classes} classes")
         self.class_names = names
+        #: How much of each class the family draws (:class:`~genrobust.models.coverage.Coverage`), when measured:
+        #: the built-in families carry it, ``measure_coverage`` gives it to any family; estimates report it.
+        self.coverage: Coverage | None = None
         slices = (
             [ClassGenerator(conditional, c, self.num_classes, condition) for c in range(self.num_classes)]
             if conditional is not None

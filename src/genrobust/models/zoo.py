@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import GenrobustError
 from .classifiers import ConvClassifier
+from .coverage import Coverage
 from .generators import GeneratorFamily
 from .io import ModelFileError, file_sha256, load_model, read_metadata, save_model
 from .sources import is_factory, load_factory, onnx_classifier, onnx_generators, refuse_pickle
@@ -36,6 +37,8 @@ class ZooEntry:
     filename: str
     sha256: str
     description: str
+    #: generator families: their measured precision and recall per class (:class:`~.coverage.Coverage`'s dict)
+    coverage: dict[str, Any] | None = None
 
     def path(self) -> Path:
         return Path(str(resources.files("genrobust") / "weights" / self.filename))
@@ -144,6 +147,9 @@ def load_generators(
         if output_range is not None and tuple(output_range) != family.output_range:
             raise GenrobustError(f"{text}: genrobust's generators draw in {family.output_range}, not {output_range}")
         family.genrobust_meta = meta  # type: ignore[assignment]
+        measured = meta.get("coverage") or (ZOO[text].coverage if text in ZOO else None)
+        if measured:
+            family.coverage = Coverage.from_dict(measured).check_classes(len(family))
     return family.eval().to(device) if device else family.eval()
 
 

@@ -33,6 +33,7 @@ from ..errors import GenrobustError
 from ..estimate import alone_note
 from ..execute import ClassTask, Shipped, worker_cached
 from ..journal import decode_tensor, encode_tensor, open_journal
+from ..models.coverage import Coverage
 from ..models.generators import GeneratorFamily
 from ..runtime import resolve_device, write_atomic
 from ..sampling import check_classes, check_estimate_args, run_classes
@@ -94,6 +95,8 @@ class RobustnessResult:
     local: dict[int, LocalResult] = field(default_factory=dict, repr=False)
     generators: GeneratorFamily | None = field(default=None, repr=False)
     options: dict[str, Any] = field(default_factory=dict)
+    #: the family's measured precision / recall per class, when known: shown beside each class's verdict
+    coverage: Coverage | None = None
 
     def verdict(self, eps: float) -> str:
         """(ε, δ)-robust iff every class holds at ε; not iff some class fails at ε after Bonferroni over the
@@ -117,17 +120,21 @@ class RobustnessResult:
 
     def table(self) -> str:
         level = f"{100 * self.confidence:g}%"
+        cov = self.coverage
         lines = [f"{'class':<12} {'ε':>7} {'n':>6} {'cert.':>6} {'fals.':>6} {'unkn.':>6}  "
-                 f"{'P(robust) ' + level + ' bounds':<22} {'P ≥ 1−δ?':<10}"]  # fmt: skip
+                 f"{'P(robust) ' + level + ' bounds':<22} {'P ≥ 1−δ?':<10}"
+                 + (" precision / recall" if cov else "")]  # fmt: skip
         for c in self.classes:
             for r in c.per_eps:
                 lines.append(
                     f"{c.name[:12]:<12} {r.eps:>7g} {r.n:>6} {r.certified:>6} {r.falsified:>6} {r.unknown:>6}  "
-                    f"{f'[{r.lower:.4f}, {r.upper:.4f}]':<22} {r.verdict:<10}"
+                    f"{f'[{r.lower:.4f}, {r.upper:.4f}]':<22} {r.verdict:<10}" + (f" {cov.cell(c.cls)}" if cov else "")
                 )
         for eps in self.eps:
             note = alone_note(self.failing(eps), self.failing(eps, familywise=True), len(self.classes))
             lines.append(f"ε = {eps:g}, δ = {self.delta}: {self.verdict(eps)}{note}")
+        if cov:
+            lines.append(cov.note([c.cls for c in self.classes], [c.name for c in self.classes]))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +161,7 @@ class RobustnessResult:
                 for c in self.classes
             ],
             "balls": {str(c): r.to_dict()["balls"] for c, r in self.local.items()},
+            "coverage": self.coverage.to_dict() if self.coverage else None,
         }
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
@@ -244,7 +252,8 @@ def global_robustness(
             stoppers[c].settle(per_eps)
         local[c] = res
         out.append(ClassRobustness(c, generators.class_names[c], per_eps, run.seconds, run.spent))
-    return RobustnessResult(eps_values, delta, confidence, seed, out, local, generators, _options_dict(options))
+    return RobustnessResult(eps_values, delta, confidence, seed, out, local, generators, _options_dict(options),
+                            getattr(generators, "coverage", None))  # fmt: skip
 
 
 class _RobustnessShard(ClassTask):
