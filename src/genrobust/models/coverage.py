@@ -56,8 +56,8 @@ class Coverage:
         head = f"precision / recall of the generators ({self.source})"
         if not partial:
             return f"{head}: every class's recall ≥ {RECALL_FLAG:g}"
-        return (f"{head}; * recall < {RECALL_FLAG:g}: the verdict on {', '.join(partial)} covers part of the class "
-                "only")  # fmt: skip
+        which = "every class" if len(partial) == len(classes) > 1 else ", ".join(partial)
+        return f"{head}; * recall < {RECALL_FLAG:g}: the verdict on {which} covers part of the class only"
 
     def to_dict(self) -> dict[str, Any]:
         return {"precision": list(self.precision), "recall": list(self.recall), "source": self.source,
