@@ -58,6 +58,22 @@ def test_the_command_reports_every_family_beside_the_test_set(shared_datasets, t
     real, gan = data["rows"][0], data["rows"][1]
     assert real["mean"]["frechet"] < gan["mean"]["frechet"]  # the real test set is closest to the training set
     assert "| real test set |" in (tmp_path / "table.md").read_text()
+    assert min(real["accuracy"]) > 0.9 and real["mean"]["accuracy"] > gan["mean"]["accuracy"] - 0.05
+    assert real["mean"]["stray"] < gan["mean"]["stray"]  # mnist-gan's speckled backgrounds, measured
+
+
+def test_stray_pixels_are_bright_pixels_where_the_class_is_dark():
+    from genrobust.experiments.generator_quality import stray_share
+
+    dark = torch.zeros(1, 4, 4, dtype=torch.bool)
+    dark[0, :2] = True  # 8 background pixels
+    images = torch.zeros(10, 1, 4, 4)
+    images[:, 0, 2:] = 1.0  # the stroke: never counted
+    assert stray_share(images, dark) == 0.0
+    images[:5, 0, 0, 0] = 0.3  # one speckle in half the images: 5 of 80 background pixels
+    images[5:, 0, 0, 1] = 0.15  # dim, below the threshold
+    assert stray_share(images, dark) == 5 / 80
+    assert stray_share(images, torch.zeros_like(dark)) == 0.0
 
 
 def test_reproduce_writes_the_doc_and_reuses_its_cache(shared_datasets, tmp_path):

@@ -196,7 +196,8 @@ def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: s
         write_atomic(cached, json.dumps(data, indent=2) + "\n")
     from ..experiments.generator_quality import QualityResult, QualityRow
 
-    rows = [QualityRow(r["name"], r["precision"], r["recall"], r["frechet"], r["frechet_all"]) for r in data["rows"]]
+    rows = [QualityRow(r["name"], r["precision"], r["recall"], r["frechet"], r["frechet_all"], r.get("stray"),
+                       r.get("accuracy")) for r in data["rows"]]  # fmt: skip
     res = QualityResult(data["dataset"], data["classifier"], data["n"], data["k"], data["seed"], data["class_names"],
                         rows)  # fmt: skip
     files = ResultFolder(out)
