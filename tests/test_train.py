@@ -149,3 +149,86 @@ def test_fractional_epochs_train_on_the_first_batches_of_the_last_epoch(small_se
     assert "--epochs 0.25" in gr.ClassifierRecipe(epochs=0.25).command("out")
     with pytest.raises(gr.GenrobustError, match="epochs must be > 0"):
         gr.ClassifierRecipe(epochs=0)
+
+
+@pytest.mark.parametrize("method", ["hinge-cgan", "cvae"])
+def test_a_coverage_generator_resumes_to_the_same_weights_and_carries_its_coverage(small_sets, tmp_path, monkeypatch,
+                                                                                    method):  # fmt: skip
+    from genrobust.train import generator as gen_mod
+
+    train = small_sets[0].subset(small_sets[0].labels < 3)
+    train = gr.Dataset(train.name, train.split, train.images, train.labels, ("0", "1", "2"))
+    recipe = gen_mod.GeneratorRecipe(method=method, steps=30, checkpoint_every=10, batch_size=32, hidden=(32, 64),
+                                     latent_dim=4, seed=3)  # fmt: skip
+    kw = {"train_data": train, "show_progress": False, "assess_n": 0}
+    whole, _ = gen_mod.train_generator(recipe, out=tmp_path / "whole", **kw)
+    real_save, calls = gen_mod.save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        gen_mod.train_generator(recipe, out=tmp_path / "killed", **kw)
+    monkeypatch.setattr(gen_mod, "save_checkpoint", real_save)
+    resumed, path = gen_mod.train_generator(recipe, out=tmp_path / "killed", **kw)
+    z = torch.randn(8, 4)
+    for c in range(3):
+        assert torch.equal(whole[c](z), resumed[c](z))
+    meta = gr.model_info(path)
+    assert meta["command"].startswith(f"genrobust train generator --recipe {method} --dataset mnist")
+    assert len(meta["history"]) == 3 and all(np.isfinite(list(h.values())).all() for h in meta["history"])
+    with pytest.raises(gr.GenrobustError, match="another recipe"):
+        gen_mod.train_generator(gen_mod.GeneratorRecipe(method=method, steps=40, checkpoint_every=10, batch_size=32,
+                                                        hidden=(32, 64), latent_dim=4, seed=4),
+                                out=tmp_path / "killed", **kw)  # fmt: skip
+
+
+def test_a_diverging_generator_recipe_stops_and_keeps_its_last_good_checkpoint(small_sets, tmp_path, monkeypatch):
+    from genrobust.train import generator as gen_mod
+
+    recipe = gen_mod.GeneratorRecipe(method="cvae", steps=30, checkpoint_every=10, batch_size=32, hidden=(32, 64),
+                                     latent_dim=4)  # fmt: skip
+    real_block, blocks = gen_mod._Trainer.block, []
+
+    def block_then_blow_up(self, *args):
+        blocks.append(1)
+        if len(blocks) == 2:
+            with torch.no_grad():
+                for p in self.g.parameters():
+                    p.fill_(float("nan"))
+        return real_block(self, *args)
+
+    monkeypatch.setattr(gen_mod._Trainer, "block", block_then_blow_up)
+    with pytest.raises(gr.GenrobustError, match=r"diverged after step 10 .*last good checkpoint \(step 10\)"):
+        gen_mod.train_generator(recipe, out=tmp_path / "g", train_data=small_sets[0], show_progress=False,
+                                assess_n=0)  # fmt: skip
+    assert (tmp_path / "g" / "generator.ckpt.safetensors").is_file()
+    assert not (tmp_path / "g" / "generators.safetensors").exists()
+    for bad in ({"method": "diffusion"}, {"lr": 0.0}, {"ema": 1.0}, {"hidden": (0,)}, {"data": "noisy"}):
+        with pytest.raises(gr.GenrobustError):
+            gen_mod.GeneratorRecipe(**bad)
+
+
+def test_train_generator_command_stores_the_coverage_every_verdict_then_shows(shared_datasets, tmp_path):
+    from click.testing import CliRunner
+
+    from genrobust.cli import main
+
+    out = tmp_path / "g"
+    args = ["train", "generator", "--recipe", "hinge-cgan", "--steps", "6", "--batch-size", "16", "--hidden", "16,32",
+            "--latent-dim", "3", "--assess-n", "20", "--data-dir", str(shared_datasets), "--quiet", "--out",
+            str(out)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "precision" in res.output and "recall" in res.output
+    family = gr.load_generators(str(out / "generators.safetensors"))
+    assert family.latent_dim == 3 and family.coverage is not None and len(family.coverage.recall) == 10
+    assert "measured after training" in family.coverage.source
+    verdict = gr.global_correctness(gr.load_classifier("mnist-small"), family, n=20, classes=[0])
+    assert "precision / recall" in verdict.table()
+    bad = CliRunner().invoke(main, [*args[:-2], "--hidden", "16,x", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "--hidden" in bad.output

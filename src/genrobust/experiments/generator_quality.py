@@ -252,6 +252,7 @@ def measure_coverage(
     seed: int = 0,
     data_dir: str | os.PathLike[str] | None = None,
     classifier_name: str = "",
+    how: str = "--assess",
 ) -> Coverage:
     """The family's precision and recall per class against ``dataset``'s training images, in the features of
     ``classifier`` (the input of its last linear layer): what ``--assess DATASET`` attaches to a verdict. The
@@ -272,5 +273,5 @@ def measure_coverage(
     res = assess_generators(classifier, {"family": family}, (x, y), n=n, k=k, seed=seed, dataset=dataset)
     row = res.rows[0]
     name = classifier_name or type(classifier).__name__
-    source = f"{n:,} {dataset} training images and {n:,} generated per class, {name} features, k = {k}: --assess"
+    source = f"{n:,} {dataset} training images and {n:,} generated per class, {name} features, k = {k}: {how}"
     return Coverage(tuple(row.precision), tuple(row.recall), source)
