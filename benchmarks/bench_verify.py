@@ -52,7 +52,7 @@ GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "to-latent", "pool")
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
                split: str, give_up: float | None) -> Path:  # fmt: skip
-    base = config.split("-threads")[0].rstrip("0123456789.")
+    base = config.split("@")[0].split("-threads")[0].rstrip("0123456789.")
     rule = f"-giveup{give_up:g}" if base in GIVE_UP_CONFIGS and give_up is not None else ""
     return work / f"{config}-eps{eps:g}-class{c}-n{balls}-boxes{max_boxes}-s{max_seconds:g}-{split}{rule}.json"
 
@@ -60,7 +60,7 @@ def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxe
 def run_one(
     config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float,
     split: str = "unstable", work: Path | None = None, give_up: float | None = None, mean_seconds: float = 5.0,
-    threads: int = 2,
+    threads: int = 2, generators: str = "mnist-gan",
 ) -> dict:  # fmt: skip
     import torch
 
@@ -70,7 +70,7 @@ def run_one(
     from genrobust.verify import LocalVerifier, VerifyOptions
 
     torch.set_num_threads(threads)
-    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators(generators)
     opts = {
         "full": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up),
         "bounds-only": VerifyOptions(max_boxes=1, max_seconds=max_seconds, give_up=None),
@@ -110,6 +110,7 @@ def run_one(
     for c in classes:
         name = f"pool{mean_seconds:g}" if config == "pool" else config
         name += f"-threads{threads}" if threads != 2 else ""  # timings depend on it: keep the parts apart
+        name += f"@{Path(generators).parent.name or generators}" if generators != "mnist-gan" else ""
         path = _part_path(work, name, eps, c, balls, max_boxes, max_seconds, split, give_up) if work else None
         if path is not None and path.exists():
             part = json.loads(path.read_text())
@@ -156,6 +157,7 @@ def main() -> None:
     )
     ap.add_argument("--mean-seconds", type=float, default=5.0, help="the pool configuration's seconds per ball")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per process (the side-by-side runs use 1)")
+    ap.add_argument("--generators", default="mnist-gan", help="the generator family (a built-in name or a file)")
     ap.add_argument("--out", default=None, help="write the rows to OUT.json")
     ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
@@ -168,12 +170,12 @@ def main() -> None:
     if a.one:
         config, eps = a.one.split("@")
         print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split, work,
-                                 give_up, a.mean_seconds, a.threads)))  # fmt: skip
+                                 give_up, a.mean_seconds, a.threads, a.generators)))  # fmt: skip
         return
     rows = []
     head = (f"{'config':<16} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
             f"{'decided':>8} {'mean s':>8} {'p95 s':>8} {'peak RSS':>9}")  # fmt: skip
-    print(f"mnist-small ∘ mnist-gan, classes {a.classes}, {a.balls} balls each, budget {a.max_boxes} boxes / "
+    print(f"mnist-small ∘ {a.generators}, classes {a.classes}, {a.balls} balls each, budget {a.max_boxes} boxes / "
           f"{a.max_seconds:g} s per ball, give-up {a.give_up}", flush=True)  # fmt: skip
     print(head, flush=True)
     for eps in [float(e) for e in a.eps.split(",")]:
@@ -181,7 +183,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
                    a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
                    "--split", a.split, "--give-up", a.give_up, "--mean-seconds", str(a.mean_seconds),
-                   "--threads", str(a.threads),
+                   "--threads", str(a.threads), "--generators", a.generators,
                    *(["--work", str(work)] if work else [])]  # fmt: skip
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             rows.append(r)
