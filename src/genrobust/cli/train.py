@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -52,6 +53,21 @@ def train_classifier_cmd(out: str, data_dir: str | None, device: str, quiet: boo
     click.echo(f"test accuracy {res.test_accuracy:.4f}; wrote {res.path}")
 
 
+def _generator_output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What every generator trainer takes besides its recipe: --fp16, --out, --data-dir, --device, --quiet."""
+    for option in reversed([
+        click.option("--fp16", is_flag=True, help="Store the generators in float16."),
+        click.option("--out", type=click.Path(file_okay=False), required=True,
+                     help="Folder for checkpoints and weights."),
+        DATA_DIR_OPTION,
+        DEVICE_OPTION,
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+        friendly_errors,
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
 @train.command("gan")
 @click.option("--dataset", default="mnist", show_default=True)
 @click.option(
@@ -69,12 +85,7 @@ def train_classifier_cmd(out: str, data_dir: str | None, device: str, quiet: boo
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--split-seed", type=int, default=None, help="Seed of the disjoint halves (default: --seed).")
 @click.option("--classes", default=None, help="Comma-separated classes to train now (per-class GANs only).")
-@click.option("--fp16", is_flag=True, help="Store the generators in float16.")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for checkpoints and weights.")
-@DATA_DIR_OPTION
-@DEVICE_OPTION
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-@friendly_errors
+@_generator_output_options
 def train_gan_cmd(
     out: str, data_dir: str | None, device: str, quiet: bool, fp16: bool, classes: str | None, **kw: Any
 ) -> None:
@@ -115,12 +126,7 @@ def train_gan_cmd(
     show_default=True,
     help="Real and generated images per class for the coverage stored with the weights (0: skip).",
 )
-@click.option("--fp16", is_flag=True, help="Store the generator in float16.")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for checkpoints and weights.")
-@DATA_DIR_OPTION
-@DEVICE_OPTION
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-@friendly_errors
+@_generator_output_options
 def train_generator_cmd(
     out: str, data_dir: str | None, device: str, quiet: bool, fp16: bool, hidden: str, assess_n: int, **kw: Any
 ) -> None:
