@@ -342,7 +342,7 @@ def global_correctness(
                 "models": {"classifier": task.classifier.key, "generators": task.generator_keys()}}  # fmt: skip
 
     opened_here = workers if workers is not executor else contextlib.nullcontext()  # closed when done
-    with open_journal(journal, header, resume) as log, opened_here:
+    with opened_here, open_journal(journal, header, resume) as log:  # the workers close even if the journal refuses
         runs = run_classes(wanted, generators.latent_dim, task, n=n, seed=seed, chunk=shard_size,
                            stop_rule=stop_rule if sequential else None, desc="correctness",
                            show_progress=show_progress, executor=workers, journal=log)  # fmt: skip
