@@ -22,6 +22,7 @@ from .data import (
 )
 from .errors import ChecksumError, DatasetError, DownloadError, GenrobustError, GenrobustWarning, IdxFormatError
 from .estimate import CorrectnessResult, global_correctness
+from .experiments.generator_quality import measure_coverage
 from .models import (
     GeneratorFamily,
     ImageAdapter,
@@ -35,7 +36,8 @@ from .models import (
     save_classifier,
     save_generators,
 )
-from .train import ClassifierRecipe, GANRecipe, train_classifier, train_gan
+from .models.coverage import Coverage
+from .train import ClassifierRecipe, GANRecipe, GeneratorRecipe, train_classifier, train_gan, train_generator
 from .verify import LocalResult, RobustnessResult, VerifyOptions, global_robustness, verify_ball
 
 __all__ = [
@@ -46,11 +48,13 @@ __all__ = [
     "ChecksumError",
     "ClassifierRecipe",
     "CorrectnessResult",
+    "Coverage",
     "Dataset",
     "DatasetError",
     "DownloadError",
     "GANRecipe",
     "GeneratorFamily",
+    "GeneratorRecipe",
     "GenrobustError",
     "GenrobustWarning",
     "IdxFormatError",
@@ -73,6 +77,7 @@ __all__ = [
     "load_dataset",
     "load_generators",
     "load_variation",
+    "measure_coverage",
     "model_info",
     "realistic_adversarial",
     "save_classifier",
@@ -80,5 +85,6 @@ __all__ = [
     "split_halves",
     "train_classifier",
     "train_gan",
+    "train_generator",
     "verify_ball",
 ]

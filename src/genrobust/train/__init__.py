@@ -2,5 +2,15 @@
 
 from .classifier import ClassifierRecipe, TrainResult, pgd_linf, train_classifier
 from .gan import GANRecipe, train_gan
+from .generator import GeneratorRecipe, train_generator
 
-__all__ = ["ClassifierRecipe", "GANRecipe", "TrainResult", "pgd_linf", "train_classifier", "train_gan"]
+__all__ = [
+    "ClassifierRecipe",
+    "GANRecipe",
+    "GeneratorRecipe",
+    "TrainResult",
+    "pgd_linf",
+    "train_classifier",
+    "train_gan",
+    "train_generator",
+]
