@@ -247,6 +247,7 @@ def train_generator(
                             "latent_distribution": "standard normal N(0, I)", "recipe": recipe.to_dict(),
                             "command": recipe.command(outdir), "training_images": len(data),
                             "history": history}  # fmt: skip
+    measured = None
     if assess_n and recipe.dataset in FEATURES:
         from ..experiments.generator_quality import measure_coverage
         from ..models.zoo import load_classifier
@@ -257,9 +258,5 @@ def train_generator(
         info["coverage"] = measured.to_dict()
     path = outdir / "generators.safetensors"
     save_model(path, family.cpu(), info=info, half=half)
-    family.coverage = None
-    if "coverage" in info:
-        from ..models.coverage import Coverage
-
-        family.coverage = Coverage.from_dict(info["coverage"])
+    family.coverage = measured  # as load_generators would attach it from the file
     return family, path
