@@ -3,15 +3,16 @@
     python scripts/install_builtin.py ~/genrobust-runs
 
 Reads RUNS/<name>/{classifier,generators}.safetensors (made by scripts/train_builtin.sh), copies them to
-src/genrobust/weights/<name>.safetensors and records each file's SHA-256 in src/genrobust/weights/zoo.json.
+src/genrobust/weights/<name>.safetensors.gz (gzip, deterministic: the same weights give the same bytes) and
+records each file's SHA-256 in src/genrobust/weights/zoo.json.
 Entries it does not install (the variation generator, models not retrained) are kept, and so is a family's
 measured coverage while its weights are unchanged (a retrained family needs `reproduce generator-quality`).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def main(runs: Path) -> None:
             print(f"skip {name}: not trained yet" if name not in old else f"keep {name}: no new run")
             continue
         meta = read_metadata(src)
-        dest = WEIGHTS / f"{name}.safetensors"
-        shutil.copyfile(src, dest)
+        dest = WEIGHTS / f"{name}.safetensors.gz"
+        dest.write_bytes(gzip.compress(src.read_bytes(), compresslevel=9, mtime=0))
+        (WEIGHTS / f"{name}.safetensors").unlink(missing_ok=True)  # the uncompressed file of an older install
         arch = meta["recipe"]["arch"] if meta["role"] == "classifier" else meta["arch"]
         data = meta["recipe"].get("data", "standard")
         entries.append(
@@ -73,6 +75,8 @@ def main(runs: Path) -> None:
         kept = old.get(name, {})
         if kept.get("sha256") == entries[-1]["sha256"] and kept.get("coverage"):
             entries[-1]["coverage"] = kept["coverage"]  # measured on these very weights
+        elif meta.get("coverage"):  # measured by `genrobust train generator` after training
+            entries[-1]["coverage"] = meta["coverage"]
         print(f"{name:<24} {dest.stat().st_size / 1e6:6.1f} MB  {meta.get('test_accuracy', '')}")
     entries += [e for n, e in old.items() if n not in BUILTIN]  # models installed by other scripts
     registry.write_text(json.dumps(entries, indent=2) + "\n")

@@ -146,6 +146,33 @@ def test_corrupt_damaged_and_nan_files(tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
+def test_gzip_compressed_files_round_trip_and_fail_clearly(tmp_path):
+    import gzip
+
+    torch.manual_seed(0)
+    clf = build_classifier("small").eval()
+    plain, packed = tmp_path / "m.safetensors", tmp_path / "m.safetensors.gz"
+    save_model(plain, clf, half=True)
+    save_model(packed, clf, half=True)
+    assert packed.stat().st_size < plain.stat().st_size
+    assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()  # gunzip gives the plain file back
+    save_model(tmp_path / "again.safetensors.gz", clf, half=True)
+    assert (tmp_path / "again.safetensors.gz").read_bytes() == packed.read_bytes()  # deterministic bytes
+    (tmp_path / "renamed.bin").write_bytes(packed.read_bytes())  # recognised by content, not by name
+    x = torch.rand(3, 1, 28, 28)
+    for path in (packed, tmp_path / "renamed.bin"):
+        back, meta = load_model(path)
+        assert torch.equal(back(x), load_model(plain)[0](x)) and meta["dtype"] == "float16"
+        assert gr.model_info(path)["role"] == "classifier"
+    data = packed.read_bytes()
+    (tmp_path / "trunc.safetensors.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match=r"trunc\.safetensors\.gz: cannot read weights"):
+        load_model(tmp_path / "trunc.safetensors.gz")
+    (tmp_path / "head.safetensors.gz").write_bytes(data[:6])
+    with pytest.raises(ModelFileError, match="not a readable safetensors"):
+        load_model(tmp_path / "head.safetensors.gz")
+
+
 def test_loading_never_unpickles(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
     gr.save_classifier(build_classifier("small"), path)
