@@ -18,7 +18,8 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
     table = json.loads((out / "correctness-table-mnist.json").read_text())
     row = table["built-in"]
     assert row["source"] == "built-in `mnist-small`" and row["test_accuracy"] > 0.99
-    for g in ("mnist-gan", "mnist-gan-aug"):
+    assert ct.TABLE_GENERATORS["mnist"] == ("mnist-gan", "mnist-gan-aug", "mnist-cgan")  # the coverage column
+    for g in ct.TABLE_GENERATORS["mnist"]:
         assert 0 <= row[g]["worst_ci"][0] <= row[g]["worst"] <= row[g]["worst_ci"][1] <= 1
         assert len(row[g]["classes"]) == 10
     assert "| built-in |" in (out / "correctness-table-mnist.md").read_text()
@@ -87,6 +88,17 @@ def test_markdown_gives_exact_intervals_for_accuracy_worst_class_and_pooled_mean
     alo, ahi = ct.clopper_pearson(9900, 10_000, 0.95)
     assert f"| small | epochs=1 | 99.00% [{100 * alo:.2f}, {100 * ahi:.2f}] |" in md
     assert "3: 90.00% [80.00, 95.00]" in md
+    assert "vs `mnist-cgan`" in md and md.splitlines()[2].endswith("| … |")  # a column not computed yet
+
+
+def test_the_spread_keeps_the_columns_every_seed_has():
+    cell = {"mean": 0.99, "worst_class": 3, "worst": 0.9}
+    old = {"small": {"test_accuracy": 0.99, "mnist-gan": cell, "mnist-gan-aug": cell}}  # before the coverage column
+    new = {"small": {"test_accuracy": 0.98, "mnist-gan": cell, "mnist-gan-aug": cell, "mnist-cgan": cell}}
+    spread = ct.seed_spread({0: new, 1: old}, "mnist")
+    assert spread["generators"] == ["mnist-gan", "mnist-gan-aug"] and "mnist-cgan mean" not in spread["rows"]["small"]
+    assert "mnist-cgan" not in ct.seed_spread_markdown(spread, "mnist")
+    assert ct.seed_spread({0: new, 1: new}, "mnist")["generators"] == list(ct.TABLE_GENERATORS["mnist"])
 
 
 def test_training_seeds_give_separate_tables_and_their_spread(tmp_path, shared_datasets, monkeypatch):

@@ -82,10 +82,17 @@ def test_reproduce_writes_the_doc_and_reuses_its_cache(shared_datasets, tmp_path
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     md = (tmp_path / "docs" / "generator-quality-mnist.md").read_text()
-    assert "| mnist-gan-aug |" in md and "Per class" in md
+    assert "| mnist-gan-aug |" in md and "| mnist-cgan |" in md and "Per class" in md
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "reused" in again.output
     assert (tmp_path / "docs" / "generator-quality-mnist.md").read_text() == md
+    cache = next((tmp_path / "work" / "mnist").glob("generator-quality-*.json"))
+    old = json.loads(cache.read_text())
+    old["rows"] = [r for r in old["rows"] if r["name"] != "mnist-cgan"]  # a cache from before the coverage family
+    cache.write_text(json.dumps(old))
+    third = CliRunner().invoke(main, args)
+    assert third.exit_code == 0 and "reused" not in third.output
+    assert (tmp_path / "docs" / "generator-quality-mnist.md").read_text() == md  # measured again: same seeds
 
 
 def test_verdicts_on_a_builtin_family_show_its_coverage_and_flag_partial_classes(tmp_path):

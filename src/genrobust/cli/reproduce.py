@@ -173,7 +173,7 @@ def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: s
 
     from ..data import load_dataset
     from ..data.store import cache_dir
-    from ..experiments.correctness_table import GENERATORS
+    from ..experiments.correctness_table import TABLE_GENERATORS
     from ..experiments.generator_quality import assess_generators
     from ..models.zoo import load_classifier, load_generators
 
@@ -181,14 +181,15 @@ def reproduce_generator_quality(dataset: str, n: int, k: int, seed: int, work: s
     cache = Path(work) if work else cache_dir() / "reproduce"
     cached = cache / dataset / f"generator-quality-n{n}-k{k}-seed{seed}.json"
     clf_name = f"{dataset}-small"
-    if cached.is_file():
-        data = json.loads(cached.read_text())
+    names = list(TABLE_GENERATORS[dataset])
+    data = json.loads(cached.read_text()) if cached.is_file() else None
+    if data is not None and [r["name"] for r in data["rows"]][-len(names) :] == names:
         click.echo(f"reused {cached}")
-    else:
+    else:  # no cache, or one of another set of families
         train, test = load_dataset(dataset, "train", data_dir=data_dir), load_dataset(dataset, "test",
                                                                                          data_dir=data_dir)  # fmt: skip
         # the command's own models, on the device: the images and features are computed where the models are
-        families = {name: load_generators(name).to(dev) for name in GENERATORS[dataset]}
+        families = {name: load_generators(name).to(dev) for name in names}
         res = assess_generators(load_classifier(clf_name).to(dev), families, train.tensors(), test.tensors(), n=n, k=k,
                                 seed=seed, dataset=dataset, classifier_name=clf_name,
                                 class_names=train.class_names)  # fmt: skip
