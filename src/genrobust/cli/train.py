@@ -118,6 +118,13 @@ def train_gan_cmd(
 @click.option("--lr", type=float, default=2e-4, show_default=True)
 @click.option("--ema", type=float, default=0.999, show_default=True, help="hinge-cgan: decay of the weight average.")
 @click.option("--beta", type=float, default=1.0, show_default=True, help="cvae: weight of the KL term.")
+@click.option(
+    "--smooth",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="hinge-cgan: weight of a penalty on the images' change per unit of latent (cheaper verification).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--assess-n",

@@ -12,6 +12,12 @@ Two recipes measured against it (docs/generator-coverage.md):
 * ``cvae``: a conditional VAE; its decoder, fed z ~ N(0, I), is the generator (the encoder covers every
   training image by construction; the price is blur).
 
+``smooth`` > 0 adds to the generator's loss a penalty on how far its images move per unit of latent: λ·‖J v‖²,
+the squared Jacobian-vector product for a random direction v ~ N(0, I) (so its mean is ‖J‖²_F, summed over
+pixels), by a forward difference of step ``SMOOTH_STEP``. A generator that moves less per unit of latent leaves
+fewer of the verifier's relaxations unstable in an ε-box, so its balls are cheaper to decide (issue 28's
+verification cost); the price is paid in recall, and that trade is measured (docs/generator-coverage.md).
+
 Every block of ``checkpoint_every`` steps takes its batches and noise from a seed derived from (seed, block), and
 a checkpoint holds every network, optimiser and the EMA, so a killed run resumes to exactly the weights of an
 uninterrupted one. A loss that turns NaN or infinite stops the run and keeps the last good checkpoint.
@@ -40,6 +46,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .common import DATA_VARIANTS, progress, resolve_device, sub_seed, training_data
 
 METHODS = ("hinge-cgan", "cvae")
+#: the forward difference's step for the smoothness penalty (in latent units: small beside N(0, I)'s spread)
+SMOOTH_STEP = 0.05
 #: the built-in classifier whose features measure a family's coverage, per dataset
 FEATURES = {"mnist": "mnist-small", "fashion-mnist": "fashion-mnist-small"}
 
@@ -56,6 +64,7 @@ class GeneratorRecipe:
     lr: float = 2e-4  # hinge-cgan: the generator's (the discriminator takes twice this); cvae: Adam's
     ema: float = 0.999  # hinge-cgan: the weight average's decay per step
     beta: float = 1.0  # cvae: weight of the KL term
+    smooth: float = 0.0  # hinge-cgan: weight of the penalty on the images' change per unit of latent, ‖J v‖²
     seed: int = 0
     checkpoint_every: int = 500
 
@@ -68,10 +77,16 @@ class GeneratorRecipe:
             raise GenrobustError("steps, batch_size, checkpoint_every, latent_dim and hidden sizes must be ≥ 1")
         if not (self.lr > 0 and 0 <= self.ema < 1 and self.beta > 0):
             raise GenrobustError(f"need lr > 0, 0 ≤ ema < 1 and beta > 0, got {self.lr}, {self.ema}, {self.beta}")
+        if not (math.isfinite(self.smooth) and self.smooth >= 0):
+            raise GenrobustError(f"smooth must be a finite weight ≥ 0, got {self.smooth}")
+        if self.smooth and self.method != "hinge-cgan":
+            raise GenrobustError("smooth applies to the hinge-cgan recipe (a VAE's decoder is smooth by its loss)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        if not self.smooth:  # recipes from before the penalty existed read the same
+            del d["smooth"]
         return d
 
     def command(self, out: str | os.PathLike[str]) -> str:
@@ -79,6 +94,8 @@ class GeneratorRecipe:
                 self.data, "--latent-dim", str(self.latent_dim), "--hidden", ",".join(map(str, self.hidden)),
                 "--steps", str(self.steps), "--batch-size", str(self.batch_size), "--lr", str(self.lr), "--ema",
                 str(self.ema), "--beta", str(self.beta), "--seed", str(self.seed)]  # fmt: skip
+        if self.smooth:
+            args += ["--smooth", str(self.smooth)]
         return shlex.join([*args, "--out", str(out)])
 
 
@@ -165,6 +182,11 @@ class _Trainer:
                 loss_a.backward()
                 self.opts["d"].step()
                 loss_b = -self.other(fake, y_fake).mean()
+                if r.smooth:  # drawn only then, so recipes without it keep their random streams
+                    v = torch.randn(r.batch_size, r.latent_dim, generator=gen).to(dev)
+                    moved = _pixels(self.g, noise + SMOOTH_STEP * v, F.one_hot(y_fake, self.k).float())
+                    jvp = (moved - fake) / SMOOTH_STEP
+                    loss_b = loss_b + r.smooth * jvp.square().sum(1).mean()
                 self.opts["g"].zero_grad(set_to_none=True)
                 loss_b.backward()
                 self.opts["g"].step()
