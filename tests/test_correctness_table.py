@@ -89,6 +89,8 @@ def test_markdown_gives_exact_intervals_for_accuracy_worst_class_and_pooled_mean
     assert f"| small | epochs=1 | 99.00% [{100 * alo:.2f}, {100 * ahi:.2f}] |" in md
     assert "3: 90.00% [80.00, 95.00]" in md
     assert "vs `mnist-cgan`" in md and md.splitlines()[2].endswith("| … |")  # a column not computed yet
+    assert "`mnist-gan`: precision 0.87, recall 0.24 (worst class 1: 0.13); recall < 0.5 in 10 of 10 classes" in md
+    assert "`mnist-cgan`: precision 0.89, recall 0.76 (worst class 1: 0.68); every class's recall ≥ 0.5" in md
 
 
 def test_the_spread_keeps_the_columns_every_seed_has():

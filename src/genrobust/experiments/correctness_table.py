@@ -25,7 +25,7 @@ from ..data import load_dataset
 from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..journal import resumed_or_fresh
-from ..models.zoo import load_classifier, load_generators, model_info
+from ..models.zoo import coverage_summary, load_classifier, load_generators, model_info
 from ..runtime import accuracy, resolve_device, write_atomic
 from ..stats import clopper_pearson
 from ..train.classifier import ClassifierRecipe, train_classifier
@@ -253,6 +253,10 @@ def to_markdown(table: dict[str, Any], dataset: str, n: int) -> str:
         "Clopper–Pearson (95%): exact per class and for test accuracy, conservative for the pooled mean. The "
         "worst class's interval is that class's own, not a simultaneous interval for the minimum over classes."
     )
+    for g in gens:  # how much of each class the column's family draws (docs/generator-quality.md)
+        coverage = coverage_summary(g)
+        if coverage is not None:
+            lines.append(f"\n`{g}`: {coverage}.")
     return "\n".join(lines)
 
 

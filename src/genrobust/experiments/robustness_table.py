@@ -21,7 +21,7 @@ import torch
 
 from ..errors import GenrobustError
 from ..journal import resumed_or_fresh
-from ..models.zoo import load_generators
+from ..models.zoo import coverage_summary, load_generators
 from ..runtime import write_atomic
 from ..stats import Proportion, mcnemar_exact
 from ..verify import CERTIFIED, FALSIFIED, VerifyOptions, global_robustness
@@ -214,6 +214,9 @@ def robustness_markdown(table: dict[str, Any], plan: RobustnessPlan) -> str:
         "A range is the certified share – non-falsified share (the two bounds on P(robust)), pooled over classes; "
         "the brackets hold the one-sided ends of their Clopper–Pearson intervals (conservative for a pooled count)."
     )
+    coverage = coverage_summary(plan.generators)
+    if coverage is not None:
+        lines.append(f"\nHow much of each class `{plan.generators}` draws: {coverage}.")
     others = [r for r in table if r != REFERENCE_ROW]
     if REFERENCE_ROW in table and others:
         lines += [

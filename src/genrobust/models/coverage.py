@@ -59,6 +59,17 @@ class Coverage:
         which = "every class" if len(partial) == len(classes) > 1 else ", ".join(partial)
         return f"{head}; * recall < {RECALL_FLAG:g}: the verdict on {which} covers part of the class only"
 
+    def summary(self, names: Sequence[str]) -> str:
+        """One sentence for a table of many verdicts on the family: means, the worst class, the partial classes."""
+        worst = min(range(len(self.recall)), key=self.recall.__getitem__)
+        mean_p, mean_r = sum(self.precision) / len(self.precision), sum(self.recall) / len(self.recall)
+        text = f"precision {mean_p:.2f}, recall {mean_r:.2f} (worst class {names[worst]}: {self.recall[worst]:.2f})"
+        if not self.partial:
+            return f"{text}; every class's recall ≥ {RECALL_FLAG:g}"
+        which = ", ".join(names[c] for c in self.partial)
+        share = f"{len(self.partial)} of {len(self.recall)} classes ({which})"
+        return f"{text}; recall < {RECALL_FLAG:g} in {share}: a verdict there covers part of the class only"
+
     def to_dict(self) -> dict[str, Any]:
         return {"precision": list(self.precision), "recall": list(self.recall), "source": self.source,
                 "recall_flag": RECALL_FLAG, "partial_classes": self.partial}  # fmt: skip

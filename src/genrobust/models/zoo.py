@@ -153,6 +153,17 @@ def load_generators(
     return family.eval().to(device) if device else family.eval()
 
 
+def coverage_summary(name: str) -> str | None:
+    """One sentence on how much of each class a built-in family draws (its measured precision and recall, from
+    the registry: no weights loaded), for tables of many verdicts on it; None for a family without figures."""
+    entry = ZOO.get(name)
+    if entry is None or not entry.coverage:
+        return None
+    from ..data.registry import get_spec
+
+    return Coverage.from_dict(entry.coverage).summary(get_spec(entry.dataset).class_names)
+
+
 def load_variation(source: str | os.PathLike[str], *, device: str | None = None) -> VariationGenerator:
     """An image-conditional generator (thumbnail ⊕ latent → image) in eval mode from a built-in name
     (``mnist-variation``) or a genrobust ``.safetensors`` file (see ``genrobust.models.variation``)."""
