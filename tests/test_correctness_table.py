@@ -27,9 +27,26 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
     def refuse(*a, **k):
         raise AssertionError("a cached cell was recomputed")
 
+    real = ct.global_correctness
+
     monkeypatch.setattr(ct, "global_correctness", refuse)
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
+    assert json.loads((out / "correctness-table-mnist.json").read_text())["built-in"]["generators_sha256"] == {
+        g: ct.ZOO[g].sha256 for g in ct.TABLE_GENERATORS["mnist"]
+    }
+    # a family retrained since (another registry hash): only its column is computed again
+    cache = tmp_path / "work" / "mnist" / "table-n40-seed0.json"
+    table = json.loads(cache.read_text())
+    table["built-in"]["generators_sha256"]["mnist-cgan"] = "0" * 64
+    cache.write_text(json.dumps(table))
+    recomputed = []
+    monkeypatch.setattr(
+        ct, "global_correctness", lambda clf, family, **kw: recomputed.append(family) or real(clf, family, **kw)
+    )
+    third = CliRunner().invoke(main, args)
+    assert third.exit_code == 0, third.output
+    assert len(recomputed) == 1 and recomputed[0].latent_dim == gr.load_generators("mnist-cgan").latent_dim
 
 
 def test_a_killed_cell_resumes_from_its_journal(tmp_path, shared_datasets):

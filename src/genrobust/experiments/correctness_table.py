@@ -25,7 +25,7 @@ from ..data import load_dataset
 from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..journal import resumed_or_fresh
-from ..models.zoo import coverage_summary, load_classifier, load_generators, model_info
+from ..models.zoo import ZOO, coverage_summary, load_classifier, load_generators, model_info
 from ..runtime import accuracy, resolve_device, write_atomic
 from ..stats import clopper_pearson
 from ..train.classifier import ClassifierRecipe, train_classifier
@@ -178,11 +178,15 @@ def run_table(
                 k.setdefault("correct", round(k["estimate"] * plan.n))
     test = load_dataset(plan.dataset, "test", data_dir=data_dir)
     gens = {name: load_generators(name) for name in TABLE_GENERATORS[plan.dataset]}
+    family_sha = {name: ZOO[name].sha256 for name in gens}
     for row in plan.rows:
         recipe = row_recipe(plan.dataset, row, plan.train_seed)
         entry = table.get(row)
         if entry is None or entry.get("recipe") != recipe:
             entry = table[row] = {"recipe": recipe}  # a cached row of another recipe is stale
+        for name in gens:  # a cell computed on other weights of a family (a retrained built-in) is stale
+            if name in entry and entry.get("generators_sha256", {}).get(name, family_sha[name]) != family_sha[name]:
+                del entry[name]
         if all(g in entry for g in gens) and "test_accuracy" in entry:
             continue
         clf, source = _classifier(plan, row, data_dir, show_progress, device)
@@ -211,6 +215,7 @@ def run_table(
                     for c in res.classes
                 ],
             }
+            entry.setdefault("generators_sha256", {})[name] = family_sha[name]
             write_atomic(cache, json.dumps(table, indent=2))  # every finished cell survives a kill
             journal.unlink()
     return {row: table[row] for row in plan.rows}
