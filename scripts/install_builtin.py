@@ -27,7 +27,7 @@ BUILTIN = {
     "fashion-mnist-small": "The paper's small classifier trained on Fashion-MNIST.",
     "fashion-mnist-cgan": "One class-conditional GAN (the paper's MLP GAN + one-hot class) trained on Fashion-MNIST.",
     "fashion-mnist-cgan-aug": "One class-conditional GAN trained on the augmented Fashion-MNIST training set.",
-    "mnist-cgan": "One class-conditional generator (the paper's MLP, latent dimension 16) trained on MNIST for "
+    "mnist-cgan": "One class-conditional generator (the paper's MLP, latent dimension 10) trained on MNIST for "
     "coverage: hinge loss, spectrally normalised projection discriminator, weight average (genrobust train "
     "generator).",
     "fashion-mnist-cgan2": "One class-conditional generator (the paper's MLP, latent dimension 16) trained on "
