@@ -1,5 +1,5 @@
-"""The verifier on the built-in ``mnist-small`` ∘ ``mnist-gan``: how many balls each ingredient decides, and at
-what cost.
+"""The verifier on the built-in ``mnist-small`` ∘ ``mnist-gan`` (or any ``--classifier`` ∘ ``--generators``): how
+many balls each ingredient decides, and at what cost.
 
 For every ε and every configuration, the first ``--balls`` latents of each class (the correctness estimator's
 centres, seed 0) are checked: certified / falsified / unknown, mean and 95th-percentile seconds per ball, and
@@ -60,7 +60,7 @@ def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxe
 def run_one(
     config: str, eps: float, classes: list[int], balls: int, max_boxes: int, max_seconds: float,
     split: str = "unstable", work: Path | None = None, give_up: float | None = None, mean_seconds: float = 5.0,
-    threads: int = 2, generators: str = "mnist-gan",
+    threads: int = 2, generators: str = "mnist-gan", classifier: str = "mnist-small",
 ) -> dict:  # fmt: skip
     import torch
 
@@ -70,7 +70,7 @@ def run_one(
     from genrobust.verify import LocalVerifier, VerifyOptions
 
     torch.set_num_threads(threads)
-    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators(generators)
+    clf, gens = gr.load_classifier(classifier), gr.load_generators(generators)
     opts = {
         "full": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up),
         "bounds-only": VerifyOptions(max_boxes=1, max_seconds=max_seconds, give_up=None),
@@ -111,6 +111,7 @@ def run_one(
         name = f"pool{mean_seconds:g}" if config == "pool" else config
         name += f"-threads{threads}" if threads != 2 else ""  # timings depend on it: keep the parts apart
         name += f"@{Path(generators).parent.name or generators}" if generators != "mnist-gan" else ""
+        name += f"~{Path(classifier).stem}" if classifier != "mnist-small" else ""
         path = _part_path(work, name, eps, c, balls, max_boxes, max_seconds, split, give_up) if work else None
         if path is not None and path.exists():
             part = json.loads(path.read_text())
@@ -158,6 +159,7 @@ def main() -> None:
     ap.add_argument("--mean-seconds", type=float, default=5.0, help="the pool configuration's seconds per ball")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per process (the side-by-side runs use 1)")
     ap.add_argument("--generators", default="mnist-gan", help="the generator family (a built-in name or a file)")
+    ap.add_argument("--classifier", default="mnist-small", help="the classifier (a built-in name or a file)")
     ap.add_argument("--out", default=None, help="write the rows to OUT.json")
     ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
@@ -170,12 +172,12 @@ def main() -> None:
     if a.one:
         config, eps = a.one.split("@")
         print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split, work,
-                                 give_up, a.mean_seconds, a.threads, a.generators)))  # fmt: skip
+                                 give_up, a.mean_seconds, a.threads, a.generators, a.classifier)))  # fmt: skip
         return
     rows = []
     head = (f"{'config':<16} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
             f"{'decided':>8} {'mean s':>8} {'p95 s':>8} {'peak RSS':>9}")  # fmt: skip
-    print(f"mnist-small ∘ {a.generators}, classes {a.classes}, {a.balls} balls each, budget {a.max_boxes} boxes / "
+    print(f"{a.classifier} ∘ {a.generators}, classes {a.classes}, {a.balls} balls each, budget {a.max_boxes} boxes / "
           f"{a.max_seconds:g} s per ball, give-up {a.give_up}", flush=True)  # fmt: skip
     print(head, flush=True)
     for eps in [float(e) for e in a.eps.split(",")]:
@@ -183,7 +185,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
                    a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
                    "--split", a.split, "--give-up", a.give_up, "--mean-seconds", str(a.mean_seconds),
-                   "--threads", str(a.threads), "--generators", a.generators,
+                   "--threads", str(a.threads), "--generators", a.generators, "--classifier", a.classifier,
                    *(["--work", str(work)] if work else [])]  # fmt: skip
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             rows.append(r)

@@ -37,6 +37,7 @@ from .models import (
     save_generators,
 )
 from .models.coverage import Coverage
+from .rare import RareFailureResult, adaptive_splitting, rare_failure
 from .train import ClassifierRecipe, GANRecipe, GeneratorRecipe, train_classifier, train_gan, train_generator
 from .verify import LocalResult, RobustnessResult, VerifyOptions, global_robustness, verify_ball
 
@@ -61,9 +62,11 @@ __all__ = [
     "ImageAdapter",
     "LocalResult",
     "ModelFileError",
+    "RareFailureResult",
     "RobustnessResult",
     "VerifyOptions",
     "__version__",
+    "adaptive_splitting",
     "attack_latents",
     "augment_dataset",
     "augment_images",
@@ -79,6 +82,7 @@ __all__ = [
     "load_variation",
     "measure_coverage",
     "model_info",
+    "rare_failure",
     "realistic_adversarial",
     "save_classifier",
     "save_generators",

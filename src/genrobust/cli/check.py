@@ -37,6 +37,21 @@ from .app import (
     help="Samples per shard, the unit scheduled and journaled [default: 1024 on CPUs, 16384 on GPUs]",
 )  # fmt: skip
 @click.option("--sequential", is_flag=True, help="Stop each class as soon as the anytime-valid test decides.")
+@click.option(
+    "--method", type=click.Choice(["mc", "amls"]), default="mc", show_default=True,
+    help="mc: plain Monte Carlo with exact intervals; amls: adaptive multilevel splitting, for failure "
+    "probabilities far below 1/n (down to 1e-9 and less).",
+)  # fmt: skip
+@click.option("--particles", type=int, default=1000, show_default=True, help="amls: particles per run.")
+@click.option(
+    "--quantile", type=float, default=0.5, show_default=True, help="amls: share of particles killed per level."
+)
+@click.option("--mcmc-steps", type=int, default=10, show_default=True, help="amls: moves per particle and level.")
+@click.option("--max-levels", type=int, default=100, show_default=True, help="amls: levels before giving up.")
+@click.option(
+    "--repeats", type=int, default=1, show_default=True,
+    help="amls: independent runs per class; with 2 or more the interval comes from their spread.",
+)  # fmt: skip
 @DEVICE_OPTION
 @click.option(
     "--out",
@@ -50,7 +65,8 @@ from .app import (
 @friendly_errors
 def correctness_cmd(
     n: int, delta: float, confidence: float, seed: int, batch_size: int | None, shard_size: int | None,
-    sequential: bool, device: str, out: str | None, workers: int | None, scheduler: str | None, resume: bool,
+    sequential: bool, method: str, particles: int, quantile: float, mcmc_steps: int, max_levels: int, repeats: int,
+    device: str, out: str | None, workers: int | None, scheduler: str | None, resume: bool,
     assess: str | None, assess_n: int, data_dir: str | None, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global correctness of a classifier against generators: per-class estimate, exact CI and δ verdict."""
@@ -59,6 +75,10 @@ def correctness_cmd(
 
     clf, gens = load_models(**models)
     attach_coverage(clf, gens, assess, assess_n, data_dir, str(models["classifier_name"]))
+    if method == "amls":
+        _rare_correctness(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, max_levels, repeats,
+                          device, out, quiet, batch_size)  # fmt: skip
+        return
     executor, journal = shard_setup(workers, scheduler, resume, out)
     with executor:
         res = global_correctness(
@@ -73,6 +93,24 @@ def correctness_cmd(
         res.save_confidence_profile(files.path("confidence_profile.png"))
         if res.outlier_list:
             res.outliers(64).save(files.path("outliers.png"))
+        files.report()
+
+
+def _rare_correctness(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, max_levels, repeats,
+                      device, out, quiet, batch_size) -> None:  # fmt: skip
+    """``correctness --method amls``: each class's failure probability by adaptive multilevel splitting."""
+    from ..rare import rare_failure
+
+    res = rare_failure(clf, gens, delta=delta, confidence=confidence, particles=particles, quantile=quantile,
+                       mcmc_steps=mcmc_steps, max_levels=max_levels, repeats=repeats, seed=seed, device=device,
+                       batch_size=batch_size or 4096, show_progress=not quiet)  # fmt: skip
+    click.echo(res.table())
+    if out:
+        files = ResultFolder(out)
+        files.json("result.json", res.to_dict())
+        res.save_levels_plot(files.path("levels.png"))
+        if any(c.failures for c in res.classes):
+            res.save_failures(files.path("failures.png"))
         files.report()
 
 

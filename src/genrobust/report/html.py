@@ -21,6 +21,8 @@ _PICTURES = {  # file → caption, in the order a reader wants them
     "robustness_curve.png": "P(robust) bounded from both sides, per class, against ε",
     "pairs.png": "Realistic adversarial examples: G(z) and G(z′), ε-close in latent space",
     "path.gif": "The straight latent path from z to z′",
+    "levels.png": "Adaptive multilevel splitting: each class's ladder of score levels towards failure",
+    "failures.png": "Failures the last level held, one row per class",
 }
 _MIME = {".png": "image/png", ".gif": "image/gif"}
 
@@ -32,6 +34,8 @@ def _embed(path: Path) -> str:
 def _kind(data: dict[str, Any]) -> str:
     if data.get("format") == "genrobust-robustness/1":
         return "robustness"
+    if data.get("method") == "amls":
+        return "rare failures"
     if "method" in data and "metrics" in data:
         return "attack"
     if "verdict" in data and "classes" in data:
@@ -61,7 +65,7 @@ def read_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
         raise GenrobustError(f"{result}: not valid JSON") from None
     kind = _kind(data)
     if not kind:
-        raise GenrobustError(f"{result}: not a correctness, attack or robustness result")
+        raise GenrobustError(f"{result}: not a correctness, rare-failure, attack or robustness result")
     pictures = [{"src": _embed(folder / name), "caption": caption, "name": name}
                 for name, caption in _PICTURES.items() if (folder / name).is_file()]  # fmt: skip
     return {"kind": kind, "title": str(folder), "data": data, "pictures": pictures}

@@ -1,0 +1,423 @@
+"""Rare failure probabilities by adaptive multilevel splitting (AMLS) in latent space.
+
+Plain Monte Carlo needs about 4/P samples to estimate a probability P to 50% relative error, and sees no
+failure at all in 10⁵ samples when P = 10⁻⁶. AMLS (Webb et al., ICLR 2019, after Cérou and Guyader) reaches
+such P through a ladder of levels of a *score* s(z), failure being s(z) ≥ 0: N particles start from the latent
+distribution N(0, I); at each level the share ``quantile`` with the lowest scores is killed (the level L is the
+score of the ⌈ρN⌉-th lowest; every particle at or below it dies, so ties cannot bias the count), each dead
+particle is replaced by a copy of a random survivor, and all particles then take ``mcmc_steps``
+Metropolis–Hastings steps that leave N(0, I) restricted to {s > L} invariant (preconditioned Crank–Nicolson:
+z' = √(1 − β²)·z + β·ξ, accepted iff s(z') > L, β adapted per level towards an acceptance near 0.3). The
+estimate is the product of the levels' surviving shares times the share of final particles that fail.
+
+What the numbers mean, and their assumptions:
+- With moves that mix (each level's particles distributed as N(0, I) restricted to the level set), this
+  generalised AMLS is unbiased (Bréhier, Gazeau, Goudenège, Lelièvre and Rousset, 2016) and log P̂ is
+  asymptotically normal with relative variance Σ_levels (1 − p)/(pN) (+ the same term for the final share):
+  the *own* interval below. It is asymptotic, and it assumes the moves mix; a chain that does not mix makes
+  the true spread larger than stated.
+- ``repeats`` independent runs give the spread that actually occurred: their mean (unbiased under the same
+  assumption) with a Student-t interval on it, which does not rely on the variance formula.
+- A run that reaches no failure within ``max_levels`` levels reports what it estimated: P[s > last level],
+  an upper bound's estimate, never a silent 0.
+
+All groups (classes × repeats) move together: one batched score evaluation per step for every particle of
+every group still climbing. Each group draws from its own stream (seed, group key), so a class's answer does
+not depend on which other classes run beside it, nor on the batch size of the forward passes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats as sps
+from torch import nn
+
+from .errors import GenrobustError
+from .runtime import progress, resolve_device, sub_seed, write_atomic
+from .stats import FAILS, HOLDS, UNDECIDED
+
+#: (latents (G, N, d), group indices (G,)) → scores (G, N); failure is score ≥ 0
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: pCN step size adaptation: the acceptance a level aims at, and how far β moves per step
+TARGET_ACCEPTANCE = 0.3
+MIN_STEP, MAX_STEP = 1e-3, 1.0
+
+
+@dataclass
+class Level:
+    """One rung of the ladder: the score threshold and the share of particles above it."""
+
+    threshold: float
+    survived: float
+
+
+@dataclass
+class SplittingRun:
+    """One independent AMLS run on one group (a class, or a closed-form case)."""
+
+    estimate: float
+    levels: list[Level]
+    final_share: float  # share of the last level's particles that fail (score ≥ 0)
+    reached: bool  # False: max_levels ran out first (estimate is then P[s > last level])
+    evaluations: int  # score evaluations spent
+    relvar: float  # the method's own asymptotic relative variance (see the module docstring)
+    acceptance: float  # mean Metropolis–Hastings acceptance over the run
+    failures: list[list[float]] = field(default_factory=list, repr=False)  # latents that fail, at the end
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """The run's own asymptotic interval: log P̂ ± z·√relvar (0 when nothing failed)."""
+        if self.estimate <= 0:
+            return 0.0, 0.0
+        zq = float(sps.norm.ppf(0.5 + confidence / 2))
+        half = zq * math.sqrt(self.relvar)
+        return self.estimate * math.exp(-half), self.estimate * math.exp(half)
+
+
+def adaptive_splitting(
+    score: Score,
+    dim: int,
+    keys: Sequence[int],
+    *,
+    particles: int = 1000,
+    quantile: float = 0.5,
+    mcmc_steps: int = 10,
+    max_levels: int = 100,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    keep_failures: int = 16,
+    show_progress: bool = False,
+) -> list[SplittingRun]:
+    """AMLS on N(0, I_dim) for P[score ≥ 0], one independent run per entry of ``keys`` (all batched together).
+
+    ``keys``: a non-negative integer per group; group g draws from the stream ``sub_seed(seed, keys[g])`` and its
+    scores come from ``score(z, groups)`` where ``groups`` holds the indices of the groups evaluated.
+    """
+    check_splitting_args(particles, quantile, mcmc_steps, max_levels, seed)
+    dev = torch.device(device)
+    G, N = len(keys), particles
+    if G == 0:
+        raise GenrobustError("no groups to estimate")
+    gens = [torch.Generator().manual_seed(sub_seed(seed, int(k))) for k in keys]
+
+    def randn(idx: list[int]) -> torch.Tensor:  # on the CPU, per group: streams independent of the rest
+        return torch.stack([torch.randn(N, dim, generator=gens[g], dtype=torch.float64) for g in idx]).to(dev)
+
+    def evaluate(z: torch.Tensor, idx: list[int]) -> torch.Tensor:
+        s = score(z.float(), torch.tensor(idx, device=dev)).double()
+        if s.shape != z.shape[:2]:
+            raise GenrobustError(f"the score returned shape {tuple(s.shape)} for latents {tuple(z.shape)}")
+        if not torch.isfinite(s).all():
+            raise GenrobustError("the score is NaN or infinite on some latents: check the models' outputs")
+        return s
+
+    everyone = list(range(G))
+    z = randn(everyone)
+    s = evaluate(z, everyone)
+    evals = [N] * G
+    levels: list[list[Level]] = [[] for _ in range(G)]
+    relvar = [0.0] * G
+    accepted, proposed = [0] * G, [0] * G
+    step = [0.5] * G
+    runs: dict[int, SplittingRun] = {}
+    k = max(1, math.ceil(quantile * N))
+    bar = progress(max_levels, "splitting levels", show_progress, unit="level")
+    for _ in range(max_levels + 1):
+        active = [g for g in everyone if g not in runs]
+        if not active:
+            break
+        for g in active:  # finished groups: the level would reach the failure set, or no level is left
+            ordered = s[g].sort().values
+            level = float(ordered[k - 1])
+            if level >= 0 or len(levels[g]) == max_levels:
+                fail = s[g] >= 0
+                share = float(fail.double().mean())
+                log_p = sum(math.log(lv.survived) for lv in levels[g])
+                rv = relvar[g] + ((1 - share) / (share * N) if share > 0 else math.inf)
+                runs[g] = SplittingRun(
+                    estimate=math.exp(log_p) * share if level >= 0 else math.exp(log_p),
+                    levels=levels[g], final_share=share, reached=level >= 0, evaluations=evals[g],
+                    relvar=rv if level >= 0 else relvar[g], acceptance=accepted[g] / max(1, proposed[g]),
+                    failures=z[g][fail][:keep_failures].tolist(),
+                )  # fmt: skip
+            elif float(ordered[-1]) <= level:
+                raise GenrobustError(f"the score stopped rising at {level:.6g} below the failure level 0 (every "
+                                     f"particle of group {keys[g]} has the same score): a constant score cannot be "
+                                     "split; plain Monte Carlo says more here")  # fmt: skip
+        active = [g for g in everyone if g not in runs]
+        if not active:
+            break
+        thresholds = torch.tensor([float(s[g].sort().values[k - 1]) for g in active], dtype=torch.float64,
+                                  device=dev)  # fmt: skip
+        # kill every particle at or below its group's level; clone random survivors into their places
+        for row, g in enumerate(active):
+            dead = s[g] <= thresholds[row]
+            alive = torch.nonzero(~dead).flatten()
+            p = len(alive) / N
+            levels[g].append(Level(float(thresholds[row]), p))
+            relvar[g] += (1 - p) / (p * N)
+            dead_idx = torch.nonzero(dead).flatten()
+            pick = torch.randint(len(alive), (len(dead_idx),), generator=gens[g]).to(dev)
+            z[g, dead_idx] = z[g, alive[pick]]
+            s[g, dead_idx] = s[g, alive[pick]]
+        idx = torch.tensor(active, device=dev)
+        za, sa = z[idx], s[idx]
+        beta = torch.tensor([step[g] for g in active], dtype=torch.float64, device=dev)
+        for _ in range(mcmc_steps):
+            b = beta[:, None, None]
+            prop = torch.sqrt(1 - b * b) * za + b * randn(active)
+            sp = evaluate(prop, active)
+            ok = sp > thresholds[:, None]
+            za = torch.where(ok[:, :, None], prop, za)
+            sa = torch.where(ok, sp, sa)
+            rate = ok.double().mean(1)
+            for row, g in enumerate(active):
+                evals[g] += N
+                accepted[g] += int(ok[row].sum())
+                proposed[g] += N
+            # β up when too many proposals are accepted (steps too small to decorrelate), down when too few
+            beta = (beta * torch.exp(rate - TARGET_ACCEPTANCE)).clamp(MIN_STEP, MAX_STEP)
+        z[idx], s[idx] = za, sa
+        for row, g in enumerate(active):
+            step[g] = float(beta[row])
+        bar.update(1)
+    bar.close()
+    return [runs[g] for g in everyone]
+
+
+def check_splitting_args(particles: object, quantile: float, mcmc_steps: object, max_levels: object,
+                         seed: object) -> None:  # fmt: skip
+    """One clear message per mistake in AMLS's settings."""
+    if not isinstance(particles, int) or particles < 10:
+        raise GenrobustError(f"particles must be an integer ≥ 10, got {particles!r}")
+    if not (isinstance(quantile, float | int) and 0 < quantile < 1):
+        raise GenrobustError(f"quantile must be in (0, 1) (the share of particles killed per level), got {quantile!r}")
+    if math.ceil(quantile * particles) >= particles:
+        raise GenrobustError(f"quantile {quantile} kills all {particles} particles at once: lower it or add particles")
+    if not isinstance(mcmc_steps, int) or mcmc_steps < 1:
+        raise GenrobustError(f"mcmc_steps must be a positive integer, got {mcmc_steps!r}")
+    if not isinstance(max_levels, int) or max_levels < 1:
+        raise GenrobustError(f"max_levels must be a positive integer, got {max_levels!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise GenrobustError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+# ------------------------------------------------------------------------------------ C∘G_c: the failure score
+def margin_score(classifier: nn.Module, generators: Any, classes: Sequence[int], batch_size: int = 4096) -> Score:
+    """s(z) = max_{j≠c} logit_j − logit_c of C(G_c(z)), c = ``classes[group]``: ≥ 0 exactly when C does not
+    label the image c (a tie counts as a failure, as argmax may break it either way). Every group's images go
+    through the classifier together, ``batch_size`` at a time."""
+
+    @torch.no_grad()
+    def score(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        G, N = z.shape[:2]
+        owner = torch.tensor([int(classes[g]) for g in groups.tolist()], device=z.device).repeat_interleave(N)
+        flat = z.reshape(G * N, -1)
+        out = torch.empty(G * N, dtype=torch.float32, device=z.device)
+        for lo in range(0, G * N, batch_size):
+            part, cls = flat[lo : lo + batch_size], owner[lo : lo + batch_size]
+            runs, counts = torch.unique_consecutive(cls, return_counts=True)  # contiguous runs of one class
+            pieces = part.split(counts.tolist())
+            images = torch.cat([generators[int(c)](piece) for c, piece in zip(runs.tolist(), pieces, strict=True)])
+            if not torch.isfinite(images).all():
+                raise GenrobustError("a generator returned NaN or infinite pixels")
+            logits = classifier(images).float()
+            own = logits.gather(1, cls[:, None]).squeeze(1)
+            out[lo : lo + batch_size] = logits.scatter(1, cls[:, None], -math.inf).max(1).values - own
+        return out.reshape(G, N)
+
+    return score
+
+
+@dataclass
+class RareEstimate:
+    """One class's failure probability P_z[C(G_c(z)) ≠ c] by AMLS."""
+
+    cls: int
+    name: str
+    estimate: float  # the runs' mean
+    ci_low: float
+    ci_high: float
+    interval: str  # how [ci_low, ci_high] was obtained (its assumptions)
+    verdict: str  # P(failure) ≤ δ? holds / fails / undecided, only as the interval allows
+    reached: bool  # every run reached the failure set
+    evaluations: int  # score evaluations over all runs
+    runs: list[float]  # each run's estimate
+    levels: list[dict[str, float]]  # the first run's ladder: threshold and surviving share per level
+    acceptance: float
+    failures: list[list[float]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class RareFailureResult:
+    """Per-class failure probabilities by adaptive multilevel splitting, in the project's result style."""
+
+    delta: float
+    confidence: float
+    seed: int
+    settings: dict[str, Any]
+    classes: list[RareEstimate]
+    generators: Any = field(default=None, repr=False)
+
+    @property
+    def verdict(self) -> str:
+        """Every class's failure probability ≤ δ (holds), some class's > δ (fails), else undecided. Bonferroni
+        over the classes is not applied here: each class's interval is asymptotic already (see the module)."""
+        verdicts = {c.verdict for c in self.classes}
+        return FAILS if FAILS in verdicts else HOLDS if verdicts == {HOLDS} else UNDECIDED
+
+    @property
+    def evaluations(self) -> int:
+        return sum(c.evaluations for c in self.classes)
+
+    def table(self) -> str:
+        level = f"{100 * self.confidence:g}%"
+        lines = [f"{'class':<14} {'P(failure)':>11}  {level + ' interval':<24} {'levels':>6} {'evaluations':>11}  "
+                 f"{'P ≤ δ?':<10}"]  # fmt: skip
+        for c in self.classes:
+            est = f"{c.estimate:.3e}" if c.reached else f"<~{c.estimate:.1e}"
+            ci = f"[{c.ci_low:.2e}, {c.ci_high:.2e}]"
+            lines.append(f"{c.name[:14]:<14} {est:>11}  {ci:<24} {len(c.levels):>6} {c.evaluations:>11,}  "
+                         f"{c.verdict:<10}")  # fmt: skip
+        lines.append(f"δ = {self.delta:g}: {self.verdict}; {self.evaluations:,} model evaluations; interval: "
+                     f"{self.classes[0].interval}")  # fmt: skip
+        unreached = [c.name for c in self.classes if not c.reached]
+        if unreached:
+            lines.append(
+                f"no failure reached within {self.settings['max_levels']} levels for {', '.join(unreached)}:"
+                " the figure is an estimate of P[score > last level], above the failure probability"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "amls", "delta": self.delta, "confidence": self.confidence, "seed": self.seed,
+                "settings": self.settings, "verdict": self.verdict, "evaluations": self.evaluations,
+                "classes": [asdict(c) for c in self.classes]}  # fmt: skip
+
+    def save_json(self, path: str | os.PathLike[str]) -> None:
+        write_atomic(path, json.dumps(self.to_dict(), indent=2))
+
+    def save_levels_plot(self, path: str | os.PathLike[str]) -> str:
+        """Per class (the first run): the score threshold at each level (left), and the tail it traced, the
+        estimated P[score > threshold] against the threshold, ending at the failure level 0 (right, log scale)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
+        for c in self.classes:
+            th = [lv["threshold"] for lv in c.levels]
+            running = list(np.cumprod([lv["survived"] for lv in c.levels]))
+            (line,) = ax1.plot(range(1, len(th) + 1), th, marker=".", label=c.name)
+            if c.reached and c.runs[0] > 0:  # the last point: the failure level itself
+                th, running = [*th, 0.0], [*running, c.runs[0]]
+            ax2.semilogy(th, running, marker=".", color=line.get_color(), label=c.name)
+        ax1.axhline(0, color="crimson", lw=1, ls="--")
+        ax2.axvline(0, color="crimson", lw=1, ls="--")
+        ax1.set_xlabel("level")
+        ax1.set_ylabel("score threshold (failure at 0)")
+        ax2.set_xlabel("score threshold: max other logit − own logit")
+        ax2.set_ylabel("P[score > threshold]")
+        ax2.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return str(path)
+
+    def save_failures(self, path: str | os.PathLike[str], per_class: int = 8) -> str:
+        """The failing images the last level held, ``per_class`` per class, one row per class."""
+        from .report import save_grid
+
+        gens = self.generators
+        if gens is None:
+            raise GenrobustError("the generators are not attached to this result: cannot draw the failures")
+        rows = [(c.cls, c.failures[:per_class]) for c in self.classes if c.failures]
+        if not rows:
+            raise GenrobustError("no failures were found: nothing to draw")
+        dev = next((p.device for p in gens.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            images = torch.cat([gens.display(gens[c](torch.tensor(zs, device=dev))).cpu() for c, zs in rows])
+        return save_grid(images, path, ncol=max(len(zs) for _, zs in rows))
+
+
+def summarise(runs: list[SplittingRun], confidence: float) -> tuple[float, float, float, str]:
+    """The mean of the runs and an interval: Student-t over the runs with two or more, the run's own asymptotic
+    interval with one."""
+    ests = np.array([r.estimate for r in runs])
+    mean = float(ests.mean())
+    if len(runs) == 1:
+        lo, hi = runs[0].interval(confidence)
+        return mean, lo, hi, "asymptotic (log-normal, Σ(1 − p)/(pN) over the levels; assumes the moves mix)"
+    se = float(ests.std(ddof=1) / math.sqrt(len(runs)))
+    t = float(sps.t.ppf(0.5 + confidence / 2, len(runs) - 1))
+    return mean, max(0.0, mean - t * se), mean + t * se, f"Student t over {len(runs)} independent runs"
+
+
+def rare_failure(
+    classifier: nn.Module,
+    generators: Any,
+    *,
+    delta: float = 1e-6,
+    confidence: float = 0.95,
+    classes: Sequence[int] | None = None,
+    particles: int = 1000,
+    quantile: float = 0.5,
+    mcmc_steps: int = 10,
+    max_levels: int = 100,
+    repeats: int = 1,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    batch_size: int = 4096,
+    show_progress: bool = False,
+) -> RareFailureResult:
+    """P_z[C(G_c(z)) ≠ c] per class by adaptive multilevel splitting, down to probabilities that plain Monte
+    Carlo cannot reach (see the module docstring for what the interval assumes). ``repeats`` independent runs
+    per class (all batched together) give an interval from their spread; one run gives the asymptotic one."""
+    import copy
+
+    from .compose import check_compatible
+    from .models.layout import inference_copy
+    from .sampling import check_classes
+
+    if not 0 < delta < 1:
+        raise GenrobustError(f"delta must be in (0, 1), got {delta}")
+    if not 0 < confidence < 1:
+        raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise GenrobustError(f"repeats must be a positive integer, got {repeats!r}")
+    check_splitting_args(particles, quantile, mcmc_steps, max_levels, seed)
+    dev = resolve_device(device)
+    fast = inference_copy(classifier)
+    clf = (copy.deepcopy(classifier) if fast is classifier else fast).to(dev).eval()
+    gens = copy.deepcopy(generators).to(dev).eval()
+    check_compatible(clf, gens, dev)
+    wanted = check_classes(classes, len(gens))
+    group_class = [c for c in wanted for _ in range(repeats)]
+    keys = [c * 1_000_003 + r for c in wanted for r in range(repeats)]  # per (class, repeat): stable streams
+    runs = adaptive_splitting(margin_score(clf, gens, group_class, batch_size), gens.latent_dim, keys,
+                              particles=particles, quantile=quantile, mcmc_steps=mcmc_steps, max_levels=max_levels,
+                              seed=seed, device=dev, show_progress=show_progress)  # fmt: skip
+    out = []
+    for i, c in enumerate(wanted):
+        mine = runs[i * repeats : (i + 1) * repeats]
+        est, lo, hi, how = summarise(mine, confidence)
+        reached = all(r.reached for r in mine)
+        # unreached: the figure estimates P[s > last level] ≥ P(failure), so only "holds" can follow from it
+        verdict = HOLDS if hi <= delta else FAILS if lo > delta and reached else UNDECIDED
+        out.append(RareEstimate(
+            cls=c, name=gens.class_names[c], estimate=est, ci_low=lo, ci_high=hi, interval=how, verdict=verdict,
+            reached=reached, evaluations=sum(r.evaluations for r in mine), runs=[r.estimate for r in mine],
+            levels=[asdict(lv) for lv in mine[0].levels], acceptance=float(np.mean([r.acceptance for r in mine])),
+            failures=[f for r in mine for f in r.failures][:16],
+        ))  # fmt: skip
+    settings = {"particles": particles, "quantile": quantile, "mcmc_steps": mcmc_steps, "max_levels": max_levels,
+                "repeats": repeats}  # fmt: skip
+    return RareFailureResult(delta, confidence, seed, settings, out, generators=gens)
