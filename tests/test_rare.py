@@ -126,6 +126,25 @@ def test_correctness_command_with_amls_writes_its_result_and_report(tmp_path):
     html = tmp_path / "report.html"
     rep = CliRunner().invoke(main, ["report", str(out), "--out", str(html)])
     assert rep.exit_code == 0, rep.output
-    assert "Adaptive multilevel splitting" in html.read_text()
+    assert "adaptive multilevel splitting" in html.read_text()
     bad = CliRunner().invoke(main, ["correctness", "--method", "amls", "--quantile", "1.5"])
     assert bad.exit_code == 1 and "quantile must be in (0, 1)" in bad.output
+
+
+def test_rare_broken_boxes_are_attacked_and_the_last_level_goes_to_the_verifier(models):
+    from genrobust.rare import box_margin_score
+    from genrobust.verify import VerifyOptions
+
+    clf, gens = models
+    opts = VerifyOptions(max_boxes=2, max_seconds=5.0)
+    res = gr.rare_failure(clf, gens, eps=0.03, classes=[8], particles=20, mcmc_steps=2, max_levels=3, verify=2,
+                          verify_options=opts, delta=0.5)  # fmt: skip
+    c = res.classes[0]
+    assert res.to_dict()["kind"] == "robustness" and "ε = 0.03" in res.table()
+    assert c.last_level is not None and c.last_level["checked"] <= 2
+    assert sum(c.last_level[k] for k in ("certified", "falsified", "unknown")) == c.last_level["checked"]
+    if c.failures:  # every reported broken box really holds a latent the classifier labels otherwise
+        score = box_margin_score(clf.eval().requires_grad_(False), gens, [8], 0.03)
+        assert (score(torch.tensor([c.failures]), torch.tensor([0])) >= 0).all()
+    many = CliRunner().invoke(main, ["robustness", "--method", "amls", "--eps", "0.03,0.05", "--quiet"])
+    assert many.exit_code != 0 and "takes one ε" in many.output

@@ -71,6 +71,7 @@ class SplittingRun:
     relvar: float  # the method's own asymptotic relative variance (see the module docstring)
     acceptance: float  # mean Metropolis–Hastings acceptance over the run
     failures: list[list[float]] = field(default_factory=list, repr=False)  # latents that fail, at the end
+    survivors: list[list[float]] = field(default_factory=list, repr=False)  # the last level's others
 
     def interval(self, confidence: float = 0.95) -> tuple[float, float]:
         """The run's own asymptotic interval: log P̂ ± z·√relvar (0 when nothing failed)."""
@@ -145,7 +146,7 @@ def adaptive_splitting(
                     estimate=math.exp(log_p) * share if level >= 0 else math.exp(log_p),
                     levels=levels[g], final_share=share, reached=level >= 0, evaluations=evals[g],
                     relvar=rv if level >= 0 else relvar[g], acceptance=accepted[g] / max(1, proposed[g]),
-                    failures=z[g][fail][:keep_failures].tolist(),
+                    failures=z[g][fail][:keep_failures].tolist(), survivors=z[g][~fail][:keep_failures].tolist(),
                 )  # fmt: skip
             elif float(ordered[-1]) <= level:
                 raise GenrobustError(f"the score stopped rising at {level:.6g} below the failure level 0 (every "
@@ -236,6 +237,48 @@ def margin_score(classifier: nn.Module, generators: Any, classes: Sequence[int],
     return score
 
 
+def box_margin_score(classifier: nn.Module, generators: Any, classes: Sequence[int], eps: float, steps: int = 5,
+                     batch_size: int = 1024) -> Score:  # fmt: skip
+    """s(z) = the largest margin max_{j≠c} logit_j − logit_c of C(G_c(z′)) that ``steps`` steps of signed-gradient
+    ascent find among z′ ∈ [z − ε, z + ε] (from the centre, step 2.5ε/steps): ≥ 0 when the attack breaks the box.
+    A lower bound on the box's worst margin, so P[s ≥ 0] ≤ P[the box is not robust]. Deterministic: the same z
+    always gets the same score, as the Metropolis–Hastings moves need."""
+
+    def margins(x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        runs, counts = torch.unique_consecutive(cls, return_counts=True)
+        images = torch.cat([generators[int(c)](piece) for c, piece in zip(runs.tolist(), x.split(counts.tolist()),
+                                                                             strict=True)])  # fmt: skip
+        logits = classifier(images).float()
+        own = logits.gather(1, cls[:, None]).squeeze(1)
+        return logits.scatter(1, cls[:, None], -math.inf).max(1).values - own
+
+    def score(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        G, N = z.shape[:2]
+        owner = torch.tensor([int(classes[g]) for g in groups.tolist()], device=z.device).repeat_interleave(N)
+        flat = z.reshape(G * N, -1)
+        out = torch.empty(G * N, dtype=torch.float32, device=z.device)
+        for lo in range(0, G * N, batch_size):
+            z0, cls = flat[lo : lo + batch_size].detach(), owner[lo : lo + batch_size]
+            x = z0.clone()
+            with torch.no_grad():
+                best = margins(x, cls)
+            for _ in range(steps):
+                x.requires_grad_(True)
+                m = margins(x, cls)
+                (grad,) = torch.autograd.grad(m.sum(), x)
+                with torch.no_grad():
+                    best = torch.maximum(best, m.detach())
+                    x = torch.minimum(torch.maximum(x + 2.5 * eps / steps * grad.sign(), z0 - eps), z0 + eps)
+            with torch.no_grad():
+                best = torch.maximum(best, margins(x, cls))
+            if not torch.isfinite(best).all():
+                raise GenrobustError("the models returned NaN or infinite logits")
+            out[lo : lo + batch_size] = best
+        return out.reshape(G, N)
+
+    return score
+
+
 @dataclass
 class RareEstimate:
     """One class's failure probability P_z[C(G_c(z)) ≠ c] by AMLS."""
@@ -253,6 +296,9 @@ class RareEstimate:
     levels: list[dict[str, float]]  # the first run's ladder: threshold and surviving share per level
     acceptance: float
     failures: list[list[float]] = field(default_factory=list, repr=False)
+    #: robustness only: of the last level's boxes that the attack did not break, how many the verifier checked,
+    #: certified and falsified (the attack's failure rate is a lower bound's estimate; these say how loose)
+    last_level: dict[str, int] | None = None
 
 
 @dataclass
@@ -265,6 +311,7 @@ class RareFailureResult:
     settings: dict[str, Any]
     classes: list[RareEstimate]
     generators: Any = field(default=None, repr=False)
+    eps: float | None = None  # robustness: the latent radius (failure: the attack breaks the box)
 
     @property
     def verdict(self) -> str:
@@ -279,15 +326,23 @@ class RareFailureResult:
 
     def table(self) -> str:
         level = f"{100 * self.confidence:g}%"
-        lines = [f"{'class':<14} {'P(failure)':>11}  {level + ' interval':<24} {'levels':>6} {'evaluations':>11}  "
-                 f"{'P ≤ δ?':<10}"]  # fmt: skip
+        what = "P(failure)" if self.eps is None else "P(broken)"
+        robust = self.eps is not None
+        lines = [f"{'class':<14} {what:>11}  {level + ' interval':<24} {'levels':>6} {'evaluations':>11}  "
+                 f"{'P ≤ δ?':<10}" + (" last level: certified / falsified / checked" if robust else "")]  # fmt: skip
         for c in self.classes:
             est = f"{c.estimate:.3e}" if c.reached else f"<~{c.estimate:.1e}"
             ci = f"[{c.ci_low:.2e}, {c.ci_high:.2e}]"
+            last = c.last_level
             lines.append(f"{c.name[:14]:<14} {est:>11}  {ci:<24} {len(c.levels):>6} {c.evaluations:>11,}  "
-                         f"{c.verdict:<10}")  # fmt: skip
+                         f"{c.verdict:<10}" + (f" {last['certified']} / {last['falsified']} / {last['checked']}"
+                                               if robust and last else ""))  # fmt: skip
         lines.append(f"δ = {self.delta:g}: {self.verdict}; {self.evaluations:,} model evaluations; interval: "
                      f"{self.classes[0].interval}")  # fmt: skip
+        if robust:
+            lines.append(f"ε = {self.eps:g}: a box counts as broken when {self.settings['attack_steps']} attack steps "
+                         "find a latent in it that C labels otherwise; P(broken) estimates a lower bound of "
+                         "P(not robust). The last level's unbroken boxes went to the verifier.")  # fmt: skip
         unreached = [c.name for c in self.classes if not c.reached]
         if unreached:
             lines.append(
@@ -297,7 +352,8 @@ class RareFailureResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "amls", "delta": self.delta, "confidence": self.confidence, "seed": self.seed,
+        return {"method": "amls", "kind": "robustness" if self.eps is not None else "correctness", "eps": self.eps,
+                "delta": self.delta, "confidence": self.confidence, "seed": self.seed,
                 "settings": self.settings, "verdict": self.verdict, "evaluations": self.evaluations,
                 "classes": [asdict(c) for c in self.classes]}  # fmt: skip
 
@@ -365,6 +421,7 @@ def rare_failure(
     classifier: nn.Module,
     generators: Any,
     *,
+    eps: float | None = None,
     delta: float = 1e-6,
     confidence: float = 0.95,
     classes: Sequence[int] | None = None,
@@ -373,14 +430,22 @@ def rare_failure(
     mcmc_steps: int = 10,
     max_levels: int = 100,
     repeats: int = 1,
+    attack_steps: int = 5,
+    verify: int = 16,
+    verify_options: Any = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    batch_size: int = 4096,
+    batch_size: int | None = None,
     show_progress: bool = False,
 ) -> RareFailureResult:
     """P_z[C(G_c(z)) ≠ c] per class by adaptive multilevel splitting, down to probabilities that plain Monte
     Carlo cannot reach (see the module docstring for what the interval assumes). ``repeats`` independent runs
-    per class (all batched together) give an interval from their spread; one run gives the asymptotic one."""
+    per class (all batched together) give an interval from their spread; one run gives the asymptotic one.
+
+    With ``eps``: P_z[the box [z − ε, z + ε] is not robust] as an attack sees it (:func:`box_margin_score`,
+    ``attack_steps`` steps: a lower bound's estimate); then up to ``verify`` boxes per class of the last level
+    that the attack did not break go to the verifier (``verify_options``, default: 16 boxes / 10 s per box), and
+    their certified / falsified counts stand beside the estimate (``RareEstimate.last_level``)."""
     import copy
 
     from .compose import check_compatible
@@ -393,18 +458,27 @@ def rare_failure(
         raise GenrobustError(f"confidence must be in (0, 1), got {confidence}")
     if not isinstance(repeats, int) or repeats < 1:
         raise GenrobustError(f"repeats must be a positive integer, got {repeats!r}")
+    if eps is not None and not (math.isfinite(eps) and eps > 0):
+        raise GenrobustError(f"eps must be a finite number > 0, got {eps}")
+    if not isinstance(attack_steps, int) or attack_steps < 1 or not isinstance(verify, int) or verify < 0:
+        raise GenrobustError(f"attack_steps must be ≥ 1 and verify ≥ 0, got {attack_steps!r}, {verify!r}")
     check_splitting_args(particles, quantile, mcmc_steps, max_levels, seed)
     dev = resolve_device(device)
     fast = inference_copy(classifier)
     clf = (copy.deepcopy(classifier) if fast is classifier else fast).to(dev).eval()
-    gens = copy.deepcopy(generators).to(dev).eval()
+    gens = copy.deepcopy(generators).to(dev).eval().requires_grad_(False)
     check_compatible(clf, gens, dev)
     wanted = check_classes(classes, len(gens))
     group_class = [c for c in wanted for _ in range(repeats)]
     keys = [c * 1_000_003 + r for c in wanted for r in range(repeats)]  # per (class, repeat): stable streams
-    runs = adaptive_splitting(margin_score(clf, gens, group_class, batch_size), gens.latent_dim, keys,
-                              particles=particles, quantile=quantile, mcmc_steps=mcmc_steps, max_levels=max_levels,
-                              seed=seed, device=dev, show_progress=show_progress)  # fmt: skip
+    if eps is None:
+        score = margin_score(clf, gens, group_class, batch_size or 4096)
+    else:
+        clf.requires_grad_(False)
+        score = box_margin_score(clf, gens, group_class, eps, attack_steps, batch_size or 1024)
+    runs = adaptive_splitting(score, gens.latent_dim, keys, particles=particles, quantile=quantile,
+                              mcmc_steps=mcmc_steps, max_levels=max_levels, seed=seed, device=dev,
+                              show_progress=show_progress)  # fmt: skip
     out = []
     for i, c in enumerate(wanted):
         mine = runs[i * repeats : (i + 1) * repeats]
@@ -412,12 +486,35 @@ def rare_failure(
         reached = all(r.reached for r in mine)
         # unreached: the figure estimates P[s > last level] ≥ P(failure), so only "holds" can follow from it
         verdict = HOLDS if hi <= delta else FAILS if lo > delta and reached else UNDECIDED
+        last = None
+        if eps is not None and verify:
+            last = _verify_last_level(classifier, generators, c, [z for r in mine for z in r.survivors][:verify], eps,
+                                      verify_options, seed, dev)  # fmt: skip
         out.append(RareEstimate(
             cls=c, name=gens.class_names[c], estimate=est, ci_low=lo, ci_high=hi, interval=how, verdict=verdict,
             reached=reached, evaluations=sum(r.evaluations for r in mine), runs=[r.estimate for r in mine],
             levels=[asdict(lv) for lv in mine[0].levels], acceptance=float(np.mean([r.acceptance for r in mine])),
-            failures=[f for r in mine for f in r.failures][:16],
+            failures=[f for r in mine for f in r.failures][:16], last_level=last,
         ))  # fmt: skip
     settings = {"particles": particles, "quantile": quantile, "mcmc_steps": mcmc_steps, "max_levels": max_levels,
                 "repeats": repeats}  # fmt: skip
-    return RareFailureResult(delta, confidence, seed, settings, out, generators=gens)
+    if eps is not None:
+        settings.update(attack_steps=attack_steps, verify=verify)
+    return RareFailureResult(delta, confidence, seed, settings, out, generators=gens, eps=eps)
+
+
+def _verify_last_level(classifier, generators, c: int, latents: list, eps: float, options, seed: int,
+                       device) -> dict[str, int]:  # fmt: skip
+    """The verifier on boxes of the last level that the attack left standing: how many it certifies and falsifies."""
+    from .verify import LocalVerifier, VerifyOptions
+
+    counts = {"checked": len(latents), "certified": 0, "falsified": 0, "unknown": 0}
+    if not latents:
+        return counts
+    opts = options or VerifyOptions(max_boxes=16, max_seconds=10.0)
+    v = LocalVerifier(classifier, generators[c], latent_dim=generators.latent_dim, options=opts, device=device)
+    res = v.run(torch.tensor(latents, dtype=torch.float32), [c] * len(latents), [eps], seed=seed)
+    status = res.status[:, 0]
+    counts.update(certified=int((status == 1).sum()), falsified=int((status == -1).sum()),
+                  unknown=int((status == 0).sum()))  # fmt: skip
+    return counts

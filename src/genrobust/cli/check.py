@@ -23,6 +23,27 @@ from .app import (
 )
 
 
+def amls_options(f):
+    """``--method amls`` and its settings, shared by ``correctness`` and ``robustness``."""
+    opts = [
+        click.option("--method", type=click.Choice(["mc", "amls"]), default="mc", show_default=True,
+                     help="mc: plain Monte Carlo with exact intervals; amls: adaptive multilevel splitting, for "
+                          "failure probabilities far below 1/n (down to 1e-9 and less)."),
+        click.option("--particles", type=int, default=1000, show_default=True, help="amls: particles per run."),
+        click.option("--quantile", type=float, default=0.5, show_default=True,
+                     help="amls: share of particles killed per level."),
+        click.option("--mcmc-steps", type=int, default=10, show_default=True,
+                     help="amls: moves per particle and level."),
+        click.option("--max-levels", type=int, default=100, show_default=True,
+                     help="amls: levels before giving up."),
+        click.option("--repeats", type=int, default=1, show_default=True,
+                     help="amls: independent runs per class; with 2 or more the interval comes from their spread."),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 @main.command("correctness")
 @model_options
 @click.option("-n", "n", type=int, default=10_000, show_default=True, help="Samples per class (budget if sequential).")
@@ -37,21 +58,7 @@ from .app import (
     help="Samples per shard, the unit scheduled and journaled [default: 1024 on CPUs, 16384 on GPUs]",
 )  # fmt: skip
 @click.option("--sequential", is_flag=True, help="Stop each class as soon as the anytime-valid test decides.")
-@click.option(
-    "--method", type=click.Choice(["mc", "amls"]), default="mc", show_default=True,
-    help="mc: plain Monte Carlo with exact intervals; amls: adaptive multilevel splitting, for failure "
-    "probabilities far below 1/n (down to 1e-9 and less).",
-)  # fmt: skip
-@click.option("--particles", type=int, default=1000, show_default=True, help="amls: particles per run.")
-@click.option(
-    "--quantile", type=float, default=0.5, show_default=True, help="amls: share of particles killed per level."
-)
-@click.option("--mcmc-steps", type=int, default=10, show_default=True, help="amls: moves per particle and level.")
-@click.option("--max-levels", type=int, default=100, show_default=True, help="amls: levels before giving up.")
-@click.option(
-    "--repeats", type=int, default=1, show_default=True,
-    help="amls: independent runs per class; with 2 or more the interval comes from their spread.",
-)  # fmt: skip
+@amls_options
 @DEVICE_OPTION
 @click.option(
     "--out",
@@ -76,8 +83,8 @@ def correctness_cmd(
     clf, gens = load_models(**models)
     attach_coverage(clf, gens, assess, assess_n, data_dir, str(models["classifier_name"]))
     if method == "amls":
-        _rare_correctness(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, max_levels, repeats,
-                          device, out, quiet, batch_size)  # fmt: skip
+        _rare(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, max_levels, repeats, device, out,
+              quiet, batch_size)  # fmt: skip
         return
     executor, journal = shard_setup(workers, scheduler, resume, out)
     with executor:
@@ -96,14 +103,15 @@ def correctness_cmd(
         files.report()
 
 
-def _rare_correctness(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, max_levels, repeats,
-                      device, out, quiet, batch_size) -> None:  # fmt: skip
-    """``correctness --method amls``: each class's failure probability by adaptive multilevel splitting."""
+def _rare(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, max_levels, repeats, device, out,
+          quiet, batch_size, **robust) -> None:  # fmt: skip
+    """``--method amls``: each class's failure probability by adaptive multilevel splitting (``robust``: eps,
+    classes and the attack / verifier settings of ``robustness``)."""
     from ..rare import rare_failure
 
     res = rare_failure(clf, gens, delta=delta, confidence=confidence, particles=particles, quantile=quantile,
                        mcmc_steps=mcmc_steps, max_levels=max_levels, repeats=repeats, seed=seed, device=device,
-                       batch_size=batch_size or 4096, show_progress=not quiet)  # fmt: skip
+                       batch_size=batch_size, show_progress=not quiet, **robust)  # fmt: skip
     click.echo(res.table())
     if out:
         files = ResultFolder(out)
@@ -203,6 +211,11 @@ def attack_cmd(
 @click.option("--branch", type=click.Choice(["latent", "relu", "auto"]), default="latent", show_default=True,
               help="Split undecided boxes on latent dimensions, on the classifier's ReLUs (β-CROWN splits), or per "
                    "box on whichever the bound rates higher.")  # fmt: skip
+@amls_options
+@click.option("--attack-steps", type=int, default=5, show_default=True,
+              help="amls: attack steps that score each box (its worst margin found).")  # fmt: skip
+@click.option("--verify", "verify_last", type=int, default=16, show_default=True,
+              help="amls: boxes per class of the last level that go to the verifier.")  # fmt: skip
 @scale_options
 @coverage_options
 @QUIET_OPTION
@@ -211,8 +224,9 @@ def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
     out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, branch: str,
-    workers: int | None, scheduler: str | None, resume: bool, assess: str | None, assess_n: int, data_dir: str | None,
-    quiet: bool, **models: str | None,
+    method: str, particles: int, quantile: float, mcmc_steps: int, max_levels: int, repeats: int, attack_steps: int,
+    verify_last: int, workers: int | None, scheduler: str | None, resume: bool, assess: str | None, assess_n: int,
+    data_dir: str | None, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
 
@@ -234,6 +248,13 @@ def robustness_cmd(
     options = VerifyOptions(bounds=BoundOptions(alpha_steps=alpha_steps), max_boxes=max_boxes,
                             max_seconds=max_seconds, split=split, give_up=rule, branch=branch,
                             mean_seconds=None if time_budget is None else time_budget / balls)  # fmt: skip
+    if method == "amls":
+        if len(eps) != 1:
+            raise click.BadParameter(f"--method amls takes one ε, not {len(eps)}")
+        _rare(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, max_levels, repeats, device, out,
+              quiet, None, eps=eps[0], classes=wanted, attack_steps=attack_steps, verify=verify_last,
+              verify_options=options)  # fmt: skip
+        return
     executor, journal = shard_setup(workers, scheduler, resume, out)
     with executor:
         res = global_robustness(clf, gens, eps=eps, n=n, delta=delta, confidence=confidence, seed=seed,
