@@ -56,6 +56,15 @@ def test_two_half_spaces_at_one_in_a_billion():
     assert max(r.evaluations for r in runs) < 100_000  # plain Monte Carlo: 4·10⁹
 
 
+@pytest.mark.parametrize("p", [1e-3, 1e-12])
+def test_the_stated_intervals_cover_at_the_ends_of_the_range(p):
+    score, truth = _half_spaces(float(-norm.ppf(p)), seed=2)
+    runs = adaptive_splitting(score, D, list(range(30)), particles=150, mcmc_steps=10, seed=11)
+    est = np.array([r.estimate for r in runs])
+    assert abs(est.mean() / truth - 1) < 0.3
+    assert np.mean([lo <= truth <= hi for lo, hi in (r.interval() for r in runs)]) >= 0.8
+
+
 def test_a_group_draws_from_its_own_stream_whoever_runs_beside_it():
     score, _ = _half_spaces(3.0)
     alone = adaptive_splitting(score, D, [5], particles=50, mcmc_steps=3, seed=9)[0]
