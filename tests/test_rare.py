@@ -119,7 +119,9 @@ def test_rare_failure_agrees_with_plain_monte_carlo_on_a_weak_class(models, tmp_
     data = res.to_dict()
     assert data["method"] == "amls" and data["classes"][0]["evaluations"] == c.evaluations
     assert c.failures and all(int(clf(gens[8](torch.tensor([z]))).argmax()) != 8 for z in c.failures[:4])
-    assert res.save_failures(tmp_path / "f.png") and res.save_levels_plot(tmp_path / "l.png")
+    from genrobust.report.rare import save_failures, save_levels_plot
+
+    assert save_failures(res, tmp_path / "f.png") and save_levels_plot(res, tmp_path / "l.png")
 
 
 def test_correctness_command_with_amls_writes_its_result_and_report(tmp_path):

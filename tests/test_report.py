@@ -51,7 +51,7 @@ def test_folders_that_are_not_runs_are_refused(tmp_path):
     with pytest.raises(gr.GenrobustError, match="neither a result folder"):
         report_html([tmp_path])
     (tmp_path / "result.json").write_text("{}")
-    with pytest.raises(gr.GenrobustError, match="not a correctness, attack or robustness result"):
+    with pytest.raises(gr.GenrobustError, match="not a correctness, rare-failure, attack or robustness result"):
         report_html([tmp_path])
     (tmp_path / "result.json").write_text("{oops")
     with pytest.raises(gr.GenrobustError, match="not valid JSON"):

@@ -108,6 +108,7 @@ def _rare(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, m
     """``--method amls``: each class's failure probability by adaptive multilevel splitting (``robust``: eps,
     classes and the attack / verifier settings of ``robustness``)."""
     from ..rare import rare_failure
+    from ..report.rare import save_failures, save_levels_plot
 
     res = rare_failure(clf, gens, delta=delta, confidence=confidence, particles=particles, quantile=quantile,
                        mcmc_steps=mcmc_steps, max_levels=max_levels, repeats=repeats, seed=seed, device=device,
@@ -116,9 +117,9 @@ def _rare(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, m
     if out:
         files = ResultFolder(out)
         files.json("result.json", res.to_dict())
-        res.save_levels_plot(files.path("levels.png"))
+        save_levels_plot(res, files.path("levels.png"))
         if any(c.failures for c in res.classes):
-            res.save_failures(files.path("failures.png"))
+            save_failures(res, files.path("failures.png"))
         files.report()
 
 
