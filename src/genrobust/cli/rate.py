@@ -51,8 +51,8 @@ def rate_serve(generators: str, generator_range: str | None, class_names: str | 
                    err=True)  # fmt: skip
     try:
         server = make_rating_server(study, host, port)
-    except OSError as exc:  # a taken port, an address this machine does not have
-        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # a taken port, an address this machine does not have, not an address
+        raise click.ClickException(f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
     click.echo(f"rating page: http://{host}:{server.server_port}/  results: http://{host}:{server.server_port}/results"
                "  (Ctrl-C stops; the ratings are saved as they come)")  # fmt: skip
     try:
