@@ -198,4 +198,5 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def list_datasets() -> list[str]:
+    """The names of the datasets genrobust can load, verify and download (``mnist``, ``fashion-mnist``, ...)."""
     return list(DATASETS)
