@@ -95,3 +95,9 @@ def test_every_command_and_option_of_the_cli_tour_exists():
         assert "Usage:" in help_text, line
         for opt in (a for a in args if a.startswith("--")):
             assert opt in help_text, (line, opt)
+
+
+def test_the_readmes_links_and_pictures_exist():
+    text = (REPO / "README.md").read_text()
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith("http")]
+    assert targets and all((REPO / t).exists() for t in targets), [t for t in targets if not (REPO / t).exists()]
