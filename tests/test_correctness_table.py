@@ -47,6 +47,20 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
     third = CliRunner().invoke(main, args)
     assert third.exit_code == 0, third.output
     assert len(recomputed) == 1 and recomputed[0].latent_dim == gr.load_generators("mnist-cgan").latent_dim
+    # a row whose classifier is not the one its cells came from (retrained: other weights) is computed again
+    # whole, whether its cells recorded the weights' hash or, from before that, only the test accuracy
+    table = json.loads(cache.read_text())
+    assert table["built-in"]["classifier_sha256"] == gr.load_classifier("mnist-small").genrobust_meta["weights_sha256"]
+    for stale in ({"classifier_sha256": "f" * 64}, {"classifier_sha256": None, "test_accuracy": 0.5}):
+        table = json.loads(cache.read_text())
+        table["built-in"].update(stale)
+        if stale["classifier_sha256"] is None:
+            del table["built-in"]["classifier_sha256"]
+        del table["built-in"]["mnist-cgan"]
+        cache.write_text(json.dumps(table))
+        recomputed.clear()
+        assert CliRunner().invoke(main, args).exit_code == 0
+        assert len(recomputed) == 3, stale
 
 
 def test_a_killed_cell_resumes_from_its_journal(tmp_path, shared_datasets):

@@ -69,6 +69,12 @@ def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_fir
     assert len(calls) == 2  # a smaller n reuses the first balls
     cell = json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())["built-in"]["classes"]["3"]
     assert cell["per_eps"][0]["n"] == 2
+    entry = json.loads(cache.read_text())
+    assert entry["classifier_sha256"] == gr.load_classifier("mnist-small").genrobust_meta["weights_sha256"]
+    entry["classifier_sha256"] = "f" * 64  # balls checked with other weights (a retrained classifier)
+    cache.write_text(json.dumps(entry))
+    assert runner.invoke(main, [*base, "-n", "6"]).exit_code == 0
+    assert calls[2:] == [(0, 6)]  # are not extended but started again (a complete row stands as it is)
     zero = runner.invoke(main, [*base, "-n", "2", "--save-every", "0"])
     assert zero.exit_code == 1 and "save interval must be a positive number of balls" in zero.output
     cache.write_text("{not json")

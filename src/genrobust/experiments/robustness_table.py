@@ -26,7 +26,7 @@ from ..runtime import write_atomic
 from ..stats import Proportion, mcnemar_exact
 from ..verify import CERTIFIED, FALSIFIED, VerifyOptions, global_robustness
 from ..verify.local import GIVE_UP, VERIFIER_VERSION
-from .correctness_table import GENERATORS, TablePlan, _classifier, check_rows, row_recipe
+from .correctness_table import BUILTIN_ROW, GENERATORS, TablePlan, _classifier, check_rows, row_recipe
 
 CACHE_FORMAT = "genrobust-robustness-balls/1"
 #: The row the others are compared with, ball by ball (every row is checked on the same seeded centres).
@@ -146,6 +146,15 @@ def run_robustness_table(
         if any(len(cells.get(str(c), {}).get("status", [])) < plan.n for c in classes):
             table_plan = TablePlan(plan.dataset, plan.n, plan.rows, plan.work, train_seed=plan.train_seed)
             clf, entry["source"] = _classifier(table_plan, row, data_dir, show_progress, device)
+            # every ball of a row comes from one classifier: a retrained one (other weights; retraining is not
+            # bit-identical across machines) starts the row again. A row cached before the hash was recorded is
+            # kept only for the built-in classifier, whose weights the registry pins.
+            sha = getattr(clf, "genrobust_meta", {}).get("weights_sha256")
+            known = entry.get("classifier_sha256")
+            if (known is not None and known != sha) or (known is None and cells and row != BUILTIN_ROW):
+                entry["classes"] = cells = {}
+            if sha is not None:
+                entry["classifier_sha256"] = sha
             missing: dict[int, list[int]] = {}  # first missing ball → the classes that lack it
             for c in classes:
                 balls = cells.setdefault(str(c), {"status": [], "seconds": []})
