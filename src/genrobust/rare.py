@@ -28,6 +28,7 @@ not depend on which other classes run beside it, nor on the batch size of the fo
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -211,6 +212,26 @@ def check_splitting_args(particles: object, quantile: float, mcmc_steps: object,
 
 
 # ------------------------------------------------------------------------------------ C∘G_c: the failure score
+def _margins(classifier: nn.Module, generators: Any, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """max_{j≠c} logit_j − logit_c of C(G_c(x)) per row, c = ``cls`` (rows of one class contiguous: each run of a
+    class goes through its generator at once, then all images through the classifier together)."""
+    runs, counts = torch.unique_consecutive(cls, return_counts=True)
+    pieces = x.split(counts.tolist())
+    images = torch.cat([generators[int(c)](piece) for c, piece in zip(runs.tolist(), pieces, strict=True)])
+    if not torch.isfinite(images).all():
+        raise GenrobustError("a generator returned NaN or infinite pixels")
+    logits = classifier(images).float()
+    own = logits.gather(1, cls[:, None]).squeeze(1)
+    return logits.scatter(1, cls[:, None], -math.inf).max(1).values - own
+
+
+def _flat(z: torch.Tensor, groups: torch.Tensor, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The groups' latents as rows (G·N, d), and each row's class."""
+    G, N = z.shape[:2]
+    owner = torch.tensor([int(classes[g]) for g in groups.tolist()], device=z.device).repeat_interleave(N)
+    return z.reshape(G * N, -1), owner
+
+
 def margin_score(classifier: nn.Module, generators: Any, classes: Sequence[int], batch_size: int = 4096) -> Score:
     """s(z) = max_{j≠c} logit_j − logit_c of C(G_c(z)), c = ``classes[group]``: ≥ 0 exactly when C does not
     label the image c (a tie counts as a failure, as argmax may break it either way). Every group's images go
@@ -218,21 +239,10 @@ def margin_score(classifier: nn.Module, generators: Any, classes: Sequence[int],
 
     @torch.no_grad()
     def score(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        G, N = z.shape[:2]
-        owner = torch.tensor([int(classes[g]) for g in groups.tolist()], device=z.device).repeat_interleave(N)
-        flat = z.reshape(G * N, -1)
-        out = torch.empty(G * N, dtype=torch.float32, device=z.device)
-        for lo in range(0, G * N, batch_size):
-            part, cls = flat[lo : lo + batch_size], owner[lo : lo + batch_size]
-            runs, counts = torch.unique_consecutive(cls, return_counts=True)  # contiguous runs of one class
-            pieces = part.split(counts.tolist())
-            images = torch.cat([generators[int(c)](piece) for c, piece in zip(runs.tolist(), pieces, strict=True)])
-            if not torch.isfinite(images).all():
-                raise GenrobustError("a generator returned NaN or infinite pixels")
-            logits = classifier(images).float()
-            own = logits.gather(1, cls[:, None]).squeeze(1)
-            out[lo : lo + batch_size] = logits.scatter(1, cls[:, None], -math.inf).max(1).values - own
-        return out.reshape(G, N)
+        flat, owner = _flat(z, groups, classes)
+        out = torch.cat([_margins(classifier, generators, flat[lo : lo + batch_size], owner[lo : lo + batch_size])
+                         for lo in range(0, len(flat), batch_size)])  # fmt: skip
+        return out.reshape(z.shape[:2])
 
     return score
 
@@ -244,20 +254,12 @@ def box_margin_score(classifier: nn.Module, generators: Any, classes: Sequence[i
     A lower bound on the box's worst margin, so P[s ≥ 0] ≤ P[the box is not robust]. Deterministic: the same z
     always gets the same score, as the Metropolis–Hastings moves need."""
 
-    def margins(x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        runs, counts = torch.unique_consecutive(cls, return_counts=True)
-        images = torch.cat([generators[int(c)](piece) for c, piece in zip(runs.tolist(), x.split(counts.tolist()),
-                                                                             strict=True)])  # fmt: skip
-        logits = classifier(images).float()
-        own = logits.gather(1, cls[:, None]).squeeze(1)
-        return logits.scatter(1, cls[:, None], -math.inf).max(1).values - own
+    margins = functools.partial(_margins, classifier, generators)
 
     def score(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        G, N = z.shape[:2]
-        owner = torch.tensor([int(classes[g]) for g in groups.tolist()], device=z.device).repeat_interleave(N)
-        flat = z.reshape(G * N, -1)
-        out = torch.empty(G * N, dtype=torch.float32, device=z.device)
-        for lo in range(0, G * N, batch_size):
+        flat, owner = _flat(z, groups, classes)
+        out = torch.empty(len(flat), dtype=torch.float32, device=z.device)
+        for lo in range(0, len(flat), batch_size):
             z0, cls = flat[lo : lo + batch_size].detach(), owner[lo : lo + batch_size]
             x = z0.clone()
             with torch.no_grad():
@@ -274,7 +276,7 @@ def box_margin_score(classifier: nn.Module, generators: Any, classes: Sequence[i
             if not torch.isfinite(best).all():
                 raise GenrobustError("the models returned NaN or infinite logits")
             out[lo : lo + batch_size] = best
-        return out.reshape(G, N)
+        return out.reshape(z.shape[:2])
 
     return score
 
