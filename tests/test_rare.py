@@ -140,6 +140,8 @@ def test_correctness_command_with_amls_writes_its_result_and_report(tmp_path):
     assert "adaptive multilevel splitting" in html.read_text()
     bad = CliRunner().invoke(main, ["correctness", "--method", "amls", "--quantile", "1.5"])
     assert bad.exit_code == 1 and "quantile must be in (0, 1)" in bad.output
+    mixed = CliRunner().invoke(main, ["correctness", "--method", "amls", "--sequential"])
+    assert mixed.exit_code != 0 and "drop --sequential" in mixed.output
 
 
 def test_rare_broken_boxes_are_attacked_and_the_last_level_goes_to_the_verifier(models):

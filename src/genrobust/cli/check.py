@@ -83,6 +83,9 @@ def correctness_cmd(
     clf, gens = load_models(**models)
     attach_coverage(clf, gens, assess, assess_n, data_dir, str(models["classifier_name"]))
     if method == "amls":
+        if sequential or workers or scheduler or resume:
+            raise click.BadParameter("--method amls runs in this process, in one go: drop --sequential, --workers, "
+                                     "--scheduler and --resume (its sample count is --particles, not -n)")  # fmt: skip
         _rare(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, max_levels, repeats, device, out,
               quiet, batch_size)  # fmt: skip
         return
