@@ -1,5 +1,7 @@
 """Training on real data: the loss falls, runs are seeded, and a killed run resumes to the same weights."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -185,6 +187,13 @@ def test_a_coverage_generator_resumes_to_the_same_weights_and_carries_its_covera
         gen_mod.train_generator(gen_mod.GeneratorRecipe(method=method, steps=40, checkpoint_every=10, batch_size=32,
                                                         hidden=(32, 64), latent_dim=4, seed=4),
                                 out=tmp_path / "killed", **kw)  # fmt: skip
+    longer = dataclasses.replace(recipe, steps=40)  # a finished run extended is the longer run from the start
+    extended, _ = gen_mod.train_generator(longer, out=tmp_path / "killed", **kw)
+    fresh, _ = gen_mod.train_generator(longer, out=tmp_path / "fresh", **kw)
+    for c in range(3):
+        assert torch.equal(extended[c](z), fresh[c](z))
+    with pytest.raises(gr.GenrobustError, match="another recipe"):  # and never shortened below what it has done
+        gen_mod.train_generator(recipe, out=tmp_path / "killed", **kw)
 
 
 def test_a_diverging_generator_recipe_stops_and_keeps_its_last_good_checkpoint(small_sets, tmp_path, monkeypatch):

@@ -99,6 +99,15 @@ class GeneratorRecipe:
         return shlex.join([*args, "--out", str(out)])
 
 
+def _same_run(saved: dict[str, Any] | None, recipe: dict[str, Any], done: int) -> bool:
+    """Whether a checkpoint at step ``done`` can go on as ``recipe``: every setting equal, except that ``steps`` may
+    grow past ``done`` (a finished run extended; each block's batches and noise depend only on (seed, block), so
+    the extended run is the run that asked for more steps from the start)."""
+    if saved is None:
+        return False
+    return {**saved, "steps": 0} == {**recipe, "steps": 0} and recipe["steps"] >= done
+
+
 def _sn(layer: nn.Module) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer)
 
@@ -245,9 +254,9 @@ def train_generator(
     done, history = 0, []
     if ckpt.is_file():
         state = load_checkpoint(ckpt, t.modules(), t.opts)
-        if state.get("recipe") != recipe.to_dict():
-            raise GenrobustError(f"{ckpt} belongs to another recipe; use another --out or delete it")
         done, history = int(state["step"]), list(state["history"])
+        if not _same_run(state.get("recipe"), recipe.to_dict(), done):
+            raise GenrobustError(f"{ckpt} belongs to another recipe; use another --out or delete it")
     bar = progress(recipe.steps, f"{recipe.method} on {recipe.dataset}", show_progress, initial=done, unit=" steps")
     while done < recipe.steps:
         steps = min(recipe.checkpoint_every, recipe.steps - done)
