@@ -133,11 +133,11 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     assert result.exit_code == 0, result.output
     assert "P(robust)" in result.output and "ε = 0.002" in result.output
     data = json.loads((out / "result.json").read_text())
-    assert data["eps"] == [0.002, 1.5] and data["classes"][0]["per_eps"][0]["n"] == 3
+    assert data["eps"] == [0.002, 1.5] and data["classes"][0]["per_eps"][0]["certified"]["n"] == 3
     assert data["options"]["give_up"] is None and data["options"]["mean_seconds"] == 200.0  # 600 s over 3 balls
     assert data["options"]["bounds"]["alpha_steps"] == 2 and data["options"]["branch"] == "auto"
     assert (out / "robustness_curve.png").stat().st_size > 5000
-    assert data["classes"][0]["per_eps"][1]["falsified"] >= 1  # at ε = 1.5 PGD finds 8 → other (seeded)
+    assert gr.load_result(out).classes[0].per_eps[1].falsified >= 1  # at ε = 1.5 PGD finds 8 → other (seeded)
     assert (out / "pairs.png").is_file() and (out / "path.gif").is_file()
     bad = runner.invoke(main, ["robustness", "--eps", "0,1", "-n", "2"])
     assert bad.exit_code == 1 and "ε must be" in bad.output and "Traceback" not in bad.output

@@ -7,6 +7,8 @@ import genrobust as gr
 import genrobust.experiments.correctness_table as ct
 from genrobust.cli import main
 from genrobust.errors import GenrobustError
+from genrobust.experiments.tables import CorrectnessTable
+from genrobust.report.html import report_html
 
 
 def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared_datasets, monkeypatch):
@@ -15,7 +17,7 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
     args += ["--work", str(tmp_path / "work"), "--out", str(out), "--data-dir", str(shared_datasets)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    table = json.loads((out / "correctness-table-mnist.json").read_text())
+    table = json.loads((out / "correctness-table-mnist.json").read_text())["rows"]
     row = table["built-in"]
     assert row["source"] == "built-in `mnist-small`" and row["test_accuracy"] > 0.99
     assert ct.TABLE_GENERATORS["mnist"] == ("mnist-gan", "mnist-gan-aug", "mnist-cgan")  # the coverage column
@@ -23,6 +25,15 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
         assert 0 <= row[g]["worst_ci"][0] <= row[g]["worst"] <= row[g]["worst_ci"][1] <= 1
         assert len(row[g]["classes"]) == 10
     assert "| built-in |" in (out / "correctness-table-mnist.md").read_text()
+    loaded = gr.load_result(out / "correctness-table-mnist.json")  # the table reads back into its result class
+    assert isinstance(loaded, CorrectnessTable) and loaded.rows == table
+    assert loaded.markdown() == (out / "correctness-table-mnist.md").read_text().rstrip("\n")
+    shares = loaded.shares("built-in", "mnist-cgan")
+    assert [p.k for p in shares] == [c["correct"] for c in row["mnist-cgan"]["classes"]] and shares[0].n == 40
+    assert loaded.verdict("built-in", "mnist-gan", delta=0.5) in ("holds", "undecided", "fails")
+    assert loaded.provenance.models["built-in"]["classifier"] == row["classifier_sha256"]
+    html = report_html([out / "correctness-table-mnist.json"])  # genrobust report lays a table out by its kind
+    assert 'class="run correctness-table"' in html and "<td>built-in</td>" in html
 
     def refuse(*a, **k):
         raise AssertionError("a cached cell was recomputed")
@@ -32,7 +43,7 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
     monkeypatch.setattr(ct, "global_correctness", refuse)
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
-    assert json.loads((out / "correctness-table-mnist.json").read_text())["built-in"]["generators_sha256"] == {
+    assert json.loads((out / "correctness-table-mnist.json").read_text())["rows"]["built-in"]["generators_sha256"] == {
         g: ct.ZOO[g].sha256 for g in ct.TABLE_GENERATORS["mnist"]
     }
     # a family retrained since (another registry hash): only its column is computed again
@@ -143,8 +154,8 @@ def test_training_seeds_give_separate_tables_and_their_spread(tmp_path, shared_d
     args += ["--work", str(work), "--out", str(out), "--data-dir", str(shared_datasets), "--train-seeds", "0,1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    t0 = json.loads((out / "correctness-table-mnist.json").read_text())["tiny"]
-    t1 = json.loads((out / "correctness-table-mnist-train1.json").read_text())["tiny"]
+    t0 = json.loads((out / "correctness-table-mnist.json").read_text())["rows"]["tiny"]
+    t1 = json.loads((out / "correctness-table-mnist-train1.json").read_text())["rows"]["tiny"]
     assert t0["recipe"] == tiny and t1["recipe"] == {**tiny, "seed": 1}
     assert (work / "mnist" / "tiny" / "classifier.safetensors").is_file()
     assert (work / "mnist" / "tiny-train1" / "classifier.safetensors").is_file()

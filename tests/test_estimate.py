@@ -34,6 +34,8 @@ def test_counts_match_a_direct_computation_and_ignore_batch_size(models):
 
 
 def test_result_table_json_outliers(models, tmp_path):
+    from genrobust.report import save_confidence_profile, save_outliers
+
     clf, gens = models
     res = gr.global_correctness(clf, gens, n=200, classes=[8, 9], keep_outliers=5)
     d = json.loads(json.dumps(res.to_dict()))
@@ -46,10 +48,10 @@ def test_result_table_json_outliers(models, tmp_path):
         o = res.outlier_list[0]
         with torch.no_grad():
             assert int(clf(gens[o.cls](torch.tensor([o.latent]))).argmax(1)) == o.predicted != o.cls
-        assert res.outliers(3).save(tmp_path / "o.png")
+        assert save_outliers(res, tmp_path / "o.png", 3)
         confs = [o.confidence for o in res.outliers(10).items]
         assert confs == sorted(confs, reverse=True)
-    assert res.save_confidence_profile(tmp_path / "profile.png")
+    assert save_confidence_profile(res, tmp_path / "profile.png")
 
 
 def test_sequential_mode_stops_early(models):
@@ -120,7 +122,7 @@ def test_correctness_command(tmp_path):
     assert "worst class" in result.output
     assert (out / "confidence_profile.png").is_file()
     data = json.loads((out / "result.json").read_text())
-    assert len(data["classes"]) == 10 and all(c["n"] == 100 for c in data["classes"])
+    assert len(data["classes"]) == 10 and all(c["share"]["n"] == 100 for c in data["classes"])
     bad = CliRunner().invoke(main, ["correctness", "-n", "0"])
     assert bad.exit_code == 1 and "n must be a positive" in bad.output
     negative = CliRunner().invoke(main, ["correctness", "-n", "10", "--seed", "-3"])
@@ -145,7 +147,7 @@ def test_the_overall_fails_needs_a_class_to_fail_after_bonferroni():
 
     def cls(c: int, k: int, n: int = 2000) -> ClassEstimate:
         p = Proportion(k, n, 0.95)
-        return ClassEstimate(c, str(c), n, k, p.estimate, *p.ci, p.verdict(0.05))
+        return ClassEstimate(c, str(c), p, p.verdict(0.05))
 
     alone = CorrectnessResult(0.05, 0.95, 0, [cls(c, 1990) for c in range(9)] + [cls(9, 1872)], [])
     assert [c.cls for c in alone.failing] == [9] and alone.failing_familywise == []

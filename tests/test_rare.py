@@ -153,7 +153,8 @@ def test_rare_broken_boxes_are_attacked_and_the_last_level_goes_to_the_verifier(
     res = gr.rare_failure(clf, gens, eps=0.03, classes=[8], particles=20, mcmc_steps=2, max_levels=3, verify=2,
                           verify_options=opts, delta=0.5)  # fmt: skip
     c = res.classes[0]
-    assert res.to_dict()["kind"] == "robustness" and "ε = 0.03" in res.table()
+    assert res.to_dict()["kind"] == "rare-failures" and res.to_dict()["failure"] == "robustness"
+    assert "ε = 0.03" in res.table()
     assert c.last_level is not None and c.last_level["checked"] <= 2
     assert sum(c.last_level[k] for k in ("certified", "falsified", "unknown")) == c.last_level["checked"]
     if c.failures:  # every reported broken box really holds a latent the classifier labels otherwise

@@ -19,7 +19,7 @@ def test_robustness_table_runs_caches_and_resumes(tmp_path, monkeypatch):
     runner = CliRunner()
     first = runner.invoke(main, args)
     assert first.exit_code == 0, first.output
-    table = json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())
+    table = json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())["rows"]
     cells = table["built-in"]["classes"]
     assert set(cells) == {"8", "1"}
     for cell in cells.values():
@@ -29,6 +29,14 @@ def test_robustness_table_runs_caches_and_resumes(tmp_path, monkeypatch):
     md = (tmp_path / "docs" / "robustness-table-mnist.md").read_text()
     assert "ε = 0.002" in md and "| built-in |" in md and "mnist-gan" in md
     assert "How much of each class `mnist-gan` draws: precision 0.87, recall 0.24" in md  # from the zoo's figures
+    loaded = gr.load_result(tmp_path / "docs" / "robustness-table-mnist.json")
+    assert loaded.kind == "robustness-table" and loaded.rows == table and loaded.eps == [0.002, 0.5]
+    assert loaded.markdown() == md.rstrip("\n")
+    cert = loaded.certified("built-in", 0.002, 8)
+    assert (cert.k, cert.n) == (cells["8"]["per_eps"][0]["certified"], 2)
+    pooled = loaded.not_falsified("built-in", 0.5)
+    assert pooled.n == 4 and pooled.k == 4 - sum(c["per_eps"][1]["falsified"] for c in cells.values())
+    assert loaded.verdict("built-in", 0.002, delta=0.5) in ("holds", "undecided", "fails")
 
     def boom(*a, **k):  # a rerun must not verify anything again
         raise AssertionError("recomputed a cached class")
@@ -36,7 +44,7 @@ def test_robustness_table_runs_caches_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(rt, "global_robustness", boom)
     again = runner.invoke(main, args)
     assert again.exit_code == 0, again.output
-    assert json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text()) == table
+    assert json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())["rows"] == table
 
 
 def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_first(tmp_path, monkeypatch):
@@ -67,7 +75,8 @@ def test_a_larger_n_checks_only_the_new_centres_and_a_smaller_one_reuses_the_fir
     assert one_run.local[3].status.tolist() == five  # the same outcomes as one run of 5
     assert runner.invoke(main, [*base, "-n", "2"]).exit_code == 0
     assert len(calls) == 2  # a smaller n reuses the first balls
-    cell = json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())["built-in"]["classes"]["3"]
+    rows = json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())["rows"]
+    cell = rows["built-in"]["classes"]["3"]
     assert cell["per_eps"][0]["n"] == 2
     entry = json.loads(cache.read_text())
     assert entry["classifier_sha256"] == gr.load_classifier("mnist-small").genrobust_meta["weights_sha256"]

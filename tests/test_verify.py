@@ -241,7 +241,7 @@ def test_global_robustness_statistics_centres_and_chunking():
         assert cls.per_eps[0].certified >= cls.per_eps[1].certified
         assert cls.per_eps[0].falsified <= cls.per_eps[1].falsified
     d = a.to_dict()
-    assert d["format"] == "genrobust-robustness/1" and set(d["verdicts"]) == {"0.001", "0.05"}
+    assert d["kind"] == "robustness" and d["format_version"] == 2 and set(d["verdicts"]) == {"0.001", "0.05"}
     assert "class" in a.table()
     with pytest.raises(gr.GenrobustError, match="was not checked"):
         a.verdict(0.2)

@@ -38,6 +38,8 @@ from .models import (
 )
 from .models.coverage import Coverage
 from .rare import RareFailureResult, adaptive_splitting, rare_failure
+from .results import load_result
+from .stats import Proportion
 from .train import ClassifierRecipe, GANRecipe, GeneratorRecipe, train_classifier, train_gan, train_generator
 from .verify import LocalResult, RobustnessResult, VerifyOptions, global_robustness, verify_ball
 
@@ -62,6 +64,7 @@ __all__ = [
     "ImageAdapter",
     "LocalResult",
     "ModelFileError",
+    "Proportion",
     "RareFailureResult",
     "RobustnessResult",
     "VerifyOptions",
@@ -79,6 +82,7 @@ __all__ = [
     "load_classifier",
     "load_dataset",
     "load_generators",
+    "load_result",
     "load_variation",
     "measure_coverage",
     "model_info",

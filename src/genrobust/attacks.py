@@ -25,9 +25,10 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,8 +39,10 @@ from .execute import Shipped, content_hash
 from .journal import decode_tensor, encode_tensor, open_journal
 from .models.generators import GeneratorFamily
 from .models.layout import inference_copy
+from .results import Provenance, Result, model_hashes, register
 from .runtime import progress, resolve_device, sub_seed
 from .sampling import latents, run_classes
+from .stats import Proportion
 
 METHODS = ("blackbox", "whitebox", "pgd")
 
@@ -79,8 +82,9 @@ class AdversarialExample:
         }
 
 
+@register
 @dataclass
-class AttackResult:
+class AttackResult(Result):
     """Per start and per ε: whether a re-checked example was found, the witness and what it cost.
 
     ``success[i, e]`` is True only for pairs the re-check confirmed. ``queries[i, e]`` counts evaluations of
@@ -106,6 +110,23 @@ class AttackResult:
     seconds: float
     rejected: int  # candidates the search claimed and the re-check refused
     params: dict[str, Any]
+    provenance: Provenance = field(default_factory=Provenance)
+    kind: ClassVar[str] = "attack"
+
+    def success_share(self, eps: float) -> Proportion:
+        """Eligible starts with a re-checked example at ``eps``, of all eligible starts, with its exact interval:
+        how often the attack breaks a start (a lower bound on how often one can be broken)."""
+        e = self._index(eps)
+        n = int(self.eligible.sum())
+        if n == 0:
+            raise GenrobustError("no eligible starts: no success share to report")
+        return Proportion(int(self.success[:, e].sum()), n, 0.95)
+
+    def _index(self, eps: float) -> int:
+        for e, value in enumerate(self.eps):
+            if math.isclose(value, eps):
+                return e
+        raise GenrobustError(f"ε = {eps} was not attacked; attacked: {', '.join(f'{v:g}' for v in self.eps)}")
 
     def success_rate(self) -> list[float]:
         """Share of the eligible starts with a re-checked example, per ε."""
@@ -168,7 +189,9 @@ class AttackResult:
             lines.append(f"({self.rejected} candidates refused by the re-check)")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
+        """Metrics and examples for a reader; ``starts`` holds every start's tensors (NaN written as null), so
+        :func:`~genrobust.load_result` rebuilds the whole result."""
         return {
             "method": self.method,
             "target": self.target,
@@ -178,7 +201,40 @@ class AttackResult:
             "rejected": self.rejected,
             "metrics": self.metrics(),
             "examples": [ex.to_dict() for ex in self.examples()],
+            "starts": {k: _nullable(getattr(self, k)) for k in _ATTACK_TENSORS},
         }
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], provenance: Provenance) -> AttackResult:
+        starts = body["starts"]
+        tensors = {k: _from_nullable(starts[k], _ATTACK_DTYPES[k]) for k in _ATTACK_TENSORS}
+        return cls(method=str(body["method"]), eps=[float(e) for e in body["eps"]], target=body["target"],
+                   seconds=float(body["seconds"]), rejected=int(body["rejected"]), params=dict(body["params"]),
+                   provenance=provenance, **tensors)  # fmt: skip
+
+
+def _nullable(t: torch.Tensor) -> dict[str, Any]:
+    """A tensor as plain JSON: its shape and values, NaN as null (standard JSON has no NaN)."""
+    a = t.detach().cpu().numpy()
+    values = a.astype(object)
+    if a.dtype.kind == "f":
+        values[np.isnan(a)] = None
+    return {"shape": list(a.shape), "data": values.reshape(-1).tolist()}
+
+
+def _from_nullable(obj: dict[str, Any], dtype: torch.dtype) -> torch.Tensor:
+    data = obj["data"]
+    if dtype.is_floating_point:
+        data = np.array([math.nan if v is None else v for v in data], dtype=np.float64)
+    return torch.tensor(data, dtype=dtype).reshape(obj["shape"])
+
+
+#: AttackResult's per-start tensors, in the order a journal line holds them, and their dtypes
+_ATTACK_TENSORS = ("z", "pred", "conf", "eligible", "success", "z_adv", "pred_adv", "conf_adv", "queries",
+                   "found_seconds")  # fmt: skip
+_ATTACK_DTYPES = {"z": torch.float32, "pred": torch.long, "conf": torch.float32, "eligible": torch.bool,
+                  "success": torch.bool, "z_adv": torch.float32, "pred_adv": torch.long, "conf_adv": torch.float32,
+                  "queries": torch.long, "found_seconds": torch.float64}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -583,6 +639,7 @@ def realistic_adversarial(
     if target is not None and target == source:
         raise GenrobustError(f"source and target are the same class ({source}); choose another target")
     dev = resolve_device(device)
+    models = model_hashes(classifier, generators, [source])  # the caller's models, for the result's provenance
     generators = copy.deepcopy(generators).to(dev).eval()  # the caller's models stay as they are
     classifier = copy.deepcopy(classifier).to(dev).eval()
     check_compatible(classifier, generators, dev)
@@ -598,8 +655,11 @@ def realistic_adversarial(
               "directions": directions, "restarts": restarts, "step_size": step_size, "batch_size": batch_size,
               "rows_per_chunk": rows_per_chunk}  # fmt: skip
     task = _AttackShard(Composed(classifier, generators[source]), z.detach().cpu(), dev, kwargs)
+    provenance = Provenance({k: v for k, v in kwargs.items() if k not in ("batch_size", "rows_per_chunk")}, models)
     if executor is None and journal is None and not resume:  # one call: one progress bar over its rows
-        return task.run(list(range(len(z))), show_progress)
+        result = task.run(list(range(len(z))), show_progress)
+        result.provenance = provenance
+        return result
 
     def header() -> dict[str, Any]:  # hashes the models: only for a journal
         return {"kind": "attack", "starts": len(z), "shard": shard_size, "options": kwargs,
@@ -627,13 +687,8 @@ def realistic_adversarial(
         z_adv=cat([p.z_adv for p in parts]), pred_adv=cat([p.pred_adv for p in parts]),
         conf_adv=cat([p.conf_adv for p in parts]), queries=cat([p.queries for p in parts]),
         found_seconds=cat([p.found_seconds for p in parts]), seconds=runs[0].seconds,
-        rejected=sum(p.rejected for p in parts), params=parts[0].params,
+        rejected=sum(p.rejected for p in parts), params=parts[0].params, provenance=provenance,
     )  # fmt: skip
-
-
-#: AttackResult's per-start tensors, in the order a journal line holds them
-_ATTACK_TENSORS = ("z", "pred", "conf", "eligible", "success", "z_adv", "pred_adv", "conf_adv", "queries",
-                   "found_seconds")  # fmt: skip
 
 
 class _AttackShard:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,7 +23,8 @@ from .journal import open_journal
 from .models.coverage import Coverage
 from .models.generators import GeneratorFamily, module_device
 from .models.layout import inference_copy
-from .runtime import resolve_device, write_atomic
+from .results import Provenance, Result, model_hashes, register
+from .runtime import resolve_device
 from .sampling import BLOCK, check_classes, check_estimate_args, latent_block, latent_range, latents, run_classes
 from .stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 
@@ -46,21 +46,48 @@ GPU_SHARD_BLOCKS = 16
 
 @dataclass
 class ClassEstimate:
-    """Global correctness of one class."""
+    """Global correctness of one class: the share of its samples classified as the class, and the verdict."""
 
     cls: int
     name: str
-    n: int
-    correct: int
-    estimate: float
-    ci_low: float
-    ci_high: float
-    verdict: str  # holds / fails / undecided (P ≥ 1 − δ?)
+    share: Proportion  # correct of the samples used, with its Clopper–Pearson interval
+    verdict: str  # holds / fails / undecided (P ≥ 1 − δ?): the share's, or the sequential test's
     confident: dict[str, float] = field(default_factory=dict)  # share correct with softmax confidence > level
     decided_at: int | None = None  # sequential mode: samples used when the verdict became certain
     # samples computed: n, or in sequential mode up to the shard that decided, plus any shards a pool had in
     # flight past it (discarded: they cost time, not the answer, and depend on the executor)
     spent: int | None = None
+
+    @property
+    def n(self) -> int:
+        return self.share.n
+
+    @property
+    def correct(self) -> int:
+        return self.share.k
+
+    @property
+    def estimate(self) -> float:
+        return self.share.estimate
+
+    @property
+    def ci_low(self) -> float:
+        return self.share.ci[0]
+
+    @property
+    def ci_high(self) -> float:
+        return self.share.ci[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cls": self.cls, "name": self.name, "share": self.share.to_dict(), "verdict": self.verdict,
+                "confident": self.confident, "decided_at": self.decided_at, "spent": self.spent}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], confidence: float) -> ClassEstimate:
+        # format 1 wrote the proportion's fields (n, correct) flat
+        share = Proportion.from_dict(d["share"]) if "share" in d else Proportion(d["correct"], d["n"], confidence)
+        return cls(int(d["cls"]), str(d["name"]), share, str(d["verdict"]), dict(d.get("confident") or {}),
+                   d.get("decided_at"), d.get("spent"))  # fmt: skip
 
 
 def alone_note(failing: list, familywise: list, m: int) -> str:
@@ -139,10 +166,12 @@ class Outlier:
     confidence: float
 
 
+@register
 @dataclass
-class CorrectnessResult:
+class CorrectnessResult(Result):
     """Per-class estimates, the overall verdict, and the misclassified samples kept for inspection."""
 
+    kind: ClassVar[str] = "correctness"
     delta: float
     confidence: float
     seed: int
@@ -151,6 +180,7 @@ class CorrectnessResult:
     generators: GeneratorFamily | None = field(default=None, repr=False)
     #: the family's measured precision / recall per class, when known: shown beside each class's verdict
     coverage: Coverage | None = None
+    provenance: Provenance = field(default_factory=Provenance)
 
     @property
     def worst(self) -> ClassEstimate:
@@ -205,7 +235,7 @@ class CorrectnessResult:
             lines.append(cov.note([c.cls for c in self.classes], [c.name for c in self.classes]))
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
         return {
             "delta": self.delta,
             "confidence": self.confidence,
@@ -215,42 +245,23 @@ class CorrectnessResult:
             "failing_classes_familywise": [c.cls for c in self.failing_familywise],
             "worst_class": self.worst.cls,
             "mean": self.mean,
-            "classes": [asdict(c) for c in self.classes],
+            "classes": [c.to_dict() for c in self.classes],
             "outliers": [asdict(o) for o in self.outlier_list],
             "coverage": self.coverage.to_dict() if self.coverage else None,
         }
 
-    def save_json(self, path: str | os.PathLike[str]) -> None:
-        write_atomic(path, json.dumps(self.to_dict(), indent=2))
+    @classmethod
+    def from_body(cls, body: dict[str, Any], provenance: Provenance) -> CorrectnessResult:
+        confidence = float(body["confidence"])
+        return cls(float(body["delta"]), confidence, int(body["seed"]),
+                   [ClassEstimate.from_dict(c, confidence) for c in body["classes"]],
+                   [Outlier(**o) for o in body.get("outliers", [])], None,
+                   Coverage.from_dict(body["coverage"]) if body.get("coverage") else None, provenance)  # fmt: skip
 
     def outliers(self, k: int = 16) -> Outliers:
         """The k most confidently misclassified samples kept (latent, image, predicted class, confidence)."""
         ranked = sorted(self.outlier_list, key=lambda o: -o.confidence)
         return Outliers(ranked[:k], self.generators)
-
-    def save_confidence_profile(self, path: str | os.PathLike[str]) -> str:
-        """Bar chart per class: share classified correctly with softmax confidence > 0.90 / 0.97 / 0.99."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 3.2), dpi=120)
-        x = np.arange(len(self.classes))
-        width = 0.8 / (len(PROFILE_LEVELS) + 1)
-        ax.bar(x - 1.5 * width, [c.estimate for c in self.classes], width, label="correct", color="0.3")
-        for i, level in enumerate(PROFILE_LEVELS):
-            shares = [c.confident[f"{level:.2f}"] for c in self.classes]
-            ax.bar(x + (i - 0.5) * width, shares, width, label=f"correct, confidence > {level:.2f}")
-        ax.set_xticks(x, [c.name for c in self.classes], rotation=30 if len(self.classes) > 10 else 0)
-        ax.set_ylim(min(0.8, min(c.confident["0.99"] for c in self.classes) - 0.02), 1.0)
-        ax.axhline(1 - self.delta, color="crimson", lw=1, ls="--", label=f"1 − δ = {1 - self.delta:g}")
-        ax.set_ylabel("share of generated images")
-        ax.legend(fontsize=7, ncol=3, loc="lower left")
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        return str(path)
 
 
 @dataclass
@@ -267,13 +278,6 @@ class Outliers:
             return torch.cat(
                 [gens.display(gens[o.cls](torch.tensor([o.latent], device=dev))).cpu() for o in self.items]
             )
-
-    def save(self, path: str | os.PathLike[str], ncol: int = 8) -> str:
-        from .report import save_grid
-
-        if not self.items:
-            raise GenrobustError("no misclassified samples to draw")
-        return save_grid(self.images(), path, ncol=ncol)
 
 
 def global_correctness(
@@ -317,6 +321,7 @@ def global_correctness(
     sizes = {k: v for k, v in (("batch_size", batch_size), ("shard_size", shard_size)) if v is not None}
     check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, **sizes)
     dev = resolve_device(device)
+    original, original_gens = classifier, generators  # hashed for the result's provenance
     # copies, once: the caller's models keep their device and modes (inference_copy may return the model itself)
     fast = inference_copy(classifier)
     classifier = (copy.deepcopy(classifier) if fast is classifier else fast).to(dev).eval()
@@ -356,21 +361,19 @@ def global_correctness(
         share = Proportion(int(ok.sum()), used, confidence)
         for i in np.flatnonzero(~ok)[:keep_outliers]:
             outliers.append(Outlier(c, z[i].tolist(), int(pred[i]), float(conf[i])))
-        lo_ci, hi_ci = share.ci
         estimates.append(
             ClassEstimate(
                 cls=c,
                 name=generators.class_names[c],
-                n=used,
-                correct=share.k,
-                estimate=share.estimate,
-                ci_low=lo_ci,
-                ci_high=hi_ci,
+                share=share,
                 verdict=test.decision if test is not None else share.verdict(delta),
                 confident={f"{q:.2f}": int(((pred == c) & (conf > q)).sum()) / used for q in PROFILE_LEVELS},
                 decided_at=test.decided_at if test is not None else None,
                 spent=run.spent,
             )
         )
+    parameters = {"n": n, "delta": delta, "confidence": confidence, "seed": seed, "classes": wanted,
+                  "sequential": sequential, "keep_outliers": keep_outliers}  # fmt: skip
+    provenance = Provenance(parameters, model_hashes(original, original_gens, wanted))
     return CorrectnessResult(delta, confidence, seed, estimates, outliers, generators,
-                             getattr(generators, "coverage", None))  # fmt: skip
+                             getattr(generators, "coverage", None), provenance)  # fmt: skip

@@ -29,12 +29,10 @@ not depend on which other classes run beside it, nor on the batch size of the fo
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -42,7 +40,8 @@ from scipy import stats as sps
 from torch import nn
 
 from .errors import GenrobustError
-from .runtime import progress, resolve_device, sub_seed, write_atomic
+from .results import Provenance, Result, model_hashes, register
+from .runtime import progress, resolve_device, sub_seed
 from .stats import FAILS, HOLDS, UNDECIDED
 
 #: (latents (G, N, d), group indices (G,)) → scores (G, N); failure is score ≥ 0
@@ -303,8 +302,9 @@ class RareEstimate:
     last_level: dict[str, int] | None = None
 
 
+@register
 @dataclass
-class RareFailureResult:
+class RareFailureResult(Result):
     """Per-class failure probabilities by adaptive multilevel splitting, in the project's result style."""
 
     delta: float
@@ -314,6 +314,8 @@ class RareFailureResult:
     classes: list[RareEstimate]
     generators: Any = field(default=None, repr=False)
     eps: float | None = None  # robustness: the latent radius (failure: the attack breaks the box)
+    provenance: Provenance = field(default_factory=Provenance)
+    kind: ClassVar[str] = "rare-failures"
 
     @property
     def verdict(self) -> str:
@@ -353,14 +355,16 @@ class RareFailureResult:
             )
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": "amls", "kind": "robustness" if self.eps is not None else "correctness", "eps": self.eps,
-                "delta": self.delta, "confidence": self.confidence, "seed": self.seed,
+    def body(self) -> dict[str, Any]:
+        return {"method": "amls", "failure": "robustness" if self.eps is not None else "correctness",
+                "eps": self.eps, "delta": self.delta, "confidence": self.confidence, "seed": self.seed,
                 "settings": self.settings, "verdict": self.verdict, "evaluations": self.evaluations,
                 "classes": [asdict(c) for c in self.classes]}  # fmt: skip
 
-    def save_json(self, path: str | os.PathLike[str]) -> None:
-        write_atomic(path, json.dumps(self.to_dict(), indent=2))
+    @classmethod
+    def from_body(cls, body: dict[str, Any], provenance: Provenance) -> RareFailureResult:
+        return cls(float(body["delta"]), float(body["confidence"]), int(body["seed"]), dict(body["settings"]),
+                   [RareEstimate(**c) for c in body["classes"]], None, body.get("eps"), provenance)  # fmt: skip
 
 
 def summarise(runs: list[SplittingRun], confidence: float) -> tuple[float, float, float, str]:
@@ -459,7 +463,9 @@ def rare_failure(
                 "repeats": repeats}  # fmt: skip
     if eps is not None:
         settings.update(attack_steps=attack_steps, verify=verify)
-    return RareFailureResult(delta, confidence, seed, settings, out, generators=gens, eps=eps)
+    parameters = {"delta": delta, "confidence": confidence, "seed": seed, "eps": eps, "classes": wanted, **settings}
+    provenance = Provenance(parameters, model_hashes(classifier, generators, wanted))
+    return RareFailureResult(delta, confidence, seed, settings, out, generators=gens, eps=eps, provenance=provenance)
 
 
 def _verify_last_level(classifier, generators, c: int, latents: list, eps: float, options, seed: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import special, stats
@@ -295,4 +296,13 @@ class Proportion:
         return verdict(self.k, self.n, delta, self.confidence)
 
     def to_dict(self) -> dict[str, float | int | list[float]]:
-        return {"k": self.k, "n": self.n, "estimate": self.estimate, "ci": list(self.ci)}
+        """k, n and confidence (what the proportion is), with the estimate and interval for a reader of the JSON."""
+        return {"k": self.k, "n": self.n, "confidence": self.confidence, "estimate": self.estimate, "ci": list(self.ci)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Proportion:
+        """The proportion :meth:`to_dict` wrote (estimate and interval are recomputed from k, n and confidence)."""
+        try:
+            return cls(int(d["k"]), int(d["n"]), float(d.get("confidence", 0.95)))
+        except (KeyError, TypeError, ValueError):
+            raise GenrobustError(f"not a proportion (needs k and n): {d!r}"[:200]) from None

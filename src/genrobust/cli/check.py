@@ -79,6 +79,7 @@ def correctness_cmd(
     """Global correctness of a classifier against generators: per-class estimate, exact CI and δ verdict."""
 
     from ..estimate import global_correctness
+    from ..report.correctness import save_confidence_profile, save_outliers
 
     clf, gens = load_models(**models)
     attach_coverage(clf, gens, assess, assess_n, data_dir, str(models["classifier_name"]))
@@ -100,9 +101,9 @@ def correctness_cmd(
     if out:
         files = ResultFolder(out)
         files.json("result.json", res.to_dict())
-        res.save_confidence_profile(files.path("confidence_profile.png"))
+        save_confidence_profile(res, files.path("confidence_profile.png"))
         if res.outlier_list:
-            res.outliers(64).save(files.path("outliers.png"))
+            save_outliers(res, files.path("outliers.png"), 64)
         files.report()
 
 

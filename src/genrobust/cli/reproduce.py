@@ -64,8 +64,9 @@ def reproduce_correctness_table(
         run_table,
         seed_spread,
         seed_spread_markdown,
-        to_markdown,
     )
+    from ..experiments.tables import CorrectnessTable
+    from ..results import Provenance
 
     try:
         seeds = [int(s) for s in train_seeds.split(",") if s.strip()]
@@ -91,10 +92,14 @@ def reproduce_correctness_table(
             tables[k] = table = run_table(
                 plan, data_dir=data_dir, show_progress=not quiet, executor=executor, device=dev
             )
-            md = to_markdown(table, dataset, n)
+            result = CorrectnessTable(dataset, n, seed, k, table, Provenance(
+                {"dataset": dataset, "n": n, "seed": seed, "train_seed": k, "rows": list(table)},
+                {row: {"classifier": e.get("classifier_sha256"), "generators": e.get("generators_sha256")}
+                 for row, e in table.items()}))  # fmt: skip
+            md = result.markdown()
             stem = f"correctness-table-{dataset}" + (f"-train{k}" if k else "")
             files.text(f"{stem}.md", md)
-            files.json(f"{stem}.json", table)
+            files.json(f"{stem}.json", result.to_dict())
             click.echo(md)
     if len(seeds) > 1:
         spread = seed_spread(tables, dataset)
@@ -136,6 +141,8 @@ def reproduce_robustness_table(
     from ..data.store import cache_dir
     from ..experiments.correctness_table import ALL_ROWS, BUILTIN_ROW
     from ..experiments.robustness_table import RobustnessPlan, robustness_markdown, run_robustness_table
+    from ..experiments.tables import RobustnessTable
+    from ..results import Provenance
 
     eps, wanted = eps_and_classes(eps_text, classes)
     dev = resolve_device(device)
@@ -147,11 +154,15 @@ def reproduce_robustness_table(
     )  # fmt: skip
     with open_executor(workers, scheduler) as executor:
         table = run_robustness_table(plan, data_dir=data_dir, show_progress=not quiet, executor=executor, device=dev)
+    budget = {"max_boxes": max_boxes, "max_seconds": max_seconds, "split": split}
+    result = RobustnessTable(dataset, plan.generators, plan.eps, n, seed, train_seed, budget, table, Provenance(
+        {"dataset": dataset, "n": n, "seed": seed, "train_seed": train_seed, "eps": plan.eps, "classes": wanted,
+         "rows": plan.rows, **plan.budget}))  # fmt: skip
     md = robustness_markdown(table, plan)
     stem = f"robustness-table-{dataset}" + (f"-train{train_seed}" if train_seed else "")
     files = ResultFolder(out)
     files.text(f"{stem}.md", md)
-    files.json(f"{stem}.json", table)
+    files.json(f"{stem}.json", result.to_dict())
     click.echo(md)
     files.report()
 

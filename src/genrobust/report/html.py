@@ -4,15 +4,16 @@ studies, with their tables and pictures (embedded, so the page can be mailed or 
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from ..errors import GenrobustError
+from ..results import load_result
 
 _ENV = Environment(loader=PackageLoader("genrobust.report", "templates"), autoescape=select_autoescape(["html"]))
 _PICTURES = {  # file → caption, in the order a reader wants them
@@ -25,27 +26,46 @@ _PICTURES = {  # file → caption, in the order a reader wants them
     "failures.png": "Failures the last level held, one row per class",
 }
 _MIME = {".png": "image/png", ".gif": "image/gif"}
+_WITH_PICTURES = ("correctness", "robustness", "attack", "rare-failures")  # kinds written with their pictures
 
 
 def _embed(path: Path) -> str:
     return f"data:{_MIME[path.suffix]};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _kind(data: dict[str, Any]) -> str:
-    if data.get("format") == "genrobust-robustness/1":
-        return "robustness"
-    if data.get("method") == "amls":
-        return "rare failures"
-    if "method" in data and "metrics" in data:
-        return "attack"
-    if "verdict" in data and "classes" in data:
-        return "correctness"
-    return ""
+def _markdown_html(text: str) -> Markup:
+    """A table's markdown as HTML: its pipe tables as tables, other lines as paragraphs (all text escaped)."""
+    out, table = [], []
+
+    def flush() -> None:
+        if table:
+            head, *body = [[escape(c.strip()) for c in line.strip().strip("|").split("|")] for line in table]
+            body = [r for r in body if not all(set(c) <= set("-: ") for c in r)]
+            out.append(
+                "<table><tr>"
+                + "".join(f"<th>{c}</th>" for c in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
+                + "</table>"
+            )
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.strip():
+            out.append(f"<p>{escape(line.strip())}</p>")
+    flush()
+    return Markup("\n".join(out))
 
 
-def read_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run folder as a report section: its kind, data and pictures."""
-    folder = Path(folder)
+def read_run(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run folder (its ``result.json``), a result file (a table's JSON), or a rating study as a report section:
+    its kind, the result object (:func:`~genrobust.load_result`, which dispatches on the file's ``kind``) and
+    its pictures."""
+    folder = Path(source)
     if (folder / "study.json").is_file():
         from ..rating import open_study, summarise
 
@@ -56,19 +76,17 @@ def read_run(folder: str | os.PathLike[str]) -> dict[str, Any]:
         finally:
             con.close()
         return {"kind": "rating", "title": str(folder), "data": summary, "meta": study.meta, "pictures": []}
-    result = folder / "result.json"
-    if not result.is_file():
+    if not folder.is_file() and not (folder / "result.json").is_file():
         raise GenrobustError(f"{folder}: neither a result folder (result.json) nor a rating study (study.json)")
-    try:
-        data = json.loads(result.read_text())
-    except ValueError:
-        raise GenrobustError(f"{result}: not valid JSON") from None
-    kind = _kind(data)
-    if not kind:
-        raise GenrobustError(f"{result}: not a correctness, rare-failure, attack or robustness result")
-    pictures = [{"src": _embed(folder / name), "caption": caption, "name": name}
-                for name, caption in _PICTURES.items() if (folder / name).is_file()]  # fmt: skip
-    return {"kind": kind, "title": str(folder), "data": data, "pictures": pictures}
+    result = load_result(folder)
+    if folder.is_file():
+        folder = folder.parent
+    pictures = []
+    if result.kind in _WITH_PICTURES:  # a table's JSON sits among other runs' files: none of its folder's are its own
+        pictures = [{"src": _embed(folder / name), "caption": caption, "name": name}
+                    for name, caption in _PICTURES.items() if (folder / name).is_file()]  # fmt: skip
+    table = _markdown_html(result.markdown()) if hasattr(result, "markdown") else None
+    return {"kind": result.kind, "title": str(source), "result": result, "table": table, "pictures": pictures}
 
 
 def report_html(folders: Sequence[str | os.PathLike[str]], title: str = "genrobust report") -> str:

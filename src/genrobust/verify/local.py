@@ -217,10 +217,40 @@ class LocalResult:
                     "attack_radius": None if math.isinf(r := float(self.attack_radius[i])) else r,
                     "boxes": self.boxes[i].tolist(),
                     "seconds": float(self.seconds[i]),
+                    "witness": [
+                        w.tolist() if s == FALSIFIED else None
+                        for s, w in zip(self.status[i], self.witness[i], strict=True)
+                    ],
+                    "witness_pred": self.witness_pred[i].tolist(),
                 }
                 for i in range(len(self.labels))
             ],
         }
+
+    @classmethod
+    def from_balls(cls, eps: list[float], balls: list[dict[str, Any]], options: dict[str, Any]) -> LocalResult:
+        """The result :meth:`to_dict` described by its ``balls`` (witnesses only where written: format 2)."""
+        codes = {name: code for code, name in STATUS_NAMES.items()}
+        n, d, k = len(balls), len(balls[0]["z"]) if balls else 0, len(eps)
+        witness = torch.full((n, k, d), math.nan)
+        pred = torch.full((n, k), -1, dtype=torch.long)
+        for i, b in enumerate(balls):
+            for e, w in enumerate(b.get("witness") or [None] * k):
+                if w is not None:
+                    witness[i, e] = torch.tensor(w, dtype=torch.float32)
+            if "witness_pred" in b:
+                pred[i] = torch.tensor(b["witness_pred"], dtype=torch.long)
+        return cls(
+            list(eps),
+            torch.tensor([b["z"] for b in balls], dtype=torch.float32).reshape(n, d),
+            torch.tensor([b["label"] for b in balls], dtype=torch.long),
+            torch.tensor([[codes[s] for s in b["status"]] for b in balls], dtype=torch.int8).reshape(n, k),
+            witness,
+            pred,
+            torch.tensor([b["boxes"] for b in balls], dtype=torch.long).reshape(n, k),
+            torch.tensor([b["seconds"] for b in balls], dtype=torch.float64),
+            options,
+        )
 
 
 class _Violation(nn.Module):

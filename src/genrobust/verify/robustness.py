@@ -16,12 +16,11 @@ below it, and is *undecided* otherwise: unknowns count against both sides.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +34,8 @@ from ..execute import ClassTask, Shipped, worker_cached
 from ..journal import decode_tensor, encode_tensor, open_journal
 from ..models.coverage import Coverage
 from ..models.generators import GeneratorFamily
-from ..runtime import resolve_device, write_atomic
+from ..results import Provenance, Result, model_hashes, register
+from ..runtime import resolve_device
 from ..sampling import check_classes, check_estimate_args, run_classes
 from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 from .local import (
@@ -51,19 +51,58 @@ from .local import (
 
 @dataclass
 class EpsEstimate:
-    """One class at one ε: counts, the two-sided bound on P(robust) and the verdict."""
+    """One class at one ε: the certified share (its lower end bounds P(robust) from below), the non-falsified
+    share (its upper end bounds it from above) and the verdict."""
 
     eps: float
-    n: int
-    certified: int
-    falsified: int
-    unknown: int
-    lower: float  # Clopper–Pearson lower bound of certified / n
-    upper: float  # Clopper–Pearson upper bound of (n − falsified) / n
+    certified_share: Proportion  # balls certified of n
+    unfalsified_share: Proportion  # balls not falsified of n (certified or unknown)
     verdict: str
     decided_at: int | None = None  # sequential mode: balls used when the verdict became certain
     # sequential mode, when it says fails: (non-falsified, balls) when the non-falsified share's test decided
     fails_counts: tuple[int, int] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.certified_share.n
+
+    @property
+    def certified(self) -> int:
+        return self.certified_share.k
+
+    @property
+    def falsified(self) -> int:
+        return self.n - self.unfalsified_share.k
+
+    @property
+    def unknown(self) -> int:
+        return self.unfalsified_share.k - self.certified
+
+    @property
+    def lower(self) -> float:
+        """Clopper–Pearson lower end of certified / n: P(robust) is at least this."""
+        return self.certified_share.ci[0]
+
+    @property
+    def upper(self) -> float:
+        """Clopper–Pearson upper end of (n − falsified) / n: P(robust) is at most this."""
+        return self.unfalsified_share.ci[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eps": self.eps, "certified": self.certified_share.to_dict(),
+                "not_falsified": self.unfalsified_share.to_dict(), "unknown": self.unknown, "verdict": self.verdict,
+                "decided_at": self.decided_at, "fails_counts": self.fails_counts}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], confidence: float) -> EpsEstimate:
+        if isinstance(d["certified"], dict):
+            cert, alive = Proportion.from_dict(d["certified"]), Proportion.from_dict(d["not_falsified"])
+        else:  # format 1: the counts flat
+            n = int(d["n"])
+            cert, alive = Proportion(d["certified"], n, confidence), Proportion(n - d["falsified"], n, confidence)
+        fails = d.get("fails_counts")
+        return cls(float(d["eps"]), cert, alive, str(d["verdict"]), d.get("decided_at"),
+                   tuple(fails) if fails is not None else None)  # fmt: skip
 
     def fails_familywise(self, delta: float, confidence: float, m: int) -> bool:
         """Whether this *fails* survives Bonferroni over ``m`` classes (:func:`genrobust.stats.bonferroni_fails`)."""
@@ -76,6 +115,8 @@ class EpsEstimate:
 
 @dataclass
 class ClassRobustness:
+    """One class: its estimates per ε, and the time and balls it took."""
+
     cls: int
     name: str
     per_eps: list[EpsEstimate]
@@ -83,10 +124,12 @@ class ClassRobustness:
     spent: int | None = None  # balls checked, with any a pool had in flight past a sequential stop (discarded)
 
 
+@register
 @dataclass
-class RobustnessResult:
+class RobustnessResult(Result):
     """Per class and ε: counts, bounds and verdicts; per class the local results (witnesses, radii)."""
 
+    kind: ClassVar[str] = "robustness"
     eps: list[float]
     delta: float
     confidence: float
@@ -97,6 +140,7 @@ class RobustnessResult:
     options: dict[str, Any] = field(default_factory=dict)
     #: the family's measured precision / recall per class, when known: shown beside each class's verdict
     coverage: Coverage | None = None
+    provenance: Provenance = field(default_factory=Provenance)
 
     def verdict(self, eps: float) -> str:
         """(ε, δ)-robust iff every class holds at ε; not iff some class fails at ε after Bonferroni over the
@@ -137,9 +181,8 @@ class RobustnessResult:
             lines.append(cov.note([c.cls for c in self.classes], [c.name for c in self.classes]))
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
         return {
-            "format": "genrobust-robustness/1",
             "eps": self.eps,
             "delta": self.delta,
             "confidence": self.confidence,
@@ -156,7 +199,7 @@ class RobustnessResult:
                     "name": c.name,
                     "seconds": c.seconds,
                     "spent": c.spent,
-                    "per_eps": [vars(r) for r in c.per_eps],
+                    "per_eps": [r.to_dict() for r in c.per_eps],
                 }
                 for c in self.classes
             ],
@@ -164,8 +207,17 @@ class RobustnessResult:
             "coverage": self.coverage.to_dict() if self.coverage else None,
         }
 
-    def save_json(self, path: str | os.PathLike[str]) -> None:
-        write_atomic(path, json.dumps(self.to_dict(), indent=2))
+    @classmethod
+    def from_body(cls, body: dict[str, Any], provenance: Provenance) -> RobustnessResult:
+        confidence, eps = float(body["confidence"]), [float(e) for e in body["eps"]]
+        classes = [ClassRobustness(int(c["cls"]), str(c["name"]),
+                                   [EpsEstimate.from_dict(r, confidence) for r in c["per_eps"]],
+                                   float(c["seconds"]), c.get("spent")) for c in body["classes"]]  # fmt: skip
+        options = dict(body.get("options") or {})
+        local = {int(c): LocalResult.from_balls(eps, balls, options) for c, balls in (body.get("balls") or {}).items()}
+        coverage = Coverage.from_dict(body["coverage"]) if body.get("coverage") else None
+        return cls(eps, float(body["delta"]), confidence, int(body["seed"]), classes, local, None, options, coverage,
+                   provenance)  # fmt: skip
 
 
 def _estimates(res: LocalResult, eps: list[float], delta: float, confidence: float) -> list[EpsEstimate]:
@@ -175,10 +227,9 @@ def _estimates(res: LocalResult, eps: list[float], delta: float, confidence: flo
         st = res.status[:, e]
         cert, fals = int((st == CERTIFIED).sum()), int((st == FALSIFIED).sum())
         # one-sided bounds at level α/2 each: the two-sided Clopper–Pearson ends at confidence 1 − α
-        lower = Proportion(cert, n, confidence).ci[0]
-        upper = Proportion(n - fals, n, confidence).ci[1]
-        v = HOLDS if lower >= 1 - delta else FAILS if upper < 1 - delta else UNDECIDED
-        out.append(EpsEstimate(value, n, cert, fals, n - cert - fals, lower, upper, v))
+        est = EpsEstimate(value, Proportion(cert, n, confidence), Proportion(n - fals, n, confidence), UNDECIDED)
+        est.verdict = HOLDS if est.lower >= 1 - delta else FAILS if est.upper < 1 - delta else UNDECIDED
+        out.append(est)
     return out
 
 
@@ -225,6 +276,7 @@ def global_robustness(
         raise GenrobustError("generators must be a GeneratorFamily (see load_generators)")
     eps_values = sorted(_eps_list(eps))
     dev = resolve_device(device)
+    original, original_gens = classifier, generators  # hashed for the result's provenance
     # copies, once: the caller's models keep their device and modes
     classifier, generators = copy.deepcopy(classifier).to(dev).eval(), copy.deepcopy(generators).to(dev).eval()
     check_compatible(classifier, generators, dev)
@@ -252,8 +304,12 @@ def global_robustness(
             stoppers[c].settle(per_eps)
         local[c] = res
         out.append(ClassRobustness(c, generators.class_names[c], per_eps, run.seconds, run.spent))
+    parameters = {"eps": eps_values, "n": n, "delta": delta, "confidence": confidence, "seed": seed,
+                  "classes": wanted, "sequential": sequential, "chunk": chunk, "start": start,
+                  "verifier": VERIFIER_VERSION}  # fmt: skip
+    provenance = Provenance(parameters, model_hashes(original, original_gens, wanted))
     return RobustnessResult(eps_values, delta, confidence, seed, out, local, generators, _options_dict(options),
-                            getattr(generators, "coverage", None))  # fmt: skip
+                            getattr(generators, "coverage", None), provenance)  # fmt: skip
 
 
 class _RobustnessShard(ClassTask):
