@@ -247,3 +247,17 @@ def test_a_killed_robustness_run_resumes_to_the_uninterrupted_answer(tmp_path):
     a, b = (json.loads((d / "result.json").read_text()) for d in (whole, killed))
     assert _timeless(a) == _timeless(b)
     assert len(journal.read_text().splitlines()) == 1 + 4  # no shard counted twice
+
+
+def test_a_conditional_family_runs_each_class_on_its_own_network_in_workers():
+    """The classes of a conditional family share their weights and differ by a one-hot buffer outside the
+    state_dict: the content hash must tell them apart, or a worker reuses class 0's network for every class."""
+    from genrobust.execute import content_hash
+
+    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-cgan")
+    assert len({content_hash(gens[c]) for c in range(10)}) == 10
+    here = gr.global_correctness(clf, gens, n=256, classes=[0, 3], seed=2, shard_size=128)
+    with open_workers(workers=2) as pool:
+        there = gr.global_correctness(clf, gens, n=256, classes=[0, 3], seed=2, shard_size=128, executor=pool)
+    assert there.to_dict() == here.to_dict()
+    assert min(c.estimate for c in there.classes) > 0.9  # class 3 judged on threes, not on class 0's zeros

@@ -225,13 +225,17 @@ def worker_cached(key: Hashable, build: Callable[[], V]) -> V:
 
 
 def content_hash(obj: Any) -> str:
-    """A SHA-256 of a model's architecture (its ``repr``) and of every tensor in its state (names, dtypes, shapes,
-    bytes): equal hashes mean the same function. A tensor hashes its dtype, shape and bytes; other objects their
-    pickle."""
+    """A SHA-256 of a model's architecture (its ``repr``) and of every tensor it computes with: its state (names,
+    dtypes, shapes, bytes) and its non-persistent buffers, which ``state_dict`` leaves out but which change the
+    function (a conditional generator's one-hot class is one: without it every class of a family would hash alike,
+    and a worker would reuse class 0's network for every class). Equal hashes mean the same function. A tensor
+    hashes its dtype, shape and bytes; other objects their pickle."""
     h = hashlib.sha256()
     if isinstance(obj, nn.Module):
         h.update(f"{type(obj).__module__}.{type(obj).__qualname__}\n{obj!r}".encode())
-        for name, t in obj.state_dict().items():
+        state = obj.state_dict()
+        extra = {f"(buffer) {k}": v for k, v in obj.named_buffers(remove_duplicate=False) if k not in state}
+        for name, t in (state | extra).items():
             t = t.detach().cpu().contiguous()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
