@@ -27,11 +27,11 @@ def test_the_own_models_example_runs_from_python_and_the_command_line(tmp_path, 
 
     from genrobust.cli import main
 
-    text = (REPO / "docs" / "guide" / "own-models.md").read_text()
+    text = (REPO / "docs" / "tutorials" / "own-models.md").read_text()
     after = text.split("<!-- tests/test_readme.py runs this block, then the commands below -->", 1)[1]
     code, commands = re.findall(r"```(?:python|bash)\n(.+?)\n```", after, flags=re.S)[:2]
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "docs/guide/own-models.md", "exec"), {"__name__": "readme_example"})
+    exec(compile(code, "docs/tutorials/own-models.md", "exec"), {"__name__": "readme_example"})
     assert (tmp_path / "classifier.onnx").is_file() and (tmp_path / "decoder.onnx").is_file()
     for command in commands.replace("\\\n", " ").splitlines():
         args = shlex.split(command)
