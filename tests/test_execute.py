@@ -261,3 +261,21 @@ def test_a_conditional_family_runs_each_class_on_its_own_network_in_workers():
         there = gr.global_correctness(clf, gens, n=256, classes=[0, 3], seed=2, shard_size=128, executor=pool)
     assert there.to_dict() == here.to_dict()
     assert min(c.estimate for c in there.classes) > 0.9  # class 3 judged on threes, not on class 0's zeros
+
+
+@pytest.mark.slow  # about a minute: the pool respawns its dying workers before it gives up
+def test_a_script_that_starts_workers_without_a_main_guard_is_told_why_they_die(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import genrobust as gr\n"
+        "from genrobust.execute import open_workers\n"
+        "clf, gens = gr.load_classifier('mnist-small'), gr.load_generators('mnist-gan')\n"
+        "with open_workers(workers=2) as pool:\n"
+        "    gr.global_correctness(clf, gens, n=64, classes=[0], shard_size=32, executor=pool)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert 'if __name__ == "__main__":' in proc.stderr.splitlines()[-1]

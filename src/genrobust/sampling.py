@@ -228,7 +228,11 @@ def run_classes(
                 except BrokenProcessPool:
                     retries += 1
                     if retries > RETRIES:
-                        raise GenrobustError(f"a worker process died {retries} times; last on shard {key}") from None
+                        raise GenrobustError(
+                            f"a worker process died {retries} times; last on shard {key}. Workers start fresh Python "
+                            "processes that import your script: a script that starts them needs its code under "
+                            '`if __name__ == "__main__":`, or each worker runs it again and dies'
+                        ) from None
                     lost = [key, *inflight.values()]
                     inflight.clear()
                     workers.renew()
