@@ -27,6 +27,7 @@ def test_table_row_from_the_builtin_classifier_and_cached_cells(tmp_path, shared
     assert "| built-in |" in (out / "correctness-table-mnist.md").read_text()
     loaded = gr.load_result(out / "correctness-table-mnist.json")  # the table reads back into its result class
     assert isinstance(loaded, CorrectnessTable) and loaded.rows == table
+    assert loaded.to_dict() == json.loads((out / "correctness-table-mnist.json").read_text())
     assert loaded.markdown() == (out / "correctness-table-mnist.md").read_text().rstrip("\n")
     shares = loaded.shares("built-in", "mnist-cgan")
     assert [p.k for p in shares] == [c["correct"] for c in row["mnist-cgan"]["classes"]] and shares[0].n == 40

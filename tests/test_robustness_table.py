@@ -31,6 +31,8 @@ def test_robustness_table_runs_caches_and_resumes(tmp_path, monkeypatch):
     assert "How much of each class `mnist-gan` draws: precision 0.87, recall 0.24" in md  # from the zoo's figures
     loaded = gr.load_result(tmp_path / "docs" / "robustness-table-mnist.json")
     assert loaded.kind == "robustness-table" and loaded.rows == table and loaded.eps == [0.002, 0.5]
+    assert loaded.to_dict() == json.loads((tmp_path / "docs" / "robustness-table-mnist.json").read_text())
+    assert loaded.provenance.models["built-in"]["classifier"] == table["built-in"]["classifier_sha256"]
     assert loaded.markdown() == md.rstrip("\n")
     cert = loaded.certified("built-in", 0.002, 8)
     assert (cert.k, cert.n) == (cells["8"]["per_eps"][0]["certified"], 2)

@@ -142,6 +142,7 @@ def reproduce_robustness_table(
     from ..experiments.correctness_table import ALL_ROWS, BUILTIN_ROW
     from ..experiments.robustness_table import RobustnessPlan, robustness_markdown, run_robustness_table
     from ..experiments.tables import RobustnessTable
+    from ..models.zoo import ZOO
     from ..results import Provenance
 
     eps, wanted = eps_and_classes(eps_text, classes)
@@ -157,7 +158,9 @@ def reproduce_robustness_table(
     budget = {"max_boxes": max_boxes, "max_seconds": max_seconds, "split": split}
     result = RobustnessTable(dataset, plan.generators, plan.eps, n, seed, train_seed, budget, table, Provenance(
         {"dataset": dataset, "n": n, "seed": seed, "train_seed": train_seed, "eps": plan.eps, "classes": wanted,
-         "rows": plan.rows, **plan.budget}))  # fmt: skip
+         "rows": plan.rows, **plan.budget},
+        {row: {"classifier": e.get("classifier_sha256"), "generators": ZOO[plan.generators].sha256}
+         for row, e in table.items()}))  # fmt: skip
     md = robustness_markdown(table, plan)
     stem = f"robustness-table-{dataset}" + (f"-train{train_seed}" if train_seed else "")
     files = ResultFolder(out)

@@ -175,6 +175,7 @@ def run_robustness_table(
                 journal.unlink()
         table[row] = {
             "recipe": entry["recipe"], "budget": entry["budget"], "source": entry.get("source", ""),
+            "classifier_sha256": entry.get("classifier_sha256"),
             "classes": {str(c): _summary(cells[str(c)], plan.n, plan.eps) for c in classes},
         }  # fmt: skip
     return table
