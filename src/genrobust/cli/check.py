@@ -202,9 +202,10 @@ def attack_cmd(
               help="Do not split a ball whose whole-box bound is below −GIVE_UP × its centre's margin ('none': "
                    "split every ball until its budget runs out).")  # fmt: skip
 @click.option("--time-budget", "time_budget", type=float, default=None,
-              help="Seconds for the whole run, spread over the balls still open: a ball decided early leaves its "
-                   "time to the others, and hopeless-looking balls are attacked first and split last instead of "
-                   "given up.")  # fmt: skip
+              help="Seconds of splitting for the whole run, spread over the balls still open: a ball decided early "
+                   "leaves its time to the others, and hopeless-looking balls are attacked first and split last "
+                   "instead of given up. Every ball still gets its first bound and attack, so a run can pass it by "
+                   "about one bound per ball.")  # fmt: skip
 @click.option(
     "--alpha-steps",
     "alpha_steps",
