@@ -147,5 +147,8 @@ def test_assess_measures_any_familys_coverage_and_refuses_mismatched_ones(shared
         Coverage((0.5, 1.5), (0.2, 0.3), "made up")
     with pytest.raises(gr.GenrobustError, match="malformed coverage"):
         Coverage.from_dict({"precision": [0.5]})
+    clf.train(), gens.train()  # the caller's modes, whatever they are, come back unchanged
+    cov = measure_coverage(clf, gens, "mnist", n=20, data_dir=shared_datasets)
+    assert len(cov.recall) == 10 and all(m.training for m in [*clf.modules(), *gens.modules()])
     bad = CliRunner().invoke(main, [*args[:-2], "--assess-n", "3"])
     assert bad.exit_code != 0 and "larger than 3" in bad.output

@@ -40,6 +40,7 @@ from .journal import decode_tensor, encode_tensor, open_journal
 from .models.generators import GeneratorFamily
 from .models.layout import inference_copy
 from .results import Provenance, Result, model_hashes, register
+from .rounding import inward
 from .runtime import progress, resolve_device, sub_seed
 from .sampling import latents, run_classes
 from .stats import Proportion
@@ -254,9 +255,7 @@ def box_bounds(z: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.
     """Float32 bounds [lo, hi] of the ∞-ball of radius ``eps`` (float64, per row) around float32 ``z``, rounded
     towards z, so that every float32 point in [lo, hi] is within ε of z in exact arithmetic."""
     z64, e = z.double(), eps.double().unsqueeze(-1)
-    lo, hi = (z64 - e).float(), (z64 + e).float()
-    lo = torch.where(lo.double() < z64 - e, torch.nextafter(lo, torch.full_like(lo, math.inf)), lo)
-    hi = torch.where(hi.double() > z64 + e, torch.nextafter(hi, torch.full_like(hi, -math.inf)), hi)
+    lo, hi = inward(z64 - e, z64 + e)
     return lo, hi
 
 

@@ -56,8 +56,9 @@ from typing import Literal
 import torch
 
 from ..errors import GenrobustError
+from ..rounding import outward, round_up
 from ..runtime import release_heap
-from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, round_up, to_dense
+from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, to_dense
 
 GUARD = 1e-9
 Mode = Literal["crown", "forward", "interval"]
@@ -1085,9 +1086,7 @@ class BoundEngine:
             al32, au32 = al.to(dt), au.to(dt)
             bl = bl - (al32.to(DT) - al).abs() * M
             bu = bu + (au32.to(DT) - au).abs() * M
-            bl32, bu32 = bl.to(dt), bu.to(dt)
-            bl32 = torch.where(bl32.to(DT) > bl, torch.nextafter(bl32, torch.full_like(bl32, -torch.inf)), bl32)
-            bu32 = torch.where(bu32.to(DT) < bu, torch.nextafter(bu32, torch.full_like(bu32, torch.inf)), bu32)
+            bl32, bu32 = outward(bl, bu, dt)
             relax[key] = torch.stack([al32, bl32, au32, bu32], 1)
         return relax[key]
 

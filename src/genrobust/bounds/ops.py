@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GenrobustError
+from ..rounding import round_up, widen
 
 Shape = tuple[int, ...]
 DT = torch.float64
@@ -94,12 +95,6 @@ class WindowTable:
         """The windows at ``off`` (R, 2) of the maps of ``ball`` (R,): (R, E, ph, pw), zeros outside the maps."""
         pos = (off[:, 0] + self.pad[0]) * self.lw + off[:, 1] + self.pad[2]
         return self.table.index_select(0, ball * (self.lh * self.lw) + pos).reshape(len(ball), *self.shape)
-
-
-def round_up(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
-    """``x`` in ``dt``, rounded towards +∞ (an upper bound stays one)."""
-    y = x.to(dt)
-    return y if dt == x.dtype else torch.where(y.to(x.dtype) < x, torch.nextafter(y, torch.full_like(y, torch.inf)), y)
 
 
 def to_dense(rows: Rows, shape: Shape) -> Rows:
@@ -556,7 +551,7 @@ class ReLU(Activation):
         if self.slope in (0.0, 1.0):  # exact
             return lo, hi
         # the leak's s·x is rounded to nearest: round it outward
-        return torch.nextafter(lo, torch.full_like(lo, -math.inf)), torch.nextafter(hi, torch.full_like(hi, math.inf))
+        return widen(lo, hi)
 
     def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
         return (l < 0) & (u > 0)

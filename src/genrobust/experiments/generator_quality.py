@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import GenrobustError
 from ..models.coverage import Coverage
 from ..models.generators import GeneratorFamily, module_device
-from ..runtime import sub_seed
+from ..runtime import eval_mode, sub_seed
 
 
 def last_linear(classifier: nn.Module) -> nn.Linear:
@@ -44,12 +44,12 @@ def features(classifier: nn.Module, images: torch.Tensor, batch_size: int = 500)
     captured: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda m, inp, o: captured.append(inp[0].detach()))
     try:
-        classifier.eval()
-        dev = module_device(classifier)
-        for i in range(0, len(images), batch_size):
-            captured.clear()
-            classifier(images[i : i + batch_size].to(dev))
-            out.append(captured[-1].flatten(1).double().cpu())
+        with eval_mode(classifier):  # the caller's model keeps its mode
+            dev = module_device(classifier)
+            for i in range(0, len(images), batch_size):
+                captured.clear()
+                classifier(images[i : i + batch_size].to(dev))
+                out.append(captured[-1].flatten(1).double().cpu())
     finally:
         hook.remove()
     return torch.cat(out)
@@ -178,8 +178,9 @@ def stray_share(images: torch.Tensor, dark: torch.Tensor) -> float:
 def label_share(classifier: nn.Module, images: torch.Tensor, cls: int, batch_size: int = 500) -> float:
     """The share of ``images`` the classifier labels ``cls``."""
     dev = module_device(classifier)
-    hits = sum(int((classifier(images[i : i + batch_size].to(dev)).argmax(1) == cls).sum())
-               for i in range(0, len(images), batch_size))  # fmt: skip
+    with eval_mode(classifier):
+        hits = sum(int((classifier(images[i : i + batch_size].to(dev)).argmax(1) == cls).sum())
+                   for i in range(0, len(images), batch_size))  # fmt: skip
     return hits / max(1, len(images))
 
 
@@ -227,8 +228,9 @@ def assess_generators(
         feats, stray, acc = [], [], []
         for c in range(num):
             z = fam.sample_latents(n, generator=torch.Generator().manual_seed(sub_seed(seed, c, 3)))
-            g = fam[c].eval()
-            images = g(z.to(module_device(g)))
+            g = fam[c]
+            with eval_mode(g):
+                images = g(z.to(module_device(g)))
             feats.append(features(classifier, images))
             stray.append(stray_share(fam.display(images).cpu(), dark[c]))
             acc.append(label_share(classifier, images, c))
@@ -264,8 +266,8 @@ def measure_coverage(
     classes = int(y.max()) + 1
     if len(family) != classes:
         raise GenrobustError(f"--assess {dataset}: the generators have {len(family)} classes, {dataset} {classes}")
-    g = family[0].eval()
-    with torch.no_grad():
+    g = family[0]
+    with torch.no_grad(), eval_mode(g):
         drawn = g(family.sample_latents(1, generator=torch.Generator().manual_seed(0)).to(module_device(g)))
     if tuple(drawn.shape[1:]) != tuple(x.shape[1:]):
         raise GenrobustError(f"--assess {dataset}: the generators draw images of shape {tuple(drawn.shape[1:])}, "

@@ -34,6 +34,7 @@ from ..bounds.ops import DT, Activation, Reshape
 from ..compose import Composed
 from ..errors import GenrobustError, GenrobustWarning
 from ..models.layout import inference_copy
+from ..rounding import inward, outward, real_ball
 from ..runtime import progress, resolve_device, sub_seed
 
 CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
@@ -449,9 +450,7 @@ class LocalVerifier:
     def _ball(self, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The real box around z (float64) for ε, clipped to the pixel range in pixel space. z ± ε is rounded
         outward, so the box holds every real point of the ball, not only its float64 points."""
-        z64 = z.double()
-        lo = torch.nextafter(z64 - eps, torch.full_like(z64, -math.inf))
-        hi = torch.nextafter(z64 + eps, torch.full_like(z64, math.inf))
+        lo, hi = real_ball(z, eps)
         if self.pixel:
             lo, hi = lo.clamp(min=self.pixel_range[0]), hi.clamp(max=self.pixel_range[1])
         return lo, hi
@@ -833,9 +832,7 @@ class LocalVerifier:
                 his.append(hi)
                 seeds.append(sub_seed(seed, ids[b], e, 1 + k))  # per ball: batching changes nothing
         lo64, hi64 = torch.stack(los), torch.stack(his)
-        lo32, hi32 = lo64.float(), hi64.float()
-        lo32 = torch.where(lo32.double() < lo64, torch.nextafter(lo32, torch.full_like(lo32, math.inf)), lo32)
-        hi32 = torch.where(hi32.double() > hi64, torch.nextafter(hi32, torch.full_like(hi32, -math.inf)), hi32)
+        lo32, hi32 = inward(lo64, hi64)
         own = torch.tensor(owners, device=self.device)
         flo, fhi = self._float_box(z[own], eps_e)
         lo32, hi32 = torch.maximum(lo32, flo), torch.minimum(hi32, fhi)
@@ -951,13 +948,7 @@ class _Box:
 
 def _outward32(intervals: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Intervals kept for a box's children in float32 (half the memory), rounded outwards so they stay sound."""
-    out = {}
-    for i, (lo, hi) in intervals.items():
-        lo32, hi32 = lo.float(), hi.float()
-        lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.full_like(lo32, -math.inf)), lo32)
-        hi32 = torch.where(hi32.double() < hi, torch.nextafter(hi32, torch.full_like(hi32, math.inf)), hi32)
-        out[i] = (lo32, hi32)
-    return out
+    return {i: outward(lo, hi) for i, (lo, hi) in intervals.items()}
 
 
 def _stack_parents(parents: list) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:

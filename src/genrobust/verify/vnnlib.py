@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import GenrobustError
+from ..rounding import inward, real_ball
 from .local import CERTIFIED, FALSIFIED, LATENT_SPLIT_DIMS, BoxedNetwork, LocalVerifier, VerifyOptions, _network_ops
 
 
@@ -58,8 +59,8 @@ def property_text(
 
 def ball_box(center: torch.Tensor, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """The float64 box [z − ε, z + ε], rounded outwards."""
-    z = center.double().cpu().numpy()
-    return np.nextafter(z - eps, -np.inf), np.nextafter(z + eps, np.inf)
+    lo, hi = real_ball(center.cpu(), eps)
+    return lo.numpy(), hi.numpy()
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -247,9 +248,7 @@ def _holds(prop: VnnProperty, y: np.ndarray) -> bool:
 def _confirm(model: nn.Module, prop: VnnProperty, x: torch.Tensor, shape) -> Answer | None:
     """The counterexample, clamped into the box and evaluated by a plain forward pass, if it really is one."""
     lo64, hi64 = torch.as_tensor(prop.lo), torch.as_tensor(prop.hi)
-    lo, hi = lo64.float(), hi64.float()  # the box in float32, rounded inwards (−0.2 is not a float32)
-    lo = torch.where(lo.double() < lo64, torch.nextafter(lo, torch.full_like(lo, math.inf)), lo)
-    hi = torch.where(hi.double() > hi64, torch.nextafter(hi, torch.full_like(hi, -math.inf)), hi)
+    lo, hi = inward(lo64, hi64)  # the box in float32, rounded inwards (−0.2 is not a float32)
     hi = torch.where(hi < lo, lo, hi)  # an input fixed to a value float32 cannot hold: left to the check below
     x = torch.minimum(torch.maximum(x.float().cpu(), lo), hi)
     if not bool(((x.double() >= lo64) & (x.double() <= hi64)).all()):
