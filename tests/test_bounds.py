@@ -351,6 +351,27 @@ def test_functional_dropout_is_bounded_only_when_it_cannot_drop():
     assert [op.name for op in ops] == ["Dense", "ReLU", "Dense"]
 
 
+def test_capture_traces_in_eval_mode_and_gives_every_flag_back():
+    """The caller's model is never changed: a training model with a frozen batch norm inside comes back so,
+    while the captured chain computes what the model computes in eval mode (running statistics, no dropout)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 2),
+                        nn.BatchNorm1d(2))  # fmt: skip
+    for bn in (net[1], net[5]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    net.train()
+    net[5].eval()  # frozen by the caller
+    ops = capture(net, (3,))
+    assert net.training and net[1].training and net[3].training and not net[5].training
+    x = torch.randn(5, 3, dtype=torch.float64)
+    h = x
+    for op in ops:
+        h = op.forward(h)
+    net.eval()
+    torch.testing.assert_close(h, net.double()(x))
+
+
 @pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, 0.5])
 def test_relu_lines_hold_at_both_ends_in_exact_arithmetic(slope):
     """The chord above a (leaky) ReLU is rounded: checked with exact rationals at l and u (enough for lines

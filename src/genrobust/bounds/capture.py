@@ -19,6 +19,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import GenrobustError
 from ..models.layers import Affine, BatchReshape, ChannelsLast, ConcatConstant, ImageAdapter
+from ..runtime import eval_mode
 from .ops import (
     SUPPORTED_MODULES,
     Activation,
@@ -190,8 +191,15 @@ def _dependent(graph: torch.fx.Graph) -> set[torch.fx.Node]:
 
 
 def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
-    """The chain of operators computing ``module`` on inputs of shape (N, *input_shape), in eval mode."""
-    module = module.eval()
+    """The chain of operators computing ``module`` on inputs of shape (N, *input_shape), in eval mode.
+
+    The module is traced in eval mode (dropout off, batch norm on its running statistics) and every submodule's
+    own ``training`` flag is given back afterwards: the caller's model is never changed."""
+    with eval_mode(module):
+        return _capture(module, input_shape)
+
+
+def _capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
     try:
         graph = _Tracer().trace(module)
     except Exception as exc:
