@@ -30,8 +30,8 @@ BUILTIN = {
     "mnist-cgan": "One class-conditional generator (the paper's MLP, latent dimension 10) trained on MNIST for "
     "coverage: hinge loss, spectrally normalised projection discriminator, weight average (genrobust train "
     "generator).",
-    "fashion-mnist-cgan2": "One class-conditional generator (the paper's MLP, latent dimension 16) trained on "
-    "Fashion-MNIST for coverage, as mnist-cgan.",
+    "fashion-mnist-cgan2": "One class-conditional generator (the paper's MLP, latent dimension 10) trained on "
+    "Fashion-MNIST for coverage, as mnist-cgan (125,000 steps).",
 }
 
 
