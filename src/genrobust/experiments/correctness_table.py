@@ -184,8 +184,10 @@ def run_table(
         entry = table.get(row)
         if entry is None or entry.get("recipe") != recipe:
             entry = table[row] = {"recipe": recipe}  # a cached row of another recipe is stale
-        for name in gens:  # a cell computed on other weights of a family (a retrained built-in) is stale
-            if name in entry and entry.get("generators_sha256", {}).get(name, family_sha[name]) != family_sha[name]:
+        # A cell computed on other weights of a family (a retrained built-in) is stale, and so is one cached
+        # before cells recorded their family's hash: which weights drew it cannot be known.
+        for name in gens:
+            if name in entry and entry.get("generators_sha256", {}).get(name) != family_sha[name]:
                 del entry[name]
         if all(g in entry for g in gens) and "test_accuracy" in entry:
             continue
