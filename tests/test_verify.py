@@ -315,10 +315,9 @@ def test_a_witness_inside_a_certified_box_is_reported_not_hidden(monkeypatch):
     """Were a certificate ever contradicted by a float32 witness found at a larger ε, the run says so (here the
     branch and bound is replaced by one that certifies everything, to force the contradiction)."""
 
-    def certify_all(self, balls, e, *args, **kwargs):
-        status = args[3]
+    def certify_all(self, run, balls, e):
         for i in balls:
-            status[i, e] = CERTIFIED
+            run.status[i, e] = CERTIFIED
 
     monkeypatch.setattr(LocalVerifier, "_branch_and_bound", certify_all)
     opts = VerifyOptions(max_boxes=1, attack_steps=20, attack_restarts=16, leaf_attacks=0, give_up=None)

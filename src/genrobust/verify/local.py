@@ -385,6 +385,12 @@ class LocalVerifier:
             anchor = len(gen_ops)
             self.plain = Composed(clf, gen)
             bound_opts = self.options.bounds
+        self._assemble(ops, anchor, bound_opts)
+
+    def _assemble(self, ops: list, anchor: int, bound_opts: BoundOptions) -> None:
+        """What both constructors end with, once ``plain`` (the float32 chain the witnesses are checked on) is
+        set: its fast inference copy for the attacks and the bound engine over ``ops`` (the classifier from
+        ``anchor`` on)."""
         self.fast = inference_copy(self.plain)
         self.engine = BoundEngine(ops, anchor, bound_opts).to(self.device)
         self.num_classes = self.engine.num_classes
@@ -428,10 +434,7 @@ class LocalVerifier:
             # (784,): unsat in 1.7 s)
             anchor = 0
             bound_opts = BoundOptions(**{**vars(bound_opts), "classifier_forward": False})
-        self.fast = inference_copy(self.plain)
-        self.engine = BoundEngine(ops, anchor, bound_opts).to(self.device)
-        self.num_classes = self.engine.num_classes
-        self.rows = self.offset = self.groups = None  # a general property's terms (:meth:`with_property`)
+        self._assemble(ops, anchor, bound_opts)
         return self
 
     # ------------------------------------------------------------------------------------------------
@@ -531,43 +534,21 @@ class LocalVerifier:
             raise GenrobustError(f"labels must be classes 0..{self.num_classes - 1}")
         ids = list(range(len(z))) if ids is None else list(ids)
         N, E, d = len(z), len(eps_values), self.latent_dim
-        status = torch.zeros(N, E, dtype=torch.int8)
-        witness = torch.full((N, E, d), math.nan)
-        witness_pred = torch.full((N, E), -1, dtype=torch.long)
-        boxes = torch.zeros(N, E, dtype=torch.long)
-        seconds = torch.zeros(N, dtype=torch.float64)
-        bar = progress(N * E, "robustness", show_progress)
-
-        def falsify(i: int, e: int, w: torch.Tensor, p: int) -> None:
-            for f in range(e, E):  # falsified at ε ⇒ at every larger ε
-                if status[i, f] != FALSIFIED:
-                    status[i, f] = FALSIFIED
-                    witness[i, f] = w.cpu()
-                    witness_pred[i, f] = p
-                    bar.update(1)
-            for f in range(e):  # ... and at every smaller ε whose ball holds the witness (counted in the bar)
-                lo, hi = self._ball(z[i : i + 1], eps_values[f])
-                if not bool(((w.double() >= lo[0]) & (w.double() <= hi[0])).all()):
-                    continue
-                if status[i, f] == CERTIFIED:  # exact arithmetic says robust, float32 finds a point: say so
-                    warnings.warn(f"ball {ids[i]}: a float32 counterexample lies in the box certified at ε = "
-                                  f"{eps_values[f]:g} (the certificate holds in exact arithmetic; rounding ties "
-                                  "the logits)", GenrobustWarning, stacklevel=2)  # fmt: skip
-                elif status[i, f] == UNKNOWN:
-                    status[i, f] = FALSIFIED
-                    witness[i, f] = w.cpu()
-                    witness_pred[i, f] = p
-
+        run = _Run(z, labels, eps_values, seed, ids, status=torch.zeros(N, E, dtype=torch.int8),
+                   witness=torch.full((N, E, d), math.nan), witness_pred=torch.full((N, E), -1, dtype=torch.long),
+                   boxes=torch.zeros(N, E, dtype=torch.long), seconds=torch.zeros(N, dtype=torch.float64),
+                   bar=progress(N * E, "robustness", show_progress))  # fmt: skip
+        status = run.status
         t0 = time.perf_counter()
         logits = self._logits(z)
         pred = logits.argmax(1)
         others = logits.scatter(1, labels[:, None], -math.inf)
-        margin = (logits.gather(1, labels[:, None])[:, 0] - others.amax(1)).double().cpu()  # the centres' margins
+        run.margin = (logits.gather(1, labels[:, None])[:, 0] - others.amax(1)).double().cpu()
         for i in torch.nonzero(pred != labels).flatten().tolist():
-            falsify(i, 0, z[i], int(pred[i]))  # a misclassified centre falsifies every ε
-        seconds += (time.perf_counter() - t0) / max(1, N)
+            self._falsify(run, i, 0, z[i], int(pred[i]))  # a misclassified centre falsifies every ε
+        run.seconds += (time.perf_counter() - t0) / max(1, N)
         eligible = [i for i in range(N) if status[i, 0] != FALSIFIED]
-        for e, eps_e in enumerate(eps_values):
+        for e in range(E):
             todo = [i for i in eligible if status[i, e] != FALSIFIED]
             if not todo:
                 continue
@@ -575,36 +556,59 @@ class LocalVerifier:
             # spares the (costly) bounds of the balls it falsifies.
             first = e > 0 or self.options.attack_first
             if first:
-                self._attack(todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status)
+                self._attack(run, todo, e)
             prove = [i for i in todo if status[i, e] == UNKNOWN and (e == 0 or status[i, e - 1] == CERTIFIED)]
             if prove:
-                self._branch_and_bound(prove, e, eps_e, z, labels, status, boxes, seconds, falsify, seed, ids,
-                                       margin)  # fmt: skip
+                self._branch_and_bound(run, prove, e)
             if not first:
-                self._attack(todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status)
-            bar.update(int(sum(1 for i in todo if status[i, e] != FALSIFIED)))
-        bar.close()
-        return LocalResult(eps_values, z.cpu(), labels.cpu(), status, witness, witness_pred, boxes, seconds,
-                           options=_options_dict(self.options))  # fmt: skip
+                self._attack(run, todo, e)
+            run.bar.update(int(sum(1 for i in todo if status[i, e] != FALSIFIED)))
+        run.bar.close()
+        return LocalResult(eps_values, z.cpu(), labels.cpu(), status, run.witness, run.witness_pred, run.boxes,
+                           run.seconds, options=_options_dict(self.options))  # fmt: skip
 
-    def _attack(self, todo, e, eps_e, z, labels, seed, ids, seconds, falsify, status) -> None:
+    def _falsify(self, run: _Run, i: int, e: int, w: torch.Tensor, p: int) -> None:
+        """Record a re-checked witness ``w`` (class ``p``) of ball ``i`` found at ε index ``e``: falsified there and
+        at every larger ε, and at every smaller ε whose box holds it."""
+        status, E = run.status, len(run.eps)
+        for f in range(e, E):  # falsified at ε ⇒ at every larger ε
+            if status[i, f] != FALSIFIED:
+                status[i, f] = FALSIFIED
+                run.witness[i, f] = w.cpu()
+                run.witness_pred[i, f] = p
+                run.bar.update(1)
+        for f in range(e):  # ... and at every smaller ε whose ball holds the witness (counted in the bar)
+            lo, hi = self._ball(run.z[i : i + 1], run.eps[f])
+            if not bool(((w.double() >= lo[0]) & (w.double() <= hi[0])).all()):
+                continue
+            if status[i, f] == CERTIFIED:  # exact arithmetic says robust, float32 finds a point: say so
+                warnings.warn(f"ball {run.ids[i]}: a float32 counterexample lies in the box certified at ε = "
+                              f"{run.eps[f]:g} (the certificate holds in exact arithmetic; rounding ties "
+                              "the logits)", GenrobustWarning, stacklevel=3)  # fmt: skip
+            elif status[i, f] == UNKNOWN:
+                status[i, f] = FALSIFIED
+                run.witness[i, f] = w.cpu()
+                run.witness_pred[i, f] = p
+
+    def _attack(self, run: _Run, todo: list[int], e: int) -> None:
         """PGD on the whole ball for the balls still unknown at this ε."""
-        left = [i for i in todo if status[i, e] == UNKNOWN]
+        left = [i for i in todo if run.status[i, e] == UNKNOWN]
         if not left:
             return
         t1 = time.perf_counter()
         idx = torch.tensor(left, device=self.device)
-        lo, hi = self._float_box(z[idx], eps_e)
+        lo, hi = self._float_box(run.z[idx], run.eps[e])
         found, cand = pgd_in_boxes(
-            self.fast, labels[idx], lo, hi, steps=self.options.attack_steps, restarts=self.options.attack_restarts,
-            step_size=self.options.attack_step_size,
-            seeds=[sub_seed(seed, ids[i], e) for i in left],
+            self.fast, run.labels[idx], lo, hi, steps=self.options.attack_steps,
+            restarts=self.options.attack_restarts, step_size=self.options.attack_step_size,
+            seeds=[sub_seed(run.seed, run.ids[i], e) for i in left],
         )  # fmt: skip
-        self._confirm(left, e, eps_e, found, cand, z, labels, falsify)
-        seconds[idx.cpu()] += (time.perf_counter() - t1) / len(left)
+        self._confirm(run, left, e, found, cand)
+        run.seconds[idx.cpu()] += (time.perf_counter() - t1) / len(left)
 
-    def _confirm(self, rows: list[int], e: int, eps_e: float, found, cand, z, labels, falsify) -> None:
-        """Re-check claimed witnesses: a plain forward pass and the distance in float64; keep the true ones."""
+    def _confirm(self, run: _Run, rows: list[int], e: int, found: torch.Tensor, cand: torch.Tensor) -> None:
+        """Re-check claimed witnesses (``cand[j]`` for ball ``rows[j]`` where ``found[j]``): a plain forward pass and
+        the distance in float64; keep the true ones."""
         hits = torch.nonzero(found).flatten()
         if len(hits) == 0:
             return
@@ -612,141 +616,123 @@ class LocalVerifier:
         p = self._classify(w)
         for j, pj, wj in zip(hits.tolist(), p.tolist(), w, strict=True):
             i = rows[j]
-            lo, hi = self._ball(z[i : i + 1], eps_e)
+            lo, hi = self._ball(run.z[i : i + 1], run.eps[e])
             inside = bool(((wj.double() >= lo[0]) & (wj.double() <= hi[0])).all())
-            if inside and pj != int(labels[i]):
-                falsify(i, e, wj, pj)
+            if inside and pj != int(run.labels[i]):
+                self._falsify(run, i, e, wj, pj)
 
-    def _branch_and_bound(self, balls, e, eps_e, z, labels, status, boxes, seconds, falsify, seed, ids,
-                          margin) -> None:  # fmt: skip
-        opt = self.options
-        dev = self.device
+    def _branch_and_bound(self, run: _Run, balls: list[int], e: int) -> None:
+        """Prove ``balls`` at ε index ``e``: bound their boxes in batches, split the undecided ones while each
+        ball's budget allows (:class:`_Search` keeps the queue and the budgets), and attack a ball's undecided
+        sub-boxes before it is left unknown."""
+        opt, dev = self.options, self.device
         neurons = sum(math.prod(op.out_shape) for op in self.engine.ops if not op.linear)
         batch_boxes = default_batch_boxes(dev, neurons) if opt.batch_boxes is None else opt.batch_boxes
-        lo, hi = self._ball(z[torch.tensor(balls, device=dev)], eps_e)
-        queue: list[_Box] = [_Box(b, lo[k], hi[k]) for k, b in enumerate(balls)]
-        open_boxes = dict.fromkeys(balls, 1)
-        last_cost = dict.fromkeys(balls, 0.0)  # seconds of each ball's latest box
-        done: set[int] = set()
+        lo, hi = self._ball(run.z[torch.tensor(balls, device=dev)], run.eps[e])
         # with a pool of seconds (``mean_seconds``), hopeless-looking balls are attacked at once and split last,
-        # with what the others left: their children wait here
-        pool = None if opt.mean_seconds is None else opt.mean_seconds * len(seconds)
-        later: list[_Box] = []
+        # with what the others left
+        pool = None if opt.mean_seconds is None else opt.mean_seconds * len(run.seconds)
+        search = _Search(run.seconds, opt.max_seconds, pool, [_Box(b, lo[k], hi[k]) for k, b in enumerate(balls)],
+                         dict.fromkeys(balls, 1), dict.fromkeys(balls, 0.0))  # fmt: skip
+        while batch := search.next_batch(batch_boxes):
+            self._step(run, search, batch, e)
 
-        def limit(b: int, competing: int) -> float:
-            """Seconds ball ``b`` may reach: its own budget, and its share of what is left of the pool."""
-            if pool is None:
-                return opt.max_seconds
-            left = max(0.0, pool - float(seconds.sum()))
-            return min(opt.max_seconds, float(seconds[b]) + left / max(1, competing))
+    def _step(self, run: _Run, search: _Search, batch: list[_Box], e: int) -> None:
+        """One round of branch and bound: bound ``batch``, then per box certify, falsify (its bound's minimiser),
+        split, or, when its ball's budget is spent, keep it among the sub-boxes to attack."""
+        opt, status = self.options, run.status
+        t1 = time.perf_counter()
+        owners = [item.ball for item in batch]
+        b = self._bound(run, batch, e)
+        dt = (time.perf_counter() - t1) / len(batch)
+        for ball in owners:
+            run.boxes[ball, e] += 1
+            run.seconds[ball] += dt
+            search.last_cost[ball] = dt
+        children: list[_Box] = []
+        exhausted: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        deferred: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # attacked now, split last
+        left_in_batch = Counter(owners)
+        done = search.done
+        competing = len({item.ball for item in search.queue if item.ball not in done} | set(owners) - done)
+        for k, (ball, box) in enumerate(zip(owners, batch, strict=True)):
+            left_in_batch[ball] -= 1
+            if ball in done:
+                if ball in exhausted and not b.certified[k]:  # its siblings in this batch are leaves too
+                    exhausted[ball].append((b.lo[k], b.hi[k]))
+                continue
+            search.open_boxes[ball] -= 1
+            if b.certified[k]:
+                if search.open_boxes[ball] == 0:
+                    status[ball, e] = CERTIFIED
+                    done.add(ball)
+                continue
+            if int(b.pred[k]) != int(run.labels[ball]):
+                self._confirm(run, [ball], e, torch.ones(1, dtype=torch.bool), b.corner[k : k + 1])
+                if status[ball, e] == FALSIFIED:
+                    done.add(ball)
+                    continue
+            hopeless = (opt.give_up is not None and self.branching == "latent" and box.parent is None
+                        and float(b.worst_bound[k]) < -opt.give_up * float(run.margin[ball]))  # fmt: skip
+            # the budget is kept, not overrun: split only if the boxes this ball still has queued and the two
+            # children fit in its seconds, each costing what this box cost (a child has at most its parent's
+            # unstable neurons: the mean over the ball's boxes, the root's included, overestimates them)
+            queued = search.open_boxes[ball] - left_in_batch[ball]  # this batch's other boxes are paid for already
+            over_time = float(run.seconds[ball]) + (queued + 2) * dt > search.limit(ball, competing)
+            over_boxes = run.boxes[ball, e] + search.open_boxes[ball] + 2 > opt.max_boxes
+            if (hopeless and search.pool is None) or over_boxes or over_time:
+                done.add(ball)  # budget spent: its undecided sub-boxes are attacked below, then the whole ball
+                exhausted.setdefault(ball, []).append((b.lo[k], b.hi[k]))
+                continue
+            pair = self._children(box, b.mb, k, b.lo[k], b.hi[k], b.worst[k], run.labels, int(b.choice[k]),
+                                  None if b.reach is None else b.reach[k])  # fmt: skip
+            search.open_boxes[ball] += 2
+            if hopeless:
+                deferred[ball] = [(b.lo[k], b.hi[k])]
+                search.later.extend(pair)
+            else:
+                children.extend(pair)
+        search.queue = children + search.queue  # depth first: few boxes (and their intervals) wait in memory
+        if (exhausted or deferred) and opt.leaf_attacks:
+            t2 = time.perf_counter()
+            for item in search.queue:
+                if item.ball in exhausted:
+                    exhausted[item.ball].append((item.lo, item.hi))
+            targets = exhausted | deferred
+            self._attack_leaves(run, targets, e)
+            for ball in targets:
+                run.seconds[ball] += (time.perf_counter() - t2) / len(targets)
+                if status[ball, e] == FALSIFIED:
+                    done.add(ball)
 
-        while queue or later:
-            if later and not any(item.ball not in done for item in queue):  # everyone else is done: the deferred
-                waiting = sorted({item.ball for item in later if item.ball not in done})
-                for b in waiting:  # only those whose two children still fit go on
-                    if float(seconds[b]) + 2 * last_cost[b] > limit(b, len(waiting)):
-                        done.add(b)
-                queue, later = [item for item in later if item.ball not in done], []
-                if not queue:
-                    break
-            # one box from as many balls as possible, then fill the batch (children go to the front: depth first)
-            live = [item for item in queue if item.ball not in done]
-            batch, rest, seen = [], [], set()
-            for item in live:
-                if len(batch) < batch_boxes and item.ball not in seen:
-                    batch.append(item)
-                    seen.add(item.ball)
-                else:
-                    rest.append(item)
-            room = batch_boxes - len(batch)
-            batch, queue = batch + rest[:room], rest[room:]
-            if not batch:
-                break
-            t1 = time.perf_counter()
-            owners = [item.ball for item in batch]
-            blo = torch.stack([item.lo for item in batch])
-            bhi = torch.stack([item.hi for item in batch])
-            center = (blo + bhi) / 2
-            radius = torch.maximum(bhi - center, center - blo)
-            radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
-            own = torch.tensor(owners, device=dev)
-            spec = self._spec(labels[own])
-            costs = opt.split == "cost" and self.branching == "latent"  # the worst margin's intercept costs
-            mb = self.engine.margins(center, radius, spec, **self._batch_args(batch), **self._terms(len(batch)),
-                                     branch=self.candidates if self.branching != "latent" else
-                                     COST_NEURONS if costs else 0)  # fmt: skip
-            worst_bound, worst = refutation(mb.lower, self.groups)
-            certified = worst_bound > 0
-            # the bound's minimiser (a corner) is a cheap candidate counterexample
-            g = mb.coef[torch.arange(len(batch), device=dev), worst]
-            corner = (center - radius * torch.sign(g)).clamp(min=blo, max=bhi).float()
-            flo, fhi = self._float_box(z[own], eps_e)  # float32 rounding must not leave the ball
-            corner = torch.minimum(torch.maximum(corner, flo), fhi)
-            p = self._classify(corner)
-            # FSB's choice among ReLU candidates; the cost split's 4,096 scores are weights, not candidates
-            choice = (self._choose_splits(mb, center, radius, spec, certified) if not costs else
-                      torch.zeros(len(batch), dtype=torch.long, device=dev))  # fmt: skip
-            reach = (self._reach(center, radius, mb.intervals, ~certified, mb.branch if costs else None)
-                     if opt.split in ("unstable", "cost") and self.branching != "relu" else None)  # fmt: skip
-            dt = (time.perf_counter() - t1) / len(batch)
-            for b in owners:
-                boxes[b, e] += 1
-                seconds[b] += dt
-                last_cost[b] = dt
-            children: list[_Box] = []
-            exhausted: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-            deferred: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # attacked now, split last
-            left_in_batch = Counter(owners)
-            competing = len({item.ball for item in queue if item.ball not in done} | set(owners) - done)
-            for k, (b, box) in enumerate(zip(owners, batch, strict=True)):
-                left_in_batch[b] -= 1
-                if b in done:
-                    if b in exhausted and not certified[k]:  # its siblings in this batch are leaves too
-                        exhausted[b].append((blo[k], bhi[k]))
-                    continue
-                open_boxes[b] -= 1
-                if certified[k]:
-                    if open_boxes[b] == 0:
-                        status[b, e] = CERTIFIED
-                        done.add(b)
-                    continue
-                if int(p[k]) != int(labels[b]):
-                    self._confirm([b], e, eps_e, torch.ones(1, dtype=torch.bool), corner[k : k + 1], z, labels,
-                                  falsify)  # fmt: skip
-                    if status[b, e] == FALSIFIED:
-                        done.add(b)
-                        continue
-                hopeless = (opt.give_up is not None and self.branching == "latent" and box.parent is None
-                            and float(worst_bound[k]) < -opt.give_up * float(margin[b]))  # fmt: skip
-                # the budget is kept, not overrun: split only if the boxes this ball still has queued and the two
-                # children fit in its seconds, each costing what this box cost (a child has at most its parent's
-                # unstable neurons: the mean over the ball's boxes, the root's included, overestimates them)
-                queued = open_boxes[b] - left_in_batch[b]  # this batch's other boxes of b are paid for already
-                over_time = float(seconds[b]) + (queued + 2) * dt > limit(b, competing)
-                if (hopeless and pool is None) or boxes[b, e] + open_boxes[b] + 2 > opt.max_boxes or over_time:
-                    done.add(b)  # budget spent: its undecided sub-boxes are attacked below, then the whole ball
-                    exhausted.setdefault(b, []).append((blo[k], bhi[k]))
-                    continue
-                pair = self._children(box, mb, k, blo[k], bhi[k], worst[k], labels, int(choice[k]),
-                                      None if reach is None else reach[k])  # fmt: skip
-                open_boxes[b] += 2
-                if hopeless:
-                    deferred[b] = [(blo[k], bhi[k])]
-                    later.extend(pair)
-                else:
-                    children.extend(pair)
-            queue = children + queue  # depth first: few boxes (and their intervals) wait in memory
-            if (exhausted or deferred) and opt.leaf_attacks:
-                t2 = time.perf_counter()
-                for item in queue:
-                    if item.ball in exhausted:
-                        exhausted[item.ball].append((item.lo, item.hi))
-                targets = exhausted | deferred
-                self._attack_leaves(targets, e, eps_e, z, labels, seed, ids, falsify)
-                for b in targets:
-                    seconds[b] += (time.perf_counter() - t2) / len(targets)
-                    if status[b, e] == FALSIFIED:
-                        done.add(b)
+    def _bound(self, run: _Run, batch: list[_Box], e: int) -> _Bounded:
+        """Bounds of a batch of boxes, with what the decisions need: the worst margin's bound and index, the
+        bound's minimiser (a corner: a cheap candidate counterexample) and its class, and the split choices."""
+        opt, dev = self.options, self.device
+        owners = [item.ball for item in batch]
+        blo = torch.stack([item.lo for item in batch])
+        bhi = torch.stack([item.hi for item in batch])
+        center = (blo + bhi) / 2
+        radius = torch.maximum(bhi - center, center - blo)
+        radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
+        own = torch.tensor(owners, device=dev)
+        spec = self._spec(run.labels[own])
+        costs = opt.split == "cost" and self.branching == "latent"  # the worst margin's intercept costs
+        mb = self.engine.margins(center, radius, spec, **self._batch_args(batch), **self._terms(len(batch)),
+                                 branch=self.candidates if self.branching != "latent" else
+                                 COST_NEURONS if costs else 0)  # fmt: skip
+        worst_bound, worst = refutation(mb.lower, self.groups)
+        certified = worst_bound > 0
+        g = mb.coef[torch.arange(len(batch), device=dev), worst]
+        corner = (center - radius * torch.sign(g)).clamp(min=blo, max=bhi).float()
+        flo, fhi = self._float_box(run.z[own], run.eps[e])  # float32 rounding must not leave the ball
+        corner = torch.minimum(torch.maximum(corner, flo), fhi)
+        # FSB's choice among ReLU candidates; the cost split's 4,096 scores are weights, not candidates
+        choice = (self._choose_splits(mb, center, radius, spec, certified) if not costs else
+                  torch.zeros(len(batch), dtype=torch.long, device=dev))  # fmt: skip
+        reach = (self._reach(center, radius, mb.intervals, ~certified, mb.branch if costs else None)
+                 if opt.split in ("unstable", "cost") and self.branching != "relu" else None)  # fmt: skip
+        return _Bounded(blo, bhi, mb, worst_bound, worst, certified, corner, self._classify(corner), choice, reach)
 
     def _batch_args(self, batch: list[_Box]) -> dict[str, Any]:
         """The engine's per-box arguments for a batch: parents' intervals and α, ReLU splits, settled layers and
@@ -822,7 +808,7 @@ class LocalVerifier:
             _Box(box.ball, right_lo, hi, inherited, alpha, box.splits, beta=beta),
         ]
 
-    def _attack_leaves(self, leaves, e, eps_e, z, labels, seed, ids, falsify) -> None:
+    def _attack_leaves(self, run: _Run, leaves: dict[int, list[tuple[torch.Tensor, torch.Tensor]]], e: int) -> None:
         """PGD inside up to ``leaf_attacks`` undecided sub-boxes per ball (float32 boxes rounded inwards)."""
         owners, los, his, seeds = [], [], [], []
         for b, items in leaves.items():
@@ -830,21 +816,21 @@ class LocalVerifier:
                 owners.append(b)
                 los.append(lo)
                 his.append(hi)
-                seeds.append(sub_seed(seed, ids[b], e, 1 + k))  # per ball: batching changes nothing
+                seeds.append(sub_seed(run.seed, run.ids[b], e, 1 + k))  # per ball: batching changes nothing
         lo64, hi64 = torch.stack(los), torch.stack(his)
         lo32, hi32 = inward(lo64, hi64)
         own = torch.tensor(owners, device=self.device)
-        flo, fhi = self._float_box(z[own], eps_e)
+        flo, fhi = self._float_box(run.z[own], run.eps[e])
         lo32, hi32 = torch.maximum(lo32, flo), torch.minimum(hi32, fhi)
         hi32 = torch.maximum(hi32, lo32)  # a sub-box thinner than a float32 step: its lower corner
         targets = None
         if self.options.leaf_targets:  # the classes closest to the label at each leaf's centre, one margin each
-            logits = self._logits((lo32 + hi32) / 2).scatter(1, labels[own][:, None], -math.inf)
+            logits = self._logits((lo32 + hi32) / 2).scatter(1, run.labels[own][:, None], -math.inf)
             targets = logits.topk(min(self.options.leaf_targets, self.num_classes - 1), 1).indices
-        found, cand = pgd_in_boxes(self.fast, labels[own], lo32, hi32, steps=self.options.attack_steps,
+        found, cand = pgd_in_boxes(self.fast, run.labels[own], lo32, hi32, steps=self.options.attack_steps,
                                    restarts=self.options.attack_restarts, seeds=seeds, targets=targets,
                                    step_size=self.options.attack_step_size)  # fmt: skip
-        self._confirm(owners, e, eps_e, found, cand, z, labels, falsify)
+        self._confirm(run, owners, e, found, cand)
 
     @property
     def candidates(self) -> int:
@@ -927,6 +913,89 @@ class LocalVerifier:
             others[0, c] = -math.inf
             (grad,) = torch.autograd.grad(logits[0, c] - others.max(), zc)
         return int((grad[0].double().abs() * width).argmax())
+
+
+@dataclass
+class _Run:
+    """What one :meth:`LocalVerifier.run` knows so far: its balls (centres ``z``, ``labels``, the centres' margins),
+    the ε list, the seeds, and per ball and ε the outcome, witness and cost (shared by the attacks and the
+    branch and bound, which fill them in)."""
+
+    z: torch.Tensor
+    labels: torch.Tensor
+    eps: list[float]
+    seed: int
+    ids: list[int]
+    status: torch.Tensor  # (N, E) int8
+    witness: torch.Tensor  # (N, E, d)
+    witness_pred: torch.Tensor  # (N, E)
+    boxes: torch.Tensor  # (N, E) bound computations spent
+    seconds: torch.Tensor  # (N,) float64
+    bar: Any
+    margin: torch.Tensor | None = None  # (N,) float64, set once the centres are classified
+
+
+@dataclass
+class _Search:
+    """The branch and bound of one ε: the boxes waiting (children go first: depth first), per ball the boxes
+    still open and the seconds of its latest box, the balls done, and, with a pool of seconds, the children of
+    hopeless-looking balls, deferred until no other ball waits."""
+
+    seconds: torch.Tensor  # the run's seconds per ball (updated as boxes are paid for)
+    max_seconds: float
+    pool: float | None  # ``mean_seconds`` × the run's balls, or None
+    queue: list[_Box]
+    open_boxes: dict[int, int]
+    last_cost: dict[int, float]
+    done: set[int] = field(default_factory=set)
+    later: list[_Box] = field(default_factory=list)
+
+    def limit(self, ball: int, competing: int) -> float:
+        """Seconds ``ball`` may reach: its own budget, and its share of what is left of the pool."""
+        if self.pool is None:
+            return self.max_seconds
+        left = max(0.0, self.pool - float(self.seconds.sum()))
+        return min(self.max_seconds, float(self.seconds[ball]) + left / max(1, competing))
+
+    def next_batch(self, size: int) -> list[_Box]:
+        """Up to ``size`` boxes to bound next, one from as many balls as possible before a second from any (empty
+        when nothing is left). Once only deferred boxes remain, those whose two children still fit go on."""
+        if self.later and not any(item.ball not in self.done for item in self.queue):
+            waiting = sorted({item.ball for item in self.later if item.ball not in self.done})
+            for b in waiting:
+                if float(self.seconds[b]) + 2 * self.last_cost[b] > self.limit(b, len(waiting)):
+                    self.done.add(b)
+            self.queue, self.later = [item for item in self.later if item.ball not in self.done], []
+        batch, rest, seen = [], [], set()
+        for item in self.queue:
+            if item.ball in self.done:
+                continue
+            if len(batch) < size and item.ball not in seen:
+                batch.append(item)
+                seen.add(item.ball)
+            else:
+                rest.append(item)
+        room = size - len(batch)
+        batch, self.queue = batch + rest[:room], rest[room:]
+        return batch
+
+
+@dataclass
+class _Bounded:
+    """A bounded batch (:meth:`LocalVerifier._bound`): the boxes, the engine's bounds, each box's worst margin
+    (bound and index), whether it is certified, the bound's minimiser (a corner) and its class, the ReLU
+    candidate chosen, and each latent dimension's reach (``split="unstable"``/``"cost"``)."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    mb: Any
+    worst_bound: torch.Tensor
+    worst: torch.Tensor
+    certified: torch.Tensor
+    corner: torch.Tensor
+    pred: torch.Tensor
+    choice: torch.Tensor
+    reach: torch.Tensor | None
 
 
 @dataclass
