@@ -162,3 +162,31 @@ def test_a_class_listed_twice_is_refused(models):
     clf, gens = models
     with pytest.raises(gr.GenrobustError, match="class 0 listed more than once"):
         gr.global_correctness(clf, gens, n=10, classes=[0, 1, 0])
+
+
+def test_a_loaded_result_draws_its_outliers_once_its_own_generators_are_attached(models, tmp_path):
+    """A result read back from JSON has no models; ``with_generators`` attaches the family it judged, checked class
+    by class against the SHA-256s in its provenance, so the pictures come from the weights behind the numbers."""
+    import copy
+
+    from genrobust.report import save_outliers
+
+    clf, gens = models
+    res = gr.global_correctness(clf, gens, n=300, classes=[8, 9], keep_outliers=4)
+    assert res.outlier_list  # the built-in pair misclassifies some eights and nines in 300 draws
+    res.save_json(tmp_path / "r.json")
+    loaded = gr.load_result(tmp_path / "r.json")
+    with pytest.raises(gr.GenrobustError, match="with_generators"):
+        save_outliers(loaded, tmp_path / "none.png", 4)
+    attached = loaded.with_generators(gens)
+    assert attached is not loaded and loaded.generators is None and attached.generators is gens
+    assert save_outliers(attached, tmp_path / "o.png", 4)
+    assert torch.equal(attached.outliers(4).images(), res.outliers(4).images())
+    other = copy.deepcopy(gens)
+    with torch.no_grad():
+        next(other[9].parameters()).add_(1e-3)  # class 9 changed, class 8 not
+    with pytest.raises(gr.GenrobustError, match="class 9's generator is not the one this result judged"):
+        loaded.with_generators(other)
+    loaded.provenance.models.pop("generators")
+    with pytest.raises(gr.GenrobustError, match="records no generator hashes"):
+        loaded.with_generators(gens)

@@ -271,7 +271,10 @@ class Outliers:
 
     def images(self) -> torch.Tensor:
         if self.generators is None:
-            raise GenrobustError("the generators are not attached to this result: cannot draw the outliers")
+            raise GenrobustError(
+                "the generators are not attached to this result (a loaded one has none): attach the "
+                "family it judged with result.with_generators(family) to draw the outliers"
+            )
         gens = self.generators
         dev = module_device(gens)
         with torch.no_grad():  # as people should see them: an adapter's normalisation undone

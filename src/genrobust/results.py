@@ -33,6 +33,7 @@ __all__ = ["FORMAT_VERSION", "Provenance", "Result", "load_result", "model_hashe
 FORMAT_VERSION = 2
 _KINDS: dict[str, type[Result]] = {}
 R = TypeVar("R", bound="type[Result]")
+T = TypeVar("T", bound="Result")
 
 
 def _version() -> str:
@@ -95,6 +96,33 @@ class Result:
         """Write :meth:`to_dict` to ``path`` (atomically: a kill leaves the old file or the new one)."""
         write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
+    def with_generators(self: T, generators: Any) -> T:
+        """A copy of this result with ``generators`` attached, for what needs the models after :func:`load_result`
+        (drawing a correctness run's outliers, a rare-failure run's failures). The family must be the one the
+        result judged: every class the provenance hashed is checked against it
+        (:func:`~genrobust.execute.content_hash`), so that pictures are never drawn from other weights than the
+        numbers beside them. A result whose file records no generator hashes (from before format 2) is refused."""
+        import dataclasses
+
+        from .execute import content_hash
+
+        if not any(f.name == "generators" for f in dataclasses.fields(self)):  # type: ignore[arg-type]
+            raise GenrobustError(f"a {self.kind} result keeps no generators: nothing to attach them to")
+        recorded = self.provenance.models.get("generators")
+        if not recorded:
+            raise GenrobustError(f"this {self.kind} result records no generator hashes (a file from before format "
+                                 "2): it cannot tell whether these generators are the ones it judged")  # fmt: skip
+        if not hasattr(generators, "__getitem__") or not hasattr(generators, "__len__"):
+            raise GenrobustError(f"generators must be a GeneratorFamily, got {type(generators).__name__}")
+        for cls_name, digest in sorted(recorded.items(), key=lambda kv: int(kv[0])):
+            c = int(cls_name)
+            if c >= len(generators):
+                raise GenrobustError(f"the result judged class {c}, but the family has {len(generators)} classes")
+            if content_hash(generators[c]) != digest:
+                raise GenrobustError(f"class {c}'s generator is not the one this result judged (its SHA-256 differs "
+                                     "from the result's provenance)")  # fmt: skip
+        return dataclasses.replace(self, generators=generators)  # type: ignore[type-var]
+
 
 def register(cls: R) -> R:
     """Class decorator: :func:`load_result` reads files of ``cls.kind`` into ``cls``."""
@@ -132,8 +160,9 @@ def load_result(source: str | os.PathLike[str] | dict[str, Any]) -> Result:
     :class:`~genrobust.AttackResult`, :class:`~genrobust.RareFailureResult`, or a table
     (:class:`~genrobust.experiments.tables.CorrectnessTable`, :class:`~genrobust.experiments.tables.RobustnessTable`).
 
-    The models themselves are not in the file: a loaded result has no generators attached (drawing its outliers
-    or failures needs them; its numbers, tables and verdicts do not)."""
+    The models themselves are not in the file: a loaded result has no generators attached. Its numbers, tables and
+    verdicts do not need them; drawing its outliers or failures does: :meth:`Result.with_generators` attaches the
+    family it judged (checked by content hash)."""
     if isinstance(source, dict):
         data, where = source, "the result"
     else:

@@ -46,7 +46,10 @@ def save_failures(result: RareFailureResult, path: str | os.PathLike[str], per_c
     """The failing images the last level held, ``per_class`` per class, one row per class."""
     gens = result.generators
     if gens is None:
-        raise GenrobustError("the generators are not attached to this result: cannot draw the failures")
+        raise GenrobustError(
+            "the generators are not attached to this result (a loaded one has none): attach the "
+            "family it judged with result.with_generators(family) to draw the failures"
+        )
     rows = [(c.cls, c.failures[:per_class]) for c in result.classes if c.failures]
     if not rows:
         raise GenrobustError("no failures were found: nothing to draw")
