@@ -342,6 +342,96 @@ def open_rows(lower: torch.Tensor, groups: torch.Tensor | None = None) -> torch.
     return best.gather(1, groups.expand(B, M)) <= 0
 
 
+class _Relaxations:
+    """What the backward passes of one margins pass read of its nonlinear ops.
+
+    ``lines[k]``: activation k's relaxation lines (B, 4, *shape): al, bl, au, bu, float64, gathered together in
+    backward passes; ``pre[k]``: its input interval (lo, hi); ``plans[k]``: a selection's (MaxPool's) plan of which
+    input bounds each output. Derived forms are cached per (op, dtype): the lines cast to float32 (still sound),
+    the origin form of ReLU-like lines, and whether they allow the fused step's shortcuts. Setting an op's lines
+    drops its cached forms. In α-CROWN each row is its own "box" (:meth:`rows`), and every step replaces the tuned
+    ops' lines (:meth:`with_lines`)."""
+
+    __slots__ = ("_cache", "lines", "plans", "pre")
+
+    def __init__(self) -> None:
+        self.lines: dict[int, torch.Tensor] = {}
+        self.pre: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.plans: dict[int, tuple] = {}
+        self._cache: dict[tuple, object] = {}
+
+    def set_activation(self, k: int, lines: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Activation ``k``'s lines (B, 4, *shape) on its input interval [lo, hi]; drops forms cached of older ones."""
+        self.lines[k], self.pre[k] = lines, (lo, hi)
+        for key in [key for key in self._cache if key[1] == k]:
+            del self._cache[key]
+
+    def rows(self, b: torch.Tensor, ops: list[int], without_lines: list[int]) -> _Relaxations:
+        """The relaxations of ``ops`` seen per row, row r taking box ``b[r]``'s, but no lines for ``without_lines``
+        (their lines are set at every step of the optimisation)."""
+        out = _Relaxations()
+        for k in ops:
+            if k in self.plans:
+                out.plans[k] = tuple(t[b] for t in self.plans[k])
+                continue
+            out.pre[k] = tuple(t[b] for t in self.pre[k])
+            if k not in without_lines:
+                out.lines[k] = self.lines[k][b]
+        return out
+
+    def with_lines(self, lines: dict[int, torch.Tensor]) -> _Relaxations:
+        """A copy with the given ops' lines replaced (on the same intervals). The copy shares this object's cache, so
+        that the other ops' cast lines are made once for all the optimisation's steps; the replaced ops' cached
+        forms (the previous step's) are dropped from it."""
+        for key in [key for key in self._cache if key[1] in lines]:
+            del self._cache[key]
+        out = _Relaxations()
+        out.lines, out.pre, out.plans = {**self.lines, **lines}, dict(self.pre), dict(self.plans)
+        out._cache = self._cache
+        return out
+
+    def cast(self, k: int, dt: torch.dtype) -> torch.Tensor:
+        """Activation ``k``'s lines in ``dt``, still sound after the rounding (see the module docstring): slopes
+        rounded, intercepts moved outward by |Δslope|·max(|l|, |u|), then rounded outward."""
+        rel = self.lines[k]
+        if dt == DT:
+            return rel
+        key = ("cast", k, dt)
+        if key not in self._cache:
+            l, u = self.pre[k]  # noqa: E741
+            M = torch.maximum(l.abs(), u.abs())
+            al, bl, au, bu = rel.unbind(1)
+            al32, au32 = al.to(dt), au.to(dt)
+            bl = bl - (al32.to(DT) - al).abs() * M
+            bu = bu + (au32.to(DT) - au).abs() * M
+            bl32, bu32 = outward(bl, bu, dt)
+            self._cache[key] = torch.stack([al32, bl32, au32, bu32], 1)
+        return self._cache[key]  # type: ignore[return-value]
+
+    def shortcuts(self, k: int, dt: torch.dtype, maps: torch.Tensor) -> tuple[bool, bool]:
+        """Whether activation ``k``'s lines ``maps`` (in ``dt``) all have lower lines through the origin (a ReLU's:
+        their intercept terms are skipped) and upper intercepts ≥ 0."""
+        key = ("shortcuts", k, dt)
+        if key not in self._cache:
+            self._cache[key] = (bool((maps[:, 1] == 0).all()), bool((maps[:, 3] >= 0).all()))
+        return self._cache[key]  # type: ignore[return-value]
+
+    def origin_lines(self, k: int, dt: torch.dtype, maps: torch.Tensor) -> torch.Tensor:
+        """Activation ``k``'s lines in ``dt`` (``maps``, every bl = 0) as (B, 3, *shape): al, dl = fl(au − al) and
+        an upper intercept raised so that the line of slope al + dl (the exact sum, what the fused step applies)
+        still lies above: |al + dl − au| ≤ u·|au − al| ≤ u (slopes in [0, 1]), so the intercept gains 2u·max(|l|,
+        |u|) over the neuron's interval, added in float64 and rounded up."""
+        key = ("origin", k, dt)
+        if key not in self._cache:
+            al, au, bu = maps[:, 0], maps[:, 2], maps[:, 3]
+            lo, hi = self.pre[k]
+            unit = 2.0**-53 if dt == DT else 2.0**-24
+            raised = bu.to(DT) + 2 * unit * torch.maximum(lo.abs(), hi.abs())
+            raised = round_up(torch.nextafter(raised, torch.full_like(raised, math.inf)), dt)
+            self._cache[key] = torch.stack([al, au - al, raised], 1)
+        return self._cache[key]  # type: ignore[return-value]
+
+
 class BoundEngine:
     """Bounds for the chain ``ops`` (latent → logits) cut at ``anchor`` (index of the classifier's first op)."""
 
@@ -433,7 +523,7 @@ class BoundEngine:
         forms: _Forms | None = None if coef is None else _Forms(coef, center, coef, center)
         anchor_forms, anchor_box = box_forms, (lo, hi)
         latent_forms, latent_box = box_forms, (lo, hi)
-        relax: dict[int, object] = {}
+        relax = _Relaxations()
         absmax: dict[int, torch.Tensor] = {}  # op index → (B,) bound on |op's inputs·weights| terms (rounding guard)
         intervals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         refined = refined_gen = 0
@@ -496,14 +586,13 @@ class BoundEngine:
                 intervals[i] = (lo, hi)
                 if isinstance(op, Activation):
                     rel = op.relax(lo, hi)
-                    relax[i] = torch.stack(rel, 1)  # (B, 4, *shape): gathered together in backward passes
-                    relax[("pre", i)] = (lo, hi)
+                    relax.set_activation(i, torch.stack(rel, 1), lo, hi)
                     if forms is not None:
                         forms = self._forward_activation(rel, forms)
                     lo, hi = op.interval(lo, hi)
                 else:  # a selection (MaxPool): its plan of which input bounds each output
                     plan = op.plan(lo, hi)
-                    relax[i] = plan
+                    relax.plans[i] = plan
                     if forms is not None:
                         forms = _Forms(*op.forward_forms(plan, forms.lc, forms.l0, forms.uc, forms.u0))
                     lo, hi = op.interval(lo, hi)
@@ -536,10 +625,7 @@ class BoundEngine:
                                                     None if settled is None else settled >= 0)  # fmt: skip
                     refined += n
                     intervals[k] = (lo_k, hi_k)
-                    relax[k] = torch.stack(self.ops[k].relax(lo_k, hi_k), 1)
-                    relax[("pre", k)] = (lo_k, hi_k)
-                    for key in [key for key in relax if isinstance(key, tuple) and key[0] != "pre" and key[1] == k]:
-                        del relax[key]  # casts of the old lines
+                    relax.set_activation(k, torch.stack(self.ops[k].relax(lo_k, hi_k), 1), lo_k, hi_k)
                     # later layers keep their absmax from the wider intervals: still bounds, so the guard holds
                     val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop,
                                             record=scores)  # fmt: skip
@@ -706,14 +792,7 @@ class BoundEngine:
         def context(rows_idx: torch.Tensor):
             """Everything the backward pass needs for these rows (indices into ``A``), each row its own box."""
             b = ball[rows_idx]
-            ctx: dict = {}
-            for k in acts:
-                if not isinstance(self.ops[k], Activation):  # a selection: its plan, per row
-                    ctx[k] = tuple(t[b] for t in relax[k])
-                    continue
-                ctx[("pre", k)] = tuple(t[b] for t in relax[("pre", k)])
-                if k not in tunable:
-                    ctx[k] = relax[k][b]
+            ctx = relax.rows(b, acts, tunable)
             forms = None if forms_at is None else forms_at.take(b)
             signs = {k: t[b].float() for k, t in (splits or {}).items() if stop <= k <= j and bool((t[b] != 0).any())}
             return (ctx, {key: v[b] for key, v in absmax.items()}, forms, (box_at[0][b], box_at[1][b]),
@@ -724,7 +803,7 @@ class BoundEngine:
             ctx, ctx_absmax, ctx_forms, ctx_box, rows, signs = context(part)
             alpha: dict[int, torch.Tensor] = {}
             for k in tunable:
-                start = self.ops[k].alpha_init(*ctx[("pre", k)]).float()
+                start = self.ops[k].alpha_init(*ctx.pre[k]).float()
                 if init is not None and k in init:  # a given start (a parent's α), where it has one
                     prior = init[k][part].to(start)
                     start = torch.where(torch.isnan(prior), start, prior)
@@ -742,9 +821,8 @@ class BoundEngine:
             live = torch.arange(len(part), device=A.device)  # rows of this chunk still optimised
             for t in range(1, (steps if params else 0) + 1):
                 leaves = {key: p.requires_grad_(True) for key, p in params.items()}
-                step = dict(ctx)
-                for k in tunable:
-                    step[k] = torch.stack(self.ops[k].relax(*ctx[("pre", k)], leaves["a", k].double()), 1)
+                step = ctx.with_lines({k: torch.stack(self.ops[k].relax(*ctx.pre[k], leaves["a", k].double()), 1)
+                                       for k in tunable})  # fmt: skip
                 with torch.enable_grad():
                     terms = {k: leaves["b", k] * signs[k] for k in signs}
                     val, g = self._backward(j, rows, step, ctx_forms, ctx_box, ctx_absmax, stop=stop, beta=terms)
@@ -982,15 +1060,12 @@ class BoundEngine:
                 bias = bias + b.to(DT)
                 norm = None
             elif isinstance(op, Activation):
-                maps = self._relax_in(relax, k, dt)  # (B, 4, *shape): al, bl, au, bu
-                if ("bl0", k, dt) not in relax:  # ReLU's lower lines pass through the origin: skip their terms
-                    relax[("bl0", k, dt)] = bool((maps[:, 1] == 0).all())
-                    relax[("bu+", k, dt)] = bool((maps[:, 3] >= 0).all())  # and its upper intercepts are ≥ 0
-                origin, nonneg = relax[("bl0", k, dt)], relax[("bu+", k, dt)]
-                lines = self._origin_lines(relax, k, dt, maps) if origin else maps
+                maps = relax.cast(k, dt)  # (B, 4, *shape): al, bl, au, bu
+                origin, nonneg = relax.shortcuts(k, dt, maps)  # ReLU's lower lines: through the origin, terms skipped
+                lines = relax.origin_lines(k, dt, maps) if origin else maps
                 A = rows.A
                 if record is not None and op.piecewise_linear and k >= self.anchor and rows.off is None:
-                    lo_k, hi_k = relax[("pre", k)]
+                    lo_k, hi_k = relax.pre[k]
                     bl, bu = maps[rows.ball, 1], maps[rows.ball, 3]
                     cost = -(A.clamp(min=0) * bl + A.clamp(max=0) * bu).to(DT)
                     record[k] = torch.where(op.unstable(lo_k, hi_k)[rows.ball], cost, 0.0)
@@ -1014,7 +1089,7 @@ class BoundEngine:
                     err = err + l1(new) * gamma(1, dt) * absmax[k][rows.ball]  # the subtraction's rounding
                 rows = Rows(new, rows.ball, rows.off)
             else:  # a selection (MaxPool): moving coefficients is exact, its constants are summed here
-                rows, terms = op.backward_plan(rows, relax[k])
+                rows, terms = op.backward_plan(rows, relax.plans[k])
                 err = err + l1(terms) * gamma(terms[0].numel() + 1 if R else 1, dt)
                 bias = bias + terms.reshape(R, -1).sum(1).to(DT)
                 norm = None
@@ -1056,39 +1131,6 @@ class BoundEngine:
                 return gather_patches(maps, rows.ball, off, ph, pw)
             table = tables[key] = WindowTable(stack, ph, pw, pad)
         return table.gather(rows.ball, off).reshape(len(A), n_lines, -1, ph, pw)
-
-    @staticmethod
-    def _origin_lines(relax, k: int, dt: torch.dtype, maps: torch.Tensor) -> torch.Tensor:
-        """Activation ``k``'s lines in ``dt`` (``maps``, every bl = 0) as (B, 3, *shape): al, dl = fl(au − al) and
-        an upper intercept raised so that the line of slope al + dl (the exact sum, what the fused step applies)
-        still lies above: |al + dl − au| ≤ u·|au − al| ≤ u (slopes in [0, 1]), so the intercept gains 2u·max(|l|,
-        |u|) over the neuron's interval, added in float64 and rounded up. Cached beside the casts."""
-        key = ("origin", k, dt)
-        if key not in relax:
-            al, au, bu = maps[:, 0], maps[:, 2], maps[:, 3]
-            lo, hi = relax[("pre", k)]
-            unit = 2.0**-53 if dt == DT else 2.0**-24
-            raised = bu.to(DT) + 2 * unit * torch.maximum(lo.abs(), hi.abs())
-            raised = round_up(torch.nextafter(raised, torch.full_like(raised, math.inf)), dt)
-            relax[key] = torch.stack([al, au - al, raised], 1)
-        return relax[key]
-
-    def _relax_in(self, relax, k: int, dt: torch.dtype) -> torch.Tensor:
-        """The relaxation lines of activation ``k`` in ``dt``, still sound after the rounding (see the docstring)."""
-        rel = relax[k]
-        if dt == DT:
-            return rel
-        key = ("cast", k, dt)
-        if key not in relax:
-            l, u = relax[("pre", k)]  # noqa: E741
-            M = torch.maximum(l.abs(), u.abs())
-            al, bl, au, bu = rel.unbind(1)
-            al32, au32 = al.to(dt), au.to(dt)
-            bl = bl - (al32.to(DT) - al).abs() * M
-            bu = bu + (au32.to(DT) - au).abs() * M
-            bl32, bu32 = outward(bl, bu, dt)
-            relax[key] = torch.stack([al32, bl32, au32, bu32], 1)
-        return relax[key]
 
     def _concretize(self, rows: Rows, bias, f: _Forms | None, box, shape):
         """Minimise rows (over a layer of ``shape``) over the affine forms ``f`` (if any) and the intervals ``box``.
