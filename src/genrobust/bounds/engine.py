@@ -342,6 +342,29 @@ def open_rows(lower: torch.Tensor, groups: torch.Tensor | None = None) -> torch.
     return best.gather(1, groups.expand(B, M)) <= 0
 
 
+@dataclass
+class _Sweep:
+    """What :meth:`BoundEngine._sweep` leaves for the margins' bound: the logits' interval and forward forms, where
+    backward passes end (the image's forms and box, the latent's), the relaxations, the rounding guards' ``absmax``,
+    every nonlinearity's input interval, the neurons refined, the last nonlinearity when its refinement was
+    deferred (``lazy_last``: its index and the boxes to skip), and the boxes whose split domain is empty."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    forms: _Forms | None
+    anchor_forms: _Forms | _BoxForms | None
+    anchor_box: tuple[torch.Tensor, torch.Tensor]
+    latent_forms: _BoxForms | None
+    latent_box: tuple[torch.Tensor, torch.Tensor]
+    relax: _Relaxations
+    absmax: dict
+    intervals: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    refined: int
+    refined_gen: int
+    deferred: tuple[int, torch.Tensor] | None
+    empty: torch.Tensor
+
+
 class _Relaxations:
     """What the backward passes of one margins pass read of its nonlinear ops.
 
@@ -511,9 +534,44 @@ class BoundEngine:
         opt = self.options
         if settled is not None and parent is None:
             raise GenrobustError("settled boxes need their parent's intervals")
-        empty = torch.zeros(center.shape[0], dtype=torch.bool, device=center.device)  # split domains shown empty
         center, radius, spec = center.to(DT), radius.to(DT), spec.to(DT)
         B, d = center.shape
+        sw = self._sweep(center, radius, parent, splits, settled)
+        lo, hi, forms, empty = sw.lo, sw.hi, sw.forms, sw.empty
+        size = torch.maximum(lo.abs(), hi.abs())  # of the logits
+        M = spec.shape[1]
+        alphas = betas = branch = None
+        if opt.mode == "crown":
+            lower, coef, alphas, betas, branch = self._crown_margins(
+                sw, spec, alpha_start, splits, settled, steps, want_branch, offset, groups, beta_start
+            )
+        elif opt.mode == "forward":
+            assert forms is not None
+            sp, sn = spec.clamp(min=0), spec.clamp(max=0)
+            c = torch.einsum("bmk,bdk->bmd", sp, forms.lc) + torch.einsum("bmk,bdk->bmd", sn, forms.uc)
+            c0 = torch.einsum("bmk,bk->bm", sp, forms.l0) + torch.einsum("bmk,bk->bm", sn, forms.u0)
+            guard = GUARD * torch.einsum("bmk,bk->bm", spec.abs(), forms.magnitude())
+            lower, coef = c0 - c.abs().sum(2) - guard, c
+        else:
+            sp, sn = spec.clamp(min=0), spec.clamp(max=0)
+            guard = GUARD * torch.einsum("bmk,bk->bm", spec.abs(), size)
+            lower = torch.einsum("bmk,bk->bm", sp, lo) + torch.einsum("bmk,bk->bm", sn, hi) - guard
+            coef = torch.zeros(B, M, d, dtype=DT, device=center.device)
+        if not torch.isfinite(lower).all():
+            raise GenrobustError("the margin bounds are NaN or infinite: check the network's weights")
+        if offset is not None:  # rounded down: the sum stays a lower bound
+            lower = torch.nextafter(lower + offset.to(lower), torch.full_like(lower, -math.inf))
+        lower = torch.where(empty[:, None], torch.finfo(DT).max, lower)  # an empty domain: nothing to disprove
+        return MarginBounds(lower, coef, sw.intervals, sw.refined, sw.refined_gen, alphas, branch, betas)
+
+    def _sweep(self, center, radius, parent, splits, settled) -> _Sweep:
+        """The layer-by-layer pass of :meth:`margins`: every op's interval (and forward forms where they are used),
+        the generator's nonlinearities refined by backward passes to the latent, the classifier's unstable
+        neurons by backward passes to the image (or the latent), and each nonlinearity's relaxation recorded for
+        the margins' backward pass."""
+        opt = self.options
+        empty = torch.zeros(center.shape[0], dtype=torch.bool, device=center.device)  # split domains shown empty
+        B = center.shape[0]
         lo, hi = center - radius, center + radius
         box_forms = None if opt.mode == "interval" else _BoxForms(center, radius)
         # forward forms: (B, d, *shape) per layer, so only where they are used (a pixel box without forward
@@ -529,9 +587,6 @@ class BoundEngine:
         refined = refined_gen = 0
         hopeless: torch.Tensor | None = None  # (B,) boxes too wide to be worth refining (``refine_limit``)
         deferred: tuple[int, torch.Tensor] | None = None  # the last nonlinearity, refined after a first try
-        alphas: dict[int, torch.Tensor] | None = None
-        betas: dict[int, torch.Tensor] | None = None
-        branch = None
         for i, op in enumerate(self.ops):
             in_classifier = i >= self.anchor
             if i == self.anchor:
@@ -604,58 +659,54 @@ class BoundEngine:
                     forms = None
             if not torch.isfinite(lo).all() or not torch.isfinite(hi).all():
                 raise GenrobustError(f"bounds became NaN or infinite at layer {i} ({op!r})")
-        size = torch.maximum(lo.abs(), hi.abs())  # of the logits
-        K = self.num_classes
-        M = spec.shape[1]
-        if opt.mode == "crown":
-            rows = Rows(spec.reshape(B * M, K), torch.arange(B, device=spec.device).repeat_interleave(M))
-            if opt.margins_to_latent and any(not o.linear for o in self.ops[: self.anchor]):
-                forms_at, box_at, stop = latent_forms, latent_box, 0
-            else:
-                forms_at, box_at, stop = anchor_forms, anchor_box, self.anchor
-            scores: dict[int, torch.Tensor] | None = {} if want_branch else None
-            val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop, record=scores)
-            lower, coef = val.reshape(B, M), g.reshape(B, M, d)
-            if deferred is not None:  # refine the last nonlinearity for the boxes not yet certified, and retry
-                k, hopeless = deferred
-                skip = hopeless | (refutation(self._offset(lower, offset), groups)[0] > 0)
-                if not bool(skip.all()):
-                    target = self._refine_target(anchor_forms, anchor_box, latent_forms, latent_box)
-                    lo_k, hi_k, n, _ = self._refine(k, *intervals[k], relax, *target, absmax, skip, None,
-                                                    None if settled is None else settled >= 0)  # fmt: skip
-                    refined += n
-                    intervals[k] = (lo_k, hi_k)
-                    relax.set_activation(k, torch.stack(self.ops[k].relax(lo_k, hi_k), 1), lo_k, hi_k)
-                    # later layers keep their absmax from the wider intervals: still bounds, so the guard holds
-                    val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop,
-                                            record=scores)  # fmt: skip
-                    better = val.reshape(B, M) > lower  # both are sound lower bounds: keep the larger
-                    lower = torch.where(better, val.reshape(B, M), lower)
-                    coef = torch.where(better.unsqueeze(2), g.reshape(B, M, d), coef)
-            branch = None if scores is None else self._branch_choice(scores, self._offset(lower, offset),
-                                                                     int(want_branch), groups)  # fmt: skip
-            if opt.alpha_steps if steps is None else bool((steps > 0).any()):
-                lower, coef, alphas, betas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower,
-                                                                  coef, alpha_start, splits, steps, offset, groups,
-                                                                  beta_start)  # fmt: skip
-        elif opt.mode == "forward":
-            assert forms is not None
-            sp, sn = spec.clamp(min=0), spec.clamp(max=0)
-            c = torch.einsum("bmk,bdk->bmd", sp, forms.lc) + torch.einsum("bmk,bdk->bmd", sn, forms.uc)
-            c0 = torch.einsum("bmk,bk->bm", sp, forms.l0) + torch.einsum("bmk,bk->bm", sn, forms.u0)
-            guard = GUARD * torch.einsum("bmk,bk->bm", spec.abs(), forms.magnitude())
-            lower, coef = c0 - c.abs().sum(2) - guard, c
+        return _Sweep(lo, hi, forms, anchor_forms, anchor_box, latent_forms, latent_box, relax, absmax, intervals,
+                      refined, refined_gen, deferred, empty)  # fmt: skip
+
+    def _crown_margins(self, sw: _Sweep, spec, alpha_start, splits, settled, steps, want_branch, offset, groups,
+                       beta_start):  # fmt: skip
+        """The margins' backward pass (CROWN) through the classifier and, where ``margins_to_latent`` says, the
+        generator; then the last nonlinearity refined for the boxes still open when it was deferred
+        (``lazy_last``), the ReLU branching choice, and α/β optimisation. Returns (lower, coef, alphas, betas,
+        branch)."""
+        opt = self.options
+        (B, M, K), d = spec.shape, self.in_dim
+        relax, absmax, intervals = sw.relax, sw.absmax, sw.intervals
+        anchor_forms, anchor_box = sw.anchor_forms, sw.anchor_box
+        latent_forms, latent_box = sw.latent_forms, sw.latent_box
+        alphas: dict[int, torch.Tensor] | None = None
+        betas: dict[int, torch.Tensor] | None = None
+        branch = None
+        rows = Rows(spec.reshape(B * M, K), torch.arange(B, device=spec.device).repeat_interleave(M))
+        if opt.margins_to_latent and any(not o.linear for o in self.ops[: self.anchor]):
+            forms_at, box_at, stop = latent_forms, latent_box, 0
         else:
-            sp, sn = spec.clamp(min=0), spec.clamp(max=0)
-            guard = GUARD * torch.einsum("bmk,bk->bm", spec.abs(), size)
-            lower = torch.einsum("bmk,bk->bm", sp, lo) + torch.einsum("bmk,bk->bm", sn, hi) - guard
-            coef = torch.zeros(B, M, d, dtype=DT, device=center.device)
-        if not torch.isfinite(lower).all():
-            raise GenrobustError("the margin bounds are NaN or infinite: check the network's weights")
-        if offset is not None:  # rounded down: the sum stays a lower bound
-            lower = torch.nextafter(lower + offset.to(lower), torch.full_like(lower, -math.inf))
-        lower = torch.where(empty[:, None], torch.finfo(DT).max, lower)  # an empty domain: nothing to disprove
-        return MarginBounds(lower, coef, intervals, refined, refined_gen, alphas, branch, betas)
+            forms_at, box_at, stop = anchor_forms, anchor_box, self.anchor
+        scores: dict[int, torch.Tensor] | None = {} if want_branch else None
+        val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop, record=scores)
+        lower, coef = val.reshape(B, M), g.reshape(B, M, d)
+        if sw.deferred is not None:  # refine the last nonlinearity for the boxes not yet certified, and retry
+            k, hopeless = sw.deferred
+            skip = hopeless | (refutation(self._offset(lower, offset), groups)[0] > 0)
+            if not bool(skip.all()):
+                target = self._refine_target(anchor_forms, anchor_box, latent_forms, latent_box)
+                lo_k, hi_k, n, _ = self._refine(k, *intervals[k], relax, *target, absmax, skip, None,
+                                                None if settled is None else settled >= 0)  # fmt: skip
+                sw.refined += n
+                intervals[k] = (lo_k, hi_k)
+                relax.set_activation(k, torch.stack(self.ops[k].relax(lo_k, hi_k), 1), lo_k, hi_k)
+                # later layers keep their absmax from the wider intervals: still bounds, so the guard holds
+                val, g = self._backward(len(self.ops) - 1, rows, relax, forms_at, box_at, absmax, stop=stop,
+                                        record=scores)  # fmt: skip
+                better = val.reshape(B, M) > lower  # both are sound lower bounds: keep the larger
+                lower = torch.where(better, val.reshape(B, M), lower)
+                coef = torch.where(better.unsqueeze(2), g.reshape(B, M, d), coef)
+        branch = None if scores is None else self._branch_choice(scores, self._offset(lower, offset),
+                                                                 int(want_branch), groups)  # fmt: skip
+        if opt.alpha_steps if steps is None else bool((steps > 0).any()):
+            lower, coef, alphas, betas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower,
+                                                              coef, alpha_start, splits, steps, offset, groups,
+                                                              beta_start)  # fmt: skip
+        return lower, coef, alphas, betas, branch
 
     @staticmethod
     def _offset(lower: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
