@@ -226,7 +226,7 @@ def _flat_apply(op: Op, coef: torch.Tensor, part: str) -> torch.Tensor:
 def _relax_step(A: torch.Tensor, m: torch.Tensor, origin: bool, nonneg: bool = False):
     """One backward step through an activation with lines ``m`` (rows or one broadcast ball; (·, 4, *shape) as
     al, bl, au, bu, or when ``origin`` (·, 3, *shape) as al, dl, bu with the upper slope al + dl, see
-    :meth:`BoundEngine._origin_lines`): the new rows, the intercepts they pick up summed in float64 (R,), and an
+    :meth:`_Relaxations.origin_lines`): the new rows, the intercepts they pick up summed in float64 (R,), and an
     upper bound on those terms' Σ|·| (R,). ``origin``: every lower line passes through the origin (bl = 0,
     ReLU), so only negative coefficients pick up an intercept, and the new rows are A·al + min(A, 0)·dl (three
     fused passes instead of a mask, a select and a product: 2× faster for 800 patch rows of 32×5×5); ``nonneg``:
