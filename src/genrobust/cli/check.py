@@ -6,6 +6,8 @@ import math
 
 import click
 
+from ..attacks import METHODS as ATTACK_METHODS
+from ..verify.local import BRANCHES
 from .app import (
     DEVICE_OPTION,
     QUIET_OPTION,
@@ -129,7 +131,7 @@ def _rare(clf, gens, delta, confidence, seed, particles, quantile, mcmc_steps, m
 
 @main.command("attack")
 @model_options
-@click.option("--method", type=click.Choice(["blackbox", "whitebox", "pgd"]), default="pgd", show_default=True)
+@click.option("--method", type=click.Choice(ATTACK_METHODS), default="pgd", show_default=True)
 @click.option("--source", type=int, required=True, help="Class whose generator draws the starting images.")
 @click.option("--target", type=int, default=None, help="Class to reach (default: untargeted, any other class).")
 @click.option("--eps", "eps_text", default="0.5", show_default=True, help="Radius in latent space; a list: 0.1,0.3,1")
@@ -214,7 +216,7 @@ def attack_cmd(
     show_default=True,
     help="α-CROWN steps on the margins' bound of each box the plain bound leaves open (0: off).",
 )
-@click.option("--branch", type=click.Choice(["latent", "relu", "auto"]), default="latent", show_default=True,
+@click.option("--branch", type=click.Choice(BRANCHES), default="latent", show_default=True,
               help="Split undecided boxes on latent dimensions, on the classifier's ReLUs (β-CROWN splits), or per "
                    "box on whichever the bound rates higher.")  # fmt: skip
 @amls_options

@@ -8,6 +8,11 @@ from typing import Any
 
 import click
 
+from ..models.classifiers import CLASSIFIER_ARCHS
+from ..train.classifier import CLASSIFIER_DATA, LR_SCHEDULES
+from ..train.classifier import METHODS as CLASSIFIER_METHODS
+from ..train.common import DATA_VARIANTS
+from ..train.generator import METHODS as GENERATOR_METHODS
 from .app import DATA_DIR_OPTION, DEVICE_OPTION, friendly_errors, main
 
 
@@ -18,11 +23,11 @@ def train() -> None:
 
 @train.command("classifier")
 @click.option("--dataset", default="mnist", show_default=True)
-@click.option("--arch", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True)
-@click.option("--data", type=click.Choice(["standard", "augmented"]), default="standard", show_default=True)
+@click.option("--arch", type=click.Choice(tuple(CLASSIFIER_ARCHS)), default="small", show_default=True)
+@click.option("--data", type=click.Choice(CLASSIFIER_DATA), default="standard", show_default=True)
 @click.option(
     "--method",
-    type=click.Choice(["standard", "pgd", "distill"]),
+    type=click.Choice(CLASSIFIER_METHODS),
     default="standard",
     show_default=True,
     help="pgd: Madry et al. adversarial training; distill: Papernot et al. defensive distillation.",
@@ -30,7 +35,7 @@ def train() -> None:
 @click.option("--epochs", type=float, default=5, show_default=True, help="May be fractional (0.25 = a quarter pass).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True)
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pgd-eps", type=float, default=0.3, show_default=True, help="L∞ radius of PGD (images in [0, 1]).")
 @click.option("--pgd-steps", type=int, default=40, show_default=True)
@@ -72,7 +77,7 @@ def _generator_output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--dataset", default="mnist", show_default=True)
 @click.option(
     "--data",
-    type=click.Choice(["standard", "augmented", "half-a", "half-b"]),
+    type=click.Choice(DATA_VARIANTS),
     default="standard",
     show_default=True,
     help="half-a / half-b: disjoint halves of train+test pooled.",
@@ -106,11 +111,11 @@ def train_gan_cmd(
 
 
 @train.command("generator")
-@click.option("--recipe", "method", type=click.Choice(["hinge-cgan", "cvae"]), default="hinge-cgan",
+@click.option("--recipe", "method", type=click.Choice(GENERATOR_METHODS), default="hinge-cgan",
               show_default=True, help="hinge-cgan: hinge loss, spectrally normalised projection discriminator, EMA "
               "generator; cvae: a conditional VAE's decoder.")  # fmt: skip
 @click.option("--dataset", default="mnist", show_default=True)
-@click.option("--data", type=click.Choice(["standard", "augmented"]), default="standard", show_default=True)
+@click.option("--data", type=click.Choice(CLASSIFIER_DATA), default="standard", show_default=True)
 @click.option("--latent-dim", type=int, default=16, show_default=True)
 @click.option("--hidden", default="256,512,1024", show_default=True, help="The generator's hidden layer sizes.")
 @click.option("--steps", type=int, default=20_000, show_default=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from ..verify.vnnlib import VARIATION_BOXES, VARIATION_FORMS
 from .app import DATA_DIR_OPTION, DEVICE_OPTION, eps_and_classes, friendly_errors, load_models, main, model_options
 
 
@@ -29,13 +30,13 @@ def export_group() -> None:
 )
 @click.option(
     "--form",
-    type=click.Choice(["runner-up", "robust"]),
+    type=click.Choice(VARIATION_FORMS),
     default=None,
     help="With --variation: the runner-up class beats the label (one conjunct; the default), or any class does.",
 )
 @click.option(
     "--box",
-    type=click.Choice(["prior", "cube"]),
+    type=click.Choice(VARIATION_BOXES),
     default=None,
     help="With --variation: latent box widths ε × the latent's spread per dimension (the default), or ε everywhere.",
 )

@@ -27,6 +27,10 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .common import accuracy, predictions, progress, resolve_device, sub_seed, training_data
 
 METHODS = ("standard", "pgd", "distill")
+#: what a classifier trains on (the GANs also take disjoint halves, ``train.common.DATA_VARIANTS``)
+CLASSIFIER_DATA = ("standard", "augmented")
+#: ``constant``, or ``cosine``: decays to 0 over all steps
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,12 @@ class ClassifierRecipe:
             object.__setattr__(self, "epochs", int(self.epochs))  # 6.0 and 6 are the same recipe, stored as 6
         if self.arch not in CLASSIFIER_ARCHS:
             raise GenrobustError(f"unknown architecture {self.arch!r}; choose one of {', '.join(CLASSIFIER_ARCHS)}")
-        if self.data not in ("standard", "augmented"):
-            raise GenrobustError(f"classifier data must be 'standard' or 'augmented', not {self.data!r}")
+        if self.data not in CLASSIFIER_DATA:
+            raise GenrobustError(f"classifier data must be one of {', '.join(CLASSIFIER_DATA)}, not {self.data!r}")
         if self.method not in METHODS:
             raise GenrobustError(f"unknown training method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise GenrobustError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise GenrobustError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
         if not self.epochs > 0 or self.batch_size < 1 or self.lr <= 0:
             raise GenrobustError("epochs must be > 0, batch_size ≥ 1 and lr > 0")
         if self.method == "pgd" and not (0 < self.pgd_eps <= 1 and self.pgd_steps >= 1 and self.pgd_step_size > 0):

@@ -392,6 +392,10 @@ def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device)
 
 # --------------------------------------------------------------------------------------------------- a benchmark
 RESULT_COLUMNS = ("onnx", "vnnlib", "result", "seconds", "message")
+#: the generator-shaped instances' properties: the runner-up class beats the label, or any class does
+VARIATION_FORMS = ("runner-up", "robust")
+#: their latent boxes: ε × the latent's spread per dimension, or ε everywhere
+VARIATION_BOXES = ("prior", "cube")
 
 
 def read_instances(path: str | Path) -> list[dict[str, str]]:
@@ -589,7 +593,7 @@ def export_variation_instances(
 
     if not isinstance(generator, VariationGenerator):
         raise VnnlibError(f"an image-conditional instance needs a VariationGenerator, not {type(generator).__name__}")
-    if form not in ("runner-up", "robust") or box not in ("prior", "cube"):
+    if form not in VARIATION_FORMS or box not in VARIATION_BOXES:
         raise VnnlibError(f"form must be runner-up or robust and box prior or cube, got {form!r}, {box!r}")
     if n < 1 or any(not (math.isfinite(e) and e > 0) for e in eps):
         raise VnnlibError(f"n must be ≥ 1 and every ε finite and > 0, got n = {n}, ε = {eps}")
