@@ -1,6 +1,7 @@
 """Global correctness on the built-in models: exact counting, determinism, sequential stopping, bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +191,6 @@ def test_a_loaded_result_draws_its_outliers_once_its_own_generators_are_attached
     loaded.provenance.models.pop("generators")
     with pytest.raises(gr.GenrobustError, match="records no generator hashes"):
         loaded.with_generators(gens)
+    table = gr.load_result(Path(__file__).parents[1] / "docs" / "correctness-table-mnist.json")
+    with pytest.raises(gr.GenrobustError, match="a correctness-table result keeps no generators"):
+        table.with_generators(gens)  # a table judges many families and keeps none

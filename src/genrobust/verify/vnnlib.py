@@ -594,7 +594,8 @@ def export_variation_instances(
     if not isinstance(generator, VariationGenerator):
         raise VnnlibError(f"an image-conditional instance needs a VariationGenerator, not {type(generator).__name__}")
     if form not in VARIATION_FORMS or box not in VARIATION_BOXES:
-        raise VnnlibError(f"form must be runner-up or robust and box prior or cube, got {form!r}, {box!r}")
+        raise VnnlibError(f"form must be one of {', '.join(VARIATION_FORMS)} and box one of "
+                          f"{', '.join(VARIATION_BOXES)}, got {form!r}, {box!r}")  # fmt: skip
     if n < 1 or any(not (math.isfinite(e) and e > 0) for e in eps):
         raise VnnlibError(f"n must be ≥ 1 and every ε finite and > 0, got n = {n}, ε = {eps}")
     out = Path(out)
