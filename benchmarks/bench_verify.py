@@ -20,7 +20,9 @@ configurations are the ablation the README reports:
   the balls (hopeless-looking ones attacked first and split last, with the time the others left);
 * ``relu``: branch and bound on the classifier's ReLUs instead of the latent dimensions (β-CROWN splits, the
   children settled on their parent's intervals), every ball split (the give-up rule is for latent splits);
-* ``auto``: per box, the latent dimension or the ReLU that the margins' pass rates higher, every ball split.
+* ``auto``: per box, the latent dimension or the ReLU that the margins' pass rates higher, every ball split;
+* ``cellsM`` (e.g. ``cells2``): ``full`` with each box's generator intervals the union of its 2^M cells' bounds
+  (``BoundOptions.generator_cells``).
 
     python benchmarks/bench_verify.py [--balls 100] [--classes 0,...,9] [--eps 0.01,0.03,0.05,0.1]
                                       [--max-boxes 64] [--max-seconds 30] [--out docs/verify-benchmark]
@@ -47,7 +49,7 @@ from genrobust.verify.local import GIVE_UP
 
 CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward", "alpha", "to-latent", "pool", "relu", "auto")
 #: the configurations that split and use the give-up rule
-GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "to-latent", "pool")
+GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "to-latent", "pool", "cells")
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
@@ -102,7 +104,13 @@ def run_one(
         ),
         "relu": VerifyOptions(branch="relu", max_boxes=max_boxes, max_seconds=max_seconds, give_up=None),
         "auto": VerifyOptions(branch="auto", max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=None),
-    }[config]
+    }.get(config) or VerifyOptions(
+        bounds=BoundOptions(generator_cells=int(config.removeprefix("cells") or 2)),
+        max_boxes=max_boxes,
+        max_seconds=max_seconds,
+        split=split,
+        give_up=give_up,
+    )
     counts = {"certified": 0, "falsified": 0, "unknown": 0}
     seconds: list[float] = []
     peak = 0.0
@@ -164,6 +172,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
     a = ap.parse_args()
+    bad = [c for c in a.configs.split(",") if c not in CONFIGS and not c.removeprefix("cells").isdigit()]
+    if bad:
+        ap.error(f"unknown configuration(s) {', '.join(bad)}: choose from {', '.join(CONFIGS)} or cellsM")
     classes = [int(c) for c in a.classes.split(",")]
     give_up = None if a.give_up.lower() == "none" else float(a.give_up)
     work = Path(a.work) if a.work else None

@@ -188,6 +188,11 @@ def test_a_loaded_result_draws_its_outliers_once_its_own_generators_are_attached
         next(other[9].parameters()).add_(1e-3)  # class 9 changed, class 8 not
     with pytest.raises(gr.GenrobustError, match="class 9's generator is not the one this result judged"):
         loaded.with_generators(other)
+    fewer = gr.GeneratorFamily([gens[c] for c in range(9)], latent_dim=gens.latent_dim)  # classes 0-8 only
+    with pytest.raises(gr.GenrobustError, match="judged class 9, but the family has 9 classes"):
+        loaded.with_generators(fewer)
+    with pytest.raises(gr.GenrobustError, match="must be a GeneratorFamily"):
+        loaded.with_generators(gens[8])
     loaded.provenance.models.pop("generators")
     with pytest.raises(gr.GenrobustError, match="records no generator hashes"):
         loaded.with_generators(gens)

@@ -47,6 +47,7 @@ Intercept sums are blocked: 128 terms in float32, their partial sums in float64 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,6 +104,14 @@ class BoundOptions:
     competition's MNIST networks). ``None`` (the default): 10 for networks whose every nonlinearity is dense
     and that have no generator in front (a pixel-space MLP, whose rows are cheap: on ``mnist_fc`` it decides
     instances plain refinement cannot), 0 otherwise (behind convolutions a dense row costs minutes per box).
+    ``generator_cells``: m > 0 bounds the generator (alone) on 2^m cells of every box, the box halved along the
+    m latent dimensions that move its image most, and gives each generator nonlinearity the union of its cells'
+    intervals (sound: the cells cover the box). The generator is a small share of a box's cost and most of its
+    slack: on ball (0, 1) of the built-in models at ε = 0.05, sampled (exact) generator ranges would lift the
+    worst margin from −61.4 to −14.8. With 4 / 8 / 16 cells it is −47.5 / −43.1 / −38.7 (ball (0, 3): −10.9 →
+    −7.6 / −6.7 / −5.5) for about 0.13 s per cell; through branch and bound with 4 cells, the 50 side-by-side
+    balls at ε = 0.05 (16 boxes / 10 s, one thread) decide 19 against 18 in 5.65 against 5.23 s per ball: not the
+    default.
     """
 
     def __post_init__(self) -> None:
@@ -124,6 +133,7 @@ class BoundOptions:
     alpha_intermediate: int | None = None
     alpha_lr: float = 0.25
     refine_to_latent: bool = False
+    generator_cells: int = 0
 
 
 @dataclass
@@ -564,12 +574,53 @@ class BoundEngine:
         lower = torch.where(empty[:, None], torch.finfo(DT).max, lower)  # an empty domain: nothing to disprove
         return MarginBounds(lower, coef, sw.intervals, sw.refined, sw.refined_gen, alphas, branch, betas)
 
-    def _sweep(self, center, radius, parent, splits, settled) -> _Sweep:
+    def _cell_intervals(self, center, radius, parent):
+        """``parent`` with the generator's nonlinearities' input intervals tightened to the union of their bounds
+        over 2^m cells of each box (``BoundOptions.generator_cells`` = m): the box halved along the m latent
+        dimensions that move its image most (the image's change between the box's two faces, by forward passes).
+        Each cell is bounded by the generator's own sweep, and the cells cover the box (their radii are rounded
+        up past every rounding of their centres), so each union holds on the whole box."""
+        B, d = center.shape
+        m = min(self.options.generator_cells, d)
+        k = 2**m
+        with torch.no_grad():  # per box, the image's change between its two faces along each dimension
+            step = torch.diag_embed(radius)  # (B, d, d)
+            h = torch.cat([center[:, None] + step, center[:, None] - step], 1).reshape(2 * B * d, d)
+            for op in self.ops[: self.anchor]:
+                h = op.forward(h)
+            h = h.reshape(B, 2, d, -1)
+            dims = (h[:, 0] - h[:, 1]).abs().sum(2).topk(m, dim=1).indices  # (B, m)
+        signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=m)), dtype=DT, device=center.device)
+        idx = dims.repeat_interleave(k, 0)  # (B·k, m)
+        cen, rad = center.repeat_interleave(k, 0), radius.repeat_interleave(k, 0)
+        half = rad.gather(1, idx) / 2  # exact
+        cen = cen.scatter_add(1, idx, signs.repeat(B, 1) * half)
+        # the cell [c ± r/2] ± r/2 rounds c ± r/2 by at most (|c| + r)·2⁻⁵³: a radius that much wider (rounded up)
+        # keeps every cell's true range inside what its sweep bounds, and the cells' union covers the box
+        pad = (center.gather(1, dims).abs().repeat_interleave(k, 0) + 2 * half) * 2.0**-51
+        rad = rad.scatter(1, idx, torch.nextafter(half + pad, torch.full_like(half, math.inf)))
+        sub = None
+        if parent is not None:
+            sub = {i: (lo.repeat_interleave(k, 0), hi.repeat_interleave(k, 0)) for i, (lo, hi) in parent.items()
+                   if i < self.anchor}  # fmt: skip
+        sw = self._sweep(cen, rad, sub, None, None, stop=self.anchor)
+        out = dict(parent or {})
+        for i, (lo, hi) in sw.intervals.items():
+            lo = lo.reshape(B, k, *lo.shape[1:]).amin(1)
+            hi = hi.reshape(B, k, *hi.shape[1:]).amax(1)
+            if i in out:
+                lo, hi = torch.maximum(lo, out[i][0]), torch.minimum(hi, out[i][1])
+            out[i] = (lo, hi)
+        return out
+
+    def _sweep(self, center, radius, parent, splits, settled, stop: int | None = None) -> _Sweep:
         """The layer-by-layer pass of :meth:`margins`: every op's interval (and forward forms where they are used),
         the generator's nonlinearities refined by backward passes to the latent, the classifier's unstable
         neurons by backward passes to the image (or the latent), and each nonlinearity's relaxation recorded for
         the margins' backward pass."""
         opt = self.options
+        if stop is None and opt.generator_cells > 0 and opt.mode == "crown" and self.anchor > 0:
+            parent = self._cell_intervals(center, radius, parent)
         empty = torch.zeros(center.shape[0], dtype=torch.bool, device=center.device)  # split domains shown empty
         B = center.shape[0]
         lo, hi = center - radius, center + radius
@@ -587,7 +638,7 @@ class BoundEngine:
         refined = refined_gen = 0
         hopeless: torch.Tensor | None = None  # (B,) boxes too wide to be worth refining (``refine_limit``)
         deferred: tuple[int, torch.Tensor] | None = None  # the last nonlinearity, refined after a first try
-        for i, op in enumerate(self.ops):
+        for i, op in enumerate(self.ops[:stop]):
             in_classifier = i >= self.anchor
             if i == self.anchor:
                 anchor_forms, anchor_box = (box_forms if i == 0 else forms), (lo, hi)

@@ -15,12 +15,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from ..errors import GenrobustError
 
 #: A class whose generator's recall is below this covers part of the class only (flagged in every verdict).
 RECALL_FLAG = 0.5
+
+
+def _two(x: float) -> str:
+    """``x`` to two decimals as written, half up: the registry's 0.485 is 0.49 (``f"{0.485:.2f}"`` is 0.48, the
+    binary float lying just below), as in the measurement's own report."""
+    return str(Decimal(repr(x)).quantize(Decimal("0.01"), ROUND_HALF_UP))
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ class Coverage:
 
     def cell(self, cls: int) -> str:
         """``0.87 / 0.24 *``: precision / recall, starred when the class is covered in part only."""
-        return f"{self.precision[cls]:.2f} / {self.recall[cls]:.2f}{' *' if cls in self.partial else '  '}"
+        return f"{_two(self.precision[cls])} / {_two(self.recall[cls])}{' *' if cls in self.partial else '  '}"
 
     def note(self, classes: Sequence[int], names: Sequence[str]) -> str:
         """The line under a verdict table: where the figures come from, and which classes it covers in part."""
@@ -63,7 +70,8 @@ class Coverage:
         """One sentence for a table of many verdicts on the family: means, the worst class, the partial classes."""
         worst = min(range(len(self.recall)), key=self.recall.__getitem__)
         mean_p, mean_r = sum(self.precision) / len(self.precision), sum(self.recall) / len(self.recall)
-        text = f"precision {mean_p:.2f}, recall {mean_r:.2f} (worst class {names[worst]}: {self.recall[worst]:.2f})"
+        low = f"worst class {names[worst]}: {_two(self.recall[worst])}"
+        text = f"precision {_two(mean_p)}, recall {_two(mean_r)} ({low})"
         if not self.partial:
             return f"{text}; every class's recall ≥ {RECALL_FLAG:g}"
         which = ", ".join(names[c] for c in self.partial)
