@@ -217,3 +217,35 @@ def test_fashion_madry_row_uses_its_own_radius():
     assert (fashion.pgd_eps, fashion.pgd_step_size, fashion.seed) == (0.1, 0.05, 3)
     assert ct.row_recipe("fashion-mnist", "madry")["pgd_eps"] == 0.1
     assert ct.row_recipe("fashion-mnist", "small") == ct.ROWS["small"]
+
+
+def test_processes_sharing_a_cache_keep_each_others_rows_and_cells(tmp_path, shared_datasets, monkeypatch):
+    """Two processes with their own --rows on one --work folder: each cell is merged into the cache as it is on
+    disk (under a lock), so neither overwrites what the other finished; a row's cells are merged only when they
+    come from the same recipe, classifier weights and family weights."""
+    plan = ct.TablePlan("mnist", 40, ["built-in"], tmp_path / "work")
+    real = ct.global_correctness
+
+    def meanwhile(clf, family, **kw):  # another process finishes a row of its own while this cell runs
+        res = real(clf, family, **kw)
+        table = json.loads(plan.cache.read_text()) if plan.cache.is_file() else {}
+        table.setdefault("small", {"recipe": ct.row_recipe("mnist", "small")})["marker"] = len(table)
+        plan.cache.write_text(json.dumps(table))
+        return res
+
+    monkeypatch.setattr(ct, "global_correctness", meanwhile)
+    ct.run_table(plan, data_dir=shared_datasets, show_progress=False)
+    cached = json.loads(plan.cache.read_text())
+    assert "marker" in cached["small"] and all(g in cached["built-in"] for g in ct.TABLE_GENERATORS["mnist"])
+
+    sha = {g: ct.ZOO[g].sha256 for g in ct.TABLE_GENERATORS["mnist"]}
+    mine = {"recipe": {"arch": "small"}, "classifier_sha256": "a", "mnist-gan": 1, "generators_sha256": {"mnist-gan":
+            sha["mnist-gan"]}}  # fmt: skip
+    theirs = {**mine, "mnist-gan": 0, "mnist-cgan": 2, "mnist-gan-aug": 3,
+              "generators_sha256": {"mnist-gan": sha["mnist-gan"], "mnist-cgan": sha["mnist-cgan"],
+                                    "mnist-gan-aug": "stale"}}  # fmt: skip
+    merged = ct._merge_row(theirs, mine, sha)
+    assert merged["mnist-gan"] == 1 and merged["mnist-cgan"] == 2 and "mnist-gan-aug" not in merged
+    assert merged["generators_sha256"] == {g: sha[g] for g in ("mnist-gan", "mnist-cgan")}
+    assert ct._merge_row({**theirs, "classifier_sha256": "b"}, mine, sha) == mine  # other weights: not mixed
+    assert ct._merge_row(None, mine, sha) == mine

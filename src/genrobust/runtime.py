@@ -63,6 +63,26 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 
 @contextlib.contextmanager
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An exclusive lock on ``path``.lock for the duration (POSIX ``flock``; held by one process at a time, released
+    when it ends or dies), so that processes sharing a cache read, merge and write it one at a time. Where
+    ``fcntl`` is missing (Windows) it does not lock: one process per cache there."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = f"{os.fspath(path)}.lock"
+    os.makedirs(os.path.dirname(lock) or ".", exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def eval_mode(*models: torch.nn.Module | None) -> Iterator[None]:
     """The models in eval mode (no dropout, batch norm on its running statistics) for the duration, then every
     submodule's own ``training`` flag back as it was: a library call must not leave the caller's model changed,

@@ -34,7 +34,8 @@ def reproduce() -> None:
 @click.option("--rows", default=None, help="Comma-separated rows (default: all: built-in, small, medium, large, "
               "*-aug, madry, papernot).")  # fmt: skip
 @click.option("--work", type=click.Path(file_okay=False), default=None,
-              help="Folder for trained classifiers and cached cells (default: the cache).")  # fmt: skip
+              help="Folder for trained classifiers and cached cells (default: the cache). Processes with disjoint "
+                   "--rows may share it: each finished cell is merged into the cache as it is on disk.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="docs", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated latents.")
 @click.option("--train-seeds", default="0", show_default=True,

@@ -26,7 +26,7 @@ from ..errors import GenrobustError
 from ..estimate import global_correctness
 from ..journal import resumed_or_fresh
 from ..models.zoo import ZOO, coverage_summary, load_classifier, load_generators, model_info
-from ..runtime import accuracy, resolve_device, write_atomic
+from ..runtime import accuracy, locked, resolve_device, write_atomic
 from ..stats import clopper_pearson
 from ..train.classifier import ClassifierRecipe, train_classifier
 
@@ -170,17 +170,14 @@ def run_table(
         raise GenrobustError(f"n must be a positive integer, got {plan.n!r}")
     check_rows(plan.rows, plan.train_seed)
     cache = plan.cache
-    table: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
-    for entry in table.values():  # cells cached before per-class counts were stored: the counts are exact
-        for cell in (entry.get(g) for g in TABLE_GENERATORS[plan.dataset]):
-            for k in cell["classes"] if cell else []:
-                k.setdefault("n", plan.n)
-                k.setdefault("correct", round(k["estimate"] * plan.n))
     test = load_dataset(plan.dataset, "test", data_dir=data_dir)
     gens = {name: load_generators(name) for name in TABLE_GENERATORS[plan.dataset]}
     family_sha = {name: ZOO[name].sha256 for name in gens}
+    table: dict[str, Any] = {}
     for row in plan.rows:
         recipe = row_recipe(plan.dataset, row, plan.train_seed)
+        with locked(cache):  # the cache as it is now: another process on it may have finished rows since
+            table = _read_cache(cache, plan.dataset, plan.n)
         entry = table.get(row)
         if entry is None or entry.get("recipe") != recipe:
             entry = table[row] = {"recipe": recipe}  # a cached row of another recipe is stale
@@ -230,9 +227,39 @@ def run_table(
                 ],
             }
             entry.setdefault("generators_sha256", {})[name] = family_sha[name]
-            write_atomic(cache, json.dumps(table, indent=2))  # every finished cell survives a kill
+            with locked(cache):  # every finished cell survives a kill, and other processes' cells survive this one
+                table = _read_cache(cache, plan.dataset, plan.n)
+                entry = table[row] = _merge_row(table.get(row), entry, family_sha)
+                write_atomic(cache, json.dumps(table, indent=2))
             journal.unlink()
     return {row: table[row] for row in plan.rows}
+
+
+def _read_cache(cache: Path, dataset: str, n: int) -> dict[str, Any]:
+    """The table's cache as it is on disk ({} when absent); cells cached before per-class counts were stored get
+    them (exact: estimate × n)."""
+    table: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
+    for entry in table.values():
+        for cell in (entry.get(g) for g in TABLE_GENERATORS[dataset]):
+            for k in cell["classes"] if cell else []:
+                k.setdefault("n", n)
+                k.setdefault("correct", round(k["estimate"] * n))
+    return table
+
+
+def _merge_row(cached: dict[str, Any] | None, entry: dict[str, Any], family_sha: dict[str, str]) -> dict[str, Any]:
+    """``entry`` (this process's row) with the cells another process cached for the same row meanwhile: kept only
+    when they come from the same recipe, the same classifier weights and today's weights of their family, so
+    that a row's cells never mix classifiers or families."""
+    if cached is None or any(cached.get(k) != entry.get(k) for k in ("recipe", "classifier_sha256")):
+        return entry
+    theirs = {name: cached[name] for name in family_sha
+              if name in cached and name not in entry
+              and cached.get("generators_sha256", {}).get(name) == family_sha[name]}  # fmt: skip
+    if not theirs:
+        return entry
+    shas = {**entry.get("generators_sha256", {}), **{name: family_sha[name] for name in theirs}}
+    return {**entry, **theirs, "generators_sha256": shas}
 
 
 def to_markdown(table: dict[str, Any], dataset: str, n: int) -> str:
