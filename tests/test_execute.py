@@ -281,3 +281,37 @@ def test_a_script_that_starts_workers_without_a_main_guard_is_told_why_they_die(
     # the exception's own line (the interpreter may print a resource tracker's warning about the dead pool after it)
     raised = [line for line in proc.stderr.splitlines() if line.startswith(("genrobust.", "GenrobustError"))]
     assert raised and 'if __name__ == "__main__":' in raised[-1], proc.stderr[-2000:]
+
+
+def test_a_sigterm_ends_the_command_and_its_local_workers_with_it(tmp_path):
+    """A SIGTERM to the command (``kill``, a batch system's time limit) ends it as Ctrl-C does: its worker
+    processes are terminated with it (they used to go on computing their shards as orphans) and the journal
+    stays for ``--resume``."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "genrobust", "correctness", "-n", "400000", "--workers", "2", "--quiet",
+           "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (len(children) >= 3 and (out / "journal.jsonl").exists()):
+        time.sleep(0.5)  # the pool's two workers and multiprocessing's resource tracker
+        found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = [int(pid) for pid in found]
+    assert len(children) >= 3, proc.stderr.read().decode() if proc.poll() is not None else children
+    time.sleep(3)  # the workers are computing shards now
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(running(pid) for pid in children):
+        time.sleep(0.2)
+    assert not [pid for pid in children if running(pid)]
+    assert (out / "journal.jsonl").exists()

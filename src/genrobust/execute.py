@@ -123,11 +123,31 @@ class Workers:
             else:
                 self.executor.shutdown(wait=True, cancel_futures=True)
 
+    def abort(self) -> None:
+        """Stop what genrobust started at once, for a run that was interrupted (Ctrl-C, or SIGTERM through the
+        command line): local worker processes are terminated instead of finishing their shards (a journal keeps
+        the finished ones; a kill of the parent alone used to leave them computing), a Dask client closed."""
+        if not self.owned:
+            return
+        if self.client is not None:
+            self.client.close()
+            return
+        procs = list((getattr(self.executor, "_processes", None) or {}).values())  # a process pool's children
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=5)
+
     def __enter__(self) -> Workers:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+            self.abort()
+        else:
+            self.close()
 
 
 def _same(task: Any) -> Any:
