@@ -213,6 +213,7 @@ def run_classes(
 
     try:
         take()  # the journal's shards first: a class they already decided needs nothing more
+        bar.refresh()  # show them now, not at the first new shard (minutes on a long run)
         while queue or inflight:
             while queue and len(inflight) < window:
                 key = queue.pop()
