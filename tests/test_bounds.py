@@ -193,6 +193,9 @@ def test_generator_cells_tighten_the_generators_intervals_and_the_margins_of_a_w
         assert (h >= lo).all() and (h <= hi).all()
         margins = (spec[0] @ torch.nn.Sequential(gens[0], clf).double().eval()(z + 0.05 * s).T).T
     assert (margins >= cells.lower).all()
+    for bad in (-1, 13):
+        with pytest.raises(gr.GenrobustError, match="generator_cells halves at most 12"):
+            BoundOptions(generator_cells=bad)
 
 
 def test_generator_backward_forms_tighten_the_image_and_keep_the_margins_coefficients():

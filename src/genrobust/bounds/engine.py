@@ -63,6 +63,8 @@ from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gath
 
 GUARD = 1e-9
 Mode = Literal["crown", "forward", "interval"]
+#: ``BoundOptions.generator_cells`` at most: 2^12 = 4,096 generator sweeps per box already cost minutes
+MAX_CELL_SPLITS = 12
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ class BoundOptions:
         if self.alpha_steps < 0 or (self.alpha_intermediate or 0) < 0 or not self.alpha_lr > 0:
             raise GenrobustError(f"alpha_steps and alpha_intermediate must be ≥ 0 and alpha_lr > 0, got "
                                  f"{self.alpha_steps}, {self.alpha_intermediate}, {self.alpha_lr}")  # fmt: skip
+        if not 0 <= self.generator_cells <= MAX_CELL_SPLITS:
+            raise GenrobustError(f"generator_cells halves at most {MAX_CELL_SPLITS} dimensions (2^m cells per box), "
+                                 f"got {self.generator_cells}")  # fmt: skip
 
     mode: Mode = "crown"
     classifier_forward: bool = True
