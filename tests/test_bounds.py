@@ -178,7 +178,8 @@ def test_generator_cells_tighten_the_generators_intervals_and_the_margins_of_a_w
     spec = _margin_spec(torch.tensor([0]), 10)
     r = torch.full_like(z, 0.05)
     plain = BoundEngine(ops, len(gen_ops), BoundOptions(lazy_last=False)).margins(z, r, spec)
-    cells = BoundEngine(ops, len(gen_ops), BoundOptions(lazy_last=False, generator_cells=2)).margins(z, r, spec)
+    celled = BoundEngine(ops, len(gen_ops), BoundOptions(lazy_last=False, generator_cells=2))
+    cells = celled.margins(z, r, spec)
     tanh = max(k for k in range(len(gen_ops)) if not gen_ops[k].linear)
     width = [float((res.intervals[tanh][1] - res.intervals[tanh][0]).sum()) for res in (plain, cells)]
     assert width[1] < 0.97 * width[0]
@@ -193,6 +194,14 @@ def test_generator_cells_tighten_the_generators_intervals_and_the_margins_of_a_w
         assert (h >= lo).all() and (h <= hi).all()
         margins = (spec[0] @ torch.nn.Sequential(gens[0], clf).double().eval()(z + 0.05 * s).T).T
     assert (margins >= cells.lower).all()
+
+    # a ReLU split's child settled past the generator inherits its parent's cell-tightened intervals: no cells again
+    def refuse(*a, **k):
+        raise AssertionError("the cells were bounded again for a settled child")
+
+    celled._cell_intervals = refuse
+    child = celled.margins(z, r, spec, parent=cells.intervals, settled=torch.tensor([len(gen_ops) + 1]))
+    assert torch.equal(child.intervals[tanh][0], lo) and (margins >= child.lower).all()
     for bad in (-1, 13):
         with pytest.raises(gr.GenrobustError, match="generator_cells halves at most 12"):
             BoundOptions(generator_cells=bad)

@@ -624,7 +624,9 @@ class BoundEngine:
         neurons by backward passes to the image (or the latent), and each nonlinearity's relaxation recorded for
         the margins' backward pass."""
         opt = self.options
-        if stop is None and opt.generator_cells > 0 and opt.mode == "crown" and self.anchor > 0:
+        # a ReLU split's child settled past the generator keeps its parent's (already cell-tightened) intervals there
+        inherits = settled is not None and bool((settled >= self.anchor).all())
+        if stop is None and opt.generator_cells > 0 and opt.mode == "crown" and self.anchor > 0 and not inherits:
             parent = self._cell_intervals(center, radius, parent)
         empty = torch.zeros(center.shape[0], dtype=torch.bool, device=center.device)  # split domains shown empty
         B = center.shape[0]
