@@ -9,6 +9,10 @@ threads, ``--seconds`` per instance:
   dense networks α-CROWN on the hidden layers' inputs at the root and FSB's choice among 4 candidates);
 * ``bab-babsr``: ``bab`` splitting BaBSR's top neuron (no FSB estimates), the ablation of FSB;
 * ``bab-plain``: ``bab-babsr`` without α-CROWN on the hidden layers (plain refinement), the ablation of α;
+* ``bab-beta``: ``bab`` with β optimised as itself instead of β times its neuron's interval width (the ablation
+  of ``BoundOptions.beta_per_width``);
+* ``bab-cuts``: ``bab`` with cuts inferred from the split domains it proves (``VerifyOptions.cuts = 64``,
+  BICCOS's inferred cuts without their strengthening);
 * ``input``: branch and bound on the input box instead (``branch="latent"``: halve pixels), the ablation.
 
 Per network and ε it prints how many instances each configuration decides (unsat + sat), how many answers
@@ -34,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-CONFIGS = ("bounds", "bab", "bab-babsr", "bab-plain", "input")
+CONFIGS = ("bounds", "bab", "bab-babsr", "bab-plain", "bab-beta", "bab-cuts", "input")
 
 
 def options(config: str, seconds: float):
@@ -47,6 +51,8 @@ def options(config: str, seconds: float):
         "bab": VerifyOptions(max_boxes=100_000, max_seconds=seconds),
         "bab-babsr": VerifyOptions(max_boxes=100_000, max_seconds=seconds, branch_candidates=1),
         "bab-plain": VerifyOptions(bounds=plain, max_boxes=100_000, max_seconds=seconds, branch_candidates=1),
+        "bab-beta": VerifyOptions(bounds=BoundOptions(beta_per_width=False), max_boxes=100_000, max_seconds=seconds),
+        "bab-cuts": VerifyOptions(max_boxes=100_000, max_seconds=seconds, cuts=64),
         "input": VerifyOptions(branch="latent", max_boxes=100_000, max_seconds=seconds, give_up=None),
     }[config]
 

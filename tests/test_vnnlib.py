@@ -197,11 +197,12 @@ def test_general_properties_get_branch_and_bound():
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), shift=st.floats(-0.3, 0.3), conj=st.integers(1, 2), disj=st.integers(1, 3))
-def test_general_answers_agree_with_a_dense_grid(seed, shift, conj, disj):
+@given(seed=st.integers(0, 10_000), shift=st.floats(-0.3, 0.3), conj=st.integers(1, 2), disj=st.integers(1, 3),
+       relu=st.booleans())  # fmt: skip
+def test_general_answers_agree_with_a_dense_grid(seed, shift, conj, disj, relu):
     """Random networks, random boxes and random properties (any disjunction of conjunctions of linear output
     constraints): ``unsat`` only where no point of a dense grid of the box meets the property, ``sat`` only
-    with a point that does (input splits: two inputs)."""
+    with a point that does (input splits: two inputs; or ReLU splits with cuts inferred from proved domains)."""
     from genrobust.verify.vnnlib import Constraint, VnnProperty
 
     net = _mlp(2, seed)
@@ -223,7 +224,8 @@ def test_general_answers_agree_with_a_dense_grid(seed, shift, conj, disj):
     met = np.zeros(len(g), dtype=bool)  # by more than float32's rounding of the outputs (the bounds are exact)
     for rows in disjuncts:
         met |= np.all([y @ r.coef + r.const >= 1e-5 for r in rows], 0)
-    got = answer(net, prop, options=gr.verify.VerifyOptions(max_boxes=400, max_seconds=5))
+    how = {"branch": "relu", "cuts": 8} if relu else {}
+    got = answer(net, prop, options=gr.verify.VerifyOptions(max_boxes=400, max_seconds=5, **how))
     if got.result == "unsat":
         assert not met.any()
     elif got.result == "sat":

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..attacks import _eps_list, box_bounds, pgd_in_boxes
 from ..bounds.capture import capture
+from ..bounds.cuts import Cuts, cut_from_splits
 from ..bounds.engine import BoundEngine, BoundOptions, refutation
 from ..bounds.ops import DT, Activation, Reshape
 from ..compose import Composed
@@ -116,6 +117,10 @@ class VerifyOptions:
     intervals); ``False`` keeps every parent interval (cheaper per box, looser: on those networks it lost).
     ``attack_first``: PGD on the whole ball before its bounds at the smallest ε too (at larger ε it always comes
     first); for a single instance, where a cheap attack can spare the whole branch and bound.
+    ``cuts``: with ReLU splitting, every split domain proved safe gives a cut over the activation patterns (no
+    violating point has all its splits' signs, :func:`~genrobust.bounds.cuts.cut_from_splits`, BICCOS's inferred
+    cuts), and the boxes still open inside the same latent box carry up to this many of their ball's latest cuts
+    into their α/β optimisation, each with its own multiplier (:mod:`genrobust.bounds.cuts`). 0: none.
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
@@ -135,14 +140,15 @@ class VerifyOptions:
     branch_candidates: int | None = None
     refine_children: bool = True
     attack_first: bool = False
+    cuts: int = 0
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise GenrobustError(f"unknown split heuristic {self.split!r}; choose one of {', '.join(SPLITS)}")
         if self.branch is not None and self.branch not in BRANCHES:
             raise GenrobustError(f"unknown branching {self.branch!r}; choose one of {', '.join(BRANCHES)}")
-        if self.beta_steps < 0:
-            raise GenrobustError(f"beta_steps must be ≥ 0, got {self.beta_steps}")
+        if self.beta_steps < 0 or self.cuts < 0:
+            raise GenrobustError(f"beta_steps and cuts must be ≥ 0, got {self.beta_steps}, {self.cuts}")
         if self.branch_candidates is not None and self.branch_candidates < 1:
             raise GenrobustError(f"branch_candidates must be ≥ 1, got {self.branch_candidates}")
         batch = 1 if self.batch_boxes is None else self.batch_boxes
@@ -643,7 +649,9 @@ class LocalVerifier:
         opt, status = self.options, run.status
         t1 = time.perf_counter()
         owners = [item.ball for item in batch]
-        b = self._bound(run, batch, e)
+        b = self._bound(run, batch, e, search.cuts)
+        if opt.cuts:
+            self._infer_cuts(run, search, batch, b, e)
         dt = (time.perf_counter() - t1) / len(batch)
         for ball in owners:
             run.boxes[ball, e] += 1
@@ -705,7 +713,57 @@ class LocalVerifier:
                 if status[ball, e] == FALSIFIED:
                     done.add(ball)
 
-    def _bound(self, run: _Run, batch: list[_Box], e: int) -> _Bounded:
+    def _infer_cuts(self, run: _Run, search: _Search, batch: list[_Box], b: _Bounded, e: int) -> None:
+        """BICCOS's inferred cuts, strengthened: a split domain the batch proved safe yields the cut of its splits
+        (:meth:`_Search.add_cut`), but in one tree every other open domain has one of those splits the other way
+        round (where their paths part), so that cut alone would hold nowhere else. The splits whose multipliers
+        β the proof left at zero (for every margin) are dropped and the box is bounded again with the rest, from
+        its ball's root intervals (those of the dropped splits' descendants no longer hold); if that still proves
+        it, the shorter cut is kept: it holds wherever the kept splits do. Each ball's root intervals are recorded
+        here when its first box is bounded."""
+        for k, box in enumerate(batch):
+            if box.parent is None and box.ball not in search.roots:
+                search.roots[box.ball] = _outward32({i: (lo[k], hi[k]) for i, (lo, hi) in b.mb.intervals.items()})
+        proved = [k for k, box in enumerate(batch) if bool(b.certified[k]) and box.splits]
+        if not proved:
+            return
+        betas = b.mb.beta or {}
+        tries: list[tuple[int, dict[int, torch.Tensor]]] = []
+        for k in proved:
+            box = batch[k]
+            kept = {}
+            for i, mark in (box.splits or {}).items():
+                used = (betas[i][k] > 0).any(0) if i in betas else torch.zeros_like(mark, dtype=torch.bool)
+                kept[i] = torch.where(used, mark, 0).to(mark.dtype)
+            n_kept = sum(int((m != 0).sum()) for m in kept.values())
+            n_all = sum(int((m != 0).sum()) for m in (box.splits or {}).values())
+            if 0 < n_kept < n_all and box.ball in search.roots:
+                tries.append((k, {i: m for i, m in kept.items() if bool((m != 0).any())}))
+            else:
+                search.add_cut(box, self.options.cuts)
+        if not tries:
+            return
+        idx = torch.tensor([k for k, _ in tries], device=self.device)
+        blo, bhi = b.lo[idx], b.hi[idx]
+        center = (blo + bhi) / 2
+        radius = torch.nextafter(torch.maximum(bhi - center, center - blo), torch.full_like(blo, math.inf))
+        roots = [search.roots[batch[k].ball] for k, _ in tries]
+        parent = {i: (torch.stack([r[i][0] for r in roots]), torch.stack([r[i][1] for r in roots])) for i in roots[0]}
+        keys = sorted({i for _, kept in tries for i in kept})
+        splits = {i: torch.stack([kept.get(i, torch.zeros(self.engine.ops[i].in_shape, dtype=torch.int8,
+                                                           device=self.device)) for _, kept in tries])
+                  for i in keys}  # fmt: skip
+        owners = torch.tensor([batch[k].ball for k, _ in tries], device=self.device)
+        steps = torch.full((len(tries),), self.options.beta_steps, device=self.device)
+        mb = self.engine.margins(center, radius, self._spec(run.labels[owners]), parent=parent, splits=splits,
+                                 steps=steps, **self._terms(len(tries)))  # fmt: skip
+        safe = refutation(mb.lower, self.groups)[0] > 0
+        for t, (k, kept) in enumerate(tries):
+            box = batch[k]
+            search.add_cut(_Box(box.ball, box.lo, box.hi, splits=kept) if bool(safe[t]) else box, self.options.cuts)
+            search.strengthened += int(safe[t])
+
+    def _bound(self, run: _Run, batch: list[_Box], e: int, cuts: dict[int, list[_Cut]] | None = None) -> _Bounded:
         """Bounds of a batch of boxes, with what the decisions need: the worst margin's bound and index, the
         bound's minimiser (a corner: a cheap candidate counterexample) and its class, and the split choices."""
         opt, dev = self.options, self.device
@@ -719,6 +777,7 @@ class LocalVerifier:
         spec = self._spec(run.labels[own])
         costs = opt.split == "cost" and self.branching == "latent"  # the worst margin's intercept costs
         mb = self.engine.margins(center, radius, spec, **self._batch_args(batch), **self._terms(len(batch)),
+                                 cuts=None if not cuts else _batch_cuts(batch, cuts, self.engine.ops, dev),
                                  branch=self.candidates if self.branching != "latent" else
                                  COST_NEURONS if costs else 0)  # fmt: skip
         worst_bound, worst = refutation(mb.lower, self.groups)
@@ -949,6 +1008,18 @@ class _Search:
     last_cost: dict[int, float]
     done: set[int] = field(default_factory=set)
     later: list[_Box] = field(default_factory=list)
+    cuts: dict[int, list[_Cut]] = field(default_factory=dict)  # per ball, the cuts of its safe split domains
+    roots: dict[int, dict] = field(default_factory=dict)  # per ball, its whole box's intervals (for the cuts)
+    strengthened: int = 0  # cuts shortened by dropping splits (a count for benchmarks)
+
+    def add_cut(self, box: _Box, keep: int) -> None:
+        """The cut of a split domain proved safe (its splits and latent box), keeping the ball's latest ``keep``."""
+        made = cut_from_splits(box.splits or {})
+        if made is None:
+            return
+        pool = self.cuts.setdefault(box.ball, [])
+        pool.append(_Cut(box.lo, box.hi, *made))
+        del pool[:-keep]
 
     def limit(self, ball: int, competing: int) -> float:
         """Seconds ``ball`` may reach: its own budget, and its share of what is left of the pool."""
@@ -1015,6 +1086,41 @@ class _Box:
     beta: dict[int, torch.Tensor] | None = None
 
 
+@dataclass
+class _Cut:
+    """A cut over ReLU activation patterns (coefficients per op, q·z ≤ d) that holds on the latent box [lo, hi]."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    coef: dict[int, torch.Tensor]
+    const: float
+
+
+def _batch_cuts(batch: list[_Box], pools: dict[int, list[_Cut]], ops: list, device: torch.device) -> Cuts | None:
+    """The cuts a batch's boxes carry: each ball's pool, a cut held by a box of that ball inside the cut's latent
+    box unless one of the box's own splits already meets it (a literal of the opposite sign: then the cut holds
+    on the whole domain and only costs a multiplier). None when no box holds any."""
+    cuts = [cut for ball in dict.fromkeys(item.ball for item in batch) for cut in pools.get(ball, [])]
+    owner = [ball for ball in dict.fromkeys(item.ball for item in batch) for _ in pools.get(ball, [])]
+    if not cuts:
+        return None
+    mask = torch.zeros(len(batch), len(cuts), dtype=torch.bool)
+    for i, item in enumerate(batch):
+        splits = item.splits or {}
+        for c, (cut, ball) in enumerate(zip(cuts, owner, strict=True)):
+            if ball != item.ball or not bool((item.lo >= cut.lo).all() and (item.hi <= cut.hi).all()):
+                continue
+            mask[i, c] = not any(bool((splits[k] * q < 0).any()) for k, q in cut.coef.items() if k in splits)
+    if not bool(mask.any()):
+        return None
+    keep = torch.nonzero(mask.any(0)).flatten().tolist()
+    cuts = [cuts[c] for c in keep]
+    coef = {k: torch.stack([cut.coef[k] if k in cut.coef else torch.zeros(ops[k].in_shape, dtype=DT, device=device)
+                            for cut in cuts]) for k in sorted({k for cut in cuts for k in cut.coef})}  # fmt: skip
+    const = torch.tensor([cut.const for cut in cuts], dtype=DT, device=device)
+    return Cuts(coef, const, mask[:, keep].to(device))
+
+
 def _outward32(intervals: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Intervals kept for a box's children in float32 (half the memory), rounded outwards so they stay sound."""
     return {i: outward(lo, hi) for i, (lo, hi) in intervals.items()}
@@ -1070,7 +1176,10 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
     return {
         "bounds": {"mode": b.mode, "classifier_forward": b.classifier_forward, "refine": b.refine,
                    "refine_dtype": str(b.refine_dtype).removeprefix("torch."), "alpha_steps": b.alpha_steps,
-                   "alpha_intermediate": b.alpha_intermediate, "refine_to_latent": b.refine_to_latent},
+                   "alpha_intermediate": b.alpha_intermediate, "refine_to_latent": b.refine_to_latent,
+                   # newer options only where set, so that older journals' headers still match
+                   **({"generator_cells": b.generator_cells} if b.generator_cells else {}),
+                   **({} if b.beta_per_width else {"beta_per_width": False})},
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
         "attack_step_size": opt.attack_step_size,
@@ -1078,4 +1187,5 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
         "give_up": opt.give_up, "mean_seconds": opt.mean_seconds,
         "branch": opt.branch, "beta_steps": opt.beta_steps, "branch_candidates": opt.branch_candidates,
         "refine_children": opt.refine_children, "attack_first": opt.attack_first,
+        **({"cuts": opt.cuts} if opt.cuts else {}),  # only where set, as above
     }  # fmt: skip
