@@ -17,7 +17,7 @@ big-M hull {y ≥ 0, y ≥ x, y ≤ u·z, y ≤ x − l·(1 − z), z ∈ [0, 1]
 
 Rounding: the folded coefficients are quotients rounded to the rows' dtype; each moves its term by at most two
 units of c (|Δ(c/u)|·y ≤ 2ε|c| as y ≤ u, and |Δ(c/l)|·(y − x) ≤ 2ε|c| as 0 ≤ y − x ≤ −l), paid per row with the
-sums' own rounding (see :func:`fold`).
+sums' own rounding (see :meth:`.ops.ReLU.fold_indicators`: the hull is the operator's rule).
 """
 
 from __future__ import annotations
@@ -27,12 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import GenrobustError
-from .ops import DT, ReLU, gamma
-
-#: a neuron's indicator term is folded through its hull only where the side it divides by is at least this share
-#: of its interval's larger side (else c·z is bounded by its range [min(c, 0), max(c, 0)]: a quotient by a
-#: nearly-zero side would only make the rows' rounding guards explode)
-FOLD_SHARE = 1e-4
+from .ops import DT, gamma
 
 
 @dataclass
@@ -67,9 +62,10 @@ class Cuts:
         return Cuts(self.coef, self.const, self.mask[boxes])
 
     def check_ops(self, ops: list) -> None:
-        """Cuts only on plain ReLUs: the big-M hull above is a ReLU's (a leaky ReLU's z would need its own)."""
+        """Cuts only on ops that own an indicator hull (``fold_indicators``: a plain ReLU; a leaky ReLU's z would
+        need its own)."""
         for k in self.coef:
-            if not 0 <= k < len(ops) or type(ops[k]) is not ReLU:
+            if not 0 <= k < len(ops) or not getattr(ops[k], "indicator_hull", False):
                 raise GenrobustError(f"cuts: op {k} is not a ReLU (cuts are over ReLU activation patterns)")
 
     def terms(self, gammas: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -82,34 +78,6 @@ class Cuts:
         const = -(g @ self.const)
         size = sum((g @ q.reshape(C, -1).abs()).sum(1) for q in self.coef.values()) + g @ self.const.abs()
         return c, const, (gamma(C + 1, DT) * size).detach()
-
-
-def fold(A: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, absmax: torch.Tensor):
-    """Fold indicator terms c·z (c (R, *shape), float64) of a ReLU whose input lies in [lo, hi] (R, *shape) into
-    rows A (R, *shape) over its output, before the neuron's relaxation step (see the module docstring).
-
-    Returns the rows to relax (A + c⁺/u + c⁻/l on unstable neurons), the coefficients q (R, *shape) to subtract
-    from the relaxed rows (on x: −c⁻/l), the constant (R,) the stable neurons and c⁻ contribute, and the guard
-    (R,) of the rounding of the quotients, of the sum A + … (both ≤ their size times |y| ≤ ``absmax`` (R,)) and
-    of the constant's sum. The subtraction's own rounding is the caller's, as for β."""
-    dt = A.dtype
-    R = len(A)
-    unstable = (lo < 0) & (hi > 0)
-    active = lo >= 0
-    cp, cn = c.clamp(min=0), c.clamp(max=0)
-    span = torch.maximum(-lo, hi)
-    up = torch.where(unstable & (hi >= FOLD_SHARE * span), cp / hi.clamp(min=1e-300), 0.0)
-    down = torch.where(unstable & (-lo >= FOLD_SHARE * span), cn / lo.clamp(max=-1e-300), 0.0)  # ≥ 0
-    const = torch.where(active, c, 0.0) + torch.where(unstable, cn, 0.0)
-    P, Q = up.to(dt), down.to(dt)
-    new = A + P + Q
-    n = A[0].numel() if R else 1
-    flat = lambda t: t.detach().abs().reshape(R, -1).sum(1).to(DT)  # noqa: E731
-    cabs = flat(c)
-    err = (gamma(2, dt) * 2 * cabs  # the quotients, each ≤ 2 units of |c|
-           + gamma(2, dt) * (flat(A) + flat(P) + flat(Q)) * absmax  # the two additions, times |y| ≤ absmax
-           + gamma(n + 1, DT) * cabs)  # the constant's sum  # fmt: skip
-    return new, Q, const.reshape(R, -1).sum(1), err
 
 
 def cut_from_splits(splits: dict[int, torch.Tensor]) -> tuple[dict[int, torch.Tensor], float] | None:

@@ -59,7 +59,7 @@ import torch
 from ..errors import GenrobustError
 from ..rounding import outward, round_up
 from ..runtime import release_heap
-from .cuts import Cuts, fold
+from .cuts import Cuts
 from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, to_dense
 
 GUARD = 1e-9
@@ -1185,8 +1185,8 @@ class BoundEngine:
         (R, *shape): −(A⁺·bl + A⁻·bu) on its unstable neurons, what their relaxations' intercepts cost the
         row's bound (dense rows only; see :attr:`MarginBounds.branch`).
         ``cuts``: the Lagrangian terms of cutting planes (:meth:`.cuts.Cuts.terms`: per ReLU the coefficients on
-        its indicators, a constant and its guard), folded in at each ReLU (:func:`.cuts.fold`); the rows then
-        bound f + γ·(q·z − d), a lower bound of f only on the points the cuts hold for (dense rows only).
+        its indicators, a constant and its guard), folded in at each ReLU (:meth:`.ops.ReLU.fold_indicators`);
+        the rows then bound f + γ·(q·z − d), a lower bound of f only on the points the cuts hold for (dense rows).
         """
         stop = self.anchor if stop is None else stop
         dt = rows.A.dtype
@@ -1229,8 +1229,8 @@ class BoundEngine:
                     if rows.off is not None:
                         raise GenrobustError("internal: cuts enter only dense (margin) rows")
                     lo_k, hi_k = relax.pre[k]
-                    A, fold_x, c_const, c_err = fold(A, cuts[0][k], lo_k[rows.ball], hi_k[rows.ball],
-                                                     absmax[k][rows.ball])  # fmt: skip
+                    A, fold_x, c_const, c_err = op.fold_indicators(A, cuts[0][k], lo_k[rows.ball], hi_k[rows.ball],
+                                                                   absmax[k][rows.ball])  # fmt: skip
                     bias = bias + c_const
                     err = err + c_err
                 if record is not None and op.piecewise_linear and k >= self.anchor and rows.off is None:

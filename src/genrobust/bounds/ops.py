@@ -528,6 +528,10 @@ class Activation(Op):
 #: intervals that transcendental functions map their inputs to.
 GUARD_LIBM = 1e-12
 GUARD_IMAGE = 1e-9
+#: a ReLU's indicator term is folded through its hull only where the side it divides by is at least this share of
+#: its interval's larger side (else c·z is bounded by its range [min(c, 0), max(c, 0)]: a quotient by a
+#: nearly-zero side would only make the rows' rounding guards explode)
+FOLD_SHARE = 1e-4
 
 
 class ReLU(Activation):
@@ -542,6 +546,8 @@ class ReLU(Activation):
     upper_first = True
     tunable = True
     slope = 0.0
+    #: cuts over activation indicators fold through this op's big-M hull (:meth:`fold_indicators`)
+    indicator_hull = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x >= 0, x, self.slope * x)
@@ -578,9 +584,39 @@ class ReLU(Activation):
         bu = bu + torch.where((u <= 0) | (l >= 0), 0.0, lift * (u.abs() + s * l.abs() + bu.abs()))
         return al, bl, au, bu
 
+    def fold_indicators(
+        self, A: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, absmax: torch.Tensor
+    ):  # fmt: skip
+        """Fold indicator terms c·z (c (R, *shape), float64) of a ReLU whose input lies in [lo, hi] (R, *shape) into
+        rows A (R, *shape) over its output, before the neuron's relaxation step (:mod:`.cuts`).
+
+        Returns the rows to relax (A + c⁺/u + c⁻/l on unstable neurons), the coefficients q (R, *shape) to subtract
+        from the relaxed rows (on x: −c⁻/l), the constant (R,) the stable neurons and c⁻ contribute, and the guard
+        (R,) of the rounding of the quotients, of the sum A + … (both ≤ their size times |y| ≤ ``absmax`` (R,)) and
+        of the constant's sum. The subtraction's own rounding is the caller's, as for β."""
+        dt = A.dtype
+        R = len(A)
+        unstable = (lo < 0) & (hi > 0)
+        active = lo >= 0
+        cp, cn = c.clamp(min=0), c.clamp(max=0)
+        span = torch.maximum(-lo, hi)
+        up = torch.where(unstable & (hi >= FOLD_SHARE * span), cp / hi.clamp(min=1e-300), 0.0)
+        down = torch.where(unstable & (-lo >= FOLD_SHARE * span), cn / lo.clamp(max=-1e-300), 0.0)  # ≥ 0
+        const = torch.where(active, c, 0.0) + torch.where(unstable, cn, 0.0)
+        P, Q = up.to(dt), down.to(dt)
+        new = A + P + Q
+        n = A[0].numel() if R else 1
+        flat = lambda t: t.detach().abs().reshape(R, -1).sum(1).to(DT)  # noqa: E731
+        cabs = flat(c)
+        err = (gamma(2, dt) * 2 * cabs  # the quotients, each ≤ 2 units of |c|
+               + gamma(2, dt) * (flat(A) + flat(P) + flat(Q)) * absmax  # the two additions, times |y| ≤ absmax
+               + gamma(n + 1, DT) * cabs)  # the constant's sum  # fmt: skip
+        return new, Q, const.reshape(R, -1).sum(1), err
+
 
 class LeakyReLU(ReLU):
     name = "LeakyReLU"
+    indicator_hull = False
     #: an input ≤ 0 still passes s·x on, so its lower bound matters to the next layer's intervals
     upper_first = False
 
