@@ -13,6 +13,8 @@ threads, ``--seconds`` per instance:
   of ``BoundOptions.beta_per_width``);
 * ``bab-cuts``: ``bab`` with cuts inferred from the split domains it proves (``VerifyOptions.cuts = 64``,
   BICCOS's inferred cuts without their strengthening);
+* ``bab-pairs``: ``bab`` with the multi-neuron relaxation of the root's 32 costliest unstable ReLUs (their pairs'
+  hull facets as cuts, ``VerifyOptions.pair_neurons = 32``, PRIMA's k = 2 in GCP-CROWN's way);
 * ``input``: branch and bound on the input box instead (``branch="latent"``: halve pixels), the ablation.
 
 Per network and ε it prints how many instances each configuration decides (unsat + sat), how many answers
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-CONFIGS = ("bounds", "bab", "bab-babsr", "bab-plain", "bab-beta", "bab-cuts", "input")
+CONFIGS = ("bounds", "bab", "bab-babsr", "bab-plain", "bab-beta", "bab-cuts", "bab-pairs", "input")
 
 
 def options(config: str, seconds: float):
@@ -53,6 +55,7 @@ def options(config: str, seconds: float):
         "bab-plain": VerifyOptions(bounds=plain, max_boxes=100_000, max_seconds=seconds, branch_candidates=1),
         "bab-beta": VerifyOptions(bounds=BoundOptions(beta_per_width=False), max_boxes=100_000, max_seconds=seconds),
         "bab-cuts": VerifyOptions(max_boxes=100_000, max_seconds=seconds, cuts=64),
+        "bab-pairs": VerifyOptions(max_boxes=100_000, max_seconds=seconds, pair_neurons=32),
         "input": VerifyOptions(branch="latent", max_boxes=100_000, max_seconds=seconds, give_up=None),
     }[config]
 

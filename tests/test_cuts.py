@@ -113,7 +113,7 @@ def test_cuts_refuse_what_they_cannot_carry():
         Cuts({relu: q}, one, torch.ones(1, 2, dtype=torch.bool))
     with pytest.raises(gr.GenrobustError, match="NaN"):
         Cuts({relu: q * float("nan")}, one, torch.ones(1, 1, dtype=torch.bool))
-    with pytest.raises(gr.GenrobustError, match="cuts must be"):
+    with pytest.raises(gr.GenrobustError, match="cuts and pair_neurons must be"):
         gr.verify.VerifyOptions(cuts=-1)
     marks = torch.tensor([[1, 0], [-1, 1]], dtype=torch.int8)
     coef, bound = cut_from_splits({relu: marks})

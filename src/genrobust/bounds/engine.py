@@ -59,10 +59,14 @@ import torch
 from ..errors import GenrobustError
 from ..rounding import outward, round_up
 from ..runtime import release_heap
-from .cuts import Cuts
+from .cuts import Cuts, CutTerms
 from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, to_dense
 
 GUARD = 1e-9
+#: the step of the multipliers of neuron-pair constraints, as a share of ``alpha_lr``: thousands of them move at
+#: once, and at the full step their sum swamped α and β (mnist_fc 256×4 `prop_3_0.05`: 491 boxes against 127 without
+#: them; at 0.02 99–107 boxes, and the root's worst margin after 20 steps −1.88 against −2.07 at the full step)
+GAMMA_LR = 0.02
 Mode = Literal["crown", "forward", "interval"]
 #: ``BoundOptions.generator_cells`` at most: 2^12 = 4,096 generator sweeps per box already cost minutes
 MAX_CELL_SPLITS = 12
@@ -167,6 +171,8 @@ class MarginBounds:
     #: the optimised β per split nonlinearity (op index → (B, M, *input shape), float32, NaN where not optimised),
     #: for the boxes' children to start from (a child's new split starts at 0)
     beta: dict[int, torch.Tensor] | None = field(default=None, repr=False)
+    #: the optimised multipliers of the cuts (B, M, C) in float32, NaN where not optimised, for the children
+    gamma: torch.Tensor | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -533,6 +539,8 @@ class BoundEngine:
         groups: torch.Tensor | None = None,
         beta: dict[int, torch.Tensor] | None = None,
         cuts: Cuts | None = None,
+        gamma: torch.Tensor | None = None,
+        refine_cuts: bool = False,
     ) -> MarginBounds:
         """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64).
 
@@ -560,35 +568,44 @@ class BoundEngine:
         ``cuts``: cutting planes over the ReLUs' activation patterns that hold on the boxes' violating points
         (:class:`.cuts.Cuts`, its mask one row per box), each entering the α/β optimisation with its own
         multiplier γ ≥ 0 per row. The bounds then hold for the points the cuts hold for, so a positive bound still
-        proves a box; the plain pass (and ``steps`` 0) ignores them."""
+        proves a box; the plain pass (and ``steps`` 0) ignores them. ``gamma`` (B, M, C): a start for their
+        multipliers (a parent's :attr:`MarginBounds.gamma` placed in this pool's columns, NaN where none).
+        ``refine_cuts``: the α-CROWN rows of the hidden layers' inputs (``alpha_intermediate``) carry the cuts on
+        earlier layers too, each from γ = 0 (PRIMA's use of multi-neuron constraints: tighter intermediate
+        intervals, fewer unstable neurons after them)."""
         if cuts is not None:
             cuts.check_ops(self.ops)
             if cuts.mask.shape[0] != center.shape[0]:
                 raise GenrobustError(f"cuts: a mask row per box is needed ({center.shape[0]} boxes), got "
                                      f"{cuts.mask.shape[0]}")  # fmt: skip
+        if gamma is not None and (cuts is None or gamma.shape != (*spec.shape[:2], len(cuts))):
+            raise GenrobustError(f"gamma: a start (boxes, margins, cuts) for the cuts given is needed, got "
+                                 f"{tuple(gamma.shape)}")  # fmt: skip
         try:
             with ieee_float32():
                 return self._margins(center, radius, spec, parent, alpha, splits, settled, steps, branch, offset,
-                                     groups, beta, cuts)  # fmt: skip
+                                     groups, beta, cuts, gamma, refine_cuts)  # fmt: skip
         finally:
             release_heap()  # the pass's large temporaries would otherwise stay resident (see there)
 
     def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None, settled=None, steps=None,
-                 want_branch=False, offset=None, groups=None, beta_start=None, cuts=None) -> MarginBounds:  # fmt: skip
+                 want_branch=False, offset=None, groups=None, beta_start=None, cuts=None,
+                 gamma_start=None, refine_cuts=False) -> MarginBounds:  # fmt: skip
         opt = self.options
         if settled is not None and parent is None:
             raise GenrobustError("settled boxes need their parent's intervals")
         center, radius, spec = center.to(DT), radius.to(DT), spec.to(DT)
         B, d = center.shape
-        sw = self._sweep(center, radius, parent, splits, settled)
+        sw = self._sweep(center, radius, parent, splits, settled, cuts=cuts if refine_cuts else None)
         lo, hi, forms, empty = sw.lo, sw.hi, sw.forms, sw.empty
         size = torch.maximum(lo.abs(), hi.abs())  # of the logits
         M = spec.shape[1]
-        alphas = betas = branch = None
+        alphas = betas = branch = gammas = None
         if opt.mode == "crown":
-            lower, coef, alphas, betas, branch = self._crown_margins(
-                sw, spec, alpha_start, splits, settled, steps, want_branch, offset, groups, beta_start, cuts
-            )
+            lower, coef, alphas, betas, branch, gammas = self._crown_margins(
+                sw, spec, alpha_start, splits, settled, steps, want_branch, offset, groups, beta_start, cuts,
+                gamma_start,
+            )  # fmt: skip
         elif opt.mode == "forward":
             assert forms is not None
             sp, sn = spec.clamp(min=0), spec.clamp(max=0)
@@ -606,7 +623,7 @@ class BoundEngine:
         if offset is not None:  # rounded down: the sum stays a lower bound
             lower = torch.nextafter(lower + offset.to(lower), torch.full_like(lower, -math.inf))
         lower = torch.where(empty[:, None], torch.finfo(DT).max, lower)  # an empty domain: nothing to disprove
-        return MarginBounds(lower, coef, sw.intervals, sw.refined, sw.refined_gen, alphas, branch, betas)
+        return MarginBounds(lower, coef, sw.intervals, sw.refined, sw.refined_gen, alphas, branch, betas, gammas)
 
     def _cell_intervals(self, center, radius, parent):
         """``parent`` with the generator's nonlinearities' input intervals tightened to the union of their bounds
@@ -647,7 +664,8 @@ class BoundEngine:
             out[i] = (lo, hi)
         return out
 
-    def _sweep(self, center, radius, parent, splits, settled, stop: int | None = None) -> _Sweep:
+    def _sweep(self, center, radius, parent, splits, settled, stop: int | None = None,
+               cuts: Cuts | None = None) -> _Sweep:  # fmt: skip
         """The layer-by-layer pass of :meth:`margins`: every op's interval (and forward forms where they are used),
         the generator's nonlinearities refined by backward passes to the latent, the classifier's unstable
         neurons by backward passes to the image (or the latent), and each nonlinearity's relaxation recorded for
@@ -716,7 +734,8 @@ class BoundEngine:
                     else:
                         lo, hi, n, forms = self._refine(i, lo, hi, relax, *self._refine_target(
                             anchor_forms, anchor_box, latent_forms, latent_box), absmax, skip, forms,
-                            None if settled is None else settled >= 0)  # fmt: skip
+                            None if settled is None else settled >= 0,
+                            None if cuts is None else cuts.only_ops(range(i)))  # fmt: skip
                         refined += n
                 if bool((lo > hi).any()):
                     if splits is None:
@@ -750,11 +769,11 @@ class BoundEngine:
                       refined, refined_gen, deferred, empty)  # fmt: skip
 
     def _crown_margins(self, sw: _Sweep, spec, alpha_start, splits, settled, steps, want_branch, offset, groups,
-                       beta_start, cuts=None):  # fmt: skip
+                       beta_start, cuts=None, gamma_start=None):  # fmt: skip
         """The margins' backward pass (CROWN) through the classifier and, where ``margins_to_latent`` says, the
         generator; then the last nonlinearity refined for the boxes still open when it was deferred
         (``lazy_last``), the ReLU branching choice, and α/β optimisation. Returns (lower, coef, alphas, betas,
-        branch)."""
+        branch, gammas)."""
         opt = self.options
         (B, M, K), d = spec.shape, self.in_dim
         relax, absmax, intervals = sw.relax, sw.absmax, sw.intervals
@@ -762,6 +781,7 @@ class BoundEngine:
         latent_forms, latent_box = sw.latent_forms, sw.latent_box
         alphas: dict[int, torch.Tensor] | None = None
         betas: dict[int, torch.Tensor] | None = None
+        gammas: torch.Tensor | None = None
         branch = None
         rows = Rows(spec.reshape(B * M, K), torch.arange(B, device=spec.device).repeat_interleave(M))
         if opt.margins_to_latent and any(not o.linear for o in self.ops[: self.anchor]):
@@ -790,10 +810,11 @@ class BoundEngine:
         branch = None if scores is None else self._branch_choice(scores, self._offset(lower, offset),
                                                                  int(want_branch), groups)  # fmt: skip
         if opt.alpha_steps if steps is None else bool((steps > 0).any()):
-            lower, coef, alphas, betas = self._optimise_alpha(rows, relax, forms_at, box_at, absmax, stop, lower,
-                                                              coef, alpha_start, splits, steps, offset, groups,
-                                                              beta_start, cuts)  # fmt: skip
-        return lower, coef, alphas, betas, branch
+            lower, coef, alphas, betas, gammas = self._optimise_alpha(
+                rows, relax, forms_at, box_at, absmax, stop, lower, coef, alpha_start, splits, steps, offset, groups,
+                beta_start, cuts, gamma_start,
+            )  # fmt: skip
+        return lower, coef, alphas, betas, branch, gammas
 
     @staticmethod
     def _offset(lower: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
@@ -828,6 +849,22 @@ class BoundEngine:
             best = torch.cat([best, best.new_zeros(B, pad)], 1)
         return op, neuron, torch.where(op >= 0, best, 0.0)
 
+    def input_rows(self, center, radius, intervals, k: int, A: torch.Tensor, ball: torch.Tensor) -> torch.Tensor:
+        """Lower bounds (R,) of the rows ``A`` (R, *input shape of op ``k``) over op ``k``'s input, each over box
+        ``ball[r]`` of ``center`` ± ``radius`` with its ``intervals`` (a :class:`MarginBounds`' own), which are kept
+        without refinement: one backward pass per row, e.g. the octagon bounds of neuron pairs
+        (:mod:`.multineuron`)."""
+        if not 0 < k < len(self.ops) or self.ops[k].linear:
+            raise GenrobustError(f"input_rows bounds the input of a nonlinearity, op {k} is not one")
+        center, radius = center.to(DT), radius.to(DT)
+        settled = torch.full((center.shape[0],), k, device=center.device)
+        sw = self._sweep(center, radius, intervals, None, settled, stop=k)
+        forms, box, stop = self._refine_target(sw.anchor_forms, sw.anchor_box, sw.latent_forms, sw.latent_box)
+        if k <= self.anchor:
+            forms, box, stop = sw.latent_forms, sw.latent_box, 0
+        val, _ = self._backward(k - 1, Rows(A.to(DT), ball), sw.relax, forms, box, sw.absmax, stop=stop)
+        return val
+
     def split_bounds(
         self, center, radius, spec, intervals, op: torch.Tensor, neuron: torch.Tensor,
         offset: torch.Tensor | None = None, groups: torch.Tensor | None = None,
@@ -861,11 +898,13 @@ class BoundEngine:
 
     # ----------------------------------------------------------------------------------------- α-CROWN
     def _optimise_alpha(self, rows: Rows, relax, forms_at, box_at, absmax, stop, lower, coef, start, splits=None,
-                        steps=None, offset=None, groups=None, beta_start=None, cuts=None):  # fmt: skip
+                        steps=None, offset=None, groups=None, beta_start=None, cuts=None,
+                        gamma_start=None):  # fmt: skip
         """Tighten the margins' bounds of the boxes not yet certified by optimising the lower lines (α), one set
         per margin (see :meth:`_tune_rows`), ``steps`` per box (default ``alpha_steps``; the most any box asks
-        for). Returns the new (lower, coef), the α per box (B, M, *shape) and the β per split nonlinearity
-        (B, M, *input shape) for the children (NaN where not optimised; ``beta_start`` is a parent's)."""
+        for). Returns the new (lower, coef), the α per box (B, M, *shape), the β per split nonlinearity
+        (B, M, *input shape) and the cuts' γ (B, M, C) for the children (NaN where not optimised;
+        ``beta_start`` and ``gamma_start`` are a parent's)."""
         B, M = lower.shape
         j = len(self.ops) - 1
         out_alpha = {k: torch.full((B, M, *self.ops[k].out_shape), math.nan, dtype=torch.float32,
@@ -876,32 +915,38 @@ class BoundEngine:
             steps = torch.full((B,), self.options.alpha_steps, dtype=torch.long, device=lower.device)
         shifted = self._offset(lower, offset)
         todo = torch.nonzero((refutation(shifted, groups)[0] <= 0) & (steps > 0)).flatten()
-        if not (out_alpha or out_beta) or not len(todo):
-            return lower, coef, out_alpha, out_beta
+        with_cuts = cuts is not None and len(cuts) > 0
+        out_gamma = (torch.full((B, M, len(cuts)), math.nan, dtype=torch.float32, device=lower.device)
+                     if with_cuts else None)  # fmt: skip
+        if not (out_alpha or out_beta or with_cuts) or not len(todo):
+            return lower, coef, out_alpha, out_beta, out_gamma
         # the rows of those boxes whose margin is still open (a margin proved already needs no tuning)
         sel = torch.nonzero(torch.isin(rows.ball, todo) & open_rows(shifted, groups).reshape(-1)).flatten()
         init = None if start is None else {k: a.reshape(-1, *a.shape[2:])[sel] for k, a in start.items()}
         init_beta = None if beta_start is None else {k: b.reshape(-1, *b.shape[2:])[sel] for k, b in
                                                      beta_start.items()}  # fmt: skip
+        init_gamma = None if gamma_start is None else gamma_start.reshape(B * M, -1)[sel]
         lower, coef = lower.clone().reshape(-1), coef.clone().reshape(B * M, -1)
         goal = torch.zeros_like(lower) if offset is None else -offset.to(lower)  # a margin proved: raw > −offset
-        lower[sel], coef[sel], tuned, tuned_beta = self._tune_rows(
+        lower[sel], coef[sel], tuned, tuned_beta, tuned_gamma = self._tune_rows(
             j, rows.A[sel], rows.ball[sel], relax, forms_at, box_at, absmax, stop, lower[sel], coef[sel], init,
             int(steps[todo].max()), splits, goal.reshape(-1)[sel], init_beta,
-            None if cuts is None or not len(cuts) else cuts.take(rows.ball[sel]),
+            cuts.take(rows.ball[sel]) if with_cuts else None, init_gamma,
         )  # fmt: skip
         for k, a in tuned.items():
             out_alpha[k].reshape(-1, *a.shape[1:])[sel] = a
         for k, b in tuned_beta.items():
             out_beta[k].reshape(-1, *b.shape[1:])[sel] = b
-        return lower.reshape(B, M), coef.reshape(B, M, -1), out_alpha, out_beta
+        if out_gamma is not None and tuned_gamma is not None:
+            out_gamma.reshape(B * M, -1)[sel] = tuned_gamma
+        return lower.reshape(B, M), coef.reshape(B, M, -1), out_alpha, out_beta, out_gamma
 
     def _tunable(self, stop: int, j: int) -> list[int]:
         return [k for k in range(stop, j + 1) if isinstance(self.ops[k], Activation) and self.ops[k].tunable]
 
     def _tune_rows(self, j, A, ball, relax, forms_at, box_at, absmax, stop, best, best_g, init, steps, splits=None,
                    goal: torch.Tensor | None = None, init_beta: dict[int, torch.Tensor] | None = None,
-                   cuts: Cuts | None = None):  # fmt: skip
+                   cuts: Cuts | None = None, init_gamma: torch.Tensor | None = None):  # fmt: skip
         """α-CROWN for rows ``A`` (R, *shape of op j's output) of boxes ``ball``: every tunable lower line on the
         rows' path to ``stop`` becomes a parameter *per row*, optimised by ``steps`` steps of projected Adam on
         the rows' bounds. Each row becomes its own "box" (every per-box tensor indexed by its box), so the
@@ -916,8 +961,9 @@ class BoundEngine:
         ``init_beta``, a parent's, is only a start).
         ``goal`` (R,): a row whose bound exceeds its goal (a margin proved) leaves the optimisation; the rest
         go on in a smaller batch (in branch and bound two thirds of the row-steps were spent on rows already
-        proved). ``cuts`` (a mask row per row of ``A``): each cut enters with a multiplier γ ≥ 0 per row, from 0,
-        optimised with α and β (:mod:`.cuts`)."""
+        proved). ``cuts`` (a mask row per row of ``A``): each cut enters with a multiplier γ ≥ 0 per row, from 0
+        (or ``init_gamma`` (R, C), a parent's, where not NaN), optimised with α and β (:mod:`.cuts`); the best
+        row's γ is returned too (None without cuts)."""
         tunable = self._tunable(stop, j)
         acts = [k for k in range(stop, j + 1) if not self.ops[k].linear]
         R = len(A)
@@ -925,6 +971,8 @@ class BoundEngine:
                      for k in tunable}  # fmt: skip
         out_beta = {k: torch.full((R, *self.ops[k].in_shape), math.nan, dtype=torch.float32, device=A.device)
                     for k in (splits or {}) if stop <= k <= j}  # fmt: skip
+        out_gamma = (None if cuts is None else
+                     torch.full((R, len(cuts)), math.nan, dtype=torch.float32, device=A.device))  # fmt: skip
         per_row = 8 * 4 * sum(math.prod(self.ops[k].out_shape) for k in acts) * 3  # lines, α and Adam's moments
         chunk = max(1, (256 << 20) // max(1, per_row))
         best, best_g = best.clone(), best_g.clone()
@@ -964,8 +1012,14 @@ class BoundEngine:
                 beta = {k: t * width[k] for k, t in beta.items()}
             params = {**{("a", k): a for k, a in alpha.items()}, **{("b", k): t for k, t in beta.items()}}
             if ctx_cuts is not None and bool(ctx_cuts.mask.any()):
-                params["g", -1] = torch.zeros(ctx_cuts.mask.shape, dtype=torch.float32, device=A.device)
+                start_g = torch.zeros(ctx_cuts.mask.shape, dtype=torch.float32, device=A.device)
+                if init_gamma is not None:  # a parent's γ where it has one (only on cuts this row's box holds)
+                    prior = init_gamma[part].to(start_g)
+                    start_g = torch.where(torch.isnan(prior), start_g, prior.clamp(min=0)) * ctx_cuts.mask
+                params["g", -1] = start_g
+            top_gamma = params["g", -1].clone() if ("g", -1) in params else None
             moments = {key: (torch.zeros_like(p), torch.zeros_like(p)) for key, p in params.items()}
+            pair_pool = ctx_cuts is not None and bool(ctx_cuts.pairs)  # the multipliers' smaller step (``GAMMA_LR``)
             live = torch.arange(len(part), device=A.device)  # rows of this chunk still optimised
             for t in range(1, (steps if params else 0) + 1):
                 leaves = {key: p.requires_grad_(True) for key, p in params.items()}
@@ -989,13 +1043,15 @@ class BoundEngine:
                             top_beta[k][at] = (
                                 params["b", k][better] * scale[k][better] if per_width else params["b", k][better]
                             )
+                        if top_gamma is not None:
+                            top_gamma[at] = params["g", -1][better]
                     for (key, p), grad in zip(list(params.items()), grads, strict=True):
                         m, v = moments[key]
                         if grad is not None:  # ascent on the bound
                             m.mul_(b1).add_(grad, alpha=1 - b1)
                             v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
                         step_ = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + tiny)
-                        p = p.detach() + lr * step_
+                        p = p.detach() + (lr * GAMMA_LR if key[0] == "g" and pair_pool else lr) * step_
                         params[key] = p.clamp(0, 1) if key[0] == "a" else p.clamp(min=0)
                     if goal is None or t == steps:
                         continue
@@ -1013,7 +1069,9 @@ class BoundEngine:
                 out_alpha[k][part] = a
             for k, t in top_beta.items():
                 out_beta[k][part] = t
-        return best, best_g, out_alpha, out_beta
+            if top_gamma is not None and out_gamma is not None:
+                out_gamma[part] = top_gamma
+        return best, best_g, out_alpha, out_beta, out_gamma
 
     # --------------------------------------------------------------------------------- forward mode
     @staticmethod
@@ -1078,7 +1136,7 @@ class BoundEngine:
         return anchor_forms, anchor_box, self.anchor
 
     def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, hopeless, forms: _Forms | None = None,
-                plain: torch.Tensor | None = None):  # fmt: skip
+                plain: torch.Tensor | None = None, cuts: Cuts | None = None):  # fmt: skip
         """Tighten the unstable inputs of nonlinearity ``i`` by backward passes from each such neuron to the image.
 
         (A cascade with a shallow pass first, back through two linear layers, settled two thirds of the
@@ -1106,13 +1164,15 @@ class BoundEngine:
                 self._refine_rows(i - 1, idx, lo, hi, *args)
             if self.alpha_intermediate and len(op.in_shape) == 1:  # the dense head: α-CROWN on its inputs
                 skip = hopeless if plain is None else hopeless | plain  # ``plain`` boxes: their parent's α stands
-                self._alpha_refine(i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, skip)
+                self._alpha_refine(i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, skip, cuts)
         return lo, hi, len(idx), forms
 
-    def _alpha_refine(self, i, lo, hi, relax, forms_at, box_at, stop, absmax, hopeless) -> None:
+    def _alpha_refine(self, i, lo, hi, relax, forms_at, box_at, stop, absmax, hopeless,
+                      cuts: Cuts | None = None) -> None:  # fmt: skip
         """Tighten, in place, the still unstable inputs of nonlinearity ``i`` by α-CROWN: a lower and an upper
         row per neuron, each with its own slopes on its path (:meth:`_tune_rows`), started from the plain
-        bounds already in ``lo``/``hi``."""
+        bounds already in ``lo``/``hi``; with ``cuts`` (on ops before ``i`` only, a mask row per box) each row
+        carries them with its own multipliers."""
         op = self.ops[i]
         idx = torch.nonzero(op.unstable(lo, hi) & ~hopeless.reshape(-1, *([1] * (lo.ndim - 1))))
         if not len(idx):
@@ -1126,8 +1186,9 @@ class BoundEngine:
         key = tuple(idx.T)
         best = torch.stack([lo[key], -hi[key]], 1).reshape(-1)
         zero_g = torch.zeros(2 * n, self.in_dim, dtype=DT, device=lo.device)
-        val, _, _, _ = self._tune_rows(i - 1, A, pairs[:, 0], relax, forms_at, box_at, absmax, stop, best, zero_g,
-                                    None, self.alpha_intermediate)  # fmt: skip
+        row_cuts = None if cuts is None or not len(cuts) else cuts.take(pairs[:, 0])
+        val, _, _, _, _ = self._tune_rows(i - 1, A, pairs[:, 0], relax, forms_at, box_at, absmax, stop, best, zero_g,
+                                          None, self.alpha_intermediate, cuts=row_cuts)  # fmt: skip
         lo[key] = torch.maximum(lo[key], val[0::2])
         hi[key] = torch.minimum(hi[key], -val[1::2])
 
@@ -1173,7 +1234,7 @@ class BoundEngine:
     def _backward(
         self, j, rows: Rows, relax, anchor_forms: _Forms | None, anchor_box, absmax, stop: int | None = None,
         tables: dict | None = None, beta: dict[int, torch.Tensor] | None = None, record: dict | None = None,
-        cuts: tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor] | None = None,
+        cuts: CutTerms | None = None,
     ):  # fmt: skip
         """Minimise each row over the box: rows are coefficients over the output of op ``j``, carried back to
         the input of op ``stop`` (default: the anchor) and minimised there over ``anchor_forms`` (affine bounds
@@ -1184,9 +1245,10 @@ class BoundEngine:
         ``record``: filled with each of the classifier's piecewise-linear activations' branching scores per row
         (R, *shape): −(A⁺·bl + A⁻·bu) on its unstable neurons, what their relaxations' intercepts cost the
         row's bound (dense rows only; see :attr:`MarginBounds.branch`).
-        ``cuts``: the Lagrangian terms of cutting planes (:meth:`.cuts.Cuts.terms`: per ReLU the coefficients on
-        its indicators, a constant and its guard), folded in at each ReLU (:meth:`.ops.ReLU.fold_indicators`);
-        the rows then bound f + γ·(q·z − d), a lower bound of f only on the points the cuts hold for (dense rows).
+        ``cuts``: the Lagrangian terms of cutting planes (:meth:`.cuts.Cuts.terms`): the indicator terms folded in
+        at each ReLU (:meth:`.ops.ReLU.fold_indicators`), the neuron pairs' terms added to the rows on the ReLU's
+        output and then on its input; the rows then bound f + γ·(q·z − d) + γ·(a·(x, y) − d), a lower bound of f
+        on the points the cuts hold for (dense rows).
         """
         stop = self.anchor if stop is None else stop
         dt = rows.A.dtype
@@ -1205,8 +1267,11 @@ class BoundEngine:
 
         norm: torch.Tensor | None = None  # a known upper bound on the current rows' Σ|A|, if any
         if cuts is not None:
-            bias = bias + cuts[1]
-            err = err + cuts[2]
+            outside = [k for k in (*cuts.z, *cuts.y) if not stop <= k <= j]
+            if outside:  # their −γ·d would enter without their terms: not a bound
+                raise GenrobustError(f"internal: cuts on ops {outside} outside the rows' path {stop}..{j}")
+            bias = bias + cuts.const
+            err = err + cuts.guard
         for k in range(j, stop - 1, -1):
             op = self.ops[k]
             if rows.off is not None and not op.patches:
@@ -1224,12 +1289,17 @@ class BoundEngine:
                 origin, nonneg = relax.shortcuts(k, dt, maps)  # ReLU's lower lines: through the origin, terms skipped
                 lines = relax.origin_lines(k, dt, maps) if origin else maps
                 A = rows.A
-                fold_x = None
-                if cuts is not None and k in cuts[0]:  # the cuts' indicator terms: into the rows on y, then on x
-                    if rows.off is not None:
-                        raise GenrobustError("internal: cuts enter only dense (margin) rows")
+                fold_x = pair_x = None
+                if cuts is not None and (k in cuts.z or k in cuts.y) and rows.off is not None:
+                    raise GenrobustError("internal: cuts enter only dense (margin) rows")
+                if cuts is not None and k in cuts.y:  # the neuron pairs' terms on y (on x after the relaxation)
+                    A = A + cuts.y[k].to(A.dtype)
+                    # the addition's rounding (|y| ≤ |x| ≤ absmax) and the coefficients' own sums
+                    err = err + (l1(A) * gamma(1, dt) + cuts.scale[k]) * absmax[k][rows.ball]
+                    pair_x = cuts.x[k]
+                if cuts is not None and k in cuts.z:  # the cuts' indicator terms: into the rows on y, then on x
                     lo_k, hi_k = relax.pre[k]
-                    A, fold_x, c_const, c_err = op.fold_indicators(A, cuts[0][k], lo_k[rows.ball], hi_k[rows.ball],
+                    A, fold_x, c_const, c_err = op.fold_indicators(A, cuts.z[k], lo_k[rows.ball], hi_k[rows.ball],
                                                                    absmax[k][rows.ball])  # fmt: skip
                     bias = bias + c_const
                     err = err + c_err
@@ -1259,6 +1329,10 @@ class BoundEngine:
                     norm = None  # Σ|new| may have grown past the bound above: the next linear step measures it
                 if fold_x is not None:  # the cuts' terms on x_k
                     new = new - fold_x
+                    err = err + l1(new) * gamma(1, dt) * absmax[k][rows.ball]
+                    norm = None
+                if pair_x is not None:  # the neuron pairs' terms on x_k
+                    new = new + pair_x.to(new.dtype)
                     err = err + l1(new) * gamma(1, dt) * absmax[k][rows.ball]
                     norm = None
                 rows = Rows(new, rows.ball, rows.off)

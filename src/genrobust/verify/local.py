@@ -31,6 +31,7 @@ from ..attacks import _eps_list, box_bounds, pgd_in_boxes
 from ..bounds.capture import capture
 from ..bounds.cuts import Cuts, cut_from_splits
 from ..bounds.engine import BoundEngine, BoundOptions, refutation
+from ..bounds.multineuron import pair_cuts
 from ..bounds.ops import DT, Activation, Reshape
 from ..compose import Composed
 from ..errors import GenrobustError, GenrobustWarning
@@ -121,6 +122,11 @@ class VerifyOptions:
     violating point has all its splits' signs, :func:`~genrobust.bounds.cuts.cut_from_splits`, BICCOS's inferred
     cuts), and the boxes still open inside the same latent box carry up to this many of their ball's latest cuts
     into their α/β optimisation, each with its own multiplier (:mod:`genrobust.bounds.cuts`). 0: none.
+    ``pair_neurons``: with ReLU splitting, a ball whose whole box is not certified gets the multi-neuron
+    relaxation of its ``pair_neurons`` unstable ReLUs that cost the worst margin most (BaBSR's score): every pair
+    of them in one layer gives the facets of its two-neuron hull over the pair's octagon
+    (:mod:`genrobust.bounds.multineuron`, PRIMA's k = 2), and every box of the ball carries them into its α/β
+    optimisation as cuts with their own multipliers. 0: none.
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
@@ -141,14 +147,16 @@ class VerifyOptions:
     refine_children: bool = True
     attack_first: bool = False
     cuts: int = 0
+    pair_neurons: int = 0
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise GenrobustError(f"unknown split heuristic {self.split!r}; choose one of {', '.join(SPLITS)}")
         if self.branch is not None and self.branch not in BRANCHES:
             raise GenrobustError(f"unknown branching {self.branch!r}; choose one of {', '.join(BRANCHES)}")
-        if self.beta_steps < 0 or self.cuts < 0:
-            raise GenrobustError(f"beta_steps and cuts must be ≥ 0, got {self.beta_steps}, {self.cuts}")
+        if self.beta_steps < 0 or self.cuts < 0 or self.pair_neurons < 0:
+            raise GenrobustError(f"beta_steps, cuts and pair_neurons must be ≥ 0, got {self.beta_steps}, {self.cuts}, "
+                                 f"{self.pair_neurons}")  # fmt: skip
         if self.branch_candidates is not None and self.branch_candidates < 1:
             raise GenrobustError(f"branch_candidates must be ≥ 1, got {self.branch_candidates}")
         batch = 1 if self.batch_boxes is None else self.batch_boxes
@@ -649,10 +657,12 @@ class LocalVerifier:
         opt, status = self.options, run.status
         t1 = time.perf_counter()
         owners = [item.ball for item in batch]
-        b = self._bound(run, batch, e, search.cuts)
+        b = self._bound(run, batch, e, search.cuts, search.pairs)
         if opt.cuts:
             self._infer_cuts(run, search, batch, b, e)
         dt = (time.perf_counter() - t1) / len(batch)
+        if opt.pair_neurons and self.branching == "relu":  # paid by its ball, once: not a box's cost
+            self._pair_cuts(run, search, batch, b, dt)
         for ball in owners:
             run.boxes[ball, e] += 1
             run.seconds[ball] += dt
@@ -693,7 +703,7 @@ class LocalVerifier:
                 exhausted.setdefault(ball, []).append((b.lo[k], b.hi[k]))
                 continue
             pair = self._children(box, b.mb, k, b.lo[k], b.hi[k], b.worst[k], run.labels, int(b.choice[k]),
-                                  None if b.reach is None else b.reach[k])  # fmt: skip
+                                  None if b.reach is None else b.reach[k], b.gamma(k, ball))  # fmt: skip
             search.open_boxes[ball] += 2
             if hopeless:
                 deferred[ball] = [(b.lo[k], b.hi[k])]
@@ -763,7 +773,59 @@ class LocalVerifier:
             search.add_cut(_Box(box.ball, box.lo, box.hi, splits=kept) if bool(safe[t]) else box, self.options.cuts)
             search.strengthened += int(safe[t])
 
-    def _bound(self, run: _Run, batch: list[_Box], e: int, cuts: dict[int, list[_Cut]] | None = None) -> _Bounded:
+    def _pair_cuts(self, run: _Run, search: _Search, batch: list[_Box], b: _Bounded, dt: float) -> None:
+        """The multi-neuron relaxation of each ball whose whole box this batch left open (``pair_neurons``): its
+        costliest unstable ReLUs by BaBSR's score on the worst margin, and the hull facets of their pairs, which
+        hold on the whole box and so on every box of the ball (:func:`~genrobust.bounds.multineuron.pair_cuts`).
+
+        As PRIMA does, the facets tighten the hidden layers too: the whole box is bounded again with them in the
+        α-CROWN rows of every later layer's inputs (``refine_cuts``), the facets are drawn again from the
+        tighter intervals and octagons (``PAIR_ROUNDS`` rounds), and the box's intervals, which its children
+        inherit, become the tighter ones; the last bound, with ``PAIR_STEPS`` steps on the margins, may certify
+        the ball at once. Its seconds are the ball's; a ball with less than ``PAIR_COST`` times its box's cost
+        ``dt`` left in its budget goes without."""
+        n = self.options.pair_neurons
+        for k, box in enumerate(batch):
+            if box.parent is not None or box.splits or bool(b.certified[k]) or box.ball in search.pairs:
+                continue
+            if float(run.seconds[box.ball]) + PAIR_COST * dt > self.options.max_seconds:
+                search.pairs[box.ball] = None
+                continue
+            t0 = time.perf_counter()
+            center = ((box.lo + box.hi) / 2)[None]
+            radius = torch.nextafter(torch.maximum(box.hi - center[0], center[0] - box.lo),
+                                     torch.full_like(box.lo, math.inf))[None]  # fmt: skip
+            spec = self._spec(run.labels[torch.tensor([box.ball], device=self.device)])
+            terms = self._terms(1)
+            mb = self.engine.margins(center, radius, spec, branch=n, **terms)
+            ops, neurons, _ = mb.branch
+            chosen: dict[int, list[int]] = {}
+            for op, neuron in zip(ops[0].tolist(), neurons[0].tolist(), strict=True):
+                if op >= 0:
+                    chosen.setdefault(op, []).append(neuron)
+            intervals = {i: (torch.maximum(lo, b.mb.intervals[i][0][k : k + 1]),
+                             torch.minimum(hi, b.mb.intervals[i][1][k : k + 1])) for i, (lo, hi) in
+                         mb.intervals.items()}  # fmt: skip
+            pool = None
+            steps = torch.tensor([PAIR_STEPS], device=self.device)
+            for _ in range(PAIR_ROUNDS):
+                pool = pair_cuts(self.engine, center, radius, intervals, chosen)
+                if pool is None:
+                    break
+                mb = self.engine.margins(center, radius, spec, parent=intervals, steps=steps, cuts=pool,
+                                         refine_cuts=True, **terms)  # fmt: skip
+                intervals = {i: (torch.maximum(lo, intervals[i][0]), torch.minimum(hi, intervals[i][1]))
+                             for i, (lo, hi) in mb.intervals.items()}  # fmt: skip
+                if bool(refutation(mb.lower, self.groups)[0][0] > 0):
+                    b.certified[k] = True
+                    break
+            for i, (lo, hi) in intervals.items():  # the children inherit the tighter intervals
+                b.mb.intervals[i][0][k], b.mb.intervals[i][1][k] = lo[0], hi[0]
+            search.pairs[box.ball] = pool
+            run.seconds[box.ball] += time.perf_counter() - t0
+
+    def _bound(self, run: _Run, batch: list[_Box], e: int, cuts: dict[int, list[_Cut]] | None = None,
+               pairs: dict[int, Cuts | None] | None = None) -> _Bounded:  # fmt: skip
         """Bounds of a batch of boxes, with what the decisions need: the worst margin's bound and index, the
         bound's minimiser (a corner: a cheap candidate counterexample) and its class, and the split choices."""
         opt, dev = self.options, self.device
@@ -776,8 +838,9 @@ class LocalVerifier:
         own = torch.tensor(owners, device=dev)
         spec = self._spec(run.labels[own])
         costs = opt.split == "cost" and self.branching == "latent"  # the worst margin's intercept costs
+        pool, cols, gamma = self._batch_pool(batch, own, spec.shape[1], cuts, pairs)
         mb = self.engine.margins(center, radius, spec, **self._batch_args(batch), **self._terms(len(batch)),
-                                 cuts=None if not cuts else _batch_cuts(batch, cuts, self.engine.ops, dev),
+                                 cuts=pool, gamma=gamma,
                                  branch=self.candidates if self.branching != "latent" else
                                  COST_NEURONS if costs else 0)  # fmt: skip
         worst_bound, worst = refutation(mb.lower, self.groups)
@@ -791,7 +854,32 @@ class LocalVerifier:
                   torch.zeros(len(batch), dtype=torch.long, device=dev))  # fmt: skip
         reach = (self._reach(center, radius, mb.intervals, ~certified, mb.branch if costs else None)
                  if opt.split in ("unstable", "cost") and self.branching != "relu" else None)  # fmt: skip
-        return _Bounded(blo, bhi, mb, worst_bound, worst, certified, corner, self._classify(corner), choice, reach)
+        return _Bounded(blo, bhi, mb, worst_bound, worst, certified, corner, self._classify(corner), choice, reach,
+                        cols)  # fmt: skip
+
+    def _batch_pool(self, batch: list[_Box], own: torch.Tensor, M: int, cuts: dict[int, list[_Cut]] | None,
+                    pairs: dict[int, Cuts | None] | None):  # fmt: skip
+        """The batch's pool of cuts: the inferred cuts its boxes hold (``cuts``), then each ball's multi-neuron
+        relaxation (``pairs``, held by every box of the ball); the columns of each ball's relaxation; and the
+        multipliers' start (B, M, C): each box's parent's γ in its ball's columns, NaN elsewhere (None if no box
+        has one)."""
+        parts = [None if not cuts else _batch_cuts(batch, cuts, self.engine.ops, self.device)]
+        cols: dict[int, tuple[int, int]] = {}
+        start = 0 if parts[0] is None else len(parts[0])
+        for ball, p in (pairs or {}).items():
+            if p is not None and bool((own == ball).any()):
+                parts.append(_ball_mask(p, own == ball))
+                cols[ball] = (start, start + len(p))
+                start += len(p)
+        pool = Cuts.concat(parts)
+        gamma = None
+        if pool is not None and any(item.gamma is not None and item.ball in cols for item in batch):
+            gamma = torch.full((len(batch), M, len(pool)), math.nan, dtype=torch.float32, device=self.device)
+            for i, item in enumerate(batch):
+                if item.gamma is not None and item.ball in cols:
+                    a, b = cols[item.ball]
+                    gamma[i, :, a:b] = item.gamma
+        return pool, cols, gamma
 
     def _batch_args(self, batch: list[_Box]) -> dict[str, Any]:
         """The engine's per-box arguments for a batch: parents' intervals and α, ReLU splits, settled layers and
@@ -833,7 +921,7 @@ class LocalVerifier:
         return choice
 
     def _children(self, box: _Box, mb, k: int, lo, hi, worst, labels, choice: int = 0,
-                  reach: torch.Tensor | None = None) -> list[_Box]:  # fmt: skip
+                  reach: torch.Tensor | None = None, gamma: torch.Tensor | None = None) -> list[_Box]:  # fmt: skip
         """The two children of an undecided box: halves of a latent dimension, or the two sides of a ReLU
         (``VerifyOptions.branch``; ``choice``: which of the box's candidates). Both keep the parent's intervals
         (rounded outwards to float32), slopes and splits."""
@@ -856,15 +944,15 @@ class LocalVerifier:
                                                          device=self.device))  # fmt: skip
                 mark.view(-1)[neuron] = side
                 settled = op if self.options.refine_children else len(self.engine.ops)
-                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, settled, beta))
+                kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, settled, beta, gamma))
             return kids
         dim = self._split_dim(lo, hi, mb.coef[k, worst], box.ball, labels, reach)
         mid = (lo[dim] + hi[dim]) / 2
         left_hi, right_lo = hi.clone(), lo.clone()
         left_hi[dim], right_lo[dim] = mid, mid
         return [
-            _Box(box.ball, lo, left_hi, inherited, alpha, box.splits, beta=beta),
-            _Box(box.ball, right_lo, hi, inherited, alpha, box.splits, beta=beta),
+            _Box(box.ball, lo, left_hi, inherited, alpha, box.splits, beta=beta, gamma=gamma),
+            _Box(box.ball, right_lo, hi, inherited, alpha, box.splits, beta=beta, gamma=gamma),
         ]
 
     def _attack_leaves(self, run: _Run, leaves: dict[int, list[tuple[torch.Tensor, torch.Tensor]]], e: int) -> None:
@@ -1011,6 +1099,8 @@ class _Search:
     cuts: dict[int, list[_Cut]] = field(default_factory=dict)  # per ball, the cuts of its safe split domains
     roots: dict[int, dict] = field(default_factory=dict)  # per ball, its whole box's intervals (for the cuts)
     strengthened: int = 0  # cuts shortened by dropping splits (a count for benchmarks)
+    #: per ball, its multi-neuron relaxation (``VerifyOptions.pair_neurons``; None where no pair gave a facet)
+    pairs: dict[int, Cuts | None] = field(default_factory=dict)
 
     def add_cut(self, box: _Box, keep: int) -> None:
         """The cut of a split domain proved safe (its splits and latent box), keeping the ball's latest ``keep``."""
@@ -1067,6 +1157,15 @@ class _Bounded:
     pred: torch.Tensor
     choice: torch.Tensor
     reach: torch.Tensor | None
+    #: per ball, the columns (start, stop) of its multi-neuron relaxation in the batch's pool of cuts
+    pair_cols: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def gamma(self, k: int, ball: int) -> torch.Tensor | None:
+        """Box ``k``'s optimised multipliers (M, C) of its ball's multi-neuron relaxation, for its children."""
+        if self.mb.gamma is None or ball not in self.pair_cols:
+            return None
+        start, stop = self.pair_cols[ball]
+        return self.mb.gamma[k, :, start:stop]
 
 
 @dataclass
@@ -1074,7 +1173,8 @@ class _Box:
     """A sub-box waiting in branch and bound: its ball, its latent bounds (float64; the boxes of a ball
     partition it exactly), what it inherits from its parent (intervals rounded outwards to float32, optimised
     α), the ReLU splits that restrict its domain (op index → (*input shape) of −1/0/+1), the op up to which
-    its parent's intervals stand unrefined (−1: none), and its parent's optimised β (a start for its own)."""
+    its parent's intervals stand unrefined (−1: none), and its parent's optimised β and γ (the multipliers of its
+    ball's multi-neuron relaxation): starts for its own."""
 
     ball: int
     lo: torch.Tensor
@@ -1084,6 +1184,7 @@ class _Box:
     splits: dict[int, torch.Tensor] | None = None
     settled: int = -1
     beta: dict[int, torch.Tensor] | None = None
+    gamma: torch.Tensor | None = None
 
 
 @dataclass
@@ -1119,6 +1220,19 @@ def _batch_cuts(batch: list[_Box], pools: dict[int, list[_Cut]], ops: list, devi
                             for cut in cuts]) for k in sorted({k for cut in cuts for k in cut.coef})}  # fmt: skip
     const = torch.tensor([cut.const for cut in cuts], dtype=DT, device=device)
     return Cuts(coef, const, mask[:, keep].to(device))
+
+
+#: rounds of the multi-neuron relaxation at a ball's root (facets drawn, then the hidden layers tightened with them),
+#: and the α/β/γ steps of its margins' bound there
+PAIR_ROUNDS = 2
+PAIR_STEPS = 20
+#: what the relaxation costs at a ball's root, in its root box's costs (mnist_fc 256×4 and 256×6: 6–10)
+PAIR_COST = 12
+
+
+def _ball_mask(cuts: Cuts, boxes: torch.Tensor) -> Cuts:
+    """A ball's pool (mask (1, C): it holds on the ball's whole box) seen by a batch: held by ``boxes`` (B,)."""
+    return Cuts(cuts.coef, cuts.const, boxes[:, None] & cuts.mask[:1], cuts.pairs)
 
 
 def _outward32(intervals: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
@@ -1188,4 +1302,5 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
         "branch": opt.branch, "beta_steps": opt.beta_steps, "branch_candidates": opt.branch_candidates,
         "refine_children": opt.refine_children, "attack_first": opt.attack_first,
         **({"cuts": opt.cuts} if opt.cuts else {}),  # only where set, as above
+        **({"pair_neurons": opt.pair_neurons} if opt.pair_neurons else {}),
     }  # fmt: skip
