@@ -1294,8 +1294,9 @@ class BoundEngine:
                     raise GenrobustError("internal: cuts enter only dense (margin) rows")
                 if cuts is not None and k in cuts.y:  # the neuron pairs' terms on y (on x after the relaxation)
                     A = A + cuts.y[k].to(A.dtype)
-                    # the addition's rounding (|y| ≤ |x| ≤ absmax) and the coefficients' own sums
-                    err = err + (l1(A) * gamma(1, dt) + cuts.scale[k]) * absmax[k][rows.ball]
+                    # the addition's and the coefficients' rounding to the rows' dtype (|y| ≤ |x| ≤ absmax), and
+                    # the coefficients' own sums
+                    err = err + ((l1(A) + l1(cuts.y[k])) * gamma(1, dt) + cuts.scale[k]) * absmax[k][rows.ball]
                     pair_x = cuts.x[k]
                 if cuts is not None and k in cuts.z:  # the cuts' indicator terms: into the rows on y, then on x
                     lo_k, hi_k = relax.pre[k]
@@ -1331,9 +1332,9 @@ class BoundEngine:
                     new = new - fold_x
                     err = err + l1(new) * gamma(1, dt) * absmax[k][rows.ball]
                     norm = None
-                if pair_x is not None:  # the neuron pairs' terms on x_k
+                if pair_x is not None:  # the neuron pairs' terms on x_k (the sum's and the cast's rounding)
                     new = new + pair_x.to(new.dtype)
-                    err = err + l1(new) * gamma(1, dt) * absmax[k][rows.ball]
+                    err = err + (l1(new) + l1(pair_x)) * gamma(1, dt) * absmax[k][rows.ball]
                     norm = None
                 rows = Rows(new, rows.ball, rows.off)
             else:  # a selection (MaxPool): moving coefficients is exact, its constants are summed here
