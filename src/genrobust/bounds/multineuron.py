@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .cuts import Cuts, NeuronPairs
 from .ops import DT
+
+if TYPE_CHECKING:
+    from .engine import BoundEngine
 
 #: facets whose coefficient on one of the two neurons (x and y together) is below this share of the largest are
 #: single-neuron facets (the triangle, already in every bound) and are left out
@@ -135,8 +139,9 @@ def pair_facets(lo: np.ndarray, hi: np.ndarray, octa: np.ndarray) -> list[tuple[
     return [(a[f].copy(), float(d[f])) for f in range(len(a)) if np.isfinite(d[f])]
 
 
-def pair_cuts(engine, center: torch.Tensor, radius: torch.Tensor, intervals: dict, neurons: dict[int, list[int]]
-              ) -> Cuts | None:  # fmt: skip
+def pair_cuts(
+    engine: BoundEngine, center: torch.Tensor, radius: torch.Tensor, intervals: dict, neurons: dict[int, list[int]]
+) -> Cuts | None:
     """The hull facets of every pair among ``neurons`` (op index → flat indices of unstable ReLU inputs, one box:
     ``center``, ``radius`` (1, d) with its ``intervals``), as a pool of cuts that hold on that box and on every
     box inside it (mask (1, C); a caller widens it to the boxes that share the box). The octagon of each pair is
