@@ -150,9 +150,13 @@ def test_pool_errors_and_concat():
 def test_pairs_tighten_a_competition_root_and_bab_answers_the_same():
     """mnist_fc 256×4 `prop_0_0.05` (unsat, open here): the facets of the root's 32 costliest neurons' pairs lift
     its worst margin past what α (20 steps) reaches alone (−2.33; with the facets about −1.9), and branch and
-    bound with them (``pair_neurons``) answers the 256×2 `prop_6_0.03` instance as the competition did."""
+    bound with them (``verify-vnnlib --pair-neurons``) answers the 256×2 `prop_6_0.03` instance as the competition
+    did; a negative count is refused."""
+    from click.testing import CliRunner
+
+    from genrobust.cli import main
     from genrobust.models.onnx_import import import_onnx
-    from genrobust.verify.vnnlib import _box_chain, answer, parse_vnnlib
+    from genrobust.verify.vnnlib import _box_chain, parse_vnnlib
 
     torch.manual_seed(0)
     prop = parse_vnnlib((SHARED / "vnnlib" / "prop_0_0.05.vnnlib").read_text())
@@ -174,10 +178,12 @@ def test_pairs_tighten_a_competition_root_and_bab_answers_the_same():
     assert tight > alpha + 0.2, (alpha, tight)
     assert tight < 0  # unsat, but not from the root alone
 
-    prop6 = parse_vnnlib((SHARED / "vnnlib" / "prop_6_0.03.vnnlib").read_text())
-    net2 = import_onnx(SHARED / "onnx" / "mnist-net_256x2.onnx")
-    got = answer(net2, prop6, (1, 28, 28), options=VerifyOptions(max_boxes=100_000, max_seconds=60, pair_neurons=16))
-    assert got.result == "unsat"
+    net2, prop6 = SHARED / "onnx" / "mnist-net_256x2.onnx", SHARED / "vnnlib" / "prop_6_0.03.vnnlib"
+    args = ["verify-vnnlib", str(net2), str(prop6), "--max-seconds", "60", "--pair-neurons", "16"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and res.output.strip() == "unsat", res.output
+    bad = CliRunner().invoke(main, [*args[:3], "--pair-neurons", "-1"])
+    assert bad.exit_code != 0 and "--pair-neurons" in bad.output
 
 
 def test_branch_and_bound_with_pairs_carries_the_multipliers_and_stays_sound(monkeypatch):

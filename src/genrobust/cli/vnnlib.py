@@ -108,6 +108,9 @@ def export_vnnlib_cmd(
     help="Sub-boxes or ReLU splits of branch and bound; the seconds are the budget.",
 )
 @click.option("--max-seconds", type=float, default=30.0, show_default=True, help="Seconds for the instance.")
+@click.option("--pair-neurons", type=int, default=0, show_default=True,
+              help="With ReLU branch and bound (pixel boxes): the multi-neuron relaxation of the pairs of this many "
+                   "of the root's costliest unstable ReLUs (PRIMA's k = 2; 0: off).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Result file in the competition's format (verdict, then the counterexample); with --instances "
@@ -115,7 +118,7 @@ def export_vnnlib_cmd(
 @DEVICE_OPTION
 @friendly_errors
 def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None, timeout_scale: float,
-                      max_boxes: int, max_seconds: float, seed: int, out_file: str | None,
+                      max_boxes: int, max_seconds: float, pair_neurons: int, seed: int, out_file: str | None,
                       device: str) -> None:  # fmt: skip
     """Answer a competition instance (MODEL PROPERTY) or a whole benchmark (--instances): sat (a counterexample,
     re-checked), unsat (certified) or unknown."""
@@ -126,8 +129,8 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
     from ..verify import VerifyOptions
     from ..verify.vnnlib import answer, parse_vnnlib, read_instances, run_instances
 
-    if max_boxes < 1 or not max_seconds > 0:
-        raise click.BadParameter("--max-boxes must be ≥ 1 and --max-seconds > 0")
+    if max_boxes < 1 or not max_seconds > 0 or pair_neurons < 0:
+        raise click.BadParameter("--max-boxes must be ≥ 1, --max-seconds > 0 and --pair-neurons ≥ 0")
     dev = resolve_device(device)
     if instances is not None:
         if model or prop:
@@ -135,7 +138,8 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
         if not out_file:
             raise click.UsageError("--instances needs --out, the results CSV")
         rows = run_instances(instances, out_file, timeout_scale=timeout_scale, seed=seed,
-                             options=VerifyOptions(max_boxes=max_boxes), show_progress=True, device=dev)  # fmt: skip
+                             options=VerifyOptions(max_boxes=max_boxes, pair_neurons=pair_neurons), show_progress=True,
+                             device=dev)  # fmt: skip
         expected = {(r["onnx"], r["vnnlib"]): r.get("expected", "") for r in read_instances(instances)}
         counts = {v: sum(r["result"] == v for r in rows) for v in ("unsat", "sat", "unknown", "error")}
         decisive = ("sat", "unsat")
@@ -153,8 +157,8 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
         raise click.UsageError("give MODEL and PROPERTY, or --instances")
     net = load_classifier(model)
     shape = getattr(net, "input_shape", None)
-    ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape, seed=seed, device=dev,
-                 options=VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds))  # fmt: skip
+    opts = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, pair_neurons=pair_neurons)
+    ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape, seed=seed, device=dev, options=opts)
     click.echo(ans.text().rstrip("\n"))
     if out_file:
         Path(out_file).write_text(ans.text())
