@@ -1165,7 +1165,7 @@ class _Bounded:
         if self.mb.gamma is None or ball not in self.pair_cols:
             return None
         start, stop = self.pair_cols[ball]
-        return self.mb.gamma[k, :, start:stop]
+        return self.mb.gamma[k, :, start:stop].clone()  # not a view: it would keep the whole batch alive
 
 
 @dataclass
