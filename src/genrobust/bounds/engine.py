@@ -333,6 +333,11 @@ def _relax_step_by_ball(A: torch.Tensor, maps: torch.Tensor, ball: torch.Tensor,
     return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
+def _take_rows(rows: Rows, sel: torch.Tensor) -> Rows:
+    """The rows ``sel`` of ``rows`` (a copy)."""
+    return Rows(rows.A[sel], rows.ball[sel], None if rows.off is None else rows.off[sel])
+
+
 def _keep_tighter(forms: _Forms, key, val: torch.Tensor, g: torch.Tensor, signs=(1.0, -1.0)) -> None:
     """Replace, in place, the forms of the neurons ``key`` by backward passes' functions where those are tighter.
 
@@ -732,10 +737,11 @@ class BoundEngine:
                     if opt.lazy_last and i == self.last_nonlinear and isinstance(op, Activation):
                         deferred = (i, skip)
                     else:
-                        lo, hi, n, forms = self._refine(i, lo, hi, relax, *self._refine_target(
-                            anchor_forms, anchor_box, latent_forms, latent_box), absmax, skip, forms,
-                            None if settled is None else settled >= 0,
-                            None if cuts is None else cuts.only_ops(range(i)))  # fmt: skip
+                        *target, deeper = self._refine_passes(anchor_forms, anchor_box, latent_forms, latent_box)
+                        lo, hi, n, forms = self._refine(i, lo, hi, relax, *target, absmax, skip, forms,
+                                                        None if settled is None else settled >= 0,
+                                                        None if cuts is None else cuts.only_ops(range(i)),
+                                                        deeper)  # fmt: skip
                         refined += n
                 if bool((lo > hi).any()):
                     if splits is None:
@@ -795,9 +801,9 @@ class BoundEngine:
             k, hopeless = sw.deferred
             skip = hopeless | (refutation(self._offset(lower, offset), groups)[0] > 0)
             if not bool(skip.all()):
-                target = self._refine_target(anchor_forms, anchor_box, latent_forms, latent_box)
+                *target, deeper = self._refine_passes(anchor_forms, anchor_box, latent_forms, latent_box)
                 lo_k, hi_k, n, _ = self._refine(k, *intervals[k], relax, *target, absmax, skip, None,
-                                                None if settled is None else settled >= 0)  # fmt: skip
+                                                None if settled is None else settled >= 0, deeper=deeper)  # fmt: skip
                 sw.refined += n
                 intervals[k] = (lo_k, hi_k)
                 relax.set_activation(k, torch.stack(self.ops[k].relax(lo_k, hi_k), 1), lo_k, hi_k)
@@ -1131,12 +1137,21 @@ class BoundEngine:
     def _refine_target(self, anchor_forms, anchor_box, latent_forms, latent_box):
         """Where the classifier's refinement passes end: at the image (its pixels' affine forms substituted), or
         with ``refine_to_latent`` on through the generator to the latent box (tighter, costlier: see there)."""
-        if self.options.refine_to_latent and any(not o.linear for o in self.ops[: self.anchor]):
+        if self._to_latent:
             return latent_forms, latent_box, 0
         return anchor_forms, anchor_box, self.anchor
 
+    @property
+    def _to_latent(self) -> bool:
+        return self.options.refine_to_latent and any(not o.linear for o in self.ops[: self.anchor])
+
+    def _refine_passes(self, anchor_forms, anchor_box, latent_forms, latent_box):
+        """The refinement's arguments: its passes end at the image, and with ``refine_to_latent`` the rows that
+        leave their neuron unstable there go on to the latent (``deeper``, :meth:`_refine_rows`)."""
+        return anchor_forms, anchor_box, self.anchor, ((latent_forms, latent_box) if self._to_latent else None)
+
     def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, hopeless, forms: _Forms | None = None,
-                plain: torch.Tensor | None = None, cuts: Cuts | None = None):  # fmt: skip
+                plain: torch.Tensor | None = None, cuts: Cuts | None = None, deeper=None):  # fmt: skip
         """Tighten the unstable inputs of nonlinearity ``i`` by backward passes from each such neuron to the image.
 
         (A cascade with a shallow pass first, back through two linear layers, settled two thirds of the
@@ -1156,15 +1171,21 @@ class BoundEngine:
                 # a ReLU whose input is ≤ 0 is exact whatever the lower bound: upper bounds first, then lower
                 # bounds only where the upper one stays > 0: at ε = 0.03 (4 boxes of class 8) 34% of the fourth
                 # convolution's neurons need a lower row, margins identical, 8 boxes 16.4 → 12.6 s
-                self._refine_rows(i - 1, idx, lo, hi, *args, signs=(-1.0,))
+                # (to the latent: the upper rows wait at the image until the lower rows have settled what they
+                # can, and only those of neurons still unstable then go on)
+                held: list | None = [] if deeper is not None else None
+                self._refine_rows(i - 1, idx, lo, hi, *args, signs=(-1.0,), deeper=deeper, held=held)
                 idx_lower = idx[hi[tuple(idx.T)] > 0]
                 if len(idx_lower):
-                    self._refine_rows(i - 1, idx_lower, lo, hi, *args, signs=(1.0,))
+                    self._refine_rows(i - 1, idx_lower, lo, hi, *args, signs=(1.0,), deeper=deeper)
+                for key, rows, bias, err in held or ():
+                    self._go_deeper(i - 1, key, rows, bias, err, lo, hi, relax, deeper, absmax, forms, (-1.0,))
             else:
-                self._refine_rows(i - 1, idx, lo, hi, *args)
+                self._refine_rows(i - 1, idx, lo, hi, *args, deeper=deeper)
             if self.alpha_intermediate and len(op.in_shape) == 1:  # the dense head: α-CROWN on its inputs
                 skip = hopeless if plain is None else hopeless | plain  # ``plain`` boxes: their parent's α stands
-                self._alpha_refine(i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, skip, cuts)
+                at = (anchor_forms, anchor_box, stop) if deeper is None else (*deeper, 0)
+                self._alpha_refine(i, lo, hi, relax, *at, absmax, skip, cuts)
         return lo, hi, len(idx), forms
 
     def _alpha_refine(self, i, lo, hi, relax, forms_at, box_at, stop, absmax, hopeless,
@@ -1192,11 +1213,20 @@ class BoundEngine:
         lo[key] = torch.maximum(lo[key], val[0::2])
         hi[key] = torch.minimum(hi[key], -val[1::2])
 
-    def _refine_rows(
-        self, j, idx, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, forms=None, signs=(1.0, -1.0)
-    ) -> None:
+    def _refine_rows(self, j, idx, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, forms=None,
+                     signs=(1.0, -1.0), deeper: tuple | None = None, held: list | None = None) -> None:  # fmt: skip
         """Backward passes for the neurons ``idx`` of op ``j``'s output: per neuron, a lower-bound row (sign +1)
-        and/or an upper-bound row (sign −1), as ``signs`` says; ``lo``/``hi`` and ``forms`` are tightened in place."""
+        and/or an upper-bound row (sign −1), as ``signs`` says; ``lo``/``hi`` and ``forms`` are tightened in place.
+
+        ``deeper`` (forms, box) of the latent: the rows of the neurons that their bound at ``stop`` leaves
+        unstable go on from there through the generator to the latent (``refine_to_latent``), where the
+        generator's neurons cancel the pixels' coefficients before their relaxations are paid. The rest stop:
+        a stable neuron's relaxation is exact, so a tighter interval would change no bound. Each row is carried
+        through the classifier once. ``held``: instead of going on at once, the rows of the neurons still open
+        wait in this list, (neurons, rows, constants, guards) per chunk, for :meth:`_go_deeper` once other rows
+        have tightened their neurons further."""
+        if held is not None and len(signs) != 1:
+            raise GenrobustError("internal: rows wait at the image one per neuron")
         shape = self.ops[j].out_shape
         patch = len(shape) == 3 and self.ops[j].patches
         # dense rows are as large as the largest map on their way back; patches stay small
@@ -1221,20 +1251,55 @@ class BoundEngine:
                 A = torch.zeros(k * n, *shape, dtype=dt, device=lo.device)
                 A[(torch.arange(k * n), *pairs[:, 1:].T)] = sign
                 rows = Rows(A, ball, unit=True)
-            val, g = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax, stop=stop, tables=tables)
+            out = self._backward(j, rows, relax, anchor_forms, anchor_box, absmax, stop=stop, tables=tables,
+                                 keep=deeper is not None)  # fmt: skip
             key = tuple(part.T)
-            if forms is not None:
-                _keep_tighter(forms, key, val, g, signs)
-            for t, s_t in enumerate(signs):
-                if s_t > 0:
-                    lo[key] = torch.maximum(lo[key], val[t::k])
-                else:
-                    hi[key] = torch.minimum(hi[key], -val[t::k])
+            self._tighten(key, out[0], out[1], lo, hi, forms, signs)
+            if deeper is None or stop == 0:
+                continue
+            went, bias, err = out[2]
+            if held is not None:  # one row per neuron (``signs`` of one sign): the open neurons' rows wait
+                sel = torch.nonzero(self.ops[j + 1].unstable(lo[key], hi[key])).flatten()
+                if len(sel):
+                    held.append((tuple(t[sel] for t in key), _take_rows(went, sel), bias[sel], err[sel]))
+                continue
+            self._go_deeper(j, key, went, bias, err, lo, hi, relax, deeper, absmax, forms, signs, tables)
+
+    def _go_deeper(self, j, key, rows: Rows, bias, err, lo, hi, relax, deeper, absmax, forms, signs,
+                   tables=None) -> None:  # fmt: skip
+        """The refinement rows of the neurons ``key`` of op ``j``'s output (``len(signs)`` rows each), carried
+        back to the image with their constants and guards, go on through the generator to the latent for the
+        neurons still unstable; their bounds tighten ``lo``/``hi``/``forms`` in place."""
+        k = len(signs)
+        open_ = self.ops[j + 1].unstable(lo[key], hi[key]).repeat_interleave(k)
+        if not bool(open_.any()):
+            return
+        sel = torch.nonzero(open_).flatten()
+        val, g = self._backward(self.anchor - 1, _take_rows(rows, sel), relax, *deeper, absmax, stop=0,
+                                tables=tables, state=(bias[sel], err[sel]))  # fmt: skip
+        full_val = torch.full((len(open_),), -math.inf, dtype=val.dtype, device=val.device)
+        full_val[sel] = val
+        full_g = torch.zeros(len(open_), g.shape[1], dtype=g.dtype, device=g.device)
+        full_g[sel] = g
+        self._tighten(key, full_val, full_g, lo, hi, forms, signs)
+
+    @staticmethod
+    def _tighten(key, val, g, lo, hi, forms, signs) -> None:
+        """Rows' lower bounds ``val`` (and coefficients ``g`` over s) for the neurons ``key``, interleaved by
+        ``signs`` (+1: a lower row, −1: an upper row), taken into ``lo``/``hi`` and ``forms`` where tighter."""
+        k = len(signs)
+        if forms is not None:
+            _keep_tighter(forms, key, val, g, signs)
+        for t, s_t in enumerate(signs):
+            if s_t > 0:
+                lo[key] = torch.maximum(lo[key], val[t::k])
+            else:
+                hi[key] = torch.minimum(hi[key], -val[t::k])
 
     def _backward(
         self, j, rows: Rows, relax, anchor_forms: _Forms | None, anchor_box, absmax, stop: int | None = None,
         tables: dict | None = None, beta: dict[int, torch.Tensor] | None = None, record: dict | None = None,
-        cuts: CutTerms | None = None,
+        cuts: CutTerms | None = None, state: tuple | None = None, keep: bool = False,
     ):  # fmt: skip
         """Minimise each row over the box: rows are coefficients over the output of op ``j``, carried back to
         the input of op ``stop`` (default: the anchor) and minimised there over ``anchor_forms`` (affine bounds
@@ -1249,14 +1314,20 @@ class BoundEngine:
         at each ReLU (:meth:`.ops.ReLU.fold_indicators`), the neuron pairs' terms added to the rows on the ReLU's
         output and then on its input; the rows then bound f + γ·(q·z − d) + γ·(a·(x, y) − d), a lower bound of f
         on the points the cuts hold for (dense rows).
+        ``keep``: also return the rows as they reach op ``stop``'s input, before they are minimised there, with
+        their constant and rounding guard: a ``state`` from which a later call goes on further back (ops ``j``
+        down to its ``stop``) without carrying the rows through the later ops again.
         """
         stop = self.anchor if stop is None else stop
         dt = rows.A.dtype
         R = rows.A.shape[0]
-        bias = torch.zeros(R, dtype=DT, device=rows.A.device)
-        # bound on the rounding error of everything computed so far; built from detached values: under α/β
-        # optimisation its value guards the bound, and its gradient (a 1e-9 share) would only double the graph
-        err = torch.zeros_like(bias)
+        if state is not None:  # rows already carried back to op j's output, with their constant and guard
+            bias, err = state
+        else:
+            bias = torch.zeros(R, dtype=DT, device=rows.A.device)
+            # bound on the rounding error of everything computed so far; built from detached values: under α/β
+            # optimisation its value guards the bound, and its gradient (a 1e-9 share) would only double the graph
+            err = torch.zeros_like(bias)
 
         def l1(t: torch.Tensor) -> torch.Tensor:
             """An upper bound on Σ|t| per row despite its own rounding: the sum of n terms in t's dtype is within
@@ -1342,6 +1413,7 @@ class BoundEngine:
                 err = err + l1(terms) * gamma(terms[0].numel() + 1 if R else 1, dt)
                 bias = bias + terms.reshape(R, -1).sum(1).to(DT)
                 norm = None
+        kept = (rows, bias, err) if keep else None
         rows = Rows(rows.A.to(DT), rows.ball, rows.off)  # the substitution in float64
         size = torch.maximum(anchor_box[0].abs(), anchor_box[1].abs()).flatten(1).amax(1)
         if stop == self.anchor:
@@ -1357,6 +1429,8 @@ class BoundEngine:
         else:  # the image's affine forms in the latent, or intervals alone
             val, g = self._concretize(rows, bias, anchor_forms, anchor_box, self.ops[stop].in_shape)
         err = err + GUARD * (bias.detach().abs() + val.detach().abs())  # the few float64 additions of the bias terms
+        if keep:
+            return val - err, g, kept
         return val - err, g
 
     @staticmethod
