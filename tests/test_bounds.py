@@ -167,16 +167,20 @@ def test_refinement_certifies_at_eps_001_and_skips_only_hopeless_boxes():
     assert (margins >= wide.lower).all()
 
 
-def test_generator_cells_tighten_the_generators_intervals_and_the_margins_of_a_wide_ball():
-    """``generator_cells``: each box's generator intervals are the union of its 2^m cells' bounds. On ball (0, 3)
-    of the built-in models at ε = 0.05 the pixels' pre-tanh intervals shrink and the worst margin rises (−10.9 →
-    −7.6 with 4 cells); every sampled latent of the box stays inside the tighter intervals and above the bound."""
+def _built_in_ball_0_3():
+    """The built-in models' ball (0, 3) at ε = 0.05: a wide ball whose whole-box bound is open (−10.9)."""
     clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
     gen_ops = capture(gens[0], (10,))
     ops = gen_ops + capture(clf, (1, 28, 28))
     z = gr.estimate.latents(0, 0, 100, 10)[3:4].double()
-    spec = _margin_spec(torch.tensor([0]), 10)
-    r = torch.full_like(z, 0.05)
+    return clf, gens, gen_ops, ops, z, _margin_spec(torch.tensor([0]), 10), torch.full_like(z, 0.05)
+
+
+def test_generator_cells_tighten_the_generators_intervals_and_the_margins_of_a_wide_ball():
+    """``generator_cells``: each box's generator intervals are the union of its 2^m cells' bounds. On ball (0, 3)
+    of the built-in models at ε = 0.05 the pixels' pre-tanh intervals shrink and the worst margin rises (−10.9 →
+    −7.6 with 4 cells); every sampled latent of the box stays inside the tighter intervals and above the bound."""
+    clf, gens, gen_ops, ops, z, spec, r = _built_in_ball_0_3()
     plain = BoundEngine(ops, len(gen_ops), BoundOptions(lazy_last=False)).margins(z, r, spec)
     celled = BoundEngine(ops, len(gen_ops), BoundOptions(lazy_last=False, generator_cells=2))
     cells = celled.margins(z, r, spec)
@@ -212,12 +216,7 @@ def test_refinement_to_the_latent_goes_on_from_the_image_only_for_neurons_left_u
     through the generator only where its neuron is still unstable. On ball (0, 3) of the built-in models at
     ε = 0.05 that certifies the whole box (worst margin −10.9 to the image, +1.05 to the latent); every refined
     layer is narrower, and sampled latents (corners too) stay inside its intervals and above the bound."""
-    clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
-    gen_ops = capture(gens[0], (10,))
-    ops = gen_ops + capture(clf, (1, 28, 28))
-    z = gr.estimate.latents(0, 0, 100, 10)[3:4].double()
-    spec = _margin_spec(torch.tensor([0]), 10)
-    r = torch.full_like(z, 0.05)
+    clf, gens, gen_ops, ops, z, spec, r = _built_in_ball_0_3()
     plain = BoundEngine(ops, len(gen_ops), BoundOptions()).margins(z, r, spec)
     deep = BoundEngine(ops, len(gen_ops), BoundOptions(refine_to_latent=True))
     seen = {"image": 0, "latent": 0}
