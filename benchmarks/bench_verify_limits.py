@@ -133,7 +133,7 @@ class MarginPassRecorder:
     K − 1 margins; refinement rows are float32 patches or an even number of float64 rows)."""
 
     def __init__(self, rows: int) -> None:
-        self.rows, self.seen, self.real = rows, [], engine_module._relax_step_by_ball
+        self.rows, self.seen, self.real = rows, [], engine_module.relax_step_by_ball
 
     def __enter__(self) -> MarginPassRecorder:
         def spy(A, maps, ball, origin, nonneg):
@@ -141,11 +141,11 @@ class MarginPassRecorder:
                 self.seen.append((A.detach().clone(), maps))
             return self.real(A, maps, ball, origin, nonneg)
 
-        engine_module._relax_step_by_ball = spy
+        engine_module.relax_step_by_ball = spy
         return self
 
     def __exit__(self, *exc) -> None:
-        engine_module._relax_step_by_ball = self.real
+        engine_module.relax_step_by_ball = self.real
 
 
 def _bound(v: LocalVerifier, lab, lo, hi, parent, splits=None):

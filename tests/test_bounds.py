@@ -249,6 +249,51 @@ def test_refinement_to_the_latent_goes_on_from_the_image_only_for_neurons_left_u
     assert (margins >= res.lower).all()
 
 
+@pytest.mark.parametrize("act", ["LeakyReLU", "ReLU", "Tanh"])
+def test_the_folded_generator_gives_the_plain_passs_bounds_at_less_cost(act):
+    """:mod:`genrobust.bounds.symbolic`: rows carried through the generator's dense layers folded per box (stable
+    neurons are exact lines) bound exactly what the plain pass bounds: in float64 the intervals and margins agree to
+    rounding; in float32 the fold's guard is the smaller one, so its bounds are no looser; sampled latents stay
+    inside. A tanh generator (no neuron stable) folds too."""
+    gen, clf, d = _random_pair([7, 3, 12], act, "ReLU", "none", 1, 1, False, False, deep=True, convs=2)
+    gen_ops = capture(gen, (d,))
+    ops = gen_ops + capture(clf, (2, 6, 6))
+    center = torch.randn(4, d, dtype=torch.float64)
+    radius = torch.full_like(center, 0.3)
+    spec = _margin_spec(torch.tensor([0, 1, 2, 0]), 3)
+    res = {}
+    for fold in (False, True):
+        for dt in (torch.float64, torch.float32):
+            opts = BoundOptions(refine_to_latent=True, fold_generator=fold, refine_dtype=dt, refine_limit=1.0)
+            engine = BoundEngine(ops, len(gen_ops), opts)
+            carried = []
+            if fold:
+                real = engine._folded
+
+                def spied(*a, real=real, carried=carried, **k):
+                    out = real(*a, **k)
+                    carried.append(out)
+                    return out
+
+                engine._folded = spied
+            res[fold, dt] = engine.margins(center, radius, spec)
+            assert not fold or (carried and all(f is not None and f.top == 4 for f in carried))
+    plain, folded = res[False, torch.float64], res[True, torch.float64]
+    assert torch.allclose(plain.lower, folded.lower, rtol=1e-9, atol=1e-9)
+    for k, (lo, hi) in plain.intervals.items():
+        assert torch.allclose(lo, folded.intervals[k][0], atol=1e-9) and torch.allclose(hi, folded.intervals[k][1],
+                                                                                          atol=1e-9), k  # fmt: skip
+    f32_plain, f32_fold = res[False, torch.float32], res[True, torch.float32]
+    assert (f32_fold.lower >= f32_plain.lower - 1e-9).all() and (f32_fold.lower <= folded.lower + 1e-9).all()
+    s = torch.rand(3000, 4, d, dtype=torch.float64) * 2 - 1
+    s[:16] = torch.sign(s[:16])
+    z = (center + radius * s).reshape(-1, d)
+    with torch.no_grad():
+        logits = nn.Sequential(gen, clf).double()(z).reshape(3000, 4, 3)
+    margins = torch.einsum("bmk,nbk->nbm", spec, logits)
+    assert (margins >= f32_fold.lower[None]).all()
+
+
 def test_generator_backward_forms_tighten_the_image_and_keep_the_margins_coefficients():
     """The pixels' backward forms cut the first convolution's widths (7× the sampled ones → under 2.5× at
     ε = 0.03) and lift the margins; the margins' backward pass to the latent keeps its coefficients (a rounding

@@ -61,6 +61,8 @@ from ..rounding import outward, round_up
 from ..runtime import release_heap
 from .cuts import Cuts, CutTerms
 from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, to_dense
+from .steps import relax_guard, relax_step, relax_step_by_ball
+from .symbolic import FoldedGenerator, segment_top
 
 GUARD = 1e-9
 #: the step of the multipliers of neuron-pair constraints, as a share of ``alpha_lr``: thousands of them move at
@@ -152,6 +154,7 @@ class BoundOptions:
     refine_to_latent: bool = False
     generator_cells: int = 0
     beta_per_width: bool = True
+    fold_generator: bool = True
 
 
 @dataclass
@@ -262,77 +265,6 @@ def _widths(ctx, ops: dict, inverse: bool = False) -> dict[int, torch.Tensor]:
 def _flat_apply(op: Op, coef: torch.Tensor, part: str) -> torch.Tensor:
     B, d = coef.shape[:2]
     return op.apply(coef.reshape(B * d, *coef.shape[2:]), part, bias=False).reshape(B, d, *op.out_shape)
-
-
-def _relax_step(A: torch.Tensor, m: torch.Tensor, origin: bool, nonneg: bool = False):
-    """One backward step through an activation with lines ``m`` (rows or one broadcast ball; (·, 4, *shape) as
-    al, bl, au, bu, or when ``origin`` (·, 3, *shape) as al, dl, bu with the upper slope al + dl, see
-    :meth:`_Relaxations.origin_lines`): the new rows, the intercepts they pick up summed in float64 (R,), and an
-    upper bound on those terms' Σ|·| (R,). ``origin``: every lower line passes through the origin (bl = 0,
-    ReLU), so only negative coefficients pick up an intercept, and the new rows are A·al + min(A, 0)·dl (three
-    fused passes instead of a mask, a select and a product: 2× faster for 800 patch rows of 32×5×5); ``nonneg``:
-    besides, every upper intercept is ≥ 0, so every term is ≤ 0 and Σ|·| is −Σ (up to the sum's own rounding,
-    paid here)."""
-    if origin:
-        al, dl, bu = m[:, 0], m[:, 1], m[:, 2]
-        neg = A.clamp(max=0)
-        new = torch.addcmul(A * al, neg, dl)
-        terms = neg * bu
-    else:
-        al, bl, au, bu = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
-        pos = A > 0  # a lower bound takes the lower line where the coefficient is positive
-        new = torch.where(pos, al, au).mul_(A)
-        terms = A * torch.where(pos, bl, bu)
-    flat = terms.reshape(len(A), -1)
-    total = _sum64(flat)
-    if origin and nonneg:  # |Σ̃ − Σ| ≤ g·Σ|t| and Σ|t| = |Σ|, so Σ|t| ≤ |Σ̃|/(1 − g) ≤ |Σ̃|·(1 + 2g)
-        g = gamma(SUM_BLOCK + 1, A.dtype) + gamma(flat.shape[1] + 1, DT)
-        return new, total, total.detach().abs() * (1 + 2 * g)
-    return new, total, _sum64(flat.detach().abs())
-
-
-#: Terms summed in the rows' own dtype before the partial sums go to float64 (see :func:`_sum64`).
-SUM_BLOCK = 128
-
-
-def _sum64(flat: torch.Tensor) -> torch.Tensor:
-    """Row sums of ``flat`` (R, n) in float64 with a rounding error ≤ γ(SUM_BLOCK + 1)·Σ|·| in the rows' dtype:
-    blocks of ``SUM_BLOCK`` terms are summed in that dtype, their partial sums in float64. As fast as a plain
-    sum (a float64 copy of the rows would cost more than the step), and the guard stays that of 129 terms
-    whatever the row's length (25,600 behind a dense layer: γ in float32 would be 1.5e-3 instead of 7.7e-6)."""
-    R, n = flat.shape
-    if flat.dtype == DT or n <= SUM_BLOCK:
-        return flat.sum(1, dtype=DT)
-    block = _block(n)
-    if block:  # a view: no copy of the rows
-        return flat.reshape(R, -1, block).sum(2).sum(1, dtype=DT)
-    full = n - n % SUM_BLOCK
-    out = flat[:, :full].reshape(R, -1, SUM_BLOCK).sum(2).sum(1, dtype=DT)
-    return out + flat[:, full:].sum(1, dtype=DT) if full < n else out
-
-
-def _block(n: int) -> int:
-    """The largest divisor of ``n`` in [SUM_BLOCK / 4, SUM_BLOCK] (0 if none): blocks of it are a view of a row
-    (a patch of 32×5×5 = 800 terms sums in blocks of 100), and the guard of SUM_BLOCK terms still covers them."""
-    return next((b for b in range(SUM_BLOCK, SUM_BLOCK // 4 - 1, -1) if n % b == 0), 0)
-
-
-def _relax_step_by_ball(A: torch.Tensor, maps: torch.Tensor, ball: torch.Tensor, origin: bool, nonneg: bool):
-    """:func:`_relax_step` for dense rows: rows sorted by ball take their ball's lines as a view (no copy).
-    Rows of many balls with few rows each (α/β optimisation makes every row its own box) gather their lines
-    instead: one step, not one per ball."""
-    if len(ball) < 4 * maps.shape[0] or (len(ball) > 1 and not bool((ball[1:] >= ball[:-1]).all())):
-        own = len(ball) == maps.shape[0] and bool((ball == torch.arange(len(ball), device=ball.device)).all())
-        return _relax_step(A, maps if own else maps[ball], origin, nonneg)
-    counts = torch.bincount(ball, minlength=maps.shape[0]).tolist()
-    parts, start = [], 0
-    for b, n in enumerate(counts):
-        if n:
-            parts.append(_relax_step(A[start : start + n], maps[b : b + 1], origin, nonneg))
-            start += n
-    if not parts:
-        return A.clone(), A.new_zeros(0, dtype=DT), A.new_zeros(0, dtype=DT)
-    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
 def _take_rows(rows: Rows, sel: torch.Tensor) -> Rows:
@@ -520,6 +452,8 @@ class BoundEngine:
             alpha = 10 if mlp and all(o.linear for o in ops[:anchor]) else 0
         #: α-CROWN steps on the dense head's inputs (``BoundOptions.alpha_intermediate``, its default resolved)
         self.alpha_intermediate = alpha
+        #: the last op of the generator's leading dense layers that :mod:`.symbolic` folds (None: nothing to fold)
+        self._fold_top = segment_top(ops, anchor)
 
     def to(self, device: torch.device) -> BoundEngine:
         for op in self.ops:
@@ -1277,13 +1211,32 @@ class BoundEngine:
         if not bool(open_.any()):
             return
         sel = torch.nonzero(open_).flatten()
-        val, g = self._backward(self.anchor - 1, _take_rows(rows, sel), relax, *deeper, absmax, stop=0,
-                                tables=tables, state=(bias[sel], err[sel]))  # fmt: skip
+        rows, state = _take_rows(rows, sel), (bias[sel], err[sel])
+        fold = self._folded(relax, deeper[1], rows.A.dtype)
+        if fold is None:
+            val, g = self._backward(self.anchor - 1, rows, relax, *deeper, absmax, stop=0, tables=tables, state=state)
+        else:  # through the generator's last layers as usual, then through its folded dense layers
+            carried = self._backward(self.anchor - 1, rows, relax, *deeper, absmax, stop=fold.top + 1, tables=tables,
+                                     state=state, carry_only=True)  # fmt: skip
+            to_latent = fold.carry(*carried, absmax)
+            val, g = self._minimise(*to_latent, *deeper, absmax, stop=0)
         full_val = torch.full((len(open_),), -math.inf, dtype=val.dtype, device=val.device)
         full_val[sel] = val
         full_g = torch.zeros(len(open_), g.shape[1], dtype=g.dtype, device=g.device)
         full_g[sel] = g
         self._tighten(key, full_val, full_g, lo, hi, forms, signs)
+
+    def _folded(self, relax: _Relaxations, latent_box, dtype: torch.dtype) -> FoldedGenerator | None:
+        """The generator's dense layers folded for this sweep's boxes (:mod:`.symbolic`), made on first use and kept
+        with the relaxations; None where ``fold_generator`` is off or the generator does not start with them."""
+        top = self._fold_top
+        if not self.options.fold_generator or top is None:
+            return None
+        key = ("fold", None, dtype)
+        fold = relax._cache.get(key)
+        if not isinstance(fold, FoldedGenerator) or not fold.matches(relax, latent_box, dtype):
+            fold = relax._cache[key] = FoldedGenerator(self.ops, top, relax, latent_box, dtype)
+        return fold
 
     @staticmethod
     def _tighten(key, val, g, lo, hi, forms, signs) -> None:
@@ -1301,7 +1254,7 @@ class BoundEngine:
     def _backward(
         self, j, rows: Rows, relax, anchor_forms: _Forms | None, anchor_box, absmax, stop: int | None = None,
         tables: dict | None = None, beta: dict[int, torch.Tensor] | None = None, record: dict | None = None,
-        cuts: CutTerms | None = None, state: tuple | None = None, keep: bool = False,
+        cuts: CutTerms | None = None, state: tuple | None = None, keep: bool = False, carry_only: bool = False,
     ):  # fmt: skip
         """Minimise each row over the box: rows are coefficients over the output of op ``j``, carried back to
         the input of op ``stop`` (default: the anchor) and minimised there over ``anchor_forms`` (affine bounds
@@ -1318,7 +1271,8 @@ class BoundEngine:
         on the points the cuts hold for (dense rows).
         ``keep``: also return the rows as they reach op ``stop``'s input, before they are minimised there, with
         their constant and rounding guard: a ``state`` from which a later call goes on further back (ops ``j``
-        down to its ``stop``) without carrying the rows through the later ops again.
+        down to its ``stop``) without carrying the rows through the later ops again. ``carry_only``: return just
+        that (rows, constant, guard), without minimising (another pass, :mod:`.symbolic`, goes on from there).
         """
         stop = self.anchor if stop is None else stop
         dt = rows.A.dtype
@@ -1384,17 +1338,13 @@ class BoundEngine:
                     record[k] = torch.where(op.unstable(lo_k, hi_k)[rows.ball], cost, 0.0)
                 norm = l1(A)
                 if rows.off is None:
-                    new, t_sum, t_abs = _relax_step_by_ball(A, lines, rows.ball, origin, nonneg)
+                    new, t_sum, t_abs = relax_step_by_ball(A, lines, rows.ball, origin, nonneg)
                 else:
                     m = self._windows(tables, k, lines, rows)
-                    new, t_sum, t_abs = _relax_step(A, m, origin, nonneg)
-                # each intercept product rounds once and each sum is blocked (``_sum64``); a new row's entry is one
-                # product (a select of a slope in [0, 1]) or, with ``origin``, A·al + min(A, 0)·dl: at most four
-                # roundings of terms ≤ |A| each, moving the bound by at most γ₄·|A|·|x| with |x| ≤ absmax
-                g_sum = gamma(SUM_BLOCK + 1, dt) + gamma((A[0].numel() if R else 1) + 1, DT)
-                g_new = gamma(4 if origin else 1, dt)
-                err = err + t_abs.detach() * (1 + g_sum) * (gamma(1, dt) + g_sum) + norm * g_new * absmax[k][rows.ball]
+                    new, t_sum, t_abs = relax_step(A, m, origin, nonneg)
+                err = err + relax_guard(norm, t_abs, A[0].numel() if R else 1, dt, origin, absmax[k][rows.ball])
                 # the slopes are in [0, 1] (al + dl ≤ 1 + u): Σ|new| ≤ Σ|A|·(1 + γ₄) + u·Σ|A|, the next step's norm
+                g_new = gamma(4 if origin else 1, dt)
                 norm = norm * (1 + g_new + gamma(1, dt))
                 bias = bias + t_sum
                 if beta is not None and k in beta:  # β-CROWN: the split constraints' terms, −β·s on x_k (dense rows)
@@ -1415,13 +1365,24 @@ class BoundEngine:
                 err = err + l1(terms) * gamma(terms[0].numel() + 1 if R else 1, dt)
                 bias = bias + terms.reshape(R, -1).sum(1).to(DT)
                 norm = None
-        kept = (rows, bias, err) if keep else None
+        if carry_only:
+            return rows, bias, err
+        val, g = self._minimise(rows, bias, err, anchor_forms, anchor_box, absmax, stop)
+        return (val, g, (rows, bias, err)) if keep else (val, g)
+
+    def _minimise(self, rows: Rows, bias, err, anchor_forms, anchor_box, absmax, stop: int):
+        """The end of a backward pass: rows (with their constant ``bias`` and rounding guard ``err``) over the input
+        of op ``stop``, minimised in float64 over ``anchor_forms`` and the intervals ``anchor_box`` there; the
+        guarded lower bound (R,) and its coefficients over s."""
+        R = rows.A.shape[0]
         rows = Rows(rows.A.to(DT), rows.ball, rows.off)  # the substitution in float64
         size = torch.maximum(anchor_box[0].abs(), anchor_box[1].abs()).flatten(1).amax(1)
         if stop == self.anchor:
             size = torch.maximum(size, absmax["anchor"])
         numel = rows.A[0].numel() if R else 1
-        err = err + l1(rows.A) * gamma(numel * (self.in_dim + 2) + 2, DT) * size[rows.ball]
+        # the rows' Σ|A| (computed in float64: its own rounding is far inside the γ below)
+        norm = rows.A.detach().abs().reshape(R, -1).sum(1) * (1 + 2 * gamma(numel + 1, DT))
+        err = err + norm * gamma(numel * (self.in_dim + 2) + 2, DT) * size[rows.ball]
         if isinstance(anchor_forms, _BoxForms):  # the input box itself: minimised exactly, in closed form
             if rows.off is not None:
                 rows = to_dense(rows, self.ops[stop].in_shape)
@@ -1431,8 +1392,6 @@ class BoundEngine:
         else:  # the image's affine forms in the latent, or intervals alone
             val, g = self._concretize(rows, bias, anchor_forms, anchor_box, self.ops[stop].in_shape)
         err = err + GUARD * (bias.detach().abs() + val.detach().abs())  # the few float64 additions of the bias terms
-        if keep:
-            return val - err, g, kept
         return val - err, g
 
     @staticmethod
