@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from genrobust.bounds.steps import relax_step as _relax_step, sum64 as _sum64
+from genrobust.bounds.steps import relax_step as _relax_step
+from genrobust.bounds.steps import sum64 as _sum64
 
 
 def select_and_multiply(A: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
