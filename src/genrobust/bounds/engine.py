@@ -267,6 +267,15 @@ def _flat_apply(op: Op, coef: torch.Tensor, part: str) -> torch.Tensor:
     return op.apply(coef.reshape(B * d, *coef.shape[2:]), part, bias=False).reshape(B, d, *op.out_shape)
 
 
+def reach_maps(op: Op, size: torch.Tensor) -> torch.Tensor:
+    """Per neuron of the linear op's output, what its rounding guard multiplies (:meth:`BoundEngine._reach_guard`):
+    (B, 2, *out_shape) upper bounds, in float32, on |W||x| and on |b| for inputs |x| ≤ ``size`` (B, *in_shape).
+    |W||x| is a float64 sum of ≤ 10⁶ terms ≥ 0 (relative error < 10⁻¹⁰, lifted by that); |b| is exact."""
+    no_bias = op.apply(size, "abs", bias=False) * (1 + 1e-10)
+    bias = op.apply(torch.zeros_like(size[:1]), "abs").expand_as(no_bias)
+    return round_up(torch.stack([no_bias, bias], 1), torch.float32)
+
+
 def _take_rows(rows: Rows, sel: torch.Tensor) -> Rows:
     """The rows ``sel`` of ``rows`` (a copy)."""
     return Rows(rows.A[sel], rows.ball[sel], None if rows.off is None else rows.off[sel])
@@ -643,6 +652,7 @@ class BoundEngine:
                 # |W||x| + |b| bounds every term this layer sums: GUARD times it pays for all its rounding
                 reach = op.apply(size, "abs")
                 absmax[i] = reach.flatten(1).amax(1)
+                absmax["reach", i] = reach_maps(op, size)  # per neuron, for float32 rows' guards
                 mid, rad = (lo + hi) / 2, (hi - lo) / 2
                 r = op.apply(rad, "abs", bias=False)
                 m = op.apply(mid)
@@ -927,7 +937,10 @@ class BoundEngine:
             ctx = relax.rows(b, acts, tunable)
             forms = None if forms_at is None else forms_at.take(b)
             signs = {k: t[b].float() for k, t in (splits or {}).items() if stop <= k <= j and bool((t[b] != 0).any())}
-            return (ctx, {key: v[b] for key, v in absmax.items()}, forms, (box_at[0][b], box_at[1][b]),
+            # the per-neuron maps stay per box (a copy per row would be large): ``ball`` says whose each row's is
+            row_absmax = {key: v[b] for key, v in absmax.items() if not isinstance(key, tuple)}
+            row_absmax.update({key: v for key, v in absmax.items() if isinstance(key, tuple)}, ball=b)
+            return (ctx, row_absmax, forms, (box_at[0][b], box_at[1][b]),
                     Rows(A[rows_idx].float(), torch.arange(len(b), device=A.device)), signs,
                     None if cuts is None else cuts.take(rows_idx))  # fmt: skip
 
@@ -1304,10 +1317,16 @@ class BoundEngine:
             if rows.off is not None and not op.patches:
                 rows = to_dense(rows, op.out_shape)
             if op.linear:
-                norm = l1(rows.A) if norm is None else norm
                 numel = rows.A[0].numel() if R else 1
-                err = err + norm * (gamma(op.dot_length(rows) + 1, dt) * absmax[k][rows.ball]
-                                    + gamma(numel + 1, dt) * op.max_bias)  # fmt: skip
+                reach = absmax.get(("reach", k)) if dt != DT else None
+                if reach is not None:
+                    own = absmax.get("ball")  # rows that are their own boxes (α/β): their boxes for the maps
+                    of = rows if own is None else Rows(rows.A, own[rows.ball], rows.off)
+                    err = err + self._reach_guard(of, reach, op, k, tables)
+                else:
+                    norm = l1(rows.A) if norm is None else norm
+                    err = err + norm * (gamma(op.dot_length(rows) + 1, dt) * absmax[k][rows.ball]
+                                        + gamma(numel + 1, dt) * op.max_bias)  # fmt: skip
                 rows, b = op.backward(rows)
                 bias = bias + b.to(DT)
                 norm = None
@@ -1369,6 +1388,34 @@ class BoundEngine:
             return rows, bias, err
         val, g = self._minimise(rows, bias, err, anchor_forms, anchor_box, absmax, stop)
         return (val, g, (rows, bias, err)) if keep else (val, g)
+
+    def _reach_guard(self, rows: Rows, reach: torch.Tensor, op: Op, k: int, tables: dict | None) -> torch.Tensor:
+        """The rounding guard (R,) of rows' step back through the linear op ``k``, neuron by neuron: the computed
+        A·W differs from the exact one by at most γ_n·|A||W| (n the dot products' length) and A·b by γ_m·|A||b| (m
+        the row's length), so the bound moves by at most γ_n·Σ_i |A_i|·(|W||x|)_i + γ_m·Σ_i |A_i|·|b_i|, with
+        ``reach`` (B, 2, *shape) ≥ (|W||x|, |b|) on the box, in float32. The layer-wide form ‖A‖₁·max_i(…) paid
+        the largest neuron's reach for every coefficient: on ball (0, 1) of the built-in models at ε = 0.05 that
+        alone cost the worst margin 9 of its 61 (−61.4 against −52.5 without it). Terms ≥ 0, summed in float32:
+        relative error γ_{m+1}."""
+        A = rows.A.detach()
+        R = len(A)
+        if not R:
+            return torch.zeros(0, dtype=DT, device=A.device)
+        m = A[0].numel()
+        if rows.off is not None:
+            win = self._windows(tables, ("reach", k), reach, rows)  # (R, 2, C, ph, pw)
+            total = (A.abs().unsqueeze(1) * win).reshape(R, 2, -1).sum(2)
+        else:
+            flat, maps = A.abs().reshape(R, -1), reach.reshape(reach.shape[0], 2, -1).transpose(1, 2)
+            total = A.new_empty(R, 2)
+            for b in torch.unique(rows.ball).tolist():
+                sel = torch.nonzero(rows.ball == b).flatten()
+                if len(sel) == R:
+                    total = flat @ maps[b]
+                else:
+                    total[sel] = flat[sel] @ maps[b]
+        total = total.to(DT) * (1 + 2 * gamma(m + 1, A.dtype))
+        return gamma(op.dot_length(rows) + 1, A.dtype) * total[:, 0] + gamma(m + 1, A.dtype) * total[:, 1]
 
     def _minimise(self, rows: Rows, bias, err, anchor_forms, anchor_box, absmax, stop: int):
         """The end of a backward pass: rows (with their constant ``bias`` and rounding guard ``err``) over the input
