@@ -297,7 +297,8 @@ def test_the_folded_generator_gives_the_plain_passs_bounds_at_less_cost(act):
 @pytest.mark.parametrize("kind", ["dense", "conv-dense-rows", "conv-patch-rows"])
 def test_float32_steps_through_a_linear_layer_round_within_their_per_neuron_guard(kind):
     """The guard of a float32 row's step back through a linear op (``_reach_guard``): over the whole input box, the
-    computed step's value moves from the exact one by at most γ_n·Σ|A|·|W||x| + γ_m·Σ|A|·|b|. Checked against the
+    computed step's value moves from the exact one by at most γ_n·Σ|A|·|W||x| + γ_m·Σ|A|·|b| (patch rows: each
+    channel's largest |W||x| and |b|). Checked against the
     float64 step (whose own error is 10⁹ times smaller) at the worst point of the box, with weights and rows of
     mixed magnitudes so that roundings are large; and the guard is far below the layer-wide ‖A‖₁·max one."""
     torch.manual_seed(3)
