@@ -15,7 +15,8 @@ configurations are the ablation the README reports:
 * ``no-gen-backward``: ``full`` with the generator's pixels bounded by forward forms only and the margins'
   backward pass stopped at the image (the engine before the generator's backward refinement);
 * ``alpha``: ``full`` with α-CROWN on the margins of every box the plain bound leaves open (5 steps);
-* ``to-latent``: ``full`` with the classifier's refinement passes carried through the generator to the latent;
+* ``at-image``: ``full`` with the classifier's refinement passes stopped at the image (``refine_to_latent=False``;
+  the default carries them on through the generator to the latent since stop 48);
 * ``pool``: ``full`` with a pool of ``--mean-seconds`` per ball over each class's run: the give-up rule orders
   the balls (hopeless-looking ones attacked first and split last, with the time the others left);
 * ``relu``: branch and bound on the classifier's ReLUs instead of the latent dimensions (β-CROWN splits, the
@@ -47,9 +48,9 @@ import numpy as np
 
 from genrobust.verify.local import GIVE_UP
 
-CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward", "alpha", "to-latent", "pool", "relu", "auto")
+CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward", "alpha", "at-image", "pool", "relu", "auto")
 #: the configurations that split and use the give-up rule
-GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "to-latent", "pool", "cells")
+GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "at-image", "pool", "cells")
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
@@ -92,8 +93,8 @@ def run_one(
             split=split,
             give_up=give_up,
         ),
-        "to-latent": VerifyOptions(
-            bounds=BoundOptions(refine_to_latent=True),
+        "at-image": VerifyOptions(
+            bounds=BoundOptions(refine_to_latent=False),
             max_boxes=max_boxes,
             max_seconds=max_seconds,
             split=split,

@@ -128,7 +128,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     out = tmp_path / "rob"
     args = ["robustness", "--classes", "8", "-n", "3", "--eps", "0.002,1.5", "--max-boxes", "2", "--quiet",
             "--give-up", "none", "--time-budget", "600", "--alpha-steps", "2", "--branch", "auto",
-            "--refine-to-latent", "--out", str(out)]  # fmt: skip
+            "--no-refine-to-latent", "--out", str(out)]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "P(robust)" in result.output and "ε = 0.002" in result.output
@@ -136,7 +136,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     assert data["eps"] == [0.002, 1.5] and data["classes"][0]["per_eps"][0]["certified"]["n"] == 3
     assert data["options"]["give_up"] is None and data["options"]["mean_seconds"] == 200.0  # 600 s over 3 balls
     assert data["options"]["bounds"]["alpha_steps"] == 2 and data["options"]["branch"] == "auto"
-    assert data["options"]["bounds"]["refine_to_latent"] is True
+    assert data["options"]["bounds"]["refine_to_latent"] is False  # the default is on
     assert (out / "robustness_curve.png").stat().st_size > 5000
     assert gr.load_result(out).classes[0].per_eps[1].falsified >= 1  # at ε = 1.5 PGD finds 8 → other (seeded)
     assert (out / "pairs.png").is_file() and (out / "path.gif").is_file()

@@ -102,11 +102,16 @@ class BoundOptions:
     the generator to the latent instead of stopping at the image's forms. ``lazy_last``: the classifier's last
     nonlinearity is refined only for the boxes its unrefined bounds do not already certify (a margins pass
     costs 9 rows; refining the last dense layer of the built-in classifier costs ~300 rows that cover whole maps).
-    ``refine_to_latent``: the classifier's refinement passes go on through the generator to the latent box
-    instead of stopping at the image's affine forms: coefficients of many pixels cancel at the generator's
-    neurons before their relaxations are paid. A row goes on only where its bound at the image leaves its neuron
-    unstable (:meth:`BoundEngine._refine_rows`): ball (0, 1) at ε = 0.05, worst margin −61.4 → −25.2 for 1.6×
-    the time of a box; through branch and bound it decides about what the default does (docs/verify-complete.md).
+    ``refine_to_latent`` (on by default since stop 48): the classifier's refinement passes go on through the
+    generator to the latent box instead of stopping at the image's affine forms: coefficients of many pixels
+    cancel at the generator's neurons before their relaxations are paid. A row goes on only where its bound at the
+    image leaves its neuron unstable (:meth:`BoundEngine._refine_rows`), through the generator's dense layers
+    folded per box (``fold_generator``, :mod:`.symbolic`). Ball (0, 1) at ε = 0.05: worst margin −54.8 → −15.0
+    for about 1.15× the time of a box; through branch and bound on the 50 side-by-side balls (16 boxes / 10 s)
+    30 decided against 24 in 3.50 against 3.21 s a ball (docs/verify-complete.md).
+    ``fold_generator``: the rows that go on to the latent cross the generator's leading dense layers as one exact
+    affine map per box over the latent and the neurons the box leaves unstable (:mod:`.symbolic`): the same bounds
+    (to 10⁻⁹ in float64), a fraction of the products.
     ``alpha_steps``: α-CROWN on the margins: the tunable lower lines of every unstable neuron on the margins'
     path (each margin its own) are optimised by this many steps of projected Adam (step ``alpha_lr``) on the
     margins' bound, for the boxes the plain bound does not certify; every step's bound is a sound bound (any α
@@ -154,7 +159,7 @@ class BoundOptions:
     alpha_steps: int = 0
     alpha_intermediate: int | None = None
     alpha_lr: float = 0.25
-    refine_to_latent: bool = False
+    refine_to_latent: bool = True
     generator_cells: int = 0
     beta_per_width: bool = True
     fold_generator: bool = True

@@ -216,9 +216,10 @@ def attack_cmd(
     show_default=True,
     help="α-CROWN steps on the margins' bound of each box the plain bound leaves open (0: off).",
 )
-@click.option("--refine-to-latent", "refine_to_latent", is_flag=True,
+@click.option("--refine-to-latent/--no-refine-to-latent", "refine_to_latent", default=True, show_default=True,
               help="Carry the classifier's intermediate bounds on through the generator to the latent where "
-                   "the image leaves a neuron unstable: tighter bounds, about 1.6x the time per box.")  # fmt: skip
+                   "the image leaves a neuron unstable (tighter bounds, about 1.1x the time per box); "
+                   "--no-refine-to-latent stops them at the image.")  # fmt: skip
 @click.option("--branch", type=click.Choice(BRANCHES), default="latent", show_default=True,
               help="Split undecided boxes on latent dimensions, on the classifier's ReLUs (β-CROWN splits), or per "
                    "box on whichever the bound rates higher.")  # fmt: skip
