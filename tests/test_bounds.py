@@ -320,8 +320,7 @@ def test_float32_steps_through_a_linear_layer_round_within_their_per_neuron_guar
         rows = Rows(A, ball, off)
     else:
         rows = Rows(torch.randn(R, *op.out_shape) * torch.rand(R, 1).reshape(R, *([1] * len(op.out_shape))), ball)
-    engine = BoundEngine([Dense(torch.randn(3, 4), None, (4,))], 0)
-    guard = engine._reach_guard(rows, reach_maps(op, size), op, 0, None)
+    guard = BoundEngine._reach_guard(rows, reach_maps(op, size), op)
     got, b32 = op.backward(rows)
     exact, b64 = op.backward(Rows(rows.A.double(), ball, rows.off))
     if rows.off is not None:

@@ -1330,7 +1330,7 @@ class BoundEngine:
                 if reach is not None:
                     own = absmax.get("ball")  # rows that are their own boxes (α/β): their boxes for the maps
                     of = rows if own is None else Rows(rows.A, own[rows.ball], rows.off)
-                    err = err + self._reach_guard(of, reach, op, k, tables)
+                    err = err + self._reach_guard(of, reach, op)
                 else:
                     norm = l1(rows.A) if norm is None else norm
                     err = err + norm * (gamma(op.dot_length(rows) + 1, dt) * absmax[k][rows.ball]
@@ -1397,7 +1397,8 @@ class BoundEngine:
         val, g = self._minimise(rows, bias, err, anchor_forms, anchor_box, absmax, stop)
         return (val, g, (rows, bias, err)) if keep else (val, g)
 
-    def _reach_guard(self, rows: Rows, reach: torch.Tensor, op: Op, k: int, tables: dict | None) -> torch.Tensor:
+    @staticmethod
+    def _reach_guard(rows: Rows, reach: torch.Tensor, op: Op) -> torch.Tensor:
         """The rounding guard (R,) of rows' step back through the linear op ``k``, neuron by neuron: the computed
         A·W differs from the exact one by at most γ_n·|A||W| (n the dot products' length) and A·b by γ_m·|A||b| (m
         the row's length), so the bound moves by at most γ_n·Σ_i |A_i|·(|W||x|)_i + γ_m·Σ_i |A_i|·|b_i|, with
