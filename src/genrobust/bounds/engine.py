@@ -106,7 +106,7 @@ class BoundOptions:
     generator to the latent box instead of stopping at the image's affine forms: coefficients of many pixels
     cancel at the generator's neurons before their relaxations are paid. A row goes on only where its bound at the
     image leaves its neuron unstable (:meth:`BoundEngine._refine_rows`), through the generator's dense layers
-    folded per box (``fold_generator``, :mod:`.symbolic`). Ball (0, 1) at ε = 0.05: worst margin −54.8 → −15.0
+    folded per box (``fold_generator``, :mod:`.symbolic`). Ball (0, 1) at ε = 0.05: worst margin −54.8 → −15.6
     for about 1.15× the time of a box; through branch and bound on the 50 side-by-side balls (16 boxes / 10 s)
     30 decided against 24 in 3.50 against 3.21 s a ball (docs/verify-complete.md).
     ``fold_generator``: the rows that go on to the latent cross the generator's leading dense layers as one exact
@@ -275,13 +275,20 @@ def _flat_apply(op: Op, coef: torch.Tensor, part: str) -> torch.Tensor:
     return op.apply(coef.reshape(B * d, *coef.shape[2:]), part, bias=False).reshape(B, d, *op.out_shape)
 
 
-def reach_maps(op: Op, size: torch.Tensor) -> torch.Tensor:
+def _abs_terms(op: Op, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """|W|·size and |b| (broadcast) for the linear op, per neuron of its output (float64): their sum bounds every
+    term the op sums for inputs |x| ≤ ``size`` (B, *in_shape)."""
+    no_bias = op.apply(size, "abs", bias=False)
+    return no_bias, op.apply(torch.zeros_like(size[:1]), "abs").expand_as(no_bias)
+
+
+def reach_maps(op: Op, size: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Per neuron of the linear op's output, what its rounding guard multiplies (:meth:`BoundEngine._reach_guard`):
-    (B, 2, *out_shape) upper bounds, in float32, on |W||x| and on |b| for inputs |x| ≤ ``size`` (B, *in_shape).
-    |W||x| is a float64 sum of ≤ 10⁶ terms ≥ 0 (relative error < 10⁻¹⁰, lifted by that); |b| is exact."""
-    no_bias = op.apply(size, "abs", bias=False) * (1 + 1e-10)
-    bias = op.apply(torch.zeros_like(size[:1]), "abs").expand_as(no_bias)
-    return round_up(torch.stack([no_bias, bias], 1), torch.float32)
+    (B, 2, *out_shape) upper bounds, in float32, on |W||x| and on |b| for inputs |x| ≤ ``size`` (B, *in_shape)
+    (``terms``: :func:`_abs_terms`, if already computed). |W||x| is a float64 sum of ≤ 10⁶ terms ≥ 0 (relative
+    error < 10⁻¹⁰, lifted by that); |b| is exact."""
+    no_bias, bias = _abs_terms(op, size) if terms is None else terms
+    return round_up(torch.stack([no_bias * (1 + 1e-10), bias], 1), torch.float32)
 
 
 def _take_rows(rows: Rows, sel: torch.Tensor) -> Rows:
@@ -658,9 +665,11 @@ class BoundEngine:
             size = torch.maximum(lo.abs(), hi.abs())  # sound: |x| ≤ size on the box
             if op.linear:
                 # |W||x| + |b| bounds every term this layer sums: GUARD times it pays for all its rounding
-                reach = op.apply(size, "abs")
+                terms = _abs_terms(op, size)
+                reach = terms[0] + terms[1]
                 absmax[i] = reach.flatten(1).amax(1)
-                absmax["reach", i] = reach_maps(op, size)  # per neuron, for float32 rows' guards
+                if opt.mode == "crown":  # per neuron, for float32 rows' guards (backward passes only)
+                    absmax["reach", i] = reach_maps(op, size, terms)
                 mid, rad = (lo + hi) / 2, (hi - lo) / 2
                 r = op.apply(rad, "abs", bias=False)
                 m = op.apply(mid)

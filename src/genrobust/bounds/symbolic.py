@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..rounding import round_up
-from .ops import DT, Activation, Dense, Op, Rows, gamma
+from .ops import DT, Activation, Dense, Op, Rows, gamma, to_dense
 from .steps import relax_guard, relax_step
 
 
@@ -150,6 +150,8 @@ class FoldedGenerator:
         """Dense rows (R, N) over op ``top``'s output, with their constant and rounding guard (float64, (R,)),
         carried to the latent: rows (R, d) over op 0's input, the new constant and guard. ``absmax[m]`` (B,) ≥ |x|
         on activation m's input, as in the plain pass."""
+        if rows.off is not None:  # patch rows (none reach here through the built-in generators' reshape)
+            rows = to_dense(rows, self.ops[self.top].out_shape)
         A, ball = rows.A.reshape(len(rows.A), -1), rows.ball
         if A.dtype != self.dtype:
             raise ValueError(f"rows in {A.dtype}, folded for {self.dtype}")
