@@ -84,7 +84,7 @@ def unknown_balls(work: Path, eps: float, sample: int) -> list[tuple[int, int, f
     """(class, index, seconds) of the balls the benchmark's ``full`` row left unknown, a seeded sample of them."""
     todo = []
     for c in range(10):  # the run's files carry its split rule's name (gap before stop 37, unstable since)
-        name = f"full-eps{eps:g}-class{c}-n{BALLS}-boxes16-s10-*-giveup1.5.json"
+        name = f"full*-eps{eps:g}-class{c}-n{BALLS}-boxes16-s10-*-giveup1.5.json"  # "full-threads1-…" too
         files = sorted(work.glob(name))
         if not files:
             raise SystemExit(f"no {name} in {work}: run benchmarks/bench_verify.py --work {work} first")
@@ -341,11 +341,11 @@ def ceiling(v: LocalVerifier, c: int, i: int, eps: float) -> dict:
     corners = torch.tensor([[(k >> b) & 1 for b in range(d)] for k in range(2**d)], dtype=torch.float64)
     uniform = torch.rand(4096, d, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
     h = z + eps * torch.cat([corners * 2 - 1, uniform * 2 - 1])
-    ranges = {}
+    ranges, generator = {}, {}
     with torch.no_grad():
         for k, op in enumerate(v.engine.ops):
-            if not op.linear and k >= v.engine.anchor:
-                ranges[k] = (h.amin(0, keepdim=True), h.amax(0, keepdim=True))
+            if not op.linear:
+                (ranges if k >= v.engine.anchor else generator)[k] = (h.amin(0, keepdim=True), h.amax(0, keepdim=True))
             h = op.forward(h)
     spec = v._spec(torch.tensor([c]))
     radius = torch.full_like(z, eps)
@@ -357,7 +357,9 @@ def ceiling(v: LocalVerifier, c: int, i: int, eps: float) -> dict:
         only = float(v.engine.margins(z, radius, spec, parent={k: ranges[k]}).lower.min())
         layers[k] = {"width_ratio": float((width[varies] / sampled[varies]).median()), "exact_here_only": only}
     every = float(v.engine.margins(z, radius, spec, parent=ranges).lower.min())
-    return {"c": c, "i": i, "bound": float(sound.lower.min()), "ceiling": every, "layers": layers,
+    gen = float(v.engine.margins(z, radius, spec, parent=generator).lower.min()) if generator else None
+    return {"c": c, "i": i, "bound": float(sound.lower.min()), "ceiling": every, "generator_ceiling": gen,
+            "layers": layers,
             "sampled_min": float(torch.einsum("mk,nk->nm", spec[0], h).min())}  # fmt: skip
 
 
@@ -398,7 +400,12 @@ def summarise(parts: dict[str, list[dict]]) -> dict:
                 per = [r["layers"][k] for r in recs]
                 layers[k] = {"width_ratio_median": statistics.median(x["width_ratio"] for x in per),
                              "certified_exact_here_only": sum(x["exact_here_only"] > 0 for x in per)}  # fmt: skip
+            gens = [r["generator_ceiling"] for r in recs if r.get("generator_ceiling") is not None]
             out[name] = {"balls": len(recs), "certified_by_ceiling": sum(r["ceiling"] > 0 for r in recs),
+                         "bound_median": statistics.median(r["bound"] for r in recs),
+                         "ceiling_median": statistics.median(r["ceiling"] for r in recs),
+                         "generator_ceiling_median": statistics.median(gens) if gens else None,
+                         "certified_by_generator_ceiling": sum(g > 0 for g in gens),
                          "layers": layers}  # fmt: skip
         elif part == "budget":
             out[name] = {"balls": len(recs), "certified": sum(r["status"] == 1 for r in recs),

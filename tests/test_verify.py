@@ -483,3 +483,20 @@ def test_the_cost_split_weighs_neurons_without_bounding_them_as_relu_candidates(
     v.engine.split_bounds = None  # calling it fails the test
     res = v.run(z, [label], [0.5])
     assert res.status[0, 0] == CERTIFIED and int(res.boxes[0, 0]) > 1  # split by latent halves, and certified
+
+
+def test_a_pool_of_seconds_sets_a_roots_cost_aside_for_the_balls_still_waiting_and_shares_the_rest():
+    """With a pool, the balls whose whole box still waits get the mean root's cost from it, and what is left goes
+    to the balls being split: at the start of a run most balls end at their root, and an equal share for all of
+    them would stop the first ball split after its root with half the pool unspent."""
+    from genrobust.verify.local import _Search
+
+    seconds = torch.tensor([2.5, 2.5, 0.0, 0.0, 0.0], dtype=torch.float64)
+    search = _Search(seconds, 30.0, 25.0, [], {}, {}, root_costs=[2.5, 2.5])
+    # ball 1 is split, ball 0 certified, balls 2–4 wait for their root: 25 − 5 − 3 × 2.5 = 12.5 for ball 1
+    assert search.limit(1, competing=1, pending=3) == pytest.approx(2.5 + 12.5)
+    assert search.limit(1, competing=2, pending=3) == pytest.approx(2.5 + 6.25)
+    assert search.limit(1, competing=1, pending=0) == pytest.approx(2.5 + 20.0)  # nothing waits: all of it
+    assert search.limit(1, competing=1, pending=10) == pytest.approx(2.5)  # the roots take it all: nothing more
+    assert _Search(seconds, 4.0, 25.0, [], {}, {}).limit(1, 1, 0) == 4.0  # the ball's own budget still caps it
+    assert _Search(seconds, 4.0, None, [], {}, {}).limit(1, 1, 3) == 4.0  # no pool: the ball's budget alone
