@@ -488,7 +488,7 @@ def test_the_cost_split_weighs_neurons_without_bounding_them_as_relu_candidates(
 def test_a_pool_of_seconds_sets_a_roots_cost_aside_for_the_balls_still_waiting_and_shares_the_rest():
     """With a pool, the balls whose whole box still waits get the mean root's cost from it, and what is left goes
     to the balls being split: at the start of a run most balls end at their root, and an equal share for all of
-    them would stop the first ball split after its root with half the pool unspent."""
+    them would stop the first ball split after its root with much of the pool unspent."""
     from genrobust.verify.local import _Search
 
     seconds = torch.tensor([2.5, 2.5, 0.0, 0.0, 0.0], dtype=torch.float64)
@@ -500,3 +500,30 @@ def test_a_pool_of_seconds_sets_a_roots_cost_aside_for_the_balls_still_waiting_a
     assert search.limit(1, competing=1, pending=10) == pytest.approx(2.5)  # the roots take it all: nothing more
     assert _Search(seconds, 4.0, 25.0, [], {}, {}).limit(1, 1, 0) == 4.0  # the ball's own budget still caps it
     assert _Search(seconds, 4.0, None, [], {}, {}).limit(1, 1, 3) == 4.0  # no pool: the ball's budget alone
+
+
+def test_with_a_pool_the_first_ball_split_gets_its_children_while_the_others_wait_for_their_root(builtin, monkeypatch):
+    """Through a run (fake clock: 1 s per box, a pool of 2 s a ball): ball 0 of class 8 needs splitting at ε = 0.02,
+    balls 1 and 2 certify at their root. Its children fit the pool once the two waiting roots are set aside (6 − 1 −
+    2 × 1 = 3 s left, two children cost 2); an equal share of the three balls (5/3 s) would have stopped it at its
+    root."""
+    import types
+
+    import genrobust.verify.local as local
+
+    clf, gens = builtin
+    clock = [0.0]
+    monkeypatch.setattr(local, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    opts = VerifyOptions(max_boxes=64, max_seconds=100, give_up=None, mean_seconds=2.0, batch_boxes=1, leaf_attacks=0)
+    v = LocalVerifier(clf, gens[8], latent_dim=10, options=opts)
+    real = v.engine.margins
+
+    def costly(center, *args, **kw):
+        clock[0] += len(center)
+        return real(center, *args, **kw)
+
+    monkeypatch.setattr(v.engine, "margins", costly)
+    res = v.run(latents(0, 8, 3, 10), [8, 8, 8], [0.02])
+    assert res.status[1:, 0].tolist() == [CERTIFIED, CERTIFIED] and res.boxes[1:, 0].tolist() == [1, 1]
+    assert int(res.boxes[0, 0]) > 1  # the split ball's children were bounded
+    assert float(res.seconds.sum()) <= 6.0 + 1e-9  # and the pool was kept
