@@ -24,6 +24,8 @@ configurations are the ablation the README reports:
 * ``auto``: per box, the latent dimension or the ReLU that the margins' pass rates higher, every ball split;
 * ``cellsM`` (e.g. ``cells2``): ``full`` with each box's generator intervals the union of its 2^M cells' bounds
   (``BoundOptions.generator_cells``).
+* ``rowcellsM`` (e.g. ``rowcells2``): ``full`` with every row that goes on to the latent bounded once more per
+  cell of 2^M cells, through each cell's own generator relaxation (``BoundOptions.row_cells``).
 
     python benchmarks/bench_verify.py [--balls 100] [--classes 0,...,9] [--eps 0.01,0.03,0.05,0.1]
                                       [--max-boxes 64] [--max-seconds 30] [--out docs/verify-benchmark]
@@ -50,7 +52,7 @@ from genrobust.verify.local import GIVE_UP
 
 CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward", "alpha", "at-image", "pool", "relu", "auto")
 #: the configurations that split and use the give-up rule
-GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "at-image", "pool", "cells")
+GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "at-image", "pool", "cells", "rowcells")
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
@@ -106,7 +108,9 @@ def run_one(
         "relu": VerifyOptions(branch="relu", max_boxes=max_boxes, max_seconds=max_seconds, give_up=None),
         "auto": VerifyOptions(branch="auto", max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=None),
     }.get(config) or VerifyOptions(
-        bounds=BoundOptions(generator_cells=int(config.removeprefix("cells") or 2)),
+        bounds=BoundOptions(row_cells=int(config.removeprefix("rowcells") or 2))
+        if config.startswith("rowcells")
+        else BoundOptions(generator_cells=int(config.removeprefix("cells") or 2)),
         max_boxes=max_boxes,
         max_seconds=max_seconds,
         split=split,
@@ -173,9 +177,10 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="save each class's results here and resume from them")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration here
     a = ap.parse_args()
-    bad = [c for c in a.configs.split(",") if c not in CONFIGS and not c.removeprefix("cells").isdigit()]
+    bad = [c for c in a.configs.split(",")
+           if c not in CONFIGS and not c.removeprefix("row").removeprefix("cells").isdigit()]  # fmt: skip
     if bad:
-        ap.error(f"unknown configuration(s) {', '.join(bad)}: choose from {', '.join(CONFIGS)} or cellsM")
+        ap.error(f"unknown configuration(s) {', '.join(bad)}: choose from {', '.join(CONFIGS)}, cellsM or rowcellsM")
     classes = [int(c) for c in a.classes.split(",")]
     give_up = None if a.give_up.lower() == "none" else float(a.give_up)
     work = Path(a.work) if a.work else None

@@ -133,6 +133,14 @@ class BoundOptions:
     −7.6 / −6.7 / −5.5) for about 0.13 s per cell; through branch and bound with 4 cells, the 50 side-by-side
     balls at ε = 0.05 (16 boxes / 10 s, one thread) decide 19 against 18 in 5.65 against 5.23 s per ball: not the
     default.
+    ``row_cells``: m > 0 carries every row that goes on to the latent (``refine_to_latent``, and the margins with
+    ``margins_to_latent``) through the generator once more per cell of 2^m cells of its box (halved as for
+    ``generator_cells``), each cell with the generator's own relaxation on it, and takes the least of the cells'
+    bounds where it is tighter (sound: the cells cover the box, and the row's classifier part holds for every image
+    of the box). The classifier part of a row is computed once; only rows whose neuron (or box) the whole box's
+    pass leaves open go on per cell. Unlike ``generator_cells`` (the union of the cells' intervals, one relaxation
+    on the box), each row meets the generator's slack of each cell: on ball (2, 1) at ε = 0.05 the whole box's
+    bound is −20.7, −15.3, −10.3, −6.9 with 0 / 2 / 4 / 8 cells (one thread) (docs/verify-complete.md, stop 50).
     ``beta_per_width``: β-CROWN's multipliers are optimised as β·w, w the split neuron's interval width on its
     side of the split (|l| or u), instead of β itself. Adam moves every parameter by about the same step, while a
     split that proves much needs β ~ 1/w: on a random network's split domain that was in fact empty, plain β
@@ -144,9 +152,10 @@ class BoundOptions:
         if self.alpha_steps < 0 or (self.alpha_intermediate or 0) < 0 or not self.alpha_lr > 0:
             raise GenrobustError(f"alpha_steps and alpha_intermediate must be ≥ 0 and alpha_lr > 0, got "
                                  f"{self.alpha_steps}, {self.alpha_intermediate}, {self.alpha_lr}")  # fmt: skip
-        if not 0 <= self.generator_cells <= MAX_CELL_SPLITS:
-            raise GenrobustError(f"generator_cells halves at most {MAX_CELL_SPLITS} dimensions (2^m cells per box), "
-                                 f"got {self.generator_cells}")  # fmt: skip
+        for name in ("generator_cells", "row_cells"):
+            if not 0 <= getattr(self, name) <= MAX_CELL_SPLITS:
+                raise GenrobustError(f"{name} halves at most {MAX_CELL_SPLITS} dimensions (2^m cells per box), "
+                                     f"got {getattr(self, name)}")  # fmt: skip
 
     mode: Mode = "crown"
     classifier_forward: bool = True
@@ -163,6 +172,7 @@ class BoundOptions:
     alpha_lr: float = 0.25
     refine_to_latent: bool = True
     generator_cells: int = 0
+    row_cells: int = 0
     beta_per_width: bool = True
     fold_generator: bool = True
 
@@ -188,6 +198,18 @@ class MarginBounds:
     beta: dict[int, torch.Tensor] | None = field(default=None, repr=False)
     #: the optimised multipliers of the cuts (B, M, C) in float32, NaN where not optimised, for the children
     gamma: torch.Tensor | None = field(default=None, repr=False)
+
+
+@dataclass
+class _RowCells:
+    """A generator-only sweep of 2^m cells of every box (``BoundOptions.row_cells``): box b's cells are rows
+    b·k … b·k + k − 1 of the cells' relaxations, latent forms and box, and rounding maps."""
+
+    relax: _Relaxations
+    latent_forms: _BoxForms
+    latent_box: tuple[torch.Tensor, torch.Tensor]
+    absmax: dict
+    k: int
 
 
 @dataclass
@@ -367,6 +389,7 @@ class _Sweep:
     refined_gen: int
     deferred: tuple[int, torch.Tensor] | None
     empty: torch.Tensor
+    cells: _RowCells | None = None
 
 
 class _Relaxations:
@@ -598,8 +621,37 @@ class BoundEngine:
         dimensions that move its image most (the image's change between the box's two faces, by forward passes).
         Each cell is bounded by the generator's own sweep, and the cells cover the box (their radii are rounded
         up past every rounding of their centres), so each union holds on the whole box."""
+        B = center.shape[0]
+        cen, rad, k = self._cells(center, radius, self.options.generator_cells)
+        sub = None
+        if parent is not None:
+            sub = {i: (lo.repeat_interleave(k, 0), hi.repeat_interleave(k, 0)) for i, (lo, hi) in parent.items()
+                   if i < self.anchor}  # fmt: skip
+        sw = self._sweep(cen, rad, sub, None, None, stop=self.anchor)
+        out = dict(parent or {})
+        for i, (lo, hi) in sw.intervals.items():
+            lo = lo.reshape(B, k, *lo.shape[1:]).amin(1)
+            hi = hi.reshape(B, k, *hi.shape[1:]).amax(1)
+            if i in out:
+                lo, hi = torch.maximum(lo, out[i][0]), torch.minimum(hi, out[i][1])
+            out[i] = (lo, hi)
+        return out
+
+    def _row_cells(self, center, radius, parent) -> _RowCells:
+        """The generator swept on 2^m cells of every box (``BoundOptions.row_cells`` = m), each cell inheriting its
+        box's generator intervals (``parent``'s where given)."""
+        cen, rad, k = self._cells(center, radius, self.options.row_cells)
+        sub = {i: (lo.repeat_interleave(k, 0), hi.repeat_interleave(k, 0)) for i, (lo, hi) in parent.items()
+               if i < self.anchor}  # fmt: skip
+        sw = self._sweep(cen, rad, sub, None, None, stop=self.anchor)
+        return _RowCells(sw.relax, sw.latent_forms, sw.latent_box, sw.absmax, k)
+
+    def _cells(self, center, radius, m: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Centres and radii of 2^m cells of every box (box b's are rows b·k … b·k + k − 1): the box halved along
+        the m latent dimensions that move its image most (the image's change between the box's two faces, by
+        forward passes), each cell's radius rounded up so that the cells cover the box."""
         B, d = center.shape
-        m = min(self.options.generator_cells, d)
+        m = min(m, d)
         k = 2**m
         with torch.no_grad():  # per box, the image's change between its two faces along each dimension
             step = torch.diag_embed(radius)  # (B, d, d)
@@ -617,19 +669,7 @@ class BoundEngine:
         # keeps every cell's true range inside what its sweep bounds, and the cells' union covers the box
         pad = (center.gather(1, dims).abs().repeat_interleave(k, 0) + 2 * half) * 2.0**-51
         rad = rad.scatter(1, idx, torch.nextafter(half + pad, torch.full_like(half, math.inf)))
-        sub = None
-        if parent is not None:
-            sub = {i: (lo.repeat_interleave(k, 0), hi.repeat_interleave(k, 0)) for i, (lo, hi) in parent.items()
-                   if i < self.anchor}  # fmt: skip
-        sw = self._sweep(cen, rad, sub, None, None, stop=self.anchor)
-        out = dict(parent or {})
-        for i, (lo, hi) in sw.intervals.items():
-            lo = lo.reshape(B, k, *lo.shape[1:]).amin(1)
-            hi = hi.reshape(B, k, *hi.shape[1:]).amax(1)
-            if i in out:
-                lo, hi = torch.maximum(lo, out[i][0]), torch.minimum(hi, out[i][1])
-            out[i] = (lo, hi)
-        return out
+        return cen, rad, k
 
     def _sweep(self, center, radius, parent, splits, settled, stop: int | None = None,
                cuts: Cuts | None = None) -> _Sweep:  # fmt: skip
@@ -659,11 +699,14 @@ class BoundEngine:
         refined = refined_gen = 0
         hopeless: torch.Tensor | None = None  # (B,) boxes too wide to be worth refining (``refine_limit``)
         deferred: tuple[int, torch.Tensor] | None = None  # the last nonlinearity, refined after a first try
+        cells: _RowCells | None = None  # the generator on cells of each box (``row_cells``)
         for i, op in enumerate(self.ops[:stop]):
             in_classifier = i >= self.anchor
             if i == self.anchor:
                 anchor_forms, anchor_box = (box_forms if i == 0 else forms), (lo, hi)
                 absmax["anchor"] = torch.maximum(lo.abs(), hi.abs()).flatten(1).amax(1)
+                if stop is None and opt.row_cells > 0 and opt.mode == "crown" and self._to_latent:
+                    cells = self._row_cells(center, radius, intervals)
             size = torch.maximum(lo.abs(), hi.abs())  # sound: |x| ≤ size on the box
             if op.linear:
                 # |W||x| + |b| bounds every term this layer sums: GUARD times it pays for all its rounding
@@ -704,7 +747,8 @@ class BoundEngine:
                     if opt.lazy_last and i == self.last_nonlinear and isinstance(op, Activation):
                         deferred = (i, skip)
                     else:
-                        *target, deeper = self._refine_passes(anchor_forms, anchor_box, latent_forms, latent_box)
+                        *target, deeper = self._refine_passes(anchor_forms, anchor_box, latent_forms, latent_box,
+                                                              cells)  # fmt: skip
                         lo, hi, n, forms = self._refine(i, lo, hi, relax, *target, absmax, skip, forms,
                                                         None if settled is None else settled >= 0,
                                                         None if cuts is None else cuts.only_ops(range(i)),
@@ -739,7 +783,7 @@ class BoundEngine:
             if not torch.isfinite(lo).all() or not torch.isfinite(hi).all():
                 raise GenrobustError(f"bounds became NaN or infinite at layer {i} ({op!r})")
         return _Sweep(lo, hi, forms, anchor_forms, anchor_box, latent_forms, latent_box, relax, absmax, intervals,
-                      refined, refined_gen, deferred, empty)  # fmt: skip
+                      refined, refined_gen, deferred, empty, cells)  # fmt: skip
 
     def _crown_margins(self, sw: _Sweep, spec, alpha_start, splits, settled, steps, want_branch, offset, groups,
                        beta_start, cuts=None, gamma_start=None):  # fmt: skip
@@ -768,7 +812,7 @@ class BoundEngine:
             k, hopeless = sw.deferred
             skip = hopeless | (refutation(self._offset(lower, offset), groups)[0] > 0)
             if not bool(skip.all()):
-                *target, deeper = self._refine_passes(anchor_forms, anchor_box, latent_forms, latent_box)
+                *target, deeper = self._refine_passes(anchor_forms, anchor_box, latent_forms, latent_box, sw.cells)
                 lo_k, hi_k, n, _ = self._refine(k, *intervals[k], relax, *target, absmax, skip, None,
                                                 None if settled is None else settled >= 0, deeper=deeper)  # fmt: skip
                 sw.refined += n
@@ -780,6 +824,14 @@ class BoundEngine:
                 better = val.reshape(B, M) > lower  # both are sound lower bounds: keep the larger
                 lower = torch.where(better, val.reshape(B, M), lower)
                 coef = torch.where(better.unsqueeze(2), g.reshape(B, M, d), coef)
+        if sw.cells is not None and stop == 0:  # the boxes still open: their margins once more per cell
+            todo = torch.nonzero(refutation(self._offset(lower, offset), groups)[0] <= 0).flatten()
+            if len(todo):
+                pick = (todo[:, None] * M + torch.arange(M, device=todo.device)).reshape(-1)
+                _, _, (went, bias, err) = self._backward(len(self.ops) - 1, _take_rows(rows, pick), relax,
+                                                         anchor_forms, anchor_box, absmax, keep=True)  # fmt: skip
+                val_c = self._cell_rows(went, (bias, err), sw.cells).reshape(len(todo), M)
+                lower[todo] = torch.maximum(lower[todo], val_c)
         branch = None if scores is None else self._branch_choice(scores, self._offset(lower, offset),
                                                                  int(want_branch), groups)  # fmt: skip
         if opt.alpha_steps if steps is None else bool((steps > 0).any()):
@@ -1115,10 +1167,11 @@ class BoundEngine:
     def _to_latent(self) -> bool:
         return self.options.refine_to_latent and any(not o.linear for o in self.ops[: self.anchor])
 
-    def _refine_passes(self, anchor_forms, anchor_box, latent_forms, latent_box):
+    def _refine_passes(self, anchor_forms, anchor_box, latent_forms, latent_box, cells: _RowCells | None = None):
         """The refinement's arguments: its passes end at the image, and with ``refine_to_latent`` the rows that
-        leave their neuron unstable there go on to the latent (``deeper``, :meth:`_refine_rows`)."""
-        return anchor_forms, anchor_box, self.anchor, ((latent_forms, latent_box) if self._to_latent else None)
+        leave their neuron unstable there go on to the latent (``deeper``: the latent's forms and box, and the
+        generator's cells if any, :meth:`_refine_rows`)."""
+        return anchor_forms, anchor_box, self.anchor, ((latent_forms, latent_box, cells) if self._to_latent else None)
 
     def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, hopeless, forms: _Forms | None = None,
                 plain: torch.Tensor | None = None, cuts: Cuts | None = None, deeper=None):  # fmt: skip
@@ -1154,7 +1207,7 @@ class BoundEngine:
                 self._refine_rows(i - 1, idx, lo, hi, *args, deeper=deeper)
             if self.alpha_intermediate and len(op.in_shape) == 1:  # the dense head: α-CROWN on its inputs
                 skip = hopeless if plain is None else hopeless | plain  # ``plain`` boxes: their parent's α stands
-                at = (anchor_forms, anchor_box, stop) if deeper is None else (*deeper, 0)
+                at = (anchor_forms, anchor_box, stop) if deeper is None else (deeper[0], deeper[1], 0)
                 self._alpha_refine(i, lo, hi, relax, *at, absmax, skip, cuts)
         return lo, hi, len(idx), forms
 
@@ -1246,19 +1299,48 @@ class BoundEngine:
             return
         sel = torch.nonzero(open_).flatten()
         rows, state = _take_rows(rows, sel), (bias[sel], err[sel])
-        fold = self._folded(relax, deeper[1], rows.A.dtype)
-        if fold is None:
-            val, g = self._backward(self.anchor - 1, rows, relax, *deeper, absmax, stop=0, tables=tables, state=state)
-        else:  # through the generator's last layers as usual, then through its folded dense layers
-            carried = self._backward(self.anchor - 1, rows, relax, *deeper, absmax, stop=fold.top + 1, tables=tables,
-                                     state=state, carry_only=True)  # fmt: skip
-            to_latent = fold.carry(*carried, absmax)
-            val, g = self._minimise(*to_latent, *deeper, absmax, stop=0)
+        val, g = self._to_latent_rows(rows, state, relax, deeper[0], deeper[1], absmax, tables)
         full_val = torch.full((len(open_),), -math.inf, dtype=val.dtype, device=val.device)
         full_val[sel] = val
         full_g = torch.zeros(len(open_), g.shape[1], dtype=g.dtype, device=g.device)
         full_g[sel] = g
         self._tighten(key, full_val, full_g, lo, hi, forms, signs)
+        cells = deeper[2]
+        if cells is None:
+            return
+        # the neurons still open go on once per cell (their rows' intervals only: a cell's function holds on it alone)
+        still = self.ops[j + 1].unstable(lo[key], hi[key]).repeat_interleave(k)[sel]
+        if not bool(still.any()):
+            return
+        part = torch.nonzero(still).flatten()
+        val_c = self._cell_rows(_take_rows(rows, part), (state[0][part], state[1][part]), cells)
+        full_val = torch.full((len(open_),), -math.inf, dtype=val.dtype, device=val.device)
+        full_val[sel[part]] = val_c
+        self._tighten(key, full_val, torch.zeros_like(full_g), lo, hi, None, signs)
+
+    def _to_latent_rows(self, rows: Rows, state, relax, latent_forms, latent_box, absmax, tables=None):
+        """Rows at the image (with their constant and guard, ``state``) carried on through the generator (its dense
+        layers folded where they can be) and minimised over the latent box: the guarded bounds and coefficients."""
+        fold = self._folded(relax, latent_box, rows.A.dtype)
+        if fold is None:
+            return self._backward(self.anchor - 1, rows, relax, latent_forms, latent_box, absmax, stop=0, tables=tables,
+                                  state=state)  # fmt: skip
+        # through the generator's last layers as usual, then through its folded dense layers
+        carried = self._backward(self.anchor - 1, rows, relax, latent_forms, latent_box, absmax, stop=fold.top + 1,
+                                 tables=tables, state=state, carry_only=True)  # fmt: skip
+        to_latent = fold.carry(*carried, absmax)
+        return self._minimise(*to_latent, latent_forms, latent_box, absmax, stop=0)
+
+    def _cell_rows(self, rows: Rows, state, cells: _RowCells) -> torch.Tensor:
+        """Rows at the image (``state``: constants and guards) bounded over their box as the least of their bounds
+        over its cells, each carried through the generator with that cell's relaxation (``row_cells``)."""
+        k, R = cells.k, len(rows.A)
+        at = torch.arange(k, device=rows.A.device)
+        each = Rows(rows.A.repeat_interleave(k, 0), (rows.ball[:, None] * k + at).reshape(-1),
+                    None if rows.off is None else rows.off.repeat_interleave(k, 0))  # fmt: skip
+        val, _ = self._to_latent_rows(each, (state[0].repeat_interleave(k), state[1].repeat_interleave(k)),
+                                      cells.relax, cells.latent_forms, cells.latent_box, cells.absmax)  # fmt: skip
+        return val.reshape(R, k).amin(1)
 
     def _folded(self, relax: _Relaxations, latent_box, dtype: torch.dtype) -> FoldedGenerator | None:
         """The generator's dense layers folded for this sweep's boxes (:mod:`.symbolic`), made on first use and kept
