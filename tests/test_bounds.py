@@ -31,7 +31,7 @@ def _margin_spec(labels: torch.Tensor, k: int) -> torch.Tensor:
 
 def _random_pair(
     draw_ints: list[int], act_g: str, act_c: str, pool: str, pad: int, stride: int, bn: bool, cond: bool,
-    deep: bool = False, convs: int = 1,
+    deep: bool = False, convs: int = 1, chans: int = 2,
 ):  # fmt: skip
     seed, d, h = draw_ints
     torch.manual_seed(seed)
@@ -39,11 +39,12 @@ def _random_pair(
     gen_layers += [nn.Linear(d + (2 if cond else 0), h), ACTS[act_g]()]
     if deep:  # two hidden layers: the generator's own backward refinement passes a nonlinearity
         gen_layers += [nn.Linear(h, h), ACTS[act_g]()]
-    gen_layers += [nn.Linear(h, 2 * 6 * 6), nn.Tanh(), Affine(0.5, 0.5), nn.Unflatten(1, (2, 6, 6))]
+    # one channel: the classifier's patch rows go back into the generator as windows of its flat pixels
+    gen_layers += [nn.Linear(h, chans * 6 * 6), nn.Tanh(), Affine(0.5, 0.5), nn.Unflatten(1, (chans, 6, 6))]
     # with more convolutions (8 channels, padded), the classifier's refinement runs patch rows: windows that stick
     # out of the map, and a transposed convolution for sparse float32 patches instead of the Toeplitz GEMM
     width = 8 if convs > 1 else 4
-    clf_layers: list[nn.Module] = [nn.Conv2d(2, width, 3, stride=stride, padding=pad)]
+    clf_layers: list[nn.Module] = [nn.Conv2d(chans, width, 3, stride=stride, padding=pad)]
     for k in range(1, convs):
         clf_layers += [ACTS[act_c](), nn.Conv2d(width, width if k < convs - 1 else 4, 3, padding=1)]
     if bn:
@@ -86,14 +87,15 @@ def _random_pair(
     to_latent=st.booleans(),
     cells=st.sampled_from([0, 0, 1, 3]),
     row_cells=st.sampled_from([0, 0, 1, 2]),
+    chans=st.integers(1, 2),
 )
 def test_bounds_contain_every_sampled_point(
     ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward, lazy, convs,
-    alpha, to_latent, cells, row_cells,
+    alpha, to_latent, cells, row_cells, chans,
 ):  # fmt: skip
-    gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep, convs)
+    gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep, convs, chans)
     gen_ops = capture(gen, (d,))
-    ops = gen_ops + capture(clf, (2, 6, 6))
+    ops = gen_ops + capture(clf, (chans, 6, 6))
     opts = BoundOptions(mode=mode, refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
                         refine_limit=limit, generator_backward=gen_backward,
                         margins_to_latent=gen_backward, lazy_last=lazy, alpha_steps=0 if alpha == "off" else 3,
@@ -456,6 +458,35 @@ def test_window_table_gathers_the_same_windows_as_gather_patches(dtype):
     table = WindowTable(maps.reshape(3, 20, 7, 6), ph, pw, tuple(max(0, p) for p in pad))
     got = table.gather(ball, off).reshape(50, 4, 5, ph, pw)
     assert torch.equal(got, gather_patches(maps, ball, off, ph, pw))
+
+
+@pytest.mark.parametrize("ph, pw", [(3, 3), (5, 4), (9, 9)])
+def test_patches_over_a_one_channel_image_go_back_as_windows_of_its_flat_pixels(ph, pw):
+    """Behind the reshape that made the image, a patch row is the band of pixel rows it touches: the same
+    coefficients as the dense row (positions outside the image dropped, patches taller than it included), and
+    an elementwise step on the band meets each pixel's own constant."""
+    from genrobust.bounds.ops import Reshape, Scale, gather_windows
+
+    torch.manual_seed(ph * pw)
+    H, W, R = 7, 6, 60
+    op = Reshape((H * W,), (1, H, W))
+    assert op.patches and not Reshape((2 * H * W,), (2, H, W)).patches
+    off = torch.stack([torch.randint(-ph + 1, H, (R,)), torch.randint(-pw + 1, W, (R,))], 1)
+    rows = Rows(torch.randn(R, 1, ph, pw, dtype=torch.float64), torch.randint(0, 3, (R,)), off)
+    band, bias = op.backward(rows)
+    assert band.A.shape == (R, min(ph, H) * W) and not bias.any()
+    assert bool((band.off[:, 0] >= 0).all()) and bool((band.off[:, 0] + band.A.shape[1] <= H * W).all())
+    dense, _ = op.backward(to_dense(rows, (1, H, W)))
+    assert torch.equal(to_dense(band, (H * W,)).A, dense.A)
+    scale = Scale(torch.randn(H * W), torch.randn(H * W), (H * W,))
+    got, got_bias = scale.backward(band)
+    want, want_bias = scale.backward(dense)
+    assert torch.allclose(to_dense(got, (H * W,)).A, want.A, atol=0) and torch.allclose(got_bias, want_bias)
+    maps = torch.randn(3, 4, H * W, dtype=torch.float64)
+    lines = gather_windows(maps, band.ball, band.off[:, 0], band.A.shape[1])
+    at = band.off[:, :1] + torch.arange(band.A.shape[1])
+    assert torch.equal(lines, maps[band.ball][torch.arange(R)[:, None, None], torch.arange(4)[None, :, None],
+                                              at[:, None, :]])  # fmt: skip
 
 
 def test_bounds_run_in_ieee_float32_whatever_the_callers_tf32_settings():

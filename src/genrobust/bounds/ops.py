@@ -34,7 +34,11 @@ class Rows:
 
     ``A`` is either dense, shape (R, *layer_shape), with ``off = None``, or for a (C, H, W) layer a patch, shape
     (R, C, ph, pw), whose top-left corner sits at ``off[r] = (y, x)`` of the map (positions outside the map
-    hold zeros). ``ball[r]`` is the box the row belongs to.
+    hold zeros), or for a flat (N,) layer a *window* of w consecutive neurons, shape (R, w), starting at
+    ``off[r] = (s,)`` (inside the layer: 0 ≤ s ≤ N − w). Windows are what a patch over a one-channel image
+    becomes behind the reshape that made the image (the rows of pixels it touches, :meth:`Reshape.backward`),
+    so that a generator's last layers carry a pixel patch's ~3–9 rows of the image instead of all 28.
+    ``ball[r]`` is the box the row belongs to.
     """
 
     A: torch.Tensor
@@ -97,10 +101,24 @@ class WindowTable:
         return self.table.index_select(0, ball * (self.lh * self.lw) + pos).reshape(len(ball), *self.shape)
 
 
+def gather_windows(maps: torch.Tensor, rows_ball: torch.Tensor, start: torch.Tensor, w: int) -> torch.Tensor:
+    """``maps`` (B, *extra, N) → per row its (…, w) window of consecutive entries from ``start`` (R,): the
+    windows of a flat layer (see :class:`Rows`), gathered from a view of every window (no unfolded copy)."""
+    view = maps.unfold(-1, w, 1)  # (B, *extra, N − w + 1, w)
+    lead = (slice(None),) * (maps.dim() - 2)
+    return view[(rows_ball, *lead, start)]
+
+
 def to_dense(rows: Rows, shape: Shape) -> Rows:
-    """A patch row set scattered into full (C, H, W) maps."""
+    """A patch row set scattered into full (C, H, W) maps (windows: into full (N,) rows)."""
     if rows.off is None:
         return rows
+    if rows.A.dim() == 2:  # windows of a flat layer
+        R, w = rows.A.shape
+        out = rows.A.new_zeros(R, math.prod(shape))
+        pos = rows.off[:, :1] + torch.arange(w, device=rows.A.device)
+        out.scatter_(1, pos, rows.A)
+        return Rows(out.reshape(R, *shape), rows.ball, None)
     C, H, W = shape
     R, _, ph, pw = rows.A.shape
     if rows.off.numel() and bool((rows.off == 0).all()) and (ph, pw) == (H, W):
@@ -399,6 +417,10 @@ class Scale(Op):
     def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
         A = rows.A
         a, c = cast_weight(self, "a", self.a["all"], A.dtype), cast_weight(self, "c", self.c, A.dtype)
+        if rows.off is not None and A.dim() == 2:  # windows of a flat layer: each row meets its own constants
+            zero = torch.zeros_like(rows.ball)
+            a, c = (t if t.dim() == 0 else gather_windows(t.unsqueeze(0), zero, rows.off[:, 0], A.shape[1])
+                    for t in (a, c))  # fmt: skip
         return Rows(A * a, rows.ball, rows.off), self._bias(A, c)
 
     def dot_length(self, rows: Rows) -> int:
@@ -420,6 +442,9 @@ class Reshape(Op):
             raise GenrobustError(f"cannot reshape {tuple(in_shape)} to {tuple(out_shape)}")
         self.name = name
         self.out_shape = tuple(out_shape)
+        # a flat layer made into a one-channel image (a generator's pixels): patches over the image go back as
+        # windows of the flat layer, the rows of pixels they touch (:class:`Rows`)
+        self.patches = len(self.in_shape) == 1 and len(self.out_shape) == 3 and self.out_shape[0] == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
@@ -434,8 +459,28 @@ class Reshape(Op):
     max_bias = 0.0
 
     def backward(self, rows: Rows) -> tuple[Rows, torch.Tensor]:
+        if rows.off is not None and self.patches:
+            return self._windows(rows), rows.A.new_zeros(rows.A.shape[0])
         rows = to_dense(rows, self.out_shape)
         return Rows(rows.A.reshape(rows.A.shape[0], *self.in_shape), rows.ball), rows.A.new_zeros(rows.A.shape[0])
+
+    def _windows(self, rows: Rows) -> Rows:
+        """Patches (R, 1, ph, pw) over the (1, H, W) image → windows of the flat layer: each row's band of
+        min(ph, H) rows of pixels (W each, consecutive in the flat layer), starting where its patch does
+        (clamped into the image; the patch's positions outside it hold zeros and are dropped)."""
+        A, off = rows.A, rows.off
+        R, _, ph, pw = A.shape
+        _, H, W = self.out_shape
+        hb = min(ph, H)
+        dev = A.device
+        y0 = off[:, 0].clamp(0, H - hb)
+        ys = off[:, 0, None] + torch.arange(ph, device=dev)  # (R, ph)
+        xs = off[:, 1, None] + torch.arange(pw, device=dev)  # (R, pw)
+        inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+        pos = (ys - y0[:, None]).clamp(0, hb - 1)[:, :, None] * W + xs.clamp(0, W - 1)[:, None, :]
+        band = A.new_zeros(R, hb * W)
+        band.scatter_add_(1, pos.reshape(R, -1), torch.where(inside, A[:, 0], 0).reshape(R, -1))
+        return Rows(band, rows.ball, (y0 * W)[:, None])
 
 
 class ConcatConst(Op):

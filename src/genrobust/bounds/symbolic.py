@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..rounding import round_up
-from .ops import DT, Activation, Dense, Op, Rows, gamma, to_dense
+from .ops import DT, Activation, Dense, Op, Rows, gamma, gather_windows, to_dense
 from .steps import relax_guard, relax_step
 
 
@@ -150,7 +150,8 @@ class FoldedGenerator:
         """Dense rows (R, N) over op ``top``'s output, with their constant and rounding guard (float64, (R,)),
         carried to the latent: rows (R, d) over op 0's input, the new constant and guard. ``absmax[m]`` (B,) ≥ |x|
         on activation m's input, as in the plain pass."""
-        if rows.off is not None:  # patch rows (none reach here through the built-in generators' reshape)
+        windows = rows.off is not None and rows.A.dim() == 2  # a pixel patch's rows of pixels (:class:`.ops.Rows`)
+        if rows.off is not None and not windows:
             rows = to_dense(rows, self.ops[self.top].out_shape)
         A, ball = rows.A.reshape(len(rows.A), -1), rows.ball
         if A.dtype != self.dtype:
@@ -162,15 +163,34 @@ class FoldedGenerator:
             maps = self._boxes.get(b)
             if maps is None:
                 maps = self._boxes[b] = self._fold(b)
-            out[sel], add_bias, add_err = self._carry_box(A[sel], maps, absmax, b)
+            start = None
+            if windows:  # rows that meet the same rows of the top map side by side
+                sel = sel[torch.argsort(rows.off[sel, 0], stable=True)]
+                start = rows.off[sel, 0]
+            out[sel], add_bias, add_err = self._carry_box(A[sel], maps, absmax, b, start)
             bias[sel] += add_bias
             err[sel] += add_err
         return Rows(out, ball), bias, err
 
-    def _carry_box(self, A: torch.Tensor, maps: _BoxMaps, absmax: dict, b: int):
+    def _carry_box(self, A: torch.Tensor, maps: _BoxMaps, absmax: dict, b: int, start: torch.Tensor | None = None):
+        """Rows ``A`` of box ``b`` through its maps; ``start`` (sorted): the rows are windows of the top layer
+        starting there (the rows with one start meet the same rows of the top map: one product each)."""
         dt = A.dtype
-        c = A @ maps.top
-        err = _abs_dot(A, maps.top_err + gamma(A.shape[1] + 1, dt) * maps.top_pv)
+        w = A.shape[1]
+        g = gamma(w + 1, dt)
+        if start is None:
+            c = A @ maps.top
+            err = _abs_dot(A, maps.top_err + g * maps.top_pv)
+        else:
+            c = A.new_empty(len(A), maps.top.shape[1])
+            first = 0
+            for s, n in zip(*(t.tolist() for t in torch.unique_consecutive(start, return_counts=True)), strict=True):
+                torch.matmul(A[first : first + n], maps.top[s : s + w], out=c[first : first + n])
+                first += n
+            # as _abs_dot, each row with its window of the top's error terms
+            ev = round_up(maps.top_err + g * maps.top_pv, dt)
+            err = (A.abs() * gather_windows(ev[None], torch.zeros_like(start), start, w)).sum(1).to(DT)
+            err = err * (1 + 2 * gamma(w + 1, dt))
         bias = torch.zeros(len(A), dtype=DT, device=A.device)
         for m, U, lines, off, Pu, e_u, pv_u in maps.acts:
             n = len(U)
