@@ -173,7 +173,9 @@ def test_a_hopeless_ball_is_not_split(builtin):
     z = latents(0, 8, 1, 10)
     runs = {}
     for give_up in (None, 0.0, 1e6):
-        v = LocalVerifier(clf, gens[8], latent_dim=10, options=VerifyOptions(max_boxes=3, give_up=give_up))
+        # seconds enough that only the boxes decide (on a loaded machine 60 s once stopped the spared ball early)
+        opts = VerifyOptions(max_boxes=3, give_up=give_up, max_seconds=600)
+        v = LocalVerifier(clf, gens[8], latent_dim=10, options=opts)
         runs[give_up] = v.run(z, [8], [0.02])  # undecided after 3 boxes (see above): its root bound is < 0
     assert int(runs[0.0].boxes[0, 0]) == 1 and runs[0.0].status[0, 0] == UNKNOWN
     assert int(runs[None].boxes[0, 0]) == int(runs[1e6].boxes[0, 0]) == 3

@@ -1510,7 +1510,9 @@ class BoundEngine:
             total = torch.einsum("rn,rkn->rk", A.abs(), gather_windows(reach, rows.ball, rows.off[:, 0], A.shape[1]))
         elif rows.off is not None:
             # patch rows: each channel's largest reach over the map (no window gathered per row: the per-neuron
-            # form lifted the worst margin of ball (0, 1) by 1 more for 8% more time a box, this one by 6.6 for 4%)
+            # form lifted the worst margin of ball (0, 1) by 1 more for 8% more time a box, this one by 6.6 for 4%;
+            # in stop 51, read from window tables as the relaxation lines are, ball (2, 1) by 0.5 (−20.05 →
+            # −19.56) for 7–25% more time a root)
             top = reach.flatten(3).amax(3)[rows.ball]  # (R, 2, C)
             total = torch.einsum("rc,rkc->rk", A.abs().sum((2, 3)), top)
         else:
