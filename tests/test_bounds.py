@@ -333,13 +333,18 @@ def test_the_folded_generator_gives_the_plain_passs_bounds_at_less_cost(act):
     assert (margins >= f32_fold.lower[None]).all()
 
 
+@pytest.mark.parametrize("gathered", [True, False], ids=["gathered", "per-box"])
 @pytest.mark.parametrize("kind", ["dense", "conv-dense-rows", "conv-patch-rows"])
-def test_float32_steps_through_a_linear_layer_round_within_their_per_neuron_guard(kind):
+def test_float32_steps_through_a_linear_layer_round_within_their_per_neuron_guard(kind, gathered, monkeypatch):
     """The guard of a float32 row's step back through a linear op (``_reach_guard``): over the whole input box, the
     computed step's value moves from the exact one by at most γ_n·Σ|A|·|W||x| + γ_m·Σ|A|·|b| (patch rows: each
     channel's largest |W||x| and |b|). Checked against the
     float64 step (whose own error is 10⁹ times smaller) at the worst point of the box, with weights and rows of
-    mixed magnitudes so that roundings are large; and the guard is far below the layer-wide ‖A‖₁·max one."""
+    mixed magnitudes so that roundings are large; and the guard is far below the layer-wide ‖A‖₁·max one. Dense
+    rows take the layer's reach gathered per row (small layers) or box by box (``GATHER_BYTES``): both are checked."""
+    import genrobust.bounds.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "GATHER_BYTES", 1 << 40 if gathered else 0)
     torch.manual_seed(3)
     B, R = 2, 64
     if kind == "dense":
@@ -605,6 +610,32 @@ def test_capture_traces_in_eval_mode_and_gives_every_flag_back():
         h = op.forward(h)
     net.eval()
     torch.testing.assert_close(h, net.double()(x))
+
+
+@pytest.mark.parametrize("origin", [True, False])
+def test_a_batchs_relu_step_gathers_its_boxes_lines_or_takes_them_box_by_box_with_the_same_rows(origin, monkeypatch):
+    """``relax_step_by_ball``: rows sorted by box take their box's lines as views, one step per box, or (below
+    ``GATHER_BYTES``: small layers, where the loop's calls cost more than the copy) one step on lines gathered per
+    row. The new rows are the same products either way; the intercepts' float64 sums and their Σ|·| agree to the
+    rounding the guard pays."""
+    import genrobust.bounds.steps as steps
+
+    g = torch.Generator().manual_seed(0)
+    boxes, rows, n = 5, 7, 40
+    A = torch.randn(boxes * rows, n, generator=g)
+    k = 3 if origin else 4
+    maps = torch.rand(boxes, k, n, generator=g)
+    ball = torch.arange(boxes).repeat_interleave(rows)
+    out = {}
+    for limit in (0, 1 << 40):
+        monkeypatch.setattr(steps, "GATHER_BYTES", limit)
+        out[limit] = steps.relax_step_by_ball(A, maps, ball, origin, origin)
+    (new0, sum0, abs0), (new1, sum1, abs1) = out[0], out[1 << 40]
+    assert torch.equal(new0, new1)
+    assert torch.allclose(sum0, sum1, rtol=1e-5, atol=1e-6) and torch.allclose(abs0, abs1, rtol=1e-5, atol=1e-6)
+    for b in range(boxes):  # each box's rows on its own lines
+        own = steps.relax_step(A[ball == b], maps[b : b + 1], origin, origin)
+        assert torch.equal(own[0], new1[ball == b])
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, 0.5])

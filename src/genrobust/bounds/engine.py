@@ -64,7 +64,7 @@ from ..rounding import outward, round_up
 from ..runtime import release_heap
 from .cuts import Cuts, CutTerms
 from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, gather_windows, to_dense
-from .steps import relax_guard, relax_step, relax_step_by_ball
+from .steps import GATHER_BYTES, relax_guard, relax_step, relax_step_by_ball
 from .symbolic import FoldedGenerator, segment_top
 
 GUARD = 1e-9
@@ -1515,6 +1515,8 @@ class BoundEngine:
             # −19.56) for 7–25% more time a root)
             top = reach.flatten(3).amax(3)[rows.ball]  # (R, 2, C)
             total = torch.einsum("rc,rkc->rk", A.abs().sum((2, 3)), top)
+        elif R * m * 2 * reach.element_size() <= GATHER_BYTES:  # small layers: one gathered product, no loop
+            total = torch.einsum("rn,rkn->rk", A.abs().reshape(R, -1), reach.reshape(reach.shape[0], 2, -1)[rows.ball])
         else:
             flat, maps = A.abs().reshape(R, -1), reach.reshape(reach.shape[0], 2, -1).transpose(1, 2)
             total = A.new_empty(R, 2)
