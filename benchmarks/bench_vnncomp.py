@@ -8,6 +8,7 @@ threads, ``--seconds`` per instance:
 * ``bab``: branch and bound as the command runs it (ReLU splits with β-CROWN bounds in pixel space; on these
   dense networks α-CROWN on the hidden layers' inputs at the root and FSB's choice among 4 candidates);
 * ``bab-babsr``: ``bab`` splitting BaBSR's top neuron (no FSB estimates), the ablation of FSB;
+* ``bab-fsb2``: ``bab`` with FSB's estimates of 2 candidates instead of 4 (half the children's plain passes);
 * ``bab-plain``: ``bab-babsr`` without α-CROWN on the hidden layers (plain refinement), the ablation of α;
 * ``bab-beta``: ``bab`` with β optimised as itself instead of β times its neuron's interval width (the ablation
   of ``BoundOptions.beta_per_width``);
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-CONFIGS = ("bounds", "bab", "bab-babsr", "bab-plain", "bab-beta", "bab-cuts", "bab-pairs", "input")
+CONFIGS = ("bounds", "bab", "bab-babsr", "bab-fsb2", "bab-plain", "bab-beta", "bab-cuts", "bab-pairs", "input")
 
 
 def options(config: str, seconds: float):
@@ -52,6 +53,7 @@ def options(config: str, seconds: float):
         "bounds": VerifyOptions(max_boxes=1, max_seconds=seconds),
         "bab": VerifyOptions(max_boxes=100_000, max_seconds=seconds),
         "bab-babsr": VerifyOptions(max_boxes=100_000, max_seconds=seconds, branch_candidates=1),
+        "bab-fsb2": VerifyOptions(max_boxes=100_000, max_seconds=seconds, branch_candidates=2),
         "bab-plain": VerifyOptions(bounds=plain, max_boxes=100_000, max_seconds=seconds, branch_candidates=1),
         "bab-beta": VerifyOptions(bounds=BoundOptions(beta_per_width=False), max_boxes=100_000, max_seconds=seconds),
         "bab-cuts": VerifyOptions(max_boxes=100_000, max_seconds=seconds, cuts=64),
