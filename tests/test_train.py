@@ -34,6 +34,8 @@ def test_classifier_loss_falls_and_learns(small_sets, tmp_path):
     assert meta["test_accuracy"] == res.test_accuracy
     assert meta["command"].startswith("genrobust train classifier --dataset mnist --arch small")
     assert meta["recipe"]["epochs"] == 3
+    # the weights depend on the thread count, so every epoch records its own
+    assert [h["torch_threads"] for h in meta["history"]] == [torch.get_num_threads()] * 3
     # float16 storage only where it changes no test-set prediction, so the recorded accuracy still holds.
     assert meta["float16_tensors"] and meta["dtype"] in ("float16", "mixed")
     loaded = gr.load_classifier(res.path)

@@ -194,6 +194,9 @@ def _fit(
                 "images": seen,
                 "seconds": time.perf_counter() - t0,
                 "images_per_second": seen / (time.perf_counter() - t0),
+                # the weights depend on it: float sums split by thread count differ (1 vs 2 threads, 0.05 of an
+                # epoch of `small`: weights up to 0.035 apart), so a retrained row is comparable only at the same count
+                "torch_threads": torch.get_num_threads(),
             }
         )
         save_checkpoint(
