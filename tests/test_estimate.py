@@ -131,7 +131,7 @@ def test_correctness_command(tmp_path):
 
 
 def test_inference_copy_is_faster_layout_same_values(models):
-    from genrobust.estimate import inference_copy
+    from genrobust.models.layout import inference_copy
 
     clf, _ = models
     fast = inference_copy(clf)

@@ -50,3 +50,38 @@ def test_write_atomic_leaves_the_old_file_or_the_whole_new_one(tmp_path, monkeyp
             with pytest.raises(OSError, match=broken):
                 runtime.write_atomic(path, "torn")
         assert path.read_text() == "new" and sorted(p.name for p in path.parent.iterdir()) == ["cache.json"]
+
+
+def test_working_copy_is_a_frozen_eval_copy_and_leaves_the_model_as_it_was():
+    import torch
+    from torch import nn
+
+    from genrobust.errors import GenrobustError
+    from genrobust.models import ConvClassifier, ConvClassifierConfig
+    from genrobust.models.layers import ChannelsLast
+    from genrobust.runtime import working_copy
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3)).train()
+    copy = working_copy(net, "cpu")
+    assert copy is not net and not copy.training and not any(m.training for m in copy.modules())
+    assert not any(p.requires_grad for p in copy.parameters())
+    assert net.training and all(p.requires_grad for p in net.parameters())  # the caller's model is untouched
+    x = torch.randn(5, 4)
+    assert torch.equal(copy(x), copy(x))  # eval mode: dropout is off
+    with torch.no_grad():
+        copy[0].weight.zero_()
+    assert net[0].weight.abs().sum() > 0  # its own weights
+    # ``fast``: the inference layout for genrobust's convolutional classifiers, one copy, frozen as well
+    clf = ConvClassifier(ConvClassifierConfig(a=4, b=4, c=8)).train()
+    fast = working_copy(clf, fast=True)
+    assert isinstance(fast, ChannelsLast) and not fast.training and not any(p.requires_grad for p in fast.parameters())
+    assert clf.training
+    img = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(fast(img), working_copy(clf)(img), atol=1e-5)
+    # NaN weights are refused, naming the model, only when asked (``finite``)
+    with torch.no_grad():
+        net[2].bias[0] = float("nan")
+    working_copy(net)
+    with pytest.raises(GenrobustError, match="the classifier has NaN or infinite weights"):
+        working_copy(net, finite="classifier")

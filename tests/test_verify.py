@@ -292,6 +292,24 @@ def _bump() -> nn.Module:
     return nn.Sequential(l1, nn.ReLU(), l2)
 
 
+def test_a_whole_network_is_built_by_the_one_constructor_and_its_boxes_are_not_clipped():
+    """``for_model`` is ``LocalVerifier(model, None, input_shape=…, pixel_range=None)``: the same chain and answers,
+    boxes not clipped to a pixel range (the bump's inputs are negative too), and the caller's model untouched."""
+    net = _bump().train()
+    flags = [m.training for m in net.modules()]
+    a = LocalVerifier.for_model(net, (1,))
+    b = LocalVerifier(net, None, input_shape=(1,), pixel_range=None)
+    assert not a.pixel and not b.pixel and [type(op) for op in a.engine.ops] == [type(op) for op in b.engine.ops]
+    z = torch.tensor([[-0.5], [0.0], [0.05]])
+    ra, rb = a.run(z, [0, 0, 1], [0.001]), b.run(z, [0, 0, 1], [0.001])
+    assert torch.equal(ra.status, rb.status) and (ra.status[:2, 0] == CERTIFIED).all()
+    lo, _ = a._ball(z[:1].double(), 0.1)
+    assert float(lo[0, 0]) < -0.5  # no clipping at 0
+    assert [m.training for m in net.modules()] == flags and all(p.requires_grad for p in net.parameters())
+    with pytest.raises(gr.GenrobustError, match="a whole network needs its input_shape"):
+        LocalVerifier(net, None, pixel_range=None)
+
+
 def test_a_witness_falsifies_every_checked_eps_whose_ball_holds_it(monkeypatch):
     """A witness found at a larger ε that lies within a smaller one falsifies that one too (the smaller ε's
     own attack may miss it): on the bump, with a one-step attack, statuses and attack radii agree. (The attack

@@ -20,7 +20,6 @@ from (seed, start, ε index), so results do not depend on how rows are batched.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -38,10 +37,9 @@ from .errors import GenrobustError
 from .execute import Shipped, content_hash
 from .journal import decode_tensor, encode_tensor, open_journal
 from .models.generators import GeneratorFamily
-from .models.layout import inference_copy
 from .results import Provenance, Result, model_hashes, register
 from .rounding import inward
-from .runtime import progress, resolve_device, sub_seed
+from .runtime import progress, resolve_device, sub_seed, working_copy
 from .sampling import latents, run_classes
 from .stats import Proportion
 
@@ -499,8 +497,8 @@ def attack_latents(
     if steps < 1 or directions < 1 or restarts < 1 or batch_size < 1 or rows_per_chunk < 1 or step_size <= 0:
         raise GenrobustError("steps, directions, restarts, batch sizes must be ≥ 1 and step_size > 0")
     dev = resolve_device(device)
-    plain = copy.deepcopy(model).to(dev).eval().requires_grad_(False)  # the caller's model stays as it is
-    fast = inference_copy(plain)  # a faster layout for the search; the re-check uses ``plain``
+    plain = working_copy(model, dev)  # the caller's model stays as it is
+    fast = working_copy(plain, fast=True)  # a faster layout for the search; the re-check uses ``plain``
     z = z.detach().to(dev, torch.float32)
     pred, conf = _recheck_predictions(plain, z, batch_size)
     with torch.no_grad():
@@ -639,8 +637,7 @@ def realistic_adversarial(
         raise GenrobustError(f"source and target are the same class ({source}); choose another target")
     dev = resolve_device(device)
     models = model_hashes(classifier, generators, [source])  # the caller's models, for the result's provenance
-    generators = copy.deepcopy(generators).to(dev).eval()  # the caller's models stay as they are
-    classifier = copy.deepcopy(classifier).to(dev).eval()
+    generators, classifier = working_copy(generators, dev), working_copy(classifier, dev)  # the caller's stay
     check_compatible(classifier, generators, dev)
     if z is None:
         if n_starts < 1:

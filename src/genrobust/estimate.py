@@ -7,7 +7,6 @@ through its per-class loop with one outcome: is C(G_c(z)) = c, and how confident
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -22,9 +21,8 @@ from .execute import ClassTask, Shipped, open_workers
 from .journal import open_journal
 from .models.coverage import Coverage
 from .models.generators import GeneratorFamily, module_device
-from .models.layout import inference_copy
 from .results import Provenance, Result, model_hashes, register
-from .runtime import resolve_device
+from .runtime import resolve_device, working_copy
 from .sampling import BLOCK, check_classes, check_estimate_args, latent_block, latent_range, latents, run_classes
 from .stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 
@@ -325,10 +323,8 @@ def global_correctness(
     check_estimate_args(n=n, delta=delta, confidence=confidence, seed=seed, **sizes)
     dev = resolve_device(device)
     original, original_gens = classifier, generators  # hashed for the result's provenance
-    # copies, once: the caller's models keep their device and modes (inference_copy may return the model itself)
-    fast = inference_copy(classifier)
-    classifier = (copy.deepcopy(classifier) if fast is classifier else fast).to(dev).eval()
-    generators = copy.deepcopy(generators).to(dev).eval()
+    # copies, once: the caller's models keep their device and modes
+    classifier, generators = working_copy(classifier, dev, fast=True), working_copy(generators, dev)
     check_compatible(classifier, generators, dev)
     wanted = check_classes(classes, len(generators))
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from .errors import GenrobustError
 from .results import Provenance, Result, model_hashes, register
-from .runtime import progress, resolve_device, sub_seed
+from .runtime import progress, resolve_device, sub_seed, working_copy
 from .stats import FAILS, HOLDS, UNDECIDED
 
 #: (latents (G, N, d), group indices (G,)) → scores (G, N); failure is score ≥ 0
@@ -409,10 +409,8 @@ def rare_failure(
     ``attack_steps`` steps: a lower bound's estimate); then up to ``verify`` boxes per class of the last level
     that the attack did not break go to the verifier (``verify_options``, default: 16 boxes / 10 s per box), and
     their certified / falsified counts stand beside the estimate (``RareEstimate.last_level``)."""
-    import copy
 
     from .compose import check_compatible
-    from .models.layout import inference_copy
     from .sampling import check_classes
 
     if not 0 < delta < 1:
@@ -427,9 +425,7 @@ def rare_failure(
         raise GenrobustError(f"attack_steps must be ≥ 1 and verify ≥ 0, got {attack_steps!r}, {verify!r}")
     check_splitting_args(particles, quantile, mcmc_steps, max_levels, seed)
     dev = resolve_device(device)
-    fast = inference_copy(classifier)
-    clf = (copy.deepcopy(classifier) if fast is classifier else fast).to(dev).eval()
-    gens = copy.deepcopy(generators).to(dev).eval().requires_grad_(False)
+    clf, gens = working_copy(classifier, dev, fast=True), working_copy(generators, dev)
     check_compatible(clf, gens, dev)
     wanted = check_classes(classes, len(gens))
     group_class = [c for c in wanted for _ in range(repeats)]

@@ -1,9 +1,11 @@
-"""Plumbing shared by estimation, attacks, verification and training: devices, derived seeds, progress bars,
-batched predictions. Neutral ground, so that no analysis module reaches into ``train/`` for it."""
+"""Plumbing shared by estimation, attacks, verification and training: devices, the working copies of the
+caller's models, derived seeds, progress bars, batched predictions. Neutral ground, so that no analysis module
+reaches into ``train/`` for it."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import functools
@@ -26,6 +28,28 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GenrobustError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def working_copy(
+    model: torch.nn.Module, device: str | torch.device | None = None, *, fast: bool = False, finite: str | None = None
+) -> torch.nn.Module:
+    """The one rule for a caller's model: genrobust works on a copy and never changes the model itself (its
+    device, train/eval mode, ``requires_grad`` flags, weights). The copy is on ``device`` (None: where the model
+    is), in eval mode, with its parameters' gradients off: attacks differentiate with respect to inputs, never
+    weights, and a frozen copy keeps autograd from recording its parameters.
+
+    ``fast``: the copy laid out for fast batched inference (:func:`~genrobust.models.layout.inference_copy`, a
+    copy already, so the model is copied once). ``finite``: refuse NaN or infinite weights, naming the model so
+    (a bound over such weights would be NaN, and an attack's answer meaningless)."""
+    out = inference_copy(model) if fast else model
+    if out is model:
+        out = copy.deepcopy(model)
+    if device is not None:
+        out = out.to(resolve_device(device))
+    out = out.eval().requires_grad_(False)
+    if finite is not None and not all(torch.isfinite(p).all() for p in out.parameters()):
+        raise GenrobustError(f"the {finite} has NaN or infinite weights")
+    return out
 
 
 def sub_seed(*parts: int) -> int:

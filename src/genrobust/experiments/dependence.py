@@ -125,17 +125,16 @@ def overlap(families: dict[str, GeneratorFamily], classifier: torch.nn.Module, *
     of half a itself (``half-a`` below): what a GAN identical to half a would score. A family far below it
     draws another slice of the class, so the classifier is judged on other images. ``device``: where copies of
     the models draw and embed the images (None: where the models are)."""
-    import copy
 
-    from ..runtime import progress, resolve_device, sub_seed
+    from ..runtime import progress, resolve_device, sub_seed, working_copy
     from .generator_quality import features, precision_recall
 
     if n <= k:
         raise GenrobustError(f"overlap needs more than k = {k} images per class, got n = {n}")
     if device is not None:  # copies: the caller's models stay where they are
         dev = resolve_device(device)
-        classifier = copy.deepcopy(classifier).to(dev)
-        families = {name: copy.deepcopy(fam).to(dev) for name, fam in families.items()}
+        classifier = working_copy(classifier, dev)
+        families = {name: working_copy(fam, dev) for name, fam in families.items()}
     ref_name = next(iter(families))
     num_classes = families[ref_name].num_classes
     classes = []

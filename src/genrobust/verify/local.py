@@ -37,7 +37,7 @@ from ..compose import Composed
 from ..errors import GenrobustError, GenrobustWarning
 from ..models.layout import inference_copy
 from ..rounding import inward, outward, real_ball
-from ..runtime import progress, resolve_device, sub_seed
+from ..runtime import progress, resolve_device, sub_seed, working_copy
 
 CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
 #: Changes whenever the same options can give other outcomes (caches of results keep it, so old cells are not
@@ -330,17 +330,12 @@ _NETWORK_OPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _network_ops(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> tuple[nn.Module, list]:
     """An eval-mode copy of ``model`` on ``device`` and its operators on inputs of ``shape``, cached while the
     weights stay the same (the fingerprint is checked at every call: a changed model is captured again)."""
-    import copy
-
     key, mark = (str(device), tuple(shape)), _fingerprint(model)
     per_model = _NETWORK_OPS.setdefault(model, {})
     hit = per_model.get(key)
     if hit is not None and hit[0] == mark:
         return hit[1], hit[2]
-    net = copy.deepcopy(model).to(device).eval().requires_grad_(False)
-    for p in net.parameters():
-        if not torch.isfinite(p).all():
-            raise GenrobustError("the model has NaN or infinite weights")
+    net = working_copy(model, device, finite="model")
     ops = capture(net, tuple(shape))
     per_model[key] = (mark, net, ops)
     return net, ops
@@ -350,12 +345,81 @@ def _pixel_chain(classifier: nn.Module, input_shape: tuple[int, ...]) -> nn.Modu
     return nn.Sequential(nn.Unflatten(1, input_shape), classifier)
 
 
+@dataclass
+class _Chain:
+    """What a verifier bounds and checks, however its networks arrived: ``plain``, the float32 chain from the
+    flat input to logits that witnesses are re-checked on; ``ops``, its operators, the classifier from ``anchor``
+    on; ``latent_dim``, the flat input's size; the bound options as this chain needs them."""
+
+    plain: nn.Module
+    ops: list
+    anchor: int
+    latent_dim: int
+    bounds: BoundOptions
+
+
+def _without_forward_forms(bounds: BoundOptions) -> BoundOptions:
+    """No forward forms through the classifier: with no generator in front, its input has hundreds of
+    directions, and forms over them cost more than they tighten (mnist_fc given as (1, 28, 28) with an anchor
+    after the reshapes: 256×2 prop_6_0.03 unknown after 26.6 s; as (784,): unsat in 1.7 s)."""
+    return BoundOptions(**{**vars(bounds), "classifier_forward": False})
+
+
+def _generator_chain(classifier: nn.Module, generator: nn.Module, latent_dim: int | None, bounds: BoundOptions,
+                     device: torch.device) -> _Chain:  # fmt: skip
+    """C∘G from the latent: the generator's operators, then the classifier's on the generator's image shape."""
+    if latent_dim is None:
+        raise GenrobustError("give the generator's latent_dim")
+    clf = working_copy(classifier, device, finite="classifier")
+    gen = working_copy(generator, device, finite="generator")
+    with torch.no_grad():
+        image = gen(torch.zeros(1, latent_dim, device=device))
+    gen_ops = capture(gen, (latent_dim,))
+    ops = gen_ops + capture(clf, tuple(image.shape[1:]))
+    return _Chain(Composed(clf, gen), ops, len(gen_ops), latent_dim, bounds)
+
+
+def _pixel_space_chain(classifier: nn.Module, input_shape: tuple[int, ...] | None, bounds: BoundOptions,
+                       device: torch.device) -> _Chain:  # fmt: skip
+    """The classifier alone on flattened images of ``input_shape`` (the classifier's own ``input_shape`` if None)."""
+    if input_shape is None:
+        input_shape = getattr(classifier, "input_shape", None)
+    if input_shape is None:
+        raise GenrobustError("pixel-space checks need the classifier's input_shape, e.g. (1, 28, 28)")
+    clf = working_copy(classifier, device, finite="classifier")
+    ops = [Reshape((math.prod(input_shape),), tuple(input_shape), name="Unflatten"), *capture(clf, input_shape)]
+    return _Chain(_pixel_chain(clf, tuple(input_shape)), ops, 1, math.prod(input_shape),
+                  _without_forward_forms(bounds))  # fmt: skip
+
+
+def _whole_chain(model: nn.Module, input_shape: tuple[int, ...], bounds: BoundOptions,
+                 device: torch.device) -> _Chain:  # fmt: skip
+    """One network from its flattened input, where the classifier starts read from the chain: at the first
+    operator that takes an image (C, H, W); with only linear ops before it (no generator in front: a box map and
+    reshapes at most) the whole chain is the classifier, as in pixel space. A :class:`BoxedNetwork`'s network is
+    copied and captured once per network (``_network_ops``), its box map per call."""
+    latent_dim = math.prod(input_shape)
+    if not isinstance(model, BoxedNetwork):  # a whole network: the identity map before it, inputs flattened
+        model = BoxedNetwork(nn.Identity(), model, tuple(input_shape))
+    net, net_ops = _network_ops(model.net, model.shape, device)
+    box = working_copy(model.box, device)
+    front = nn.Sequential(box, *([nn.Unflatten(1, model.shape)] if len(model.shape) > 1 else []))
+    ops = capture(front, (latent_dim,)) + net_ops
+    anchor = next((i for i, op in enumerate(ops) if len(op.in_shape) == 3), 0)
+    if all(op.linear for op in ops[:anchor]):
+        anchor, bounds = 0, _without_forward_forms(bounds)
+    return _Chain(BoxedNetwork(box, net, model.shape), ops, anchor, latent_dim, bounds)
+
+
 class LocalVerifier:
-    """The local check of one classifier behind one generator (or of the classifier alone, in pixel space).
+    """The local check of one classifier behind one generator (or of the classifier alone, in pixel space, or of
+    one network that arrives whole: :meth:`for_model`).
 
     Build it once and call :meth:`run` on as many balls as you like; the caller's models are copied, never
     changed. ``generator=None`` checks the classifier on pixel boxes (an image flattened, ε in pixel units, the
-    box clipped to ``pixel_range``): the case of published local-robustness benchmarks.
+    box clipped to ``pixel_range``): the case of published local-robustness benchmarks. ``generator=None`` and
+    ``pixel_range=None``: the classifier is any network from its flattened input (``input_shape``) to logits,
+    boxes are not clipped, and where a generator part ends is read from the network (:meth:`for_model`).
     """
 
     def __init__(
@@ -367,53 +431,33 @@ class LocalVerifier:
         input_shape: tuple[int, ...] | None = None,
         options: VerifyOptions | None = None,
         device: str | torch.device | None = None,
-        pixel_range: tuple[float, float] = (0.0, 1.0),
+        pixel_range: tuple[float, float] | None = (0.0, 1.0),
     ) -> None:
-        import copy
-
         self.options = options or VerifyOptions()
+        bounds = self.options.bounds
+        whole = generator is None and pixel_range is None
         devices = {p.device for m in (classifier, generator) if m is not None for p in m.parameters()}
         if device is None and len(devices) > 1:
             names = ", ".join(sorted(str(d) for d in devices))
             raise GenrobustError(f"the classifier and the generator are on different devices ({names}): move both "
                                  "to one device, or pass device=")  # fmt: skip
-        self.device = resolve_device(device if device is not None else (devices.pop() if devices else None))
-        clf = copy.deepcopy(classifier).to(self.device).eval().requires_grad_(False)
-        for p in clf.parameters():
-            if not torch.isfinite(p).all():
-                raise GenrobustError("the classifier has NaN or infinite weights")
-        self.pixel = generator is None
-        self.pixel_range = pixel_range
-        if self.pixel:
+        if device is None and not whole:
+            device = devices.pop() if devices else None
+        self.device = resolve_device(device)  # a whole network: None is CUDA where there is one (the copy moves)
+        self.pixel = generator is None and not whole
+        self.pixel_range = pixel_range if self.pixel else (0.0, 1.0)
+        if whole:
             if input_shape is None:
-                input_shape = getattr(classifier, "input_shape", None)
-            if input_shape is None:
-                raise GenrobustError("pixel-space checks need the classifier's input_shape, e.g. (1, 28, 28)")
-            self.plain: nn.Module = _pixel_chain(clf, tuple(input_shape))
-            ops = [Reshape((math.prod(input_shape),), tuple(input_shape), name="Unflatten"), *capture(clf, input_shape)]
-            anchor = 1
-            self.latent_dim = math.prod(input_shape)
-            bound_opts = BoundOptions(**{**vars(self.options.bounds), "classifier_forward": False})
+                raise GenrobustError("a whole network needs its input_shape")
+            chain = _whole_chain(classifier, tuple(input_shape), bounds, self.device)
+        elif self.pixel:
+            chain = _pixel_space_chain(classifier, input_shape, bounds, self.device)
         else:
-            gen = copy.deepcopy(generator).to(self.device).eval().requires_grad_(False)
-            if latent_dim is None:
-                raise GenrobustError("give the generator's latent_dim")
-            self.latent_dim = latent_dim
-            with torch.no_grad():
-                image = gen(torch.zeros(1, latent_dim, device=self.device))
-            gen_ops = capture(gen, (latent_dim,))
-            ops = gen_ops + capture(clf, tuple(image.shape[1:]))
-            anchor = len(gen_ops)
-            self.plain = Composed(clf, gen)
-            bound_opts = self.options.bounds
-        self._assemble(ops, anchor, bound_opts)
-
-    def _assemble(self, ops: list, anchor: int, bound_opts: BoundOptions) -> None:
-        """What both constructors end with, once ``plain`` (the float32 chain the witnesses are checked on) is
-        set: its fast inference copy for the attacks and the bound engine over ``ops`` (the classifier from
-        ``anchor`` on)."""
+            chain = _generator_chain(classifier, generator, latent_dim, bounds, self.device)
+        self.latent_dim = chain.latent_dim
+        self.plain: nn.Module = chain.plain
         self.fast = inference_copy(self.plain)
-        self.engine = BoundEngine(ops, anchor, bound_opts).to(self.device)
+        self.engine = BoundEngine(chain.ops, chain.anchor, chain.bounds).to(self.device)
         self.num_classes = self.engine.num_classes
         self.rows = self.offset = self.groups = None  # a general property's terms (:meth:`with_property`)
 
@@ -427,36 +471,12 @@ class LocalVerifier:
         device: str | torch.device | None = None,
     ) -> LocalVerifier:
         """The local check of one network from its input (flattened, boxes around points of it) to logits, for a
-        model that arrives whole, such as C∘G exported to ONNX. Where the classifier starts is read from the
-        chain: at the first operator that takes an image (C, H, W); without one the whole network is refined.
-        ``model`` may be a :class:`BoxedNetwork` (a property's box map before the network): the network's copy and
-        operators are then kept while the caller holds the network, so that a benchmark's instances share them."""
-        import copy
-
-        self = cls.__new__(cls)
-        self.options = options or VerifyOptions()
-        self.device = resolve_device(device)
-        self.pixel, self.pixel_range = False, (0.0, 1.0)
-        self.latent_dim = math.prod(input_shape)
-        if not isinstance(model, BoxedNetwork):  # a whole network: the identity map before it, inputs flattened
-            model = BoxedNetwork(nn.Identity(), model, tuple(input_shape))
-        # the network's part is copied and captured once per network (``_network_ops``), the box map per call
-        net, net_ops = _network_ops(model.net, model.shape, self.device)
-        box = copy.deepcopy(model.box).to(self.device).eval().requires_grad_(False)
-        self.plain = BoxedNetwork(box, net, model.shape)
-        front = nn.Sequential(box, *([nn.Unflatten(1, model.shape)] if len(model.shape) > 1 else []))
-        ops = capture(front, (self.latent_dim,)) + net_ops
-        anchor = next((i for i, op in enumerate(ops) if len(op.in_shape) == 3), 0)
-        bound_opts = self.options.bounds
-        if all(op.linear for op in ops[:anchor]):
-            # no generator in front (a box map and reshapes at most): the whole chain is the classifier, as in pixel
-            # space. An anchor after the reshapes of an image-shaped input would carry forward forms of 784
-            # directions through them (mnist_fc given as (1, 28, 28): 256×2 prop_6_0.03 unknown after 26.6 s; as
-            # (784,): unsat in 1.7 s)
-            anchor = 0
-            bound_opts = BoundOptions(**{**vars(bound_opts), "classifier_forward": False})
-        self._assemble(ops, anchor, bound_opts)
-        return self
+        model that arrives whole, such as C∘G exported to ONNX (``LocalVerifier(model, None, input_shape=…,
+        pixel_range=None)``). Where the classifier starts is read from the chain: at the first operator that takes
+        an image (C, H, W); without one the whole network is refined. ``model`` may be a :class:`BoxedNetwork` (a
+        property's box map before the network): the network's copy and operators are then kept while the caller
+        holds the network, so that a benchmark's instances share them. ``device`` None: CUDA when available."""
+        return cls(model, None, input_shape=input_shape, options=options, device=device, pixel_range=None)
 
     # ------------------------------------------------------------------------------------------------
     @torch.no_grad()

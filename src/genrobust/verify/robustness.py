@@ -15,7 +15,6 @@ below it, and is *undecided* otherwise: unknowns count against both sides.
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from ..journal import decode_tensor, encode_tensor, open_journal
 from ..models.coverage import Coverage
 from ..models.generators import GeneratorFamily
 from ..results import Provenance, Result, model_hashes, register
-from ..runtime import resolve_device
+from ..runtime import resolve_device, working_copy
 from ..sampling import check_classes, check_estimate_args, run_classes
 from ..stats import FAILS, HOLDS, UNDECIDED, Proportion, SequentialTest, bonferroni_fails
 from .local import (
@@ -278,7 +277,7 @@ def global_robustness(
     dev = resolve_device(device)
     original, original_gens = classifier, generators  # hashed for the result's provenance
     # copies, once: the caller's models keep their device and modes
-    classifier, generators = copy.deepcopy(classifier).to(dev).eval(), copy.deepcopy(generators).to(dev).eval()
+    classifier, generators = working_copy(classifier, dev), working_copy(generators, dev)
     check_compatible(classifier, generators, dev)
     wanted = check_classes(classes, len(generators))
     options = options or VerifyOptions()

@@ -533,16 +533,15 @@ def export_instances(
     """Write ``onnx/class_{c}.onnx`` (C∘G_c, latent → logits), one property per centre and ε in ``vnnlib/``
     (the centres of :func:`genrobust.global_robustness` for ``seed``, labelled with their class) and
     ``instances.csv``; return its rows."""
-    import copy
-
     from ..compose import Composed
+    from ..runtime import working_copy
     from ..sampling import latents
 
     out = Path(out)
     rows = []
     wanted = list(range(len(generators))) if classes is None else classes
     for c in wanted:
-        model = Composed(copy.deepcopy(classifier).eval(), copy.deepcopy(generators[c]).eval())
+        model = Composed(working_copy(classifier), working_copy(generators[c]))
         onnx_path = Path("onnx") / f"class_{c}.onnx"
         export_onnx(model, generators.latent_dim, out / onnx_path)
         for i, z in enumerate(latents(seed, c, n, generators.latent_dim)):
@@ -584,12 +583,11 @@ def export_variation_instances(
     rows. ``dataset``: where the test images come from (default: the dataset the generator was trained on, by its
     file's metadata, else MNIST). ``device``: where copies of the models encode and label the test images (None:
     where the generator is); the ONNX file is traced on the CPU."""
-    import copy
 
     from ..data import load_dataset
     from ..models.generators import module_device
     from ..models.variation import VariationGenerator, VariationModel
-    from ..runtime import resolve_device
+    from ..runtime import resolve_device, working_copy
 
     if not isinstance(generator, VariationGenerator):
         raise VnnlibError(f"an image-conditional instance needs a VariationGenerator, not {type(generator).__name__}")
@@ -600,10 +598,10 @@ def export_variation_instances(
         raise VnnlibError(f"n must be ≥ 1 and every ε finite and > 0, got n = {n}, ε = {eps}")
     out = Path(out)
     dev = resolve_device(device) if device is not None else module_device(generator)
-    model = VariationModel(copy.deepcopy(classifier).eval(), copy.deepcopy(generator).eval()).eval()
+    model = VariationModel(working_copy(classifier), working_copy(generator)).eval()
     export_onnx(model, generator.input_dim, out / "onnx" / "variation.onnx")
     model.to(dev)  # this function's own copy, exported above; the caller's generator is copied if it lives elsewhere
-    encoder = generator if module_device(generator) == dev else copy.deepcopy(generator).to(dev)
+    encoder = working_copy(generator, dev)
     dataset = dataset or getattr(generator, "genrobust_meta", {}).get("dataset", "mnist")
     test = load_dataset(dataset, "test", data_dir=data_dir)
     unknown = sorted(set(classes or ()) - set(test.labels.tolist()))
