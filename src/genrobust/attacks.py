@@ -37,6 +37,7 @@ from .errors import GenrobustError
 from .execute import Shipped, content_hash
 from .journal import decode_tensor, encode_tensor, open_journal
 from .models.generators import GeneratorFamily
+from .models.layout import inference_copy
 from .results import Provenance, Result, model_hashes, register
 from .rounding import inward
 from .runtime import progress, resolve_device, sub_seed, working_copy
@@ -498,7 +499,9 @@ def attack_latents(
         raise GenrobustError("steps, directions, restarts, batch sizes must be ≥ 1 and step_size > 0")
     dev = resolve_device(device)
     plain = working_copy(model, dev)  # the caller's model stays as it is
-    fast = working_copy(plain, fast=True)  # a faster layout for the search; the re-check uses ``plain``
+    # ``plain`` is genrobust's own copy already: the search's faster layout is a second copy only where there is a
+    # faster layout (convolutions), otherwise the same frozen network; the re-check uses ``plain``
+    fast = inference_copy(plain).eval()
     z = z.detach().to(dev, torch.float32)
     pred, conf = _recheck_predictions(plain, z, batch_size)
     with torch.no_grad():
