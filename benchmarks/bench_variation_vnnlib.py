@@ -23,7 +23,12 @@ forward pass (the runner); every unsat answer is checked here against ``--sample
 the centre: how far the instance looks from a counterexample (a margin far above 0 means the bounds, not the
 attack, leave it open).
 
-    python benchmarks/bench_variation_vnnlib.py [--eps 0.5,1,2] [--n 5] [--seconds 60] [--configs bounds,bab]
+The competition's generator benchmark (VNN-COMP 2022, its ``generate_instances.py``) draws the latent box as the
+image's latent mean ± 0.13 × the prior network's standard deviation and gives every instance 300 s: the defaults
+here are the family the docs measure (ε = 0.1, 0.2 and 0.5 in units of the latent's spread, which is the spread
+of the encoder's means over the test set, not one image's posterior) with the competition's timeout.
+
+    python benchmarks/bench_variation_vnnlib.py [--eps 0.1,0.2,0.5] [--n 5] [--seconds 300] [--configs bounds,bab]
                                                 [--threads 1] [--work DIR] [--out docs/vnncomp-variation.json]
 """
 
@@ -92,9 +97,18 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
     ap.add_argument("--classifier", default="mnist-small")
     ap.add_argument("--variation", default="mnist-variation")
-    ap.add_argument("--eps", default="0.5,1,2", help="latent box radii, in units of the latent's spread")
+    ap.add_argument(
+        "--eps",
+        default="0.1,0.2,0.5",
+        help="latent box radii, in units of the latent's spread (the competition's own: 0.13)",
+    )
     ap.add_argument("--n", type=int, default=5, help="test images per class")
-    ap.add_argument("--seconds", type=float, default=60.0, help="timeout per instance")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=300.0,
+        help="timeout per instance (the competition's generator benchmark: 300 s)",
+    )
     ap.add_argument("--configs", default="bounds,bab")
     ap.add_argument("--samples", type=int, default=2_000, help="points drawn in every unsat box")
     ap.add_argument("--probe-restarts", type=int, default=64, help="PGD starts on every unknown instance's box")
