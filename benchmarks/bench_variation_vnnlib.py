@@ -147,7 +147,9 @@ def main() -> None:
     probed = {}
     for name in sorted({ans["vnnlib"] for ans in answers if ans["result"] == "unknown"}):
         probed[name] = probe(net, parse_vnnlib((bench / name).read_text()), a.samples, a.probe_restarts)
-        print(f"unknown {name}: safety margin {probed[name][0]:.3f} at the centre, least found {probed[name][1]:.3f}")
+        missed = "  <- it meets the property: the runner's falsifier missed it" if probed[name][1] <= 0 else ""
+        print(f"unknown {name}: safety margin {probed[name][0]:.3f} at the centre, least found {probed[name][1]:.3f}"
+              f"{missed}")  # fmt: skip
     for ans in answers:
         if ans["vnnlib"] in probed:
             ans["centre_margin"], ans["least_margin_found"] = probed[ans["vnnlib"]]
