@@ -8,6 +8,7 @@ a residual connection or data-dependent Python, is refused with an error that na
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 
@@ -40,6 +41,33 @@ from .ops import (
 
 class UnsupportedLayerError(GenrobustError):
     """A layer or operation the bound engine cannot bound."""
+
+
+class OperatorNetwork(nn.Module):
+    """A network given as the engine's operators, such as a captured chain cut before one of its nonlinearities:
+    its forward applies them in order (in float64, the operators' precision, and back to the input's dtype) and
+    flattens the result; :func:`capture` returns them as they are instead of tracing. Checking a property of one
+    hidden layer's neurons (:func:`genrobust.verify.vnnlib.stabilise`) needs the network up to that layer, and
+    cutting the operators works for every network the engine can bound, where cutting a traced graph would not."""
+
+    def __init__(self, ops: list[Op]) -> None:
+        super().__init__()
+        if not ops:
+            raise GenrobustError("an operator network needs at least one operator")
+        self.ops = list(ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.to(torch.float64)
+        for op in self.ops:
+            out = op.forward(out)
+        return out.flatten(1).to(x.dtype)
+
+    def to(self, *args, **kwargs) -> OperatorNetwork:
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            for op in self.ops:
+                op.to(device)
+        return self
 
 
 def _pair(v) -> tuple[int, int]:
@@ -195,6 +223,13 @@ def capture(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
 
     The module is traced in eval mode (dropout off, batch norm on its running statistics) and every submodule's
     own ``training`` flag is given back afterwards: the caller's model is never changed."""
+    if isinstance(module, OperatorNetwork):
+        ops = list(module.ops)
+        if tuple(input_shape) != ops[0].in_shape:
+            raise GenrobustError(f"the operators take inputs of shape {ops[0].in_shape}, not {tuple(input_shape)}")
+        if len(ops[-1].out_shape) != 1:  # flat at its end, as its forward is
+            ops.append(Reshape(ops[-1].out_shape, (math.prod(ops[-1].out_shape),), name="Flatten"))
+        return ops
     with eval_mode(module):
         return _capture(module, input_shape)
 

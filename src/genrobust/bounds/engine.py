@@ -503,10 +503,33 @@ class BoundEngine:
         self.alpha_intermediate = alpha
         #: the last op of the generator's leading dense layers that :mod:`.symbolic` folds (None: nothing to fold)
         self._fold_top = segment_top(ops, anchor)
+        #: intervals proved for nonlinearities' inputs on the whole region this engine is asked about (op index →
+        #: (lo, hi), each (1, *in_shape)): :meth:`with_facts`
+        self.facts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def to(self, device: torch.device) -> BoundEngine:
         for op in self.ops:
             op.to(device)
+        self.facts = {i: (lo.to(device), hi.to(device)) for i, (lo, hi) in self.facts.items()}
+        return self
+
+    def with_facts(self, facts: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> BoundEngine:
+        """Intersect every box's intervals at nonlinearity i with ``facts[i]`` (lower, upper of its input, shaped
+        (*in_shape) or (1, *in_shape); ±inf where nothing is known), as its own bounds are computed: before the
+        refinement, so that a neuron they show stable costs no backward rows, and after it. The facts must hold on
+        every box the engine will be given (a property's box and its sub-boxes): they were proved there, e.g. by
+        :func:`genrobust.verify.vnnlib.stabilise`, which shows hidden neurons to keep one sign on the whole box;
+        a fact that does not hold there makes every bound unsound. Returns ``self``."""
+        out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for i, (lo, hi) in facts.items():
+            op = self.ops[i] if 0 <= i < len(self.ops) else None
+            if op is None or op.linear:
+                raise GenrobustError(f"facts are intervals of nonlinearities' inputs; op {i} is not one")
+            lo, hi = (torch.as_tensor(t, dtype=DT).reshape(1, *op.in_shape) for t in (lo, hi))
+            if bool(torch.isnan(lo).any() or torch.isnan(hi).any() or (lo > hi).any()):
+                raise GenrobustError(f"the facts of op {i} are NaN or empty (lower > upper)")
+            out[i] = (lo, hi)
+        self.facts = out
         return self
 
     @property
@@ -725,6 +748,8 @@ class BoundEngine:
                 absmax[i] = size.flatten(1).amax(1)
                 if parent is not None and i in parent:
                     lo, hi = torch.maximum(lo, parent[i][0]), torch.minimum(hi, parent[i][1])
+                if i in self.facts:
+                    lo, hi = torch.maximum(lo, self.facts[i][0]), torch.minimum(hi, self.facts[i][1])
                 if splits is not None and i in splits:  # the box's domain: split inputs ≥ 0 (+1) or ≤ 0 (−1)
                     lo = torch.where(splits[i] > 0, lo.clamp(min=0), lo)
                     hi = torch.where(splits[i] < 0, hi.clamp(max=0), hi)
@@ -754,6 +779,8 @@ class BoundEngine:
                                                         None if cuts is None else cuts.only_ops(range(i)),
                                                         deeper)  # fmt: skip
                         refined += n
+                        if i in self.facts:  # a refined bound looser than a fact: the fact stands
+                            lo, hi = torch.maximum(lo, self.facts[i][0]), torch.minimum(hi, self.facts[i][1])
                 if bool((lo > hi).any()):
                     if splits is None:
                         raise GenrobustError(f"internal: empty interval at layer {i} ({op!r}): NaN or inconsistent "

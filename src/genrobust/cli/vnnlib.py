@@ -111,6 +111,13 @@ def export_vnnlib_cmd(
 @click.option("--pair-neurons", type=int, default=0, show_default=True,
               help="With ReLU branch and bound (pixel boxes): the multi-neuron relaxation of the pairs of this many "
                    "of the root's costliest unstable ReLUs (PRIMA's k = 2; 0: off).")  # fmt: skip
+@click.option(
+    "--stabilise/--no-stabilise",
+    default=True,
+    show_default=True,
+    help="Where inputs are many (pixel boxes) and branch and bound has not decided within 30 s (or a "
+    "tenth of the budget): prove hidden neurons stable on the box first, then go on with them.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Result file in the competition's format (verdict, then the counterexample); with --instances "
@@ -118,8 +125,8 @@ def export_vnnlib_cmd(
 @DEVICE_OPTION
 @friendly_errors
 def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None, timeout_scale: float,
-                      max_boxes: int, max_seconds: float, pair_neurons: int, seed: int, out_file: str | None,
-                      device: str) -> None:  # fmt: skip
+                      max_boxes: int, max_seconds: float, pair_neurons: int, stabilise: bool, seed: int,
+                      out_file: str | None, device: str) -> None:  # fmt: skip
     """Answer a competition instance (MODEL PROPERTY) or a whole benchmark (--instances): sat (a counterexample,
     re-checked), unsat (certified) or unknown."""
     from pathlib import Path
@@ -139,7 +146,7 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
             raise click.UsageError("--instances needs --out, the results CSV")
         rows = run_instances(instances, out_file, timeout_scale=timeout_scale, seed=seed,
                              options=VerifyOptions(max_boxes=max_boxes, pair_neurons=pair_neurons), show_progress=True,
-                             device=dev)  # fmt: skip
+                             device=dev, stabilise_hidden=stabilise)  # fmt: skip
         expected = {(r["onnx"], r["vnnlib"]): r.get("expected", "") for r in read_instances(instances)}
         counts = {v: sum(r["result"] == v for r in rows) for v in ("unsat", "sat", "unknown", "error")}
         decisive = ("sat", "unsat")
@@ -158,7 +165,8 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
     net = load_classifier(model)
     shape = getattr(net, "input_shape", None)
     opts = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, pair_neurons=pair_neurons)
-    ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape, seed=seed, device=dev, options=opts)
+    ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape, seed=seed, device=dev, options=opts,
+                 stabilise_hidden=stabilise)  # fmt: skip
     click.echo(ans.text().rstrip("\n"))
     if out_file:
         Path(out_file).write_text(ans.text())

@@ -532,6 +532,22 @@ class LocalVerifier:
         self.num_classes = int(groups.max()) + 2
         return self
 
+    def activation_ops(self) -> list[int]:
+        """The op indices of the chain's activations, in order: the k-th is what facts keyed k refer to."""
+        return [i for i, op in enumerate(self.engine.ops) if isinstance(op, Activation)]
+
+    def with_facts(self, facts: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> LocalVerifier:
+        """Bound every box with ``facts``: the k-th activation's input lies in facts[k] = (lower, upper) (flat
+        or shaped as that input; ±inf where nothing is known) on the whole region this verifier will be asked
+        about (:meth:`BoundEngine.with_facts`). Keyed by the activation's position, so that facts proved on a
+        network cut after some layer (:func:`genrobust.verify.vnnlib.stabilise`) apply to the whole network
+        behind the same box map. Returns ``self``."""
+        acts = self.activation_ops()
+        if any(not 0 <= k < len(acts) for k in facts):
+            raise GenrobustError(f"facts for activations {sorted(facts)}, the network has {len(acts)}")
+        self.engine.with_facts({acts[k]: (lo.to(self.device), hi.to(self.device)) for k, (lo, hi) in facts.items()})
+        return self
+
     def _terms(self, n: int) -> dict[str, Any]:
         """The margins' property terms for a batch of n boxes (none for robustness)."""
         if self.rows is None:

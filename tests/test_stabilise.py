@@ -1,0 +1,161 @@
+"""Hidden neurons proved stable on a property's box (verify.vnnlib.stabilise) and the bound engine's facts: a fact
+holds at every sampled point, facts only tighten bounds and are really used, answers with them stay sound, and
+they decide a real competition instance's root that the bounds alone leave open."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import genrobust as gr
+from genrobust.bounds.capture import OperatorNetwork, capture
+from genrobust.bounds.engine import BoundEngine, BoundOptions
+from genrobust.errors import GenrobustError
+from genrobust.verify.vnnlib import Constraint, VnnProperty, answer, parse_vnnlib, stabilise
+
+
+def _deep(d: int, seed: int, width: int = 24) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i in range(3):
+        layers += [nn.Linear(d if i == 0 else width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 3)).eval()
+
+
+def _hidden_inputs(net: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every ReLU's input at the points x (float64, as the facts are stated for the real network)."""
+    out, h = [], x.double()
+    for m in net:
+        if isinstance(m, nn.ReLU):
+            out.append(h)
+        h = m.double()(h) if isinstance(m, nn.Linear) else m(h)
+    net.float()
+    return out
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), width=st.floats(0.05, 0.4))
+def test_facts_hold_at_every_sampled_point(seed, width):
+    """Random three-layer ReLU networks on 40-input boxes: every neuron :func:`stabilise` calls stable keeps its
+    sign at 20,000 sampled points and at the box's corners of the first layer's extreme directions."""
+    d = 40
+    net = _deep(d, seed)
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 1, d)
+    hi = lo + width
+    prop = VnnProperty(lo, hi, [[Constraint(np.array([1.0, -1.0, 0.0]), 0.0)]])
+    facts = stabilise(net, prop, seconds=20, neuron_seconds=0.5)
+    assert set(facts) <= {1, 2}  # the first ReLU's inputs are exact already: never a fact
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((20_000, d)))
+    w = net[0].weight.detach().double()
+    corners = torch.as_tensor(np.where(w.numpy() > 0, hi, lo))  # each first-layer neuron's maximiser
+    x = torch.cat([x, corners, torch.as_tensor(np.where(w.numpy() > 0, lo, hi))])
+    seen = _hidden_inputs(net, x)
+    for k, (flo, fhi) in facts.items():
+        assert flo.shape == fhi.shape == (seen[k].shape[1],)
+        assert bool((seen[k] >= flo).all() and (seen[k] <= fhi).all()), k
+
+
+def test_stabilise_proves_neurons_and_answers_with_them_stay_sound():
+    """On a fixed network the stage proves many neurons (sampling sees them with one sign) and not every one; the
+    answers with its facts agree with a dense sample (unsat only where no point meets the property)."""
+    d = 40
+    net = _deep(d, 3)
+    rng = np.random.default_rng(3)
+    lo = rng.uniform(-1, 1, d)
+    hi = lo + 0.15
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, d)), dtype=torch.float32)
+    with torch.no_grad():
+        y = net(x).double().numpy()
+    top = (y[:, 1] - y[:, 0]).max()
+    props = {t: VnnProperty(lo, hi, [[Constraint(np.array([-1.0, 1.0, 0.0]), -t)]]) for t in
+             (top + 0.05 * abs(top) + 0.01, top - 0.05 * abs(top) - 0.01)}  # fmt: skip
+    facts = stabilise(net, next(iter(props.values())), seconds=60, neuron_seconds=1.0)
+    proved = sum(int((f[0] >= 0).sum() + (f[1] <= 0).sum()) for f in facts.values())
+    assert proved >= 5
+    seen = _hidden_inputs(net, x)
+    unstable = sum(int(((h > 0).any(0) & (h < 0).any(0)).sum()) for h in seen[1:])
+    assert proved + unstable <= 2 * 24
+    for t, prop in props.items():
+        got = answer(net, prop, options=gr.verify.VerifyOptions(max_boxes=100_000, max_seconds=20), facts=facts)
+        reach = bool((y[:, 1] - y[:, 0] - t >= 1e-5).any())
+        if got.result == "unsat":
+            assert not reach
+        elif got.result == "sat":
+            out = net(torch.as_tensor(got.x, dtype=torch.float32)[None]).detach().double()[0].numpy()
+            assert out[1] - out[0] >= t - 1e-5
+        assert got.result == ("sat" if reach else "unsat")
+
+
+def test_engine_facts_only_tighten_and_are_used():
+    """Facts intersect the engine's intervals: a true fact never loosens a margin's bound; a (deliberately false)
+    fact moves it, so facts are not ignored; bad facts are refused by name."""
+    d = 6
+    net = _deep(d, 1)
+    ops = capture(net, (d,))
+    center = torch.zeros(2, d, dtype=torch.float64)
+    radius = torch.full((2, d), 0.4, dtype=torch.float64)
+    spec = torch.tensor([[[1.0, -1.0, 0.0], [1.0, 0.0, -1.0]]], dtype=torch.float64).expand(2, -1, -1)
+    acts = [i for i, op in enumerate(ops) if not op.linear]
+    plain = BoundEngine(ops, 0, BoundOptions(alpha_intermediate=0)).margins(center, radius, spec).lower
+    x = (torch.rand(20_000, d, dtype=torch.float64) * 2 - 1) * 0.4
+    h = _hidden_inputs(net, x)[1]
+    pos = (h > 0).all(0)
+    lo = torch.where(pos, 0.0, -math.inf)
+    true_fact = BoundEngine(ops, 0, BoundOptions(alpha_intermediate=0)).with_facts({acts[1]: (lo, torch.full_like(lo,
+                                                                                    math.inf))})  # fmt: skip
+    assert bool((true_fact.margins(center, radius, spec).lower >= plain - 1e-9).all())
+    mixed = ((h > 0).any(0) & (h < 0).any(0)).nonzero().flatten()
+    assert len(mixed)
+    false_hi = torch.full((h.shape[1],), math.inf, dtype=torch.float64)
+    false_hi[mixed] = 0.0  # "never positive": false, so the bound must change
+    moved = (
+        BoundEngine(ops, 0, BoundOptions(alpha_intermediate=0))
+        .with_facts({acts[1]: (torch.full_like(false_hi, -math.inf), false_hi)})
+        .margins(center, radius, spec)
+        .lower
+    )
+    assert not torch.equal(moved, plain)
+    engine = BoundEngine(ops, 0)
+    with pytest.raises(GenrobustError, match="not one"):
+        engine.with_facts({0: (lo, lo)})
+    with pytest.raises(GenrobustError, match="empty"):
+        engine.with_facts({acts[1]: (torch.ones_like(lo), torch.zeros_like(lo))})
+    with pytest.raises(GenrobustError, match="activations"):
+        gr.verify.LocalVerifier.for_model(net, (d,)).with_facts({5: (lo, lo)})
+
+
+def test_an_operator_network_is_the_network_cut_before_a_layer():
+    """A prefix of the captured operators runs forward like the network up to that layer and is captured back as
+    those operators (the cut the stabilisation checks)."""
+    net = _deep(5, 2)
+    ops = capture(net, (5,))
+    cut = OperatorNetwork(ops[:3])  # Dense, ReLU, Dense: the second layer's inputs
+    x = torch.randn(7, 5)
+    with torch.no_grad():
+        want = net[2](net[1](net[0](x)))
+    assert torch.allclose(cut(x), want, atol=1e-5) and cut(x).dtype == torch.float32
+    assert capture(cut, (5,)) == ops[:3]
+    with pytest.raises(GenrobustError, match="shape"):
+        capture(cut, (4,))
+
+
+def test_stabilised_facts_decide_a_competition_root_the_bounds_leave_open(mnist_fc):
+    """mnist_fc 256×2 ``prop_4_0.03`` (unsat by ten tools): one bound on the whole box (no α on the hidden layers)
+    leaves it open; with the second hidden layer's neurons proved stable first (247 of 256), the same one bound
+    proves it."""
+    from genrobust.models.onnx_import import import_onnx
+
+    net = import_onnx(mnist_fc / "onnx" / "mnist-net_256x2.onnx")
+    prop = parse_vnnlib((mnist_fc / "vnnlib" / "prop_4_0.03.vnnlib").read_text())
+    one = gr.verify.VerifyOptions(bounds=BoundOptions(alpha_intermediate=0), max_boxes=1, max_seconds=30)
+    assert answer(net, prop, options=one, stabilise_hidden=False).result == "unknown"
+    facts = stabilise(net, prop, seconds=600)  # ends when every candidate is tried: about 30 s on one thread
+    assert set(facts) == {1} and int((facts[1][0] >= 0).sum() + (facts[1][1] <= 0).sum()) >= 200
+    assert answer(net, prop, options=one, stabilise_hidden=False, facts=facts).result == "unsat"
