@@ -94,8 +94,9 @@ def test_stabilise_proves_neurons_and_answers_with_them_stay_sound():
 
 
 def test_engine_facts_only_tighten_and_are_used():
-    """Facts intersect the engine's intervals: a true fact never loosens a margin's bound; a (deliberately false)
-    fact moves it, so facts are not ignored; bad facts are refused by name."""
+    """Facts intersect the engine's intervals: narrower intervals (the signs sampling sees) never loosen a
+    margin's bound; a (deliberately false) fact moves it, so facts are not ignored; bad facts and budgets are
+    refused by name."""
     d = 6
     net = _deep(d, 1)
     ops = capture(net, (d,))
@@ -129,6 +130,10 @@ def test_engine_facts_only_tighten_and_are_used():
         engine.with_facts({acts[1]: (torch.ones_like(lo), torch.zeros_like(lo))})
     with pytest.raises(GenrobustError, match="activations"):
         gr.verify.LocalVerifier.for_model(net, (d,)).with_facts({5: (lo, lo)})
+    box = VnnProperty(np.zeros(d), np.ones(d), [[Constraint(np.array([1.0, -1.0, 0.0]), 0.0)]])
+    for bad in ({"seconds": 0.0}, {"seconds": math.nan}, {"seconds": 5.0, "neuron_seconds": -1.0}):
+        with pytest.raises(GenrobustError, match="seconds > 0"):
+            stabilise(net, box, **bad)
 
 
 def test_an_operator_network_is_the_network_cut_before_a_layer():

@@ -115,8 +115,8 @@ def export_vnnlib_cmd(
     "--stabilise/--no-stabilise",
     default=True,
     show_default=True,
-    help="Where inputs are many (pixel boxes) and branch and bound has not decided within 30 s (or a "
-    "tenth of the budget): prove hidden neurons stable on the box first, then go on with them.",
+    help="Where inputs are many (pixel boxes) and branch and bound has not decided within 10 s (or half "
+    "the budget): prove hidden neurons stable on the box first, then go on with them.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
