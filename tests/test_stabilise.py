@@ -164,3 +164,63 @@ def test_stabilised_facts_decide_a_competition_root_the_bounds_leave_open(mnist_
     facts = stabilise(net, prop, seconds=600)  # ends when every candidate is tried: about 30 s on one thread
     assert set(facts) == {1} and int((facts[1][0] >= 0).sum() + (facts[1][1] <= 0).sum()) >= 200
     assert answer(net, prop, options=one, stabilise_hidden=False, facts=facts).result == "unsat"
+
+
+def test_a_whole_box_started_from_given_bounds_answers_as_from_scratch():
+    """``LocalVerifier.with_start``: a property's whole box bounded from the intervals and α of one earlier bound
+    of the same box (the hidden layers refined once for many properties, as :func:`stabilise` does per layer)
+    gives the answers the verifier gives from scratch, which agree with a dense sample; a (deliberately false)
+    start moves the answer, so it is used; bad starts are refused by name."""
+    from genrobust.verify.vnnlib import _box_chain
+
+    d = 20
+    net = _deep(d, 5)
+    rng = np.random.default_rng(5)
+    lo = rng.uniform(-1, 1, d)
+    hi = lo + 0.3
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, d)), dtype=torch.float32)
+    with torch.no_grad():
+        y = net(x).double().numpy()
+    opts = gr.verify.VerifyOptions(max_boxes=2_000, max_seconds=20, give_up=None, attack_first=False)
+    _, chain, n = _box_chain(net, VnnProperty(lo, hi, [[Constraint(np.ones(3), 0.0)]]), (d,))
+    engine = gr.verify.LocalVerifier.for_model(chain, (n,), options=opts).engine
+    center = torch.zeros(1, n, dtype=torch.float64)
+    radius = torch.nextafter(torch.ones(1, n, dtype=torch.float64), torch.tensor(math.inf, dtype=torch.float64))
+    spec = torch.tensor([[[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [1.0, 0.0, -1.0]]], dtype=torch.float64)
+    root = engine.margins(center, radius, spec)
+    intervals = {i: (a[0], b[0]) for i, (a, b) in root.intervals.items()}
+    decided = 0
+    for r, row in enumerate(spec[0].numpy()):
+        for t in np.quantile(y @ row, [0.0, 0.02]):  # below every sampled value (unsat) or not (sat)
+            prop = VnnProperty(lo, hi, [[Constraint(-row, float(t))]])  # unsafe: row·y ≤ t
+            rows = (torch.as_tensor(-row[None]), torch.tensor([float(t)]), torch.tensor([0]))
+            got = {}
+            for name, start in (("scratch", None), ("start", (intervals, {i: a[0, r : r + 1] for i, a in
+                                                                         (root.alpha or {}).items()}))):  # fmt: skip
+                v = gr.verify.LocalVerifier.for_model(chain, (n,), options=opts).with_property(*rows)
+                if start is not None:
+                    v.with_start(*start)
+                got[name] = int(v.run(torch.zeros(1, n), [0], [1.0]).status[0, 0])
+            assert got["scratch"] == got["start"], (r, t)
+            reach = bool((y @ row <= t).any())
+            assert got["start"] != (gr.verify.CERTIFIED if reach else gr.verify.FALSIFIED)
+            decided += got["start"] != gr.verify.UNKNOWN
+    assert decided >= 4
+    hidden = max(intervals)
+    false = dict(intervals)
+    mid = (intervals[hidden][0] + intervals[hidden][1]) / 2  # every neuron pinned to one value: false, consistent
+    false[hidden] = (mid, mid)
+    row = spec[0, 0].numpy()
+    t = float((y @ row).min()) + 0.5 * float(np.ptp(y @ row))  # met by many sampled points
+    v = gr.verify.LocalVerifier.for_model(chain, (n,), options=gr.verify.VerifyOptions(max_boxes=1))
+    v.with_property(torch.as_tensor(-row[None]), torch.tensor([t]), torch.tensor([0]))
+    bound = v.engine.margins(center, radius, spec[:, :1]).lower
+    v.with_start(false)
+    assert not torch.equal(v.engine.margins(center, radius, spec[:, :1], **v._batch_args(
+        [gr.verify.local._Box(0, center[0], radius[0])])).lower, bound)  # fmt: skip
+    with pytest.raises(GenrobustError, match="nonlinear"):
+        v.with_start({0: intervals[hidden]})
+    with pytest.raises(GenrobustError, match="lower ≤ upper"):
+        v.with_start({hidden: (intervals[hidden][1] + 1, intervals[hidden][1])})
+    with pytest.raises(GenrobustError, match="shaped"):
+        v.with_start({hidden: (intervals[hidden][0][:3], intervals[hidden][1][:3])})

@@ -460,6 +460,7 @@ class LocalVerifier:
         self.engine = BoundEngine(chain.ops, chain.anchor, chain.bounds).to(self.device)
         self.num_classes = self.engine.num_classes
         self.rows = self.offset = self.groups = None  # a general property's terms (:meth:`with_property`)
+        self._start: tuple[dict, dict | None] | None = None  # the whole box's bounds, given (:meth:`with_start`)
 
     @classmethod
     def for_model(
@@ -546,6 +547,23 @@ class LocalVerifier:
         if any(not 0 <= k < len(acts) for k in facts):
             raise GenrobustError(f"facts for activations {sorted(facts)}, the network has {len(acts)}")
         self.engine.with_facts({acts[k]: (lo.to(self.device), hi.to(self.device)) for k, (lo, hi) in facts.items()})
+        return self
+
+    def with_start(self, intervals: dict[int, tuple[torch.Tensor, torch.Tensor]],
+                   alpha: dict[int, torch.Tensor] | None = None) -> LocalVerifier:  # fmt: skip
+        """Bound every ball's whole box from ``intervals`` (op index of this verifier's chain → (lower, upper),
+        shaped as the op's input with no box dimension), already proved on that box or a larger one, keeping them
+        without refinement, and start its α from ``alpha`` (op → (margins, *shape), as :attr:`MarginBounds.alpha`
+        gives them for one box). For many properties of one network on one box (:func:`~genrobust.verify.vnnlib.
+        stabilise` asks about every neuron of a layer): the hidden layers are refined once, not once per property.
+        Children refine after their split as usual. Returns ``self``."""
+        ops = self.engine.ops
+        if any(not 0 <= i < len(ops) or ops[i].linear for i in intervals):
+            raise GenrobustError(f"start intervals for ops {sorted(intervals)}: only the chain's nonlinear ops have them")
+        kept = {i: outward(lo.to(self.device), hi.to(self.device)) for i, (lo, hi) in intervals.items()}
+        if any(lo.shape != ops[i].in_shape or bool((lo > hi).any()) for i, (lo, hi) in kept.items()):
+            raise GenrobustError("start intervals must be shaped as their op's input, with lower ≤ upper")
+        self._start = (kept, None if alpha is None else {i: a.to(self.device) for i, a in alpha.items()})
         return self
 
     def _terms(self, n: int) -> dict[str, Any]:
@@ -933,9 +951,15 @@ class LocalVerifier:
     def _batch_args(self, batch: list[_Box]) -> dict[str, Any]:
         """The engine's per-box arguments for a batch: parents' intervals and α, ReLU splits, settled layers and
         α/β steps (only the boxes with splits get ``beta_steps``)."""
-        args: dict[str, Any] = {"parent": _stack_parents([item.parent for item in batch]),
-                                "alpha": _stack_alphas([item.alpha for item in batch]),
+        # a whole box (no parent) starts from the given bounds, if any (:meth:`with_start`), all of them settled
+        start = [self._start is not None and item.parent is None and not item.splits for item in batch]
+        given = self._start or (None, None)
+        args: dict[str, Any] = {"parent": _stack_parents([given[0] if s else item.parent
+                                                          for s, item in zip(start, batch, strict=True)]),
+                                "alpha": _stack_alphas([given[1] if s and not item.alpha else item.alpha
+                                                        for s, item in zip(start, batch, strict=True)]),
                                 "beta": _stack_alphas([item.beta for item in batch])}  # fmt: skip
+        settled = [len(self.engine.ops) if s else item.settled for s, item in zip(start, batch, strict=True)]
         if any(item.splits for item in batch):
             keys = sorted({k for item in batch if item.splits for k in item.splits})
             args["splits"] = {k: torch.stack([item.splits[k] if item.splits and k in item.splits else
@@ -944,8 +968,8 @@ class LocalVerifier:
                               for k in keys}  # fmt: skip
             args["steps"] = torch.tensor([self.options.beta_steps if item.splits else self.engine.options.alpha_steps
                                           for item in batch], device=self.device)  # fmt: skip
-        if any(item.settled >= 0 for item in batch):
-            args["settled"] = torch.tensor([item.settled for item in batch], device=self.device)
+        if any(v >= 0 for v in settled):
+            args["settled"] = torch.tensor(settled, device=self.device)
         return args
 
     def _choose_splits(self, mb, center, radius, spec, certified) -> torch.Tensor:

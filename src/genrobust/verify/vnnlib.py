@@ -415,8 +415,21 @@ def stabilise(
         plain, _ = _network_ops(prefix, shape, torch.device("cpu"))
         earlier = {q: f for q, f in out.items() if q < k}
         line = {"layer": k, "neurons": n, "one_sign_sampled": sampled, "flipped_by_pgd": sampled - len(cand),
-                "proved": 0, "falsified": 0, "tried": 0}  # fmt: skip
+                "proved_at_root": 0, "proved": 0, "falsified": 0, "tried": 0}  # fmt: skip
         tk = time.perf_counter()
+        if len(cand):
+            # one bound of the whole box for every candidate at once: the earlier layers' α-refinement is shared,
+            # and each candidate's row keeps its own α (as alone)
+            ok, root = _root_stable(prefix, prop, shape, cand, sign_all[cand], opts, device, earlier or None)
+            rest = {int(j): r for r, j in enumerate(cand.tolist()) if not ok[r]}
+            for j in cand[ok].tolist():
+                if pos[j]:
+                    flo[j] = 0.0
+                else:
+                    fhi[j] = 0.0
+            line["proved_at_root"] = int(ok.sum())
+            line["proved"] += int(ok.sum())
+            cand = cand[~ok]
         for j in cand.tolist():
             left = seconds - (time.perf_counter() - t0)
             if left <= 0:
@@ -437,6 +450,7 @@ def stabilise(
                 seed,
                 device,
                 earlier or None,
+                start=(root[0], {i: a[rest[j] : rest[j] + 1] for i, a in (root[1] or {}).items()}),
             )
             line["tried"] += 1
             line["falsified"] += got.result == "sat"
@@ -453,6 +467,28 @@ def stabilise(
         if seconds - (time.perf_counter() - t0) <= 0:
             break
     return out
+
+
+def _root_stable(prefix: nn.Module, prop: VnnProperty, shape, cand: torch.Tensor, sign: torch.Tensor, options,
+                 device, facts: Facts | None) -> tuple[torch.Tensor, tuple[dict, dict | None]]:  # fmt: skip
+    """Which of the ``cand`` neurons of ``prefix``'s output one bound on the property's whole box (α-CROWN, the
+    verifier's own options) proves to keep the sign ``sign`` (a row sign·z_j > 0 per candidate, its own α).
+    Returns a bool mask over ``cand``."""
+    _, chain, d = _box_chain(prefix, prop, shape)
+    verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device)
+    if facts:
+        verifier.with_facts(facts)
+    dev = verifier.device
+    n = verifier.engine.num_classes
+    spec = torch.zeros(1, len(cand), n, dtype=DT, device=dev)
+    spec[0, torch.arange(len(cand)), cand.to(dev)] = sign.to(dev, DT)
+    center = torch.zeros(1, d, dtype=DT, device=dev)
+    radius = torch.nextafter(torch.ones(1, d, dtype=DT, device=dev), torch.full((1, d), math.inf, dtype=DT,
+                                                                                   device=dev))  # fmt: skip
+    mb = verifier.engine.margins(center, radius, spec)
+    intervals = {i: (lo[0], hi[0]) for i, (lo, hi) in mb.intervals.items()}
+    alpha = None if mb.alpha is None else {i: a[0] for i, a in mb.alpha.items()}
+    return (mb.lower[0] > 0).cpu(), (intervals, alpha)
 
 
 def _can_flip(
@@ -569,7 +605,8 @@ def _box_chain(model: nn.Module, prop: VnnProperty, shape) -> tuple[nn.Module, n
     return box, BoxedNetwork(box, model, shape), len(free) if len(free) > 0 else len(prop.lo)
 
 
-def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device, facts: Facts | None = None) -> Answer:
+def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device, facts: Facts | None = None,
+             start: tuple[dict, dict | None] | None = None) -> Answer:  # fmt: skip
     """Any other property through the same branch and bound: the box written as the image of [−1, 1]^d, each
     disjunct refuted by one of its constraints (``LocalVerifier.with_property``), ReLU or input splits as the
     input's size says, and the falsifier attacking one disjunct at a time."""
@@ -581,6 +618,8 @@ def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device,
     )  # fmt: skip
     if facts:
         verifier.with_facts(facts)
+    if start is not None:
+        verifier.with_start(*start)
     res = verifier.run(torch.zeros(1, d), [0], [1.0], seed=seed)
     return _verdict(res, plain, prop, shape, to_input)
 
