@@ -559,7 +559,8 @@ class LocalVerifier:
         Children refine after their split as usual. Returns ``self``."""
         ops = self.engine.ops
         if any(not 0 <= i < len(ops) or ops[i].linear for i in intervals):
-            raise GenrobustError(f"start intervals for ops {sorted(intervals)}: only the chain's nonlinear ops have them")
+            raise GenrobustError(f"start intervals for ops {sorted(intervals)}: only the chain's nonlinear ops have "
+                                 "them")  # fmt: skip
         kept = {i: outward(lo.to(self.device), hi.to(self.device)) for i, (lo, hi) in intervals.items()}
         if any(lo.shape != ops[i].in_shape or bool((lo > hi).any()) for i, (lo, hi) in kept.items()):
             raise GenrobustError("start intervals must be shaped as their op's input, with lower ≤ upper")
