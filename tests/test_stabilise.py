@@ -227,10 +227,55 @@ def test_a_whole_box_started_from_given_bounds_answers_as_from_scratch():
     bound = v.engine.margins(center, radius, spec[:, :1]).lower
     v.with_start(false)
     assert not torch.equal(v.engine.margins(center, radius, spec[:, :1], **v._batch_args(
-        [gr.verify.local._Box(0, center[0], radius[0])])).lower, bound)  # fmt: skip
+        [gr.verify.local._Box(0, center[0], radius[0])], [0])).lower, bound)  # fmt: skip
     with pytest.raises(GenrobustError, match="nonlinear"):
         v.with_start({0: intervals[hidden]})
     with pytest.raises(GenrobustError, match="lower ≤ upper"):
         v.with_start({hidden: (intervals[hidden][1] + 1, intervals[hidden][1])})
     with pytest.raises(GenrobustError, match="shaped"):
         v.with_start({hidden: (intervals[hidden][0][:3], intervals[hidden][1][:3])})
+
+
+def test_one_row_per_label_answers_each_row_as_its_own_property():
+    """``LocalVerifier.with_rows``: balls of one box with labels 0..L−1 each check their own row (here: can a hidden
+    neuron of the network cut before its layer reach the other sign?), all in one branch and bound; every
+    certified row holds at a dense sample, every falsified one has a witness that meets its row, and each answer
+    agrees with the same row checked alone as a property; rows and labels that do not fit are refused by name."""
+    from genrobust.verify.vnnlib import _box_chain
+
+    d = 12
+    net = _deep(d, 8)
+    rng = np.random.default_rng(8)
+    lo = rng.uniform(-1, 1, d)
+    hi = lo + 0.4
+    prefix = OperatorNetwork(capture(net, (d,))[:3])  # the second hidden layer's inputs
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, d)), dtype=torch.float32)
+    with torch.no_grad():
+        z = prefix(x).double()
+    sign = torch.where(z.mean(0) >= 0, 1.0, -1.0).to(torch.float64)
+    L = z.shape[1]
+    coef = torch.zeros(L, L, dtype=torch.float64)
+    coef[torch.arange(L), torch.arange(L)] = -sign  # unsafe: sign·z_j ≤ 0
+    _, chain, n = _box_chain(prefix, VnnProperty(lo, hi, [[Constraint(np.ones(L), 0.0)]]), (d,))
+    opts = gr.verify.VerifyOptions(max_boxes=5_000, max_seconds=10, give_up=None, attack_first=False)
+    v = gr.verify.LocalVerifier.for_model(chain, (n,), options=opts).with_rows(coef, torch.zeros(L))
+    res = v.run(torch.zeros(L, n), list(range(L)), [1.0])
+    status = res.status[:, 0]
+    assert int((status == gr.verify.CERTIFIED).sum()) >= 3 and int((status == gr.verify.FALSIFIED).sum()) >= 3
+    for j in range(L):
+        seen = sign[j] * z[:, j]
+        if status[j] == gr.verify.CERTIFIED:
+            assert bool((seen > 0).all()), j
+        elif status[j] == gr.verify.FALSIFIED:
+            with torch.no_grad():
+                assert float(sign[j] * v.plain.net(res.witness[j, 0][None])[0, j]) <= 0
+        alone = gr.verify.LocalVerifier.for_model(chain, (n,), options=opts)
+        alone.with_property(coef[j : j + 1], torch.zeros(1), torch.zeros(1, dtype=torch.long))
+        assert int(alone.run(torch.zeros(1, n), [0], [1.0]).status[0, 0]) == int(status[j]), j
+    fresh = gr.verify.LocalVerifier.for_model(chain, (n,), options=opts)
+    with pytest.raises(GenrobustError, match="rows need"):
+        fresh.with_rows(coef[:, :3], torch.zeros(L))
+    with pytest.raises(GenrobustError, match="NaN"):
+        fresh.with_rows(coef * math.nan, torch.zeros(L))
+    with pytest.raises(GenrobustError, match="labels must be"):
+        v.run(torch.zeros(1, n), [L], [1.0])

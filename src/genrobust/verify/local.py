@@ -295,6 +295,20 @@ class _Violation(nn.Module):
         return torch.cat([torch.zeros_like(s[:, :1]), s], 1)
 
 
+class _RowScores(nn.Module):
+    """A network's outputs y seen as one score per property row, coef[l]·y + const[l] (unsafe where ≥ 0): the
+    network that :meth:`LocalVerifier.with_rows` checks, ball by ball, on the row its label names."""
+
+    def __init__(self, net: nn.Module, coef: torch.Tensor, const: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("coef", coef.float())
+        self.register_buffer("const", const.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).float() @ self.coef.T + self.const
+
+
 class BoxedNetwork(nn.Module):
     """s ↦ ``net``(``box``(s)): a property's box map (free inputs in [−1, 1]^d → the network's flat input) before a
     network whose input has shape ``shape``. :meth:`LocalVerifier.for_model` captures the two parts separately,
@@ -460,6 +474,7 @@ class LocalVerifier:
         self.engine = BoundEngine(chain.ops, chain.anchor, chain.bounds).to(self.device)
         self.num_classes = self.engine.num_classes
         self.rows = self.offset = self.groups = None  # a general property's terms (:meth:`with_property`)
+        self.per_label = False  # one row per label (:meth:`with_rows`)
         self._start: tuple[dict, dict | None] | None = None  # the whole box's bounds, given (:meth:`with_start`)
 
     @classmethod
@@ -489,7 +504,14 @@ class LocalVerifier:
             raise GenrobustError("the model returned NaN or infinite logits")
         return out
 
-    def _classify(self, z: torch.Tensor) -> torch.Tensor:
+    def _classify(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The class of each point; with one row per label (:meth:`with_rows`) its label where its row is safe and
+        label + L (not a class) where it is not."""
+        if self.per_label:
+            if labels is None:
+                raise GenrobustError("a verifier with one row per label classifies points of given labels only")
+            unsafe = self._logits(z).gather(1, labels[:, None])[:, 0] >= 0
+            return torch.where(unsafe, labels + self.num_classes, labels)
         return self._logits(z).argmax(1)
 
     def _ball(self, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -533,6 +555,29 @@ class LocalVerifier:
         self.num_classes = int(groups.max()) + 2
         return self
 
+    def with_rows(self, coef: torch.Tensor, const: torch.Tensor) -> LocalVerifier:
+        """Many one-row properties of the outputs y at once: a ball with label l is checked for the property whose
+        unsafe outputs are coef[l]·y + const[l] ≥ 0 (coef (L, K), const (L,); labels 0..L−1), so that balls
+        asking different questions share the branch and bound's batches (:func:`~genrobust.verify.vnnlib.
+        stabilise` asks, for every neuron of a layer on one box, whether it can change sign). Nothing attacks
+        the balls (no PGD, first or last): a ball is falsified only where a bound's minimiser (re-checked by a
+        forward pass) meets its row, and otherwise ends certified or unknown. Returns ``self``."""
+        if self.rows is not None:
+            raise GenrobustError("this verifier already checks a property: build a new one for another")
+        coef = torch.as_tensor(coef, dtype=DT, device=self.device)
+        const = torch.as_tensor(const, dtype=DT, device=self.device)
+        L = len(const)
+        if coef.shape != (L, self.engine.num_classes) or const.shape != (L,) or not L:
+            raise GenrobustError(f"rows need coefficients (L, {self.engine.num_classes}) and constants (L,) with "
+                                 f"L ≥ 1, got {tuple(coef.shape)} and {tuple(const.shape)}")  # fmt: skip
+        if not bool(torch.isfinite(coef).all() and torch.isfinite(const).all()):
+            raise GenrobustError("the rows have NaN or infinite coefficients")
+        self.rows, self.offset, self.per_label = -coef[:, None, :], -const[:, None], True
+        self.plain = _RowScores(self.plain, coef, const)
+        self.fast = _RowScores(self.fast, coef, const)
+        self.num_classes = L
+        return self
+
     def activation_ops(self) -> list[int]:
         """The op indices of the chain's activations, in order: the k-th is what facts keyed k refer to."""
         return [i for i, op in enumerate(self.engine.ops) if isinstance(op, Activation)]
@@ -554,9 +599,10 @@ class LocalVerifier:
         """Bound every ball's whole box from ``intervals`` (op index of this verifier's chain → (lower, upper),
         shaped as the op's input with no box dimension), already proved on that box or a larger one, keeping them
         without refinement, and start its α from ``alpha`` (op → (margins, *shape), as :attr:`MarginBounds.alpha`
-        gives them for one box). For many properties of one network on one box (:func:`~genrobust.verify.vnnlib.
-        stabilise` asks about every neuron of a layer): the hidden layers are refined once, not once per property.
-        Children refine after their split as usual. Returns ``self``."""
+        gives them for one box; with one row per label (:meth:`with_rows`) op → (labels, 1, *shape)). For many
+        properties of one network on one box (:func:`~genrobust.verify.vnnlib.stabilise` asks about every neuron
+        of a layer): the hidden layers are refined once, not once per property. Children refine after their split
+        as usual. Returns ``self``."""
         ops = self.engine.ops
         if any(not 0 <= i < len(ops) or ops[i].linear for i in intervals):
             raise GenrobustError(f"start intervals for ops {sorted(intervals)}: only the chain's nonlinear ops have "
@@ -567,13 +613,24 @@ class LocalVerifier:
         self._start = (kept, None if alpha is None else {i: a.to(self.device) for i, a in alpha.items()})
         return self
 
-    def _terms(self, n: int) -> dict[str, Any]:
-        """The margins' property terms for a batch of n boxes (none for robustness)."""
+    def _start_alpha(self, label: int) -> dict[int, torch.Tensor] | None:
+        """The α a whole box of this label starts from (:meth:`with_start`): per label with one row per label."""
+        alpha = None if self._start is None else self._start[1]
+        if alpha is None or not self.per_label:
+            return alpha
+        return {i: a[label] for i, a in alpha.items()}
+
+    def _terms(self, labels: torch.Tensor) -> dict[str, Any]:
+        """The margins' property terms for a batch of boxes of these labels (none for robustness)."""
         if self.rows is None:
             return {}
-        return {"offset": self.offset.expand(n, -1), "groups": self.groups}
+        if self.per_label:
+            return {"offset": self.offset[labels]}
+        return {"offset": self.offset.expand(len(labels), -1), "groups": self.groups}
 
     def _spec(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.per_label:
+            return self.rows[labels]
         if self.rows is not None:
             return self.rows.expand(len(labels), -1, -1)
         K = self.num_classes
@@ -617,9 +674,12 @@ class LocalVerifier:
         status = run.status
         t0 = time.perf_counter()
         logits = self._logits(z)
-        pred = logits.argmax(1)
-        others = logits.scatter(1, labels[:, None], -math.inf)
-        run.margin = (logits.gather(1, labels[:, None])[:, 0] - others.amax(1)).double().cpu()
+        pred = self._classify(z, labels)
+        if self.per_label:  # the row's distance from unsafe
+            run.margin = -logits.gather(1, labels[:, None])[:, 0].double().cpu()
+        else:
+            others = logits.scatter(1, labels[:, None], -math.inf)
+            run.margin = (logits.gather(1, labels[:, None])[:, 0] - others.amax(1)).double().cpu()
         for i in torch.nonzero(pred != labels).flatten().tolist():
             self._falsify(run, i, 0, z[i], int(pred[i]))  # a misclassified centre falsifies every ε
         run.seconds += (time.perf_counter() - t0) / max(1, N)
@@ -669,7 +729,7 @@ class LocalVerifier:
     def _attack(self, run: _Run, todo: list[int], e: int) -> None:
         """PGD on the whole ball for the balls still unknown at this ε."""
         left = [i for i in todo if run.status[i, e] == UNKNOWN]
-        if not left:
+        if not left or self.per_label:
             return
         t1 = time.perf_counter()
         idx = torch.tensor(left, device=self.device)
@@ -689,7 +749,7 @@ class LocalVerifier:
         if len(hits) == 0:
             return
         w = cand[hits].float()
-        p = self._classify(w)
+        p = self._classify(w, run.labels[torch.tensor([rows[j] for j in hits.tolist()], device=self.device)])
         for j, pj, wj in zip(hits.tolist(), p.tolist(), w, strict=True):
             i = rows[j]
             lo, hi = self._ball(run.z[i : i + 1], run.eps[e])
@@ -779,7 +839,7 @@ class LocalVerifier:
             else:
                 children.extend(pair)
         search.queue = children + search.queue  # depth first: few boxes (and their intervals) wait in memory
-        if (exhausted or deferred) and opt.leaf_attacks:
+        if (exhausted or deferred) and opt.leaf_attacks and not self.per_label:
             t2 = time.perf_counter()
             for item in search.queue:
                 if item.ball in exhausted:
@@ -834,7 +894,7 @@ class LocalVerifier:
         owners = torch.tensor([batch[k].ball for k, _ in tries], device=self.device)
         steps = torch.full((len(tries),), self.options.beta_steps, device=self.device)
         mb = self.engine.margins(center, radius, self._spec(run.labels[owners]), parent=parent, splits=splits,
-                                 steps=steps, **self._terms(len(tries)))  # fmt: skip
+                                 steps=steps, **self._terms(run.labels[owners]))  # fmt: skip
         safe = refutation(mb.lower, self.groups)[0] > 0
         for t, (k, kept) in enumerate(tries):
             box = batch[k]
@@ -864,7 +924,7 @@ class LocalVerifier:
             radius = torch.nextafter(torch.maximum(box.hi - center[0], center[0] - box.lo),
                                      torch.full_like(box.lo, math.inf))[None]  # fmt: skip
             spec = self._spec(run.labels[torch.tensor([box.ball], device=self.device)])
-            terms = self._terms(1)
+            terms = self._terms(run.labels[torch.tensor([box.ball], device=self.device)])
             mb = self.engine.margins(center, radius, spec, branch=n, **terms)
             ops, neurons, _ = mb.branch
             chosen: dict[int, list[int]] = {}
@@ -907,7 +967,8 @@ class LocalVerifier:
         spec = self._spec(run.labels[own])
         costs = opt.split == "cost" and self.branching == "latent"  # the worst margin's intercept costs
         pool, cols, gamma = self._batch_pool(batch, own, spec.shape[1], cuts, pairs)
-        mb = self.engine.margins(center, radius, spec, **self._batch_args(batch), **self._terms(len(batch)),
+        terms = self._terms(run.labels[own])
+        mb = self.engine.margins(center, radius, spec, **self._batch_args(batch, run.labels[own].tolist()), **terms,
                                  cuts=pool, gamma=gamma,
                                  branch=self.candidates if self.branching != "latent" else
                                  COST_NEURONS if costs else 0)  # fmt: skip
@@ -918,12 +979,12 @@ class LocalVerifier:
         flo, fhi = self._float_box(run.z[own], run.eps[e])  # float32 rounding must not leave the ball
         corner = torch.minimum(torch.maximum(corner, flo), fhi)
         # FSB's choice among ReLU candidates; the cost split's 4,096 scores are weights, not candidates
-        choice = (self._choose_splits(mb, center, radius, spec, certified) if not costs else
+        choice = (self._choose_splits(mb, center, radius, spec, certified, terms) if not costs else
                   torch.zeros(len(batch), dtype=torch.long, device=dev))  # fmt: skip
         reach = (self._reach(center, radius, mb.intervals, ~certified, mb.branch if costs else None)
                  if opt.split in ("unstable", "cost") and self.branching != "relu" else None)  # fmt: skip
-        return _Bounded(blo, bhi, mb, worst_bound, worst, certified, corner, self._classify(corner), choice, reach,
-                        cols)  # fmt: skip
+        pred = self._classify(corner, run.labels[own])
+        return _Bounded(blo, bhi, mb, worst_bound, worst, certified, corner, pred, choice, reach, cols)
 
     def _batch_pool(self, batch: list[_Box], own: torch.Tensor, M: int, cuts: dict[int, list[_Cut]] | None,
                     pairs: dict[int, Cuts | None] | None):  # fmt: skip
@@ -949,7 +1010,7 @@ class LocalVerifier:
                     gamma[i, :, a:b] = item.gamma
         return pool, cols, gamma
 
-    def _batch_args(self, batch: list[_Box]) -> dict[str, Any]:
+    def _batch_args(self, batch: list[_Box], labels: list[int]) -> dict[str, Any]:
         """The engine's per-box arguments for a batch: parents' intervals and α, ReLU splits, settled layers and
         α/β steps (only the boxes with splits get ``beta_steps``)."""
         # a whole box (no parent) starts from the given bounds, if any (:meth:`with_start`), all of them settled
@@ -957,8 +1018,8 @@ class LocalVerifier:
         given = self._start or (None, None)
         args: dict[str, Any] = {"parent": _stack_parents([given[0] if s else item.parent
                                                           for s, item in zip(start, batch, strict=True)]),
-                                "alpha": _stack_alphas([given[1] if s and not item.alpha else item.alpha
-                                                        for s, item in zip(start, batch, strict=True)]),
+                                "alpha": _stack_alphas([self._start_alpha(c) if s and not item.alpha else item.alpha
+                                                        for s, item, c in zip(start, batch, labels, strict=True)]),
                                 "beta": _stack_alphas([item.beta for item in batch])}  # fmt: skip
         settled = [len(self.engine.ops) if s else item.settled for s, item in zip(start, batch, strict=True)]
         if any(item.splits for item in batch):
@@ -973,7 +1034,7 @@ class LocalVerifier:
             args["settled"] = torch.tensor(settled, device=self.device)
         return args
 
-    def _choose_splits(self, mb, center, radius, spec, certified) -> torch.Tensor:
+    def _choose_splits(self, mb, center, radius, spec, certified, terms: dict[str, Any]) -> torch.Tensor:
         """Per box, which of its ReLU candidates (a column of :attr:`MarginBounds.branch`) to split: the first
         (the best BaBSR score) or, with ``branch_candidates`` > 1, the one whose two children's cheap bounds
         (:meth:`BoundEngine.split_bounds`) have the best worse child, FSB's rule: the worst of the margins the
@@ -985,7 +1046,7 @@ class LocalVerifier:
         if not len(todo):
             return choice
         op, neuron = mb.branch[0][todo], mb.branch[1][todo]
-        terms = self._terms(len(todo))
+        terms = {k: v[todo] if k == "offset" else v for k, v in terms.items()}
         kids = self.engine.split_bounds(center[todo], radius[todo], spec[todo],
                                         {i: (lo[todo], hi[todo]) for i, (lo, hi) in mb.intervals.items()}, op,
                                         neuron, **terms)  # fmt: skip
