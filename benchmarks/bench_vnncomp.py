@@ -43,8 +43,8 @@ from pathlib import Path
 
 import torch
 
-CONFIGS = ("bounds", "bab", "bab-nostab", "bab-babsr", "bab-fsb2", "bab-plain", "bab-beta", "bab-cuts", "bab-pairs",
-           "input")  # fmt: skip
+CONFIGS = ("bounds", "bab", "bab-nostab", "bab-tighten", "bab-babsr", "bab-fsb2", "bab-plain", "bab-beta", "bab-cuts",
+           "bab-pairs", "input")  # fmt: skip
 
 
 def options(config: str, seconds: float):
@@ -56,6 +56,7 @@ def options(config: str, seconds: float):
         "bounds": VerifyOptions(max_boxes=1, max_seconds=seconds),
         "bab": VerifyOptions(max_boxes=100_000, max_seconds=seconds),
         "bab-nostab": VerifyOptions(max_boxes=100_000, max_seconds=seconds),
+        "bab-tighten": VerifyOptions(max_boxes=100_000, max_seconds=seconds),
         "bab-babsr": VerifyOptions(max_boxes=100_000, max_seconds=seconds, branch_candidates=1),
         "bab-fsb2": VerifyOptions(max_boxes=100_000, max_seconds=seconds, branch_candidates=2),
         "bab-plain": VerifyOptions(bounds=plain, max_boxes=100_000, max_seconds=seconds, branch_candidates=1),
@@ -72,6 +73,7 @@ def main() -> None:
     ap.add_argument("--seconds", default="30", help="seconds per instance, or 'published' (each its own timeout)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--nets", default="256x2,256x4,256x6")
+    ap.add_argument("--open-in", default=None, help="only the instances this earlier --out (.json) left unknown")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None, help="save each answer here and resume from them")
     ap.add_argument(
@@ -95,6 +97,10 @@ def main() -> None:
     bench = Path(a.bench)
     with open(bench / "expected.csv", newline="") as f:
         instances = [r for r in csv.DictReader(f) if any(f"mnist-net_{n}.onnx" in r["onnx"] for n in a.nets.split(","))]
+    if a.open_in:
+        earlier = json.loads(Path(a.open_in).read_text())["answers"]
+        still = {(r["onnx"], r["vnnlib"]) for r in earlier if r["answer"] == "unknown"}
+        instances = [r for r in instances if (r["onnx"], r["vnnlib"]) in still]
     if a.reverse:
         instances.reverse()
     work = Path(a.work) if a.work else None
@@ -115,7 +121,7 @@ def main() -> None:
             prop = parse_vnnlib((bench / r["vnnlib"]).read_text())
             t = time.perf_counter()
             got = answer(nets[r["onnx"]], prop, options=options(config, seconds),
-                         stabilise_hidden=config != "bab-nostab")  # fmt: skip
+                         stabilise_hidden=config != "bab-nostab", tighten_hidden=config == "bab-tighten")  # fmt: skip
             row = {"config": config, "onnx": r["onnx"], "vnnlib": r["vnnlib"], "answer": got.result,
                    "expected": r["expected"], "seconds": time.perf_counter() - t, "budget": seconds}  # fmt: skip
             if path is not None:

@@ -274,6 +274,7 @@ def answer(
     device: str | torch.device | None = None,
     stabilise_hidden: bool = True,
     facts: Facts | None = None,
+    tighten_hidden: bool = False,
 ) -> Answer:
     """Answer a competition instance on ``model`` (inputs flattened in the property's X_i order).
 
@@ -287,8 +288,10 @@ def answer(
     branch and bound has not decided within :data:`FIRST_SECONDS` (or half the budget), :func:`stabilise` spends
     up to :data:`STABILISE_SHARE` of what is left proving hidden neurons stable, and the branch and bound starts
     again with those facts for the rest (``mnist_fc`` 256×4 ``prop_0_0.05``, open at 300 s without them: unsat
-    in 214 s with them; the benchmark at the published timeouts: 69 of 90 decided instead of 63). ``facts``:
-    intervals already proved on this box (see :func:`stabilise`)."""
+    in 214 s with them; the benchmark at the published timeouts: 69 of 90 decided instead of 63, 70 since a
+    layer's neurons are proved together). ``facts``: intervals already proved on this box (see :func:`stabilise`).
+    ``tighten_hidden``: the stabilisation also narrows the intervals of the neurons it cannot prove stable
+    (``stabilise(tighten=True)``; off by default until measured on the whole benchmark)."""
     from dataclasses import replace
 
     # where inputs are many (pixel space: α-CROWN bounds and ReLU splits) a cheap attack first can spare a costly
@@ -328,7 +331,7 @@ def answer(
     if got.result != "unknown" or left < 1.0:
         return got
     proved = stabilise(model, prop, shape, seconds=STABILISE_SHARE * left, options=options, seed=seed,
-                       device=device, facts=facts)  # fmt: skip
+                       device=device, facts=facts, tighten=tighten_hidden)  # fmt: skip
     left = budget - (time.perf_counter() - t0)
     if left < 1.0:
         return got
@@ -360,6 +363,7 @@ def stabilise(
     device: str | torch.device | None = None,
     facts: Facts | None = None,
     stats: list[dict] | None = None,
+    tighten: bool = False,
 ) -> Facts:
     """Hidden neurons proved to keep one sign on the property's box: the facts that stand in for a MIP solver's
     refined intermediate bounds.
@@ -370,7 +374,7 @@ def stabilise(
     neuron that ``STABILISE_SAMPLES`` sampled points (and the box's two extreme corners) see with one sign only and
     that a batched PGD (:func:`_can_flip`) cannot turn is a candidate. The network cut before that activation
     (:class:`OperatorNetwork`) is bounded once on the whole box with a row per candidate (α-CROWN, each row its own
-    α: :func:`_root_stable`). Every candidate that bound leaves open then asks, with :func:`answer`'s own branch
+    α: :func:`_root_rows`). Every candidate that bound leaves open then asks, with :func:`answer`'s own branch
     and bound (ReLU splits, β, FSB; no attack), whether it can take the other sign: all of a layer's in one run
     (:func:`_prove_rows`: :meth:`LocalVerifier.with_rows`, one ball per neuron, so that boxes of many neurons
     share a batch), starting from that one bound's intervals and each row's α (:meth:`LocalVerifier.with_start`:
@@ -424,21 +428,30 @@ def stabilise(
         if len(cand):
             # one bound of the whole box for every candidate at once: the earlier layers' α-refinement is shared,
             # and each candidate's row keeps its own α (as alone)
-            ok, root = _root_stable(prefix, prop, shape, cand, sign_all[cand], opts, device, earlier or None)
+            low, root = _root_rows(prefix, prop, shape, cand, sign_all[cand], opts, device, earlier or None)
+            ok = low > 0
             line["proved_at_root"] = int(ok.sum())
             proved = cand[ok]
+            pick = torch.nonzero(~ok).flatten()
             cand, left = cand[~ok], seconds - (time.perf_counter() - t0)
             if len(cand) and left > 0:
                 # every open candidate's branch and bound in one run, boxes of many neurons bounded together;
                 # the layers still to come get their share of what is left
                 pool = min(len(cand) * neuron_seconds, left / (len(acts) - k))
-                status = _prove_rows(prefix, prop, shape, cand, sign_all[cand], root, pool, neuron_seconds, opts,
-                                     seed, device, earlier or None)  # fmt: skip
+                status = _prove_rows(prefix, prop, shape, cand, sign_all[cand], torch.zeros(len(cand), dtype=DT),
+                                     (*root, pick), pool, neuron_seconds, opts, seed, device,
+                                     earlier or None)  # fmt: skip
                 proved = torch.cat([proved, cand[status == CERTIFIED]])
                 line["tried"], line["falsified"] = len(cand), int((status == FALSIFIED).sum())
             line["proved"] = len(proved)
             flo[proved[pos[proved]]] = 0.0
             fhi[proved[~pos[proved]]] = 0.0
+        free = torch.nonzero(~((flo >= 0) | (fhi <= 0))).flatten()
+        left = seconds - (time.perf_counter() - t0)
+        if tighten and len(free) and left > 0:
+            line["tightened"] = _tighten(prefix, prop, shape, inputs, z, free, flo, fhi, lo_x, hi_x,
+                                         left / (len(acts) - k), neuron_seconds, opts, seed, device,
+                                         earlier or None)  # fmt: skip
         if bool(torch.isfinite(flo).any() or torch.isfinite(fhi).any()):
             out[k] = (flo, fhi)
         if stats is not None:
@@ -448,53 +461,80 @@ def stabilise(
     return out
 
 
-def _prove_rows(prefix: nn.Module, prop: VnnProperty, shape, cand: torch.Tensor, sign: torch.Tensor, root,
-                pool: float, neuron_seconds: float, options, seed: int, device,
+def _prove_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, sign: torch.Tensor,
+                offset: torch.Tensor, root, pool: float, neuron_seconds: float, options, seed: int, device,
                 facts: Facts | None) -> torch.Tensor:  # fmt: skip
-    """The branch and bound of every ``cand`` neuron's question (can sign·z_j ≤ 0 on the box?) in one run of one
-    verifier (:meth:`LocalVerifier.with_rows`: neuron r is the ball of label r), from the whole box's ``root``
-    bound (its intervals and each row's α), each neuron at most ``neuron_seconds`` and all of them together about
-    ``pool`` seconds. Returns each candidate's status (CERTIFIED: the neuron keeps its sign on the box)."""
+    """The branch and bound of every row's question (can sign·z_idx + offset ≤ 0 somewhere on the box?) in one run
+    of one verifier (:meth:`LocalVerifier.with_rows`: row r is the ball of label r), from the whole box's bound
+    ``root`` = (intervals, α per row of that bound, the position of each row among that bound's rows), each row at
+    most ``neuron_seconds`` and all of them together about ``pool`` seconds. Returns each row's status
+    (CERTIFIED: sign·z_idx + offset > 0 on the whole box)."""
     from dataclasses import replace
 
     _, chain, d = _box_chain(prefix, prop, shape)
-    L = len(cand)
+    L = len(idx)
     opts = replace(options, max_seconds=neuron_seconds, mean_seconds=max(pool, 1e-3) / L)
     verifier = LocalVerifier.for_model(chain, (d,), options=opts, device=device)
     n = verifier.engine.num_classes
     coef = torch.zeros(L, n, dtype=DT)
-    coef[torch.arange(L), cand] = -sign.to(DT)  # unsafe: sign·z_j ≤ 0
-    verifier.with_rows(coef, torch.zeros(L, dtype=DT))
+    coef[torch.arange(L), idx] = -sign.to(DT)  # unsafe: sign·z_j + offset ≤ 0
+    verifier.with_rows(coef, -offset.to(DT))
     if facts:
         verifier.with_facts(facts)
-    intervals, alpha, _ = root
-    rows = {int(j): r for r, j in enumerate(root[2].tolist())}
-    pick = torch.tensor([rows[int(j)] for j in cand.tolist()])
+    intervals, alpha, pick = root
     verifier.with_start(intervals, None if alpha is None else {i: a[pick][:, None] for i, a in alpha.items()})
     res = verifier.run(torch.zeros(L, d), list(range(L)), [1.0], seed=seed)
     return res.status[:, 0]
 
 
-def _root_stable(prefix: nn.Module, prop: VnnProperty, shape, cand: torch.Tensor, sign: torch.Tensor, options,
-                 device, facts: Facts | None) -> tuple[torch.Tensor, tuple]:  # fmt: skip
-    """Which of the ``cand`` neurons of ``prefix``'s output one bound on the property's whole box (α-CROWN, the
-    verifier's own options) proves to keep the sign ``sign`` (a row sign·z_j > 0 per candidate, its own α).
-    Returns a bool mask over ``cand``."""
+def _root_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, sign: torch.Tensor, options,
+               device, facts: Facts | None) -> tuple[torch.Tensor, tuple]:  # fmt: skip
+    """One bound on the property's whole box (α-CROWN, the verifier's own options) of sign·z_idx for each row, z
+    being ``prefix``'s output (each row its own α). Returns the rows' lower bounds and (the bound's intervals, its
+    α per row) for :func:`_prove_rows`."""
     _, chain, d = _box_chain(prefix, prop, shape)
     verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device)
     if facts:
         verifier.with_facts(facts)
     dev = verifier.device
     n = verifier.engine.num_classes
-    spec = torch.zeros(1, len(cand), n, dtype=DT, device=dev)
-    spec[0, torch.arange(len(cand)), cand.to(dev)] = sign.to(dev, DT)
+    spec = torch.zeros(1, len(idx), n, dtype=DT, device=dev)
+    spec[0, torch.arange(len(idx)), idx.to(dev)] = sign.to(dev, DT)
     center = torch.zeros(1, d, dtype=DT, device=dev)
     radius = torch.nextafter(torch.ones(1, d, dtype=DT, device=dev), torch.full((1, d), math.inf, dtype=DT,
                                                                                    device=dev))  # fmt: skip
     mb = verifier.engine.margins(center, radius, spec)
     intervals = {i: (lo[0], hi[0]) for i, (lo, hi) in mb.intervals.items()}
     alpha = None if mb.alpha is None else {i: a[0] for i, a in mb.alpha.items()}
-    return (mb.lower[0] > 0).cpu(), (intervals, alpha, cand)
+    return mb.lower[0].cpu(), (intervals, alpha)
+
+
+#: where :func:`_tighten` asks for a bound: this share of the way from the least value an attack reached towards the
+#: sound bound of the whole box
+TIGHTEN_SHARE = 0.2
+
+
+def _tighten(prefix: nn.Module, prop: VnnProperty, shape, inputs: torch.Tensor, z: torch.Tensor, free: torch.Tensor,
+             flo: torch.Tensor, fhi: torch.Tensor, lo_x: torch.Tensor, hi_x: torch.Tensor, pool: float,
+             neuron_seconds: float, options, seed: int, device, facts: Facts | None) -> int:  # fmt: skip
+    """Narrower intervals for the ``free`` neurons (those not proved stable): for each, its lower and upper end as
+    the whole box's bound gives them and as a batched PGD reaches them; the branch and bound (:func:`_prove_rows`)
+    is asked whether the neuron stays above (below) a point ``TIGHTEN_SHARE`` of the way from what the PGD
+    reached towards the bound, and what it proves narrows ``flo``/``fhi`` in place (a tighter relaxation of an
+    unstable ReLU). Returns how many ends were narrowed."""
+    m = len(free)
+    idx = torch.cat([free, free])
+    sign = torch.cat([torch.ones(m), -torch.ones(m)]).to(DT)  # rows z_j (its lower end) and −z_j (its upper end)
+    low, root = _root_rows(prefix, prop, shape, idx, sign, options, device, facts)
+    least = _pgd_least(prefix, inputs, z, idx, sign, lo_x, hi_x, shape, stop_at_zero=False)
+    target = least - TIGHTEN_SHARE * (least - low)
+    status = _prove_rows(prefix, prop, shape, idx, sign, -target, (*root, torch.arange(2 * m)), pool, neuron_seconds,
+                         options, seed, device, facts)  # fmt: skip
+    done = status == CERTIFIED
+    up, down = done[:m], done[m:]
+    flo[free[up]] = torch.maximum(flo[free[up]], target[:m][up])
+    fhi[free[down]] = torch.minimum(fhi[free[down]], -target[m:][down])
+    return int(done.sum())
 
 
 def _can_flip(
@@ -508,29 +548,37 @@ def _can_flip(
     shape,
     steps: int = 30,
 ) -> torch.Tensor:
-    """Which candidate neurons a batched PGD turns to the other sign: per candidate j, from the sampled point where
-    sign·z_j is least and from the box's centre, signed-gradient steps (a tenth of the box's width, shrinking)
-    down sign·z_j, all candidates in one batch. Returns (len(cand),) 1 where one start reached ≤ 0: no fact to
-    prove there (a cheap filter: a per-neuron branch and bound would spend its budget on each)."""
+    """Which candidate neurons a batched PGD (:func:`_pgd_least`) turns to the other sign. Returns (len(cand),) 1
+    where it reached ≤ 0: no fact to prove there (a cheap filter: a per-neuron branch and bound would spend its
+    budget on each)."""
     if not len(cand):
         return torch.zeros(0, dtype=torch.long)
-    m = len(cand)
-    nearest = (sign[cand] * z[:, cand]).argmin(0)  # (m,) the sample closest to the flip, per candidate
+    return (_pgd_least(prefix, x, z, cand, sign[cand], lo, hi, shape, steps) <= 0).long()
+
+
+def _pgd_least(prefix: nn.Module, x: torch.Tensor, z: torch.Tensor, idx: torch.Tensor, sign: torch.Tensor,
+               lo: torch.Tensor, hi: torch.Tensor, shape, steps: int = 30,
+               stop_at_zero: bool = True) -> torch.Tensor:  # fmt: skip
+    """The least sign·z_idx a batched PGD reaches per row: from the sampled point ``x`` where it is least (``z``:
+    the samples' values) and from the box's centre, signed-gradient steps (a tenth of the box's width, shrinking)
+    down sign·z_idx, all rows in one batch (``stop_at_zero``: once every row is ≤ 0 at one start)."""
+    m = len(idx)
+    nearest = (sign * z[:, idx]).argmin(0)  # (m,) the sample where the row is least
     starts = torch.cat([x.flatten(1)[nearest], ((lo + hi) / 2).expand(m, -1)])  # (2m, D)
-    rows = torch.cat([cand, cand])
-    s = torch.cat([sign[cand], sign[cand]])
+    rows = torch.cat([idx, idx])
+    s = torch.cat([sign, sign]).to(DT)
     step = (hi - lo) / 10
     cur = starts.clone()
-    flipped = torch.zeros(2 * m, dtype=torch.bool)
+    least = torch.full((2 * m,), math.inf, dtype=DT)
     for t in range(steps):
         cur = cur.detach().requires_grad_(True)
         val = s * prefix(cur.reshape(-1, *shape)).gather(1, rows[:, None])[:, 0]
-        flipped |= val.detach() <= 0
-        if t == steps - 1 or bool(flipped.all()):
+        least = torch.minimum(least, val.detach())
+        if t == steps - 1 or (stop_at_zero and bool((torch.minimum(least[:m], least[m:]) <= 0).all())):
             break
         (g,) = torch.autograd.grad(val.sum(), cur)
         cur = torch.minimum(torch.maximum(cur - step * (1 - t / steps) * g.sign(), lo), hi)
-    return (flipped[:m] | flipped[m:]).long()
+    return torch.minimum(least[:m], least[m:])
 
 
 def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, seed: int, device,
