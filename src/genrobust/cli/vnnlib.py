@@ -118,6 +118,13 @@ def export_vnnlib_cmd(
     help="Where inputs are many (pixel boxes) and branch and bound has not decided within 10 s (or half "
     "the budget): prove hidden neurons stable on the box first, then go on with them.",
 )
+@click.option(
+    "--tighten/--no-tighten",
+    default=False,
+    show_default=True,
+    help="With --stabilise: also prove narrower intervals for the hidden neurons that do change sign (mnist_fc: "
+    "76 of 90 measured instance by instance, against 70; off until one run of the whole set confirms it).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Result file in the competition's format (verdict, then the counterexample); with --instances "
@@ -125,7 +132,7 @@ def export_vnnlib_cmd(
 @DEVICE_OPTION
 @friendly_errors
 def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None, timeout_scale: float,
-                      max_boxes: int, max_seconds: float, pair_neurons: int, stabilise: bool, seed: int,
+                      max_boxes: int, max_seconds: float, pair_neurons: int, stabilise: bool, tighten: bool, seed: int,
                       out_file: str | None, device: str) -> None:  # fmt: skip
     """Answer a competition instance (MODEL PROPERTY) or a whole benchmark (--instances): sat (a counterexample,
     re-checked), unsat (certified) or unknown."""
@@ -146,7 +153,7 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
             raise click.UsageError("--instances needs --out, the results CSV")
         rows = run_instances(instances, out_file, timeout_scale=timeout_scale, seed=seed,
                              options=VerifyOptions(max_boxes=max_boxes, pair_neurons=pair_neurons), show_progress=True,
-                             device=dev, stabilise_hidden=stabilise)  # fmt: skip
+                             device=dev, stabilise_hidden=stabilise, tighten_hidden=tighten)  # fmt: skip
         expected = {(r["onnx"], r["vnnlib"]): r.get("expected", "") for r in read_instances(instances)}
         counts = {v: sum(r["result"] == v for r in rows) for v in ("unsat", "sat", "unknown", "error")}
         decisive = ("sat", "unsat")
@@ -166,7 +173,7 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
     shape = getattr(net, "input_shape", None)
     opts = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, pair_neurons=pair_neurons)
     ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape, seed=seed, device=dev, options=opts,
-                 stabilise_hidden=stabilise)  # fmt: skip
+                 stabilise_hidden=stabilise, tighten_hidden=tighten)  # fmt: skip
     click.echo(ans.text().rstrip("\n"))
     if out_file:
         Path(out_file).write_text(ans.text())

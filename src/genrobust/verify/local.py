@@ -505,14 +505,17 @@ class LocalVerifier:
         return out
 
     def _classify(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The class of each point; with one row per label (:meth:`with_rows`) its label where its row is safe and
-        label + L (not a class) where it is not."""
+        return self._label_of(self._logits(z), labels)
+
+    def _label_of(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The class of each point from its outputs; with one row per label (:meth:`with_rows`) its label where its
+        row is safe and label + L (not a class) where it is not."""
         if self.per_label:
             if labels is None:
                 raise GenrobustError("a verifier with one row per label classifies points of given labels only")
-            unsafe = self._logits(z).gather(1, labels[:, None])[:, 0] >= 0
+            unsafe = logits.gather(1, labels[:, None])[:, 0] >= 0
             return torch.where(unsafe, labels + self.num_classes, labels)
-        return self._logits(z).argmax(1)
+        return logits.argmax(1)
 
     def _ball(self, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The real box around z (float64) for ε, clipped to the pixel range in pixel space. z ± ε is rounded
@@ -674,7 +677,7 @@ class LocalVerifier:
         status = run.status
         t0 = time.perf_counter()
         logits = self._logits(z)
-        pred = self._classify(z, labels)
+        pred = self._label_of(logits, labels)
         if self.per_label:  # the row's distance from unsafe
             run.margin = -logits.gather(1, labels[:, None])[:, 0].double().cpu()
         else:

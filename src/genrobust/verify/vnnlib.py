@@ -720,6 +720,7 @@ def run_instances(
     show_progress: bool = False,
     device: str | torch.device | None = None,
     stabilise_hidden: bool = True,
+    tighten_hidden: bool = False,
 ) -> list[dict[str, str]]:
     """Answer every instance of a benchmark in one process (no start-up per instance) and write ``out`` (CSV,
     :data:`RESULT_COLUMNS`) as the answers come, with each sat instance's counterexample in
@@ -727,7 +728,7 @@ def run_instances(
     and parsing included). An instance that cannot be read or answered (a corrupt file, an unsupported
     operator) is recorded as ``error`` with the message, and the others go on. Instances already in ``out``
     are not run again: a killed run resumes. ``device``: where the bounds run (see :func:`answer`);
-    ``stabilise_hidden``: see :func:`answer`. Returns every row of ``out``."""
+    ``stabilise_hidden``, ``tighten_hidden``: see :func:`answer`. Returns every row of ``out``."""
     import csv
     import time
 
@@ -772,7 +773,8 @@ def run_instances(
                 from dataclasses import replace
 
                 got = answer(net, prop, getattr(net, "input_shape", None), options=replace(opts, max_seconds=left),
-                             seed=seed, device=device, stabilise_hidden=stabilise_hidden)  # fmt: skip
+                             seed=seed, device=device, stabilise_hidden=stabilise_hidden,
+                             tighten_hidden=tighten_hidden)  # fmt: skip
                 result = got.result
                 if result == "sat":
                     cex_dir.mkdir(exist_ok=True)
