@@ -302,3 +302,47 @@ def test_tighten_narrows_the_intervals_of_neurons_that_change_sign():
         both = (seen[k] > 0).any(0) & (seen[k] < 0).any(0)
         narrowed += int((both & (torch.isfinite(flo) | torch.isfinite(fhi))).sum())
     assert narrowed >= 2
+
+
+def test_a_budgeted_search_bounds_each_row_soundly_and_better_than_its_root():
+    """``LocalResult.bound``: rows whose question cannot be proved (sign·z_j ≥ just below its sampled least) end
+    unknown, and the least bound over their leaves (boxes bounded lowest first) still holds at every sampled
+    point, is at least the whole box's bound, and rises above it for most rows; certified rows' bounds are > 0."""
+    from genrobust.verify.vnnlib import _box_chain
+
+    d = 12
+    net = _deep(d, 8)
+    rng = np.random.default_rng(8)
+    lo = rng.uniform(-1, 1, d)
+    hi = lo + 1.0
+    prefix = OperatorNetwork(capture(net, (d,))[:5])  # the third hidden layer's inputs
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, d)), dtype=torch.float32)
+    with torch.no_grad():
+        z = prefix(x).double()
+    L = z.shape[1]
+    sign = torch.where(torch.arange(L) % 2 == 0, 1.0, -1.0).to(torch.float64)
+    least = (sign * z).amin(0)
+    coef = torch.zeros(L, L, dtype=torch.float64)
+    coef[torch.arange(L), torch.arange(L)] = -sign  # unsafe: sign·z_j − target_j ≤ 0
+    _, chain, n = _box_chain(prefix, VnnProperty(lo, hi, [[Constraint(np.ones(L), 0.0)]]), (d,))
+
+    def search(boxes: int, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        opts = gr.verify.VerifyOptions(max_boxes=boxes, max_seconds=20, give_up=None, attack_first=False)
+        v = gr.verify.LocalVerifier.for_model(chain, (n,), options=opts).with_rows(coef, target)
+        res = v.run(torch.zeros(L, n), list(range(L)), [1.0])
+        return res.status[:, 0], res.bound[:, 0]
+
+    _, gap = search(1, least)  # the whole box's bound, below the sampled least
+    assert bool((gap < 0).all())
+    # halfway between the whole box's bound and the sampled least: beyond reach of 40 boxes; the first 4 are easy
+    target = least + 0.5 * gap
+    target[:4] = least[:4] - 10.0
+    _, root = search(1, target)
+    status, low = search(40, target)
+    assert bool((status[:4] == gr.verify.CERTIFIED).all()) and bool((low[:4] > 0).all())
+    open_rows = status == gr.verify.UNKNOWN
+    assert int(open_rows.sum()) >= L // 4
+    assert bool(torch.isfinite(low).all() and torch.isfinite(root).all())
+    assert bool((low + target <= least).all())  # sound: sign·z_j ≥ low + target wherever it was sampled
+    assert bool((low >= root - 1e-9).all())
+    assert int((low[open_rows] > root[open_rows] + 1e-6).sum()) >= int(open_rows.sum()) // 2

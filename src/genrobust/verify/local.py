@@ -195,6 +195,12 @@ class LocalResult:
     boxes: torch.Tensor  # (N, E) bound computations spent
     seconds: torch.Tensor  # (N,) wall time attributed to each ball
     options: dict[str, Any] = field(default_factory=dict)
+    #: (N, E) float64 from :meth:`LocalVerifier.run` only (not written by :meth:`to_dict` nor kept by journals): a
+    #: sound lower bound of the worst margin over the whole ball, the least over the branch and bound's leaves
+    #: (boxes it certified, split no further, or never reached, each with the best bound of it or an ancestor);
+    #: > 0 where certified, NaN where no bound was computed. Where a ball is left unknown it says how far the
+    #: certificate is, and it is the anytime bound a budgeted search buys (:func:`~genrobust.verify.vnnlib.stabilise`)
+    bound: torch.Tensor | None = None
 
     @property
     def certified_radius(self) -> torch.Tensor:
@@ -673,7 +679,8 @@ class LocalVerifier:
         run = _Run(z, labels, eps_values, seed, ids, status=torch.zeros(N, E, dtype=torch.int8),
                    witness=torch.full((N, E, d), math.nan), witness_pred=torch.full((N, E), -1, dtype=torch.long),
                    boxes=torch.zeros(N, E, dtype=torch.long), seconds=torch.zeros(N, dtype=torch.float64),
-                   bar=progress(N * E, "robustness", show_progress))  # fmt: skip
+                   bar=progress(N * E, "robustness", show_progress),
+                   bound=torch.full((N, E), math.nan, dtype=torch.float64))  # fmt: skip
         status = run.status
         t0 = time.perf_counter()
         logits = self._logits(z)
@@ -704,7 +711,7 @@ class LocalVerifier:
             run.bar.update(int(sum(1 for i in todo if status[i, e] != FALSIFIED)))
         run.bar.close()
         return LocalResult(eps_values, z.cpu(), labels.cpu(), status, run.witness, run.witness_pred, run.boxes,
-                           run.seconds, options=_options_dict(self.options))  # fmt: skip
+                           run.seconds, options=_options_dict(self.options), bound=run.bound)  # fmt: skip
 
     def _falsify(self, run: _Run, i: int, e: int, w: torch.Tensor, p: int) -> None:
         """Record a re-checked witness ``w`` (class ``p``) of ball ``i`` found at ε index ``e``: falsified there and
@@ -772,9 +779,11 @@ class LocalVerifier:
         # with what the others left
         pool = None if opt.mean_seconds is None else opt.mean_seconds * len(run.seconds)
         search = _Search(run.seconds, opt.max_seconds, pool, [_Box(b, lo[k], hi[k]) for k, b in enumerate(balls)],
-                         dict.fromkeys(balls, 1), dict.fromkeys(balls, 0.0))  # fmt: skip
+                         dict.fromkeys(balls, 1), dict.fromkeys(balls, 0.0), best_first=self.per_label)  # fmt: skip
         while batch := search.next_batch(batch_boxes):
             self._step(run, search, batch, e)
+        for ball, low in search.low.items():
+            run.bound[ball, e] = low
 
     def _step(self, run: _Run, search: _Search, batch: list[_Box], e: int) -> None:
         """One round of branch and bound: bound ``batch``, then per box certify, falsify (its bound's minimiser),
@@ -805,12 +814,17 @@ class LocalVerifier:
         waiting = {item.ball for item in search.queue} | set(owners)
         for k, (ball, box) in enumerate(zip(owners, batch, strict=True)):
             left_in_batch[ball] -= 1
+            # the box's bound: its own or an ancestor's, whichever is higher (both hold on it); a leaf's counts
+            # towards its ball's least bound, a split box's is its children's start
+            wb = max(float(b.worst_bound[k]), box.bound)
             if ball in done:
+                search.leaf(ball, wb)
                 if ball in exhausted and not b.certified[k]:  # its siblings in this batch are leaves too
                     exhausted[ball].append((b.lo[k], b.hi[k]))
                 continue
             search.open_boxes[ball] -= 1
             if b.certified[k]:
+                search.leaf(ball, wb)
                 if search.open_boxes[ball] == 0:
                     status[ball, e] = CERTIFIED
                     done.add(ball)
@@ -818,6 +832,7 @@ class LocalVerifier:
             if int(b.pred[k]) != int(run.labels[ball]):
                 self._confirm(run, [ball], e, torch.ones(1, dtype=torch.bool), b.corner[k : k + 1])
                 if status[ball, e] == FALSIFIED:
+                    search.leaf(ball, wb)
                     done.add(ball)
                     continue
             hopeless = (opt.give_up is not None and self.branching == "latent" and box.parent is None
@@ -830,11 +845,14 @@ class LocalVerifier:
             over_time = float(run.seconds[ball]) + (queued + 2) * dt > search.limit(ball, competing, len(pending))
             over_boxes = run.boxes[ball, e] + search.open_boxes[ball] + 2 > opt.max_boxes
             if (hopeless and search.pool is None) or over_boxes or over_time:
+                search.leaf(ball, wb)
                 done.add(ball)  # budget spent: its undecided sub-boxes are attacked below, then the whole ball
                 exhausted.setdefault(ball, []).append((b.lo[k], b.hi[k]))
                 continue
             pair = self._children(box, b.mb, k, b.lo[k], b.hi[k], b.worst[k], run.labels, int(b.choice[k]),
                                   None if b.reach is None else b.reach[k], b.gamma(k, ball))  # fmt: skip
+            for child in pair:
+                child.bound = wb
             search.open_boxes[ball] += 2
             if hopeless:
                 deferred[ball] = [(b.lo[k], b.hi[k])]
@@ -1218,6 +1236,7 @@ class _Run:
     seconds: torch.Tensor  # (N,) float64
     bar: Any
     margin: torch.Tensor | None = None  # (N,) float64, set once the centres are classified
+    bound: torch.Tensor | None = None  # (N, E) float64: the least bound over each ball's leaves (LocalResult.bound)
 
 
 @dataclass
@@ -1240,6 +1259,14 @@ class _Search:
     strengthened: int = 0  # cuts shortened by dropping splits (a count for benchmarks)
     #: per ball, its multi-neuron relaxation (``VerifyOptions.pair_neurons``; None where no pair gave a facet)
     pairs: dict[int, Cuts | None] = field(default_factory=dict)
+    #: each ball's boxes taken lowest bound first (they are all bounded before it is certified, but where its budget
+    #: ends first the least bound over its leaves rises fastest so: what :meth:`LocalVerifier.with_rows` asks for)
+    best_first: bool = False
+    low: dict[int, float] = field(default_factory=dict)  # per ball, the least bound over its leaves so far
+
+    def leaf(self, ball: int, bound: float) -> None:
+        """A box of ``ball`` that will not be split (certified, out of budget, or its ball decided) and its bound."""
+        self.low[ball] = min(self.low.get(ball, math.inf), bound)
 
     def add_cut(self, box: _Box, keep: int) -> None:
         """The cut of a split domain proved safe (its splits and latent box), keeping the ball's latest ``keep``."""
@@ -1273,10 +1300,16 @@ class _Search:
             for b in waiting:
                 if float(self.seconds[b]) + 2 * self.last_cost[b] > self.limit(b, len(waiting)):
                     self.done.add(b)
+            for item in self.later:
+                if item.ball in self.done:
+                    self.leaf(item.ball, item.bound)
             self.queue, self.later = [item for item in self.later if item.ball not in self.done], []
+        if self.best_first:
+            self.queue.sort(key=lambda item: item.bound)
         batch, rest, seen = [], [], set()
         for item in self.queue:
             if item.ball in self.done:
+                self.leaf(item.ball, item.bound)  # never bounded: its parent's bound holds on it
                 continue
             if len(batch) < size and item.ball not in seen:
                 batch.append(item)
@@ -1332,6 +1365,7 @@ class _Box:
     settled: int = -1
     beta: dict[int, torch.Tensor] | None = None
     gamma: torch.Tensor | None = None
+    bound: float = -math.inf  # a lower bound of its worst margin: its parent's (the best of its ancestors')
 
 
 @dataclass

@@ -429,6 +429,7 @@ def stabilise(
             # one bound of the whole box for every candidate at once: the earlier layers' α-refinement is shared,
             # and each candidate's row keeps its own α (as alone)
             low, root = _root_rows(prefix, prop, shape, cand, sign_all[cand], opts, device, earlier or None)
+            _narrow(flo, fhi, cand, sign_all[cand], low)
             ok = low > 0
             line["proved_at_root"] = int(ok.sum())
             proved = cand[ok]
@@ -438,14 +439,14 @@ def stabilise(
                 # every open candidate's branch and bound in one run, boxes of many neurons bounded together;
                 # the layers still to come get their share of what is left
                 pool = min(len(cand) * neuron_seconds, left / (len(acts) - k))
-                status = _prove_rows(prefix, prop, shape, cand, sign_all[cand], torch.zeros(len(cand), dtype=DT),
-                                     (*root, pick), pool, neuron_seconds, opts, seed, device,
-                                     earlier or None)  # fmt: skip
+                status, bound = _prove_rows(prefix, prop, shape, cand, sign_all[cand],
+                                            torch.zeros(len(cand), dtype=DT), (*root, pick), pool, neuron_seconds,
+                                            opts, seed, device, earlier or None)  # fmt: skip
+                # a neuron not proved stable keeps what its search reached: a narrower interval
+                _narrow(flo, fhi, cand, sign_all[cand], bound)
                 proved = torch.cat([proved, cand[status == CERTIFIED]])
                 line["tried"], line["falsified"] = len(cand), int((status == FALSIFIED).sum())
             line["proved"] = len(proved)
-            flo[proved[pos[proved]]] = 0.0
-            fhi[proved[~pos[proved]]] = 0.0
         free = torch.nonzero(~((flo >= 0) | (fhi <= 0))).flatten()
         left = seconds - (time.perf_counter() - t0)
         if tighten and len(free) and left > 0:
@@ -468,7 +469,8 @@ def _prove_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, 
     of one verifier (:meth:`LocalVerifier.with_rows`: row r is the ball of label r), from the whole box's bound
     ``root`` = (intervals, α per row of that bound, the position of each row among that bound's rows), each row at
     most ``neuron_seconds`` and all of them together about ``pool`` seconds. Returns each row's status
-    (CERTIFIED: sign·z_idx + offset > 0 on the whole box)."""
+    (CERTIFIED: sign·z_idx + offset > 0 on the whole box) and its anytime bound: sign·z_idx + offset ≥ it on the
+    whole box (float64, the least over the row's leaves, :attr:`LocalResult.bound`; NaN where it has none)."""
     from dataclasses import replace
 
     _, chain, d = _box_chain(prefix, prop, shape)
@@ -484,7 +486,7 @@ def _prove_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, 
     intervals, alpha, pick = root
     verifier.with_start(intervals, None if alpha is None else {i: a[pick][:, None] for i, a in alpha.items()})
     res = verifier.run(torch.zeros(L, d), list(range(L)), [1.0], seed=seed)
-    return res.status[:, 0]
+    return res.status[:, 0], res.bound[:, 0]
 
 
 def _root_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, sign: torch.Tensor, options,
@@ -528,13 +530,21 @@ def _tighten(prefix: nn.Module, prop: VnnProperty, shape, inputs: torch.Tensor, 
     low, root = _root_rows(prefix, prop, shape, idx, sign, options, device, facts)
     least = _pgd_least(prefix, inputs, z, idx, sign, lo_x, hi_x, shape, stop_at_zero=False)
     target = least - TIGHTEN_SHARE * (least - low)
-    status = _prove_rows(prefix, prop, shape, idx, sign, -target, (*root, torch.arange(2 * m)), pool, neuron_seconds,
-                         options, seed, device, facts)  # fmt: skip
-    done = status == CERTIFIED
-    up, down = done[:m], done[m:]
-    flo[free[up]] = torch.maximum(flo[free[up]], target[:m][up])
-    fhi[free[down]] = torch.minimum(fhi[free[down]], -target[m:][down])
-    return int(done.sum())
+    _, bound = _prove_rows(prefix, prop, shape, idx, sign, -target, (*root, torch.arange(2 * m)), pool,
+                                neuron_seconds, options, seed, device, facts)  # fmt: skip
+    # sign·z − target ≥ bound on the whole box (> 0 where certified: beyond the target); NaN: nothing learned
+    before = torch.cat([flo[free], -fhi[free]])
+    _narrow(flo, fhi, idx, sign, torch.maximum(low, torch.nan_to_num(bound.to(DT), nan=-math.inf) + target))
+    return int((torch.cat([flo[free], -fhi[free]]) > before).sum())
+
+
+def _narrow(flo: torch.Tensor, fhi: torch.Tensor, idx: torch.Tensor, sign: torch.Tensor, bound: torch.Tensor) -> None:
+    """Intervals narrowed in place by the proved ``sign``·z_idx ≥ ``bound`` (a lower end where the sign is +, an
+    upper end where it is −; NaN bounds, where nothing was computed, change nothing)."""
+    bound = torch.nan_to_num(bound.to(DT), nan=-math.inf)
+    up = sign > 0
+    flo[idx[up]] = torch.maximum(flo[idx[up]], bound[up])
+    fhi[idx[~up]] = torch.minimum(fhi[idx[~up]], -bound[~up])
 
 
 def _can_flip(
