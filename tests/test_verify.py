@@ -156,7 +156,9 @@ def test_exhausted_balls_attack_their_undecided_sub_boxes(builtin, monkeypatch):
 
     monkeypatch.setattr(local, "pgd_in_boxes", spy)
     z = latents(0, 8, 1, 10)
-    v = LocalVerifier(clf, gens[8], latent_dim=10, options=VerifyOptions(max_boxes=3, leaf_attacks=4, give_up=None))
+    # seconds enough that only the boxes decide: with another job running, 60 s stopped the ball after its first box
+    opts = VerifyOptions(max_boxes=3, leaf_attacks=4, give_up=None, max_seconds=600)
+    v = LocalVerifier(clf, gens[8], latent_dim=10, options=opts)
     res = v.run(z, [8], [0.02])  # this ball stays undecided after 3 boxes (measured)
     assert res.status[0, 0] == UNKNOWN and int(res.boxes[0, 0]) == 3
     assert len(seen) == 2  # the sub-box attack first, then the whole ball's

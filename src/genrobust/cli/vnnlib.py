@@ -120,10 +120,10 @@ def export_vnnlib_cmd(
 )
 @click.option(
     "--tighten/--no-tighten",
-    default=False,
+    default=True,
     show_default=True,
-    help="With --stabilise: also prove narrower intervals for the hidden neurons that do change sign (mnist_fc: "
-    "76 of 90 measured instance by instance, against 70; off until one run of the whole set confirms it).",
+    help="With --stabilise: also prove narrower intervals for the hidden neurons that do change sign (a tighter "
+    "relaxation of each; see docs/verify-complete.md for what it decides on mnist_fc).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,

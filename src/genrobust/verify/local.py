@@ -816,7 +816,8 @@ class LocalVerifier:
             left_in_batch[ball] -= 1
             # the box's bound: its own or an ancestor's, whichever is higher (both hold on it); a leaf's counts
             # towards its ball's least bound, a split box's is its children's start
-            wb = max(float(b.worst_bound[k]), box.bound)
+            own = float(b.worst_bound[k])
+            wb = box.bound if math.isnan(own) else max(own, box.bound)
             if ball in done:
                 search.leaf(ball, wb)
                 if ball in exhausted and not b.certified[k]:  # its siblings in this batch are leaves too
@@ -1266,7 +1267,7 @@ class _Search:
 
     def leaf(self, ball: int, bound: float) -> None:
         """A box of ``ball`` that will not be split (certified, out of budget, or its ball decided) and its bound."""
-        self.low[ball] = min(self.low.get(ball, math.inf), bound)
+        self.low[ball] = min(self.low.get(ball, math.inf), -math.inf if math.isnan(bound) else bound)
 
     def add_cut(self, box: _Box, keep: int) -> None:
         """The cut of a split domain proved safe (its splits and latent box), keeping the ball's latest ``keep``."""
