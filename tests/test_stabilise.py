@@ -237,27 +237,34 @@ def test_a_whole_box_started_from_given_bounds_answers_as_from_scratch():
         v.with_start({hidden: (intervals[hidden][0][:3], intervals[hidden][1][:3])})
 
 
-def test_one_row_per_label_answers_each_row_as_its_own_property():
-    """``LocalVerifier.with_rows``: balls of one box with labels 0..L−1 each check their own row (here: can a hidden
-    neuron of the network cut before its layer reach the other sign?), all in one branch and bound; every
-    certified row holds at a dense sample, every falsified one has a witness that meets its row, and each answer
-    agrees with the same row checked alone as a property; rows and labels that do not fit are refused by name."""
+def _layer_rows(width: float, layers: int):
+    """A 12-input net, a box of the given width, the network cut before its ``layers``-th operator (a hidden
+    layer's inputs), that layer's values z at 50,000 sampled points (float64), and the box as a [−1, 1]^n chain."""
     from genrobust.verify.vnnlib import _box_chain
 
     d = 12
     net = _deep(d, 8)
     rng = np.random.default_rng(8)
     lo = rng.uniform(-1, 1, d)
-    hi = lo + 0.4
-    prefix = OperatorNetwork(capture(net, (d,))[:3])  # the second hidden layer's inputs
+    hi = lo + width
+    prefix = OperatorNetwork(capture(net, (d,))[:layers])
     x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, d)), dtype=torch.float32)
     with torch.no_grad():
         z = prefix(x).double()
+    _, chain, n = _box_chain(prefix, VnnProperty(lo, hi, [[Constraint(np.ones(z.shape[1]), 0.0)]]), (d,))
+    return z, chain, n
+
+
+def test_one_row_per_label_answers_each_row_as_its_own_property():
+    """``LocalVerifier.with_rows``: balls of one box with labels 0..L−1 each check their own row (here: can a hidden
+    neuron of the network cut before its layer reach the other sign?), all in one branch and bound; every
+    certified row holds at a dense sample, every falsified one has a witness that meets its row, and each answer
+    agrees with the same row checked alone as a property; rows and labels that do not fit are refused by name."""
+    z, chain, n = _layer_rows(0.4, 3)  # the second hidden layer's inputs
     sign = torch.where(z.mean(0) >= 0, 1.0, -1.0).to(torch.float64)
     L = z.shape[1]
     coef = torch.zeros(L, L, dtype=torch.float64)
     coef[torch.arange(L), torch.arange(L)] = -sign  # unsafe: sign·z_j ≤ 0
-    _, chain, n = _box_chain(prefix, VnnProperty(lo, hi, [[Constraint(np.ones(L), 0.0)]]), (d,))
     opts = gr.verify.VerifyOptions(max_boxes=5_000, max_seconds=10, give_up=None, attack_first=False)
     v = gr.verify.LocalVerifier.for_model(chain, (n,), options=opts).with_rows(coef, torch.zeros(L))
     res = v.run(torch.zeros(L, n), list(range(L)), [1.0])
@@ -308,23 +315,12 @@ def test_a_budgeted_search_bounds_each_row_soundly_and_better_than_its_root():
     """``LocalResult.bound``: rows whose question cannot be proved (sign·z_j ≥ just below its sampled least) end
     unknown, and the least bound over their leaves (boxes bounded lowest first) still holds at every sampled
     point, is at least the whole box's bound, and rises above it for most rows; certified rows' bounds are > 0."""
-    from genrobust.verify.vnnlib import _box_chain
-
-    d = 12
-    net = _deep(d, 8)
-    rng = np.random.default_rng(8)
-    lo = rng.uniform(-1, 1, d)
-    hi = lo + 1.0
-    prefix = OperatorNetwork(capture(net, (d,))[:5])  # the third hidden layer's inputs
-    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, d)), dtype=torch.float32)
-    with torch.no_grad():
-        z = prefix(x).double()
+    z, chain, n = _layer_rows(1.0, 5)  # the third hidden layer's inputs
     L = z.shape[1]
     sign = torch.where(torch.arange(L) % 2 == 0, 1.0, -1.0).to(torch.float64)
     least = (sign * z).amin(0)
     coef = torch.zeros(L, L, dtype=torch.float64)
     coef[torch.arange(L), torch.arange(L)] = -sign  # unsafe: sign·z_j − target_j ≤ 0
-    _, chain, n = _box_chain(prefix, VnnProperty(lo, hi, [[Constraint(np.ones(L), 0.0)]]), (d,))
 
     def search(boxes: int, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         opts = gr.verify.VerifyOptions(max_boxes=boxes, max_seconds=20, give_up=None, attack_first=False)
