@@ -287,10 +287,11 @@ def answer(
     ``stabilise_hidden`` (where more than ``LATENT_SPLIT_DIMS`` inputs are free and ``max_boxes`` > 1): when the
     branch and bound has not decided within :data:`FIRST_SECONDS` (or half the budget), :func:`stabilise` spends
     up to :data:`STABILISE_SHARE` of what is left proving hidden neurons stable, and the branch and bound starts
-    again with those facts for the rest (``mnist_fc`` 256×4 ``prop_0_0.05``, open at 300 s without them: unsat
-    in 214 s with them; the benchmark at the published timeouts: 69 of 90 decided instead of 63, 70 since a
-    layer's neurons are proved together, 78 with ``tighten_hidden`` and each search's bound kept). ``facts``:
-    intervals already proved on this box (see :func:`stabilise`).
+    again with those facts for the rest; where it ends undecided with :data:`AGAIN_SECONDS` or more left, another
+    round of stabilisation starts from its facts, and so on. (``mnist_fc`` 256×4 ``prop_0_0.05``, open at 300 s
+    without them: unsat in 214 s with them; the benchmark at the published timeouts: 69 of 90 decided instead of
+    63, 70 since a layer's neurons are proved together, 78 with ``tighten_hidden`` and each search's bound kept.)
+    ``facts``: intervals already proved on this box (see :func:`stabilise`).
     ``tighten_hidden``: the stabilisation also narrows the intervals of the neurons it cannot prove stable
     (``stabilise(tighten=True)``; see docs/verify-complete.md for what it decides on ``mnist_fc``)."""
     from dataclasses import replace
@@ -331,12 +332,19 @@ def answer(
     left = budget - (time.perf_counter() - t0)
     if got.result != "unknown" or left < 1.0:
         return got
-    proved = stabilise(model, prop, shape, seconds=STABILISE_SHARE * left, options=options, seed=seed,
-                       device=device, facts=facts, tighten=tighten_hidden)  # fmt: skip
-    left = budget - (time.perf_counter() - t0)
-    if left < 1.0:
-        return got
-    return check(replace(options, max_seconds=left), proved or None)
+    proved = facts
+    while True:
+        # where the branch and bound gives up early (its open domains could not all be bounded once more in the
+        # time left), what is left goes to another round of stabilisation from the facts so far, and so on
+        proved = stabilise(model, prop, shape, seconds=STABILISE_SHARE * left, options=options, seed=seed,
+                           device=device, facts=proved, tighten=tighten_hidden)  # fmt: skip
+        left = budget - (time.perf_counter() - t0)
+        if left < 1.0:
+            return got
+        got = check(replace(options, max_seconds=left), proved or None)
+        left = budget - (time.perf_counter() - t0)
+        if got.result != "unknown" or left < AGAIN_SECONDS:
+            return got
 
 
 #: intervals of the inputs of a network's activations proved on a property's box: the k-th activation (in the
@@ -347,6 +355,9 @@ Facts = dict[int, tuple[torch.Tensor, torch.Tensor]]
 FIRST_SECONDS = 10.0
 #: the share of what is then left that :func:`stabilise` may take; the branch and bound with its facts gets the rest
 STABILISE_SHARE = 0.6
+#: where the branch and bound with the facts ends undecided with at least this many seconds left, :func:`answer`
+#: stabilises again from those facts and tries once more
+AGAIN_SECONDS = 10.0
 #: seconds of branch and bound per neuron, and the points sampled to choose the candidates
 NEURON_SECONDS = 2.0
 STABILISE_SAMPLES = 2048
@@ -388,10 +399,11 @@ def stabilise(
     253 of 256 neurons proved (188, 195, 69, 9 and 56 by the one bound) in 79 s; a branch and bound per neuron
     (each refining the earlier layers again) proved 228, 239, 245, 14 and none of the sixth layer's in 150 s.
 
-    Stops after ``seconds`` (> 0; ``neuron_seconds`` > 0 too). Returns ``facts`` (already proved ones, kept) with
-    what was proved added, keyed by the activation's position (:meth:`LocalVerifier.with_facts`). ``stats``, if
-    given, gets a line per layer (neurons seen with one sign, flipped by the PGD, proved by the one bound, left to
-    the branch and bound, proved in all, falsified, seconds)."""
+    Stops after ``seconds`` (> 0; ``neuron_seconds`` > 0 too). Returns ``facts`` (already proved ones, kept: a
+    neuron stable by them is not proved again, and narrowing starts from their ends) with what was proved added,
+    keyed by the activation's position (:meth:`LocalVerifier.with_facts`). ``stats``, if given, gets a line per
+    layer (neurons seen with one sign, flipped by the PGD, stable by the given facts, proved by the one bound,
+    left to the branch and bound, proved in all, falsified, seconds)."""
     from dataclasses import replace
 
     t0 = time.perf_counter()
@@ -426,7 +438,10 @@ def stabilise(
         flo, fhi = out.get(k, (torch.full((n,), -math.inf, dtype=DT), torch.full((n,), math.inf, dtype=DT)))
         earlier = {q: f for q, f in out.items() if q < k}
         line = {"layer": k, "neurons": n, "one_sign_sampled": sampled, "flipped_by_pgd": sampled - len(cand),
-                "proved_at_root": 0, "proved": 0, "falsified": 0, "tried": 0}  # fmt: skip
+                "known": 0, "proved_at_root": 0, "proved": 0, "falsified": 0, "tried": 0}  # fmt: skip
+        known = (flo >= 0) | (fhi <= 0)  # stable by the facts given (an earlier round): nothing to prove again
+        line["known"] = int(known[cand].sum())
+        cand = cand[~known[cand]]
         tk = time.perf_counter()
         if len(cand):
             # one bound of the whole box for every candidate at once: the earlier layers' α-refinement is shared,
@@ -532,6 +547,7 @@ def _tighten(prefix: nn.Module, prop: VnnProperty, shape, inputs: torch.Tensor, 
     idx = torch.cat([free, free])
     sign = torch.cat([torch.ones(m), -torch.ones(m)]).to(DT)  # rows z_j (its lower end) and −z_j (its upper end)
     low, root = _root_rows(prefix, prop, shape, idx, sign, options, device, facts)
+    low = torch.maximum(low, torch.cat([flo[free], -fhi[free]]))  # an end known already (an earlier round)
     least = _pgd_least(prefix, inputs, z, idx, sign, lo_x, hi_x, shape, stop_at_zero=False)
     target = least - TIGHTEN_SHARE * (least - low)
     _, bound = _prove_rows(prefix, prop, shape, idx, sign, -target, (*root, torch.arange(2 * m)), pool,
