@@ -345,9 +345,9 @@ def test_a_budgeted_search_bounds_each_row_soundly_and_better_than_its_root():
 
 
 def test_a_second_round_starts_from_the_first_rounds_facts():
-    """``stabilise(facts=...)`` from an earlier round's facts (what :func:`answer` does where its branch and bound
-    gives up early): neurons stable by them are not proved again, every interval only narrows, and all of them
-    still hold at a dense sample."""
+    """``stabilise(facts=...)`` from an earlier round's facts (or a caller's): neurons stable by them are not proved
+    again, every interval only narrows, all of them still hold at a dense sample, and the given facts are not
+    changed."""
     d = 40
     net = _deep(d, 3)
     rng = np.random.default_rng(3)
