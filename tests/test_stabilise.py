@@ -289,19 +289,25 @@ def test_one_row_per_label_answers_each_row_as_its_own_property():
         v.run(torch.zeros(1, n), [L], [1.0])
 
 
-def test_tighten_narrows_the_intervals_of_neurons_that_change_sign():
-    """``stabilise(tighten=True)``: neurons that do change sign on the box (sampling sees both) get a narrower
-    interval than the bound of the whole box, and every narrowed interval holds at a dense sample."""
+def _narrow_box():
+    """A 40-input net and a narrow box (width 0.15) on which some hidden neurons change sign: the net, the rng
+    that drew the box (for the samples), the box and a property on it."""
     d = 40
     net = _deep(d, 3)
     rng = np.random.default_rng(3)
     lo = rng.uniform(-1, 1, d)
     hi = lo + 0.15
-    prop = VnnProperty(lo, hi, [[Constraint(np.array([1.0, -1.0, 0.0]), 0.0)]])
+    return net, rng, lo, hi, VnnProperty(lo, hi, [[Constraint(np.array([1.0, -1.0, 0.0]), 0.0)]])
+
+
+def test_tighten_narrows_the_intervals_of_neurons_that_change_sign():
+    """``stabilise(tighten=True)``: neurons that do change sign on the box (sampling sees both) get a narrower
+    interval than the bound of the whole box, and every narrowed interval holds at a dense sample."""
+    net, rng, lo, hi, prop = _narrow_box()
     stats: list[dict] = []
     facts = stabilise(net, prop, seconds=60, neuron_seconds=1.0, stats=stats, tighten=True)
     assert sum(line.get("tightened", 0) for line in stats) >= 4
-    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, d)))
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, len(lo))))
     seen = _hidden_inputs(net, x)
     narrowed = 0
     for k, (flo, fhi) in facts.items():
@@ -348,12 +354,7 @@ def test_a_second_round_starts_from_the_first_rounds_facts():
     """``stabilise(facts=...)`` from an earlier round's facts (or a caller's): neurons stable by them are not proved
     again, every interval only narrows, all of them still hold at a dense sample, and the given facts are not
     changed."""
-    d = 40
-    net = _deep(d, 3)
-    rng = np.random.default_rng(3)
-    lo = rng.uniform(-1, 1, d)
-    hi = lo + 0.15
-    prop = VnnProperty(lo, hi, [[Constraint(np.array([1.0, -1.0, 0.0]), 0.0)]])
+    net, rng, lo, hi, prop = _narrow_box()
     first_stats: list[dict] = []
     first = stabilise(net, prop, seconds=30, neuron_seconds=0.5, stats=first_stats, tighten=True)
     snapshot = {k: (flo.clone(), fhi.clone()) for k, (flo, fhi) in first.items()}
@@ -361,7 +362,7 @@ def test_a_second_round_starts_from_the_first_rounds_facts():
     second = stabilise(net, prop, seconds=30, neuron_seconds=0.5, stats=stats, facts=first, tighten=True)
     assert sum(line["known"] for line in stats) >= sum(line["proved"] for line in first_stats) > 0
     assert all(line["known"] == 0 for line in first_stats)
-    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, d)))
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, len(lo))))
     seen = _hidden_inputs(net, x)
     for k, (flo, fhi) in second.items():
         was_lo, was_hi = snapshot[k]
