@@ -255,7 +255,7 @@ def test_a_benchmark_folder_runs_in_one_process_and_resumes(tmp_path):
     )
     (tmp_path / "instances.csv").write_text(csv_text)
     out = tmp_path / "results" / "results.csv"
-    args = ["verify-vnnlib", "--instances", str(tmp_path / "instances.csv"), "--out", str(out), "--tighten"]
+    args = ["verify-vnnlib", "--instances", str(tmp_path / "instances.csv"), "--out", str(out), "--no-tighten"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "1 unsat, 2 sat, 0 unknown, 2 error" in res.output and "0 answers contradict" in res.output

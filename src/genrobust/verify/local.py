@@ -812,11 +812,12 @@ class LocalVerifier:
         # most of them end at their root, and the rest of the pool goes to the balls already split
         pending = {item.ball for item in search.queue if item.parent is None and not item.splits} - done
         waiting = {item.ball for item in search.queue} | set(owners)
+        own_bounds = b.worst_bound.double().cpu().tolist()  # one transfer per batch, not one per box
         for k, (ball, box) in enumerate(zip(owners, batch, strict=True)):
             left_in_batch[ball] -= 1
             # the box's bound: its own or an ancestor's, whichever is higher (both hold on it); a leaf's counts
             # towards its ball's least bound, a split box's is its children's start
-            own = float(b.worst_bound[k])
+            own = own_bounds[k]
             wb = box.bound if math.isnan(own) else max(own, box.bound)
             if ball in done:
                 search.leaf(ball, wb)

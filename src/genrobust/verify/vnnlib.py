@@ -473,7 +473,7 @@ def stabilise(
 
 def _prove_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, sign: torch.Tensor,
                 offset: torch.Tensor, root, pool: float, neuron_seconds: float, options, seed: int, device,
-                facts: Facts | None) -> torch.Tensor:  # fmt: skip
+                facts: Facts | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """The branch and bound of every row's question (can sign·z_idx + offset ≤ 0 somewhere on the box?) in one run
     of one verifier (:meth:`LocalVerifier.with_rows`: row r is the ball of label r), from the whole box's bound
     ``root`` = (intervals, α per row of that bound, the position of each row among that bound's rows), each row at
@@ -542,7 +542,7 @@ def _tighten(prefix: nn.Module, prop: VnnProperty, shape, inputs: torch.Tensor, 
     least = _pgd_least(prefix, inputs, z, idx, sign, lo_x, hi_x, shape, stop_at_zero=False)
     target = least - TIGHTEN_SHARE * (least - low)
     _, bound = _prove_rows(prefix, prop, shape, idx, sign, -target, (*root, torch.arange(2 * m)), pool,
-                                neuron_seconds, options, seed, device, facts)  # fmt: skip
+                           neuron_seconds, options, seed, device, facts)  # fmt: skip
     # sign·z − target ≥ bound on the whole box (> 0 where certified: beyond the target); NaN: nothing learned
     before = torch.cat([flo[free], -fhi[free]])
     _narrow(flo, fhi, idx, sign, torch.maximum(low, torch.nan_to_num(bound.to(DT), nan=-math.inf) + target))
