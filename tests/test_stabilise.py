@@ -307,6 +307,7 @@ def test_tighten_narrows_the_intervals_of_neurons_that_change_sign():
     stats: list[dict] = []
     facts = stabilise(net, prop, seconds=60, neuron_seconds=1.0, stats=stats, tighten=True)
     assert sum(line.get("tightened", 0) for line in stats) >= 4
+    assert all(0 <= line["proof_seconds"] <= line["seconds"] for line in stats)  # the sign proofs, then narrowing
     x = torch.as_tensor(lo + (hi - lo) * rng.random((50_000, len(lo))))
     seen = _hidden_inputs(net, x)
     narrowed = 0
