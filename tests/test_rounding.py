@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genrobust.rounding import inward, outward, real_ball, round_down, round_up, widen
+from genrobust.rounding import centre_radius, inward, outward, real_ball, round_down, round_up, widen
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -33,3 +33,12 @@ def test_a_real_ball_holds_every_real_point_of_the_ball(z, eps):
     assert Fraction(float(lo)) <= exact - Fraction(eps) and Fraction(float(hi)) >= exact + Fraction(eps)
     wl, wh = widen(lo, hi)
     assert wl < lo and wh > hi
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=finite, b=finite)
+def test_a_box_as_centre_and_radius_holds_the_whole_box_in_exact_arithmetic(a, b):
+    lo, hi = torch.tensor([min(a, b)], dtype=torch.float64), torch.tensor([max(a, b)], dtype=torch.float64)
+    c, r = centre_radius(lo, hi)
+    exact_c, exact_r = Fraction(float(c)), Fraction(float(r))
+    assert exact_c - exact_r <= Fraction(float(lo)) and exact_c + exact_r >= Fraction(float(hi))

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["inward", "outward", "real_ball", "round_down", "round_up", "widen"]
+__all__ = ["centre_radius", "inward", "outward", "real_ball", "round_down", "round_up", "widen"]
 
 
 def round_up(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
@@ -47,3 +47,11 @@ def real_ball(center: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Ten
     float64 points (what a certificate must cover)."""
     z = center.double()
     return widen(z - eps, z + eps)
+
+
+def centre_radius(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box [lo, hi] as centre ± radius, the radius one step up so that the (rounded) centre's box still
+    holds [lo, hi]: how the bound engine takes a box."""
+    center = (lo + hi) / 2
+    radius = torch.maximum(hi - center, center - lo)
+    return center, torch.nextafter(radius, torch.full_like(radius, math.inf))

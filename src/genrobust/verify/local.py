@@ -36,7 +36,7 @@ from ..bounds.ops import DT, Activation, Reshape
 from ..compose import Composed
 from ..errors import GenrobustError, GenrobustWarning
 from ..models.layout import inference_copy
-from ..rounding import inward, outward, real_ball
+from ..rounding import centre_radius, inward, outward, real_ball
 from ..runtime import progress, resolve_device, sub_seed, working_copy
 
 CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
@@ -906,8 +906,7 @@ class LocalVerifier:
             return
         idx = torch.tensor([k for k, _ in tries], device=self.device)
         blo, bhi = b.lo[idx], b.hi[idx]
-        center = (blo + bhi) / 2
-        radius = torch.nextafter(torch.maximum(bhi - center, center - blo), torch.full_like(blo, math.inf))
+        center, radius = centre_radius(blo, bhi)
         roots = [search.roots[batch[k].ball] for k, _ in tries]
         parent = {i: (torch.stack([r[i][0] for r in roots]), torch.stack([r[i][1] for r in roots])) for i in roots[0]}
         keys = sorted({i for _, kept in tries for i in kept})
@@ -943,9 +942,7 @@ class LocalVerifier:
                 search.pairs[box.ball] = None
                 continue
             t0 = time.perf_counter()
-            center = ((box.lo + box.hi) / 2)[None]
-            radius = torch.nextafter(torch.maximum(box.hi - center[0], center[0] - box.lo),
-                                     torch.full_like(box.lo, math.inf))[None]  # fmt: skip
+            center, radius = (t[None] for t in centre_radius(box.lo, box.hi))
             spec = self._spec(run.labels[torch.tensor([box.ball], device=self.device)])
             terms = self._terms(run.labels[torch.tensor([box.ball], device=self.device)])
             mb = self.engine.margins(center, radius, spec, branch=n, **terms)
@@ -983,9 +980,7 @@ class LocalVerifier:
         owners = [item.ball for item in batch]
         blo = torch.stack([item.lo for item in batch])
         bhi = torch.stack([item.hi for item in batch])
-        center = (blo + bhi) / 2
-        radius = torch.maximum(bhi - center, center - blo)
-        radius = torch.nextafter(radius, torch.full_like(radius, math.inf))  # covers [lo, hi] despite rounding
+        center, radius = centre_radius(blo, bhi)
         own = torch.tensor(owners, device=dev)
         spec = self._spec(run.labels[own])
         costs = opt.split == "cost" and self.branching == "latent"  # the worst margin's intercept costs

@@ -29,7 +29,7 @@ from torch import nn
 from ..bounds.capture import OperatorNetwork
 from ..bounds.ops import DT, Activation
 from ..errors import GenrobustError
-from ..rounding import inward, real_ball
+from ..rounding import centre_radius, inward, real_ball
 from ..runtime import sub_seed
 from .local import CERTIFIED, FALSIFIED, LATENT_SPLIT_DIMS, BoxedNetwork, LocalVerifier, VerifyOptions, _network_ops
 
@@ -512,9 +512,7 @@ def _root_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, s
     n = verifier.engine.num_classes
     spec = torch.zeros(1, len(idx), n, dtype=DT, device=dev)
     spec[0, torch.arange(len(idx)), idx.to(dev)] = sign.to(dev, DT)
-    center = torch.zeros(1, d, dtype=DT, device=dev)
-    radius = torch.nextafter(torch.ones(1, d, dtype=DT, device=dev), torch.full((1, d), math.inf, dtype=DT,
-                                                                                   device=dev))  # fmt: skip
+    center, radius = centre_radius(-torch.ones(1, d, dtype=DT, device=dev), torch.ones(1, d, dtype=DT, device=dev))
     mb = verifier.engine.margins(center, radius, spec)
     intervals = {i: (lo[0], hi[0]) for i, (lo, hi) in mb.intervals.items()}
     alpha = None if mb.alpha is None else {i: a[0] for i, a in mb.alpha.items()}
