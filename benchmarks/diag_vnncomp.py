@@ -7,7 +7,7 @@ then the branch and bound again with the facts. The facts can be saved (``--save
 phase rerun from them alone (``--facts F.safetensors``) to compare variants of it without paying for the rest.
 
     python benchmarks/diag_vnncomp.py 256x6 prop_5_0.05 [--seconds 300] [--share 0.6] [--neuron-seconds 2]
-                                      [--no-tighten | --tighten-share 0.2]
+                                      [--no-tighten | --tighten-share 0.2 --tighten-pool 1.0]
                                       [--save facts.safetensors | --facts facts.safetensors] [--threads 1]
 """
 
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     from genrobust.models.onnx_import import import_onnx
@@ -62,8 +63,18 @@ def main() -> None:
         print(f"final branch and bound: {got.result} in {time.perf_counter() - t:.1f} s of {seconds:.0f}", flush=True)
 
     if a.facts:
-        flat = load_file(a.facts)
-        facts = {int(k[2:]): (flat[k], flat["hi" + k[2:]]) for k in flat if k.startswith("lo")}
+        try:
+            flat = load_file(a.facts)
+            with safe_open(a.facts, "pt") as f:
+                meta = f.metadata() or {}
+        except Exception as err:  # a missing, truncated or foreign file: one line, not a traceback
+            ap.error(f"{a.facts} is not a safetensors file of facts: {err}")
+        if (meta.get("net"), meta.get("prop")) != (a.net, a.prop):
+            ap.error(f"{a.facts} holds facts of {meta.get('net')} {meta.get('prop')}, not of {a.net} {a.prop}")
+        keys = {k[2:] for k in flat if k[:2] in ("lo", "hi")}
+        if not keys or any(f"lo{k}" not in flat or f"hi{k}" not in flat or not k.isdigit() for k in keys):
+            ap.error(f"{a.facts} does not hold facts as --save writes them (lo<k>, hi<k> for each activation k)")
+        facts = {int(k): (flat[f"lo{k}"], flat[f"hi{k}"]) for k in keys}
         final(facts, a.seconds - V.FIRST_SECONDS - share * (a.seconds - V.FIRST_SECONDS))
         return
     first = min(0.5 * a.seconds, V.FIRST_SECONDS)

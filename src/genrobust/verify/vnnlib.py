@@ -382,7 +382,8 @@ def stabilise(
     (:func:`_prove_rows`: :meth:`LocalVerifier.with_rows`, one ball per neuron, so that boxes of many neurons
     share a batch), starting from that one bound's intervals and each row's α (:meth:`LocalVerifier.with_start`:
     the earlier layers are refined once per layer, not once per neuron), each neuron at most ``neuron_seconds`` and
-    the layer its share of the seconds left (divided equally among the layers still to come). A certified
+    the layer its share of the seconds left (divided equally among the layers still to come; its narrowing, with
+    ``tighten``, up to :data:`TIGHTEN_POOL` of such a share after that). A certified
     neuron is a proof: its input is ≥ 0 (or ≤ 0) on the whole box, and becomes a fact; every other candidate
     keeps, as one end of its interval, the least bound over its search's leaves (:attr:`LocalResult.bound`: the
     search runs each neuron's boxes lowest bound first, so that bound rises as far as its seconds allow).
