@@ -29,9 +29,13 @@ contradict the published ones (``wrong``: must be 0), and the mean seconds; the 
 rerun only runs what is missing.
 
 ``--seconds published`` gives every instance its published timeout (120 s or 300 s) instead of one budget.
+``--workers N`` gives each instance N processes (the competition's set-up is one instance at a time on the whole
+machine: N = the cores), over which the stabilisation spreads its neurons' branch and bound; run one benchmark
+process then, not one per core. ``--decidable`` skips the instances no tool decided.
 
     python benchmarks/bench_vnncomp.py [--seconds 30|published] [--configs bounds,bab,input]
-                                       [--nets 256x2,256x4,256x6] [--threads 1] [--work DIR]
+                                       [--nets 256x2,256x4,256x6] [--threads 1] [--workers 1] [--work DIR]
+                                       [--open-in EARLIER.json] [--decidable]
                                        [--out docs/vnncomp-mnist-fc.json]
 """
 
@@ -78,6 +82,18 @@ def main() -> None:
     ap.add_argument("--nets", default="256x2,256x4,256x6")
     ap.add_argument("--open-in", default=None, help="only the instances this earlier --out (.json) left unknown")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes each instance's stabilisation spreads its neurons over (the competition's set-up: "
+        "one instance at a time on the whole machine, one process per core)",
+    )
+    ap.add_argument(
+        "--decidable",
+        action="store_true",
+        help="skip the instances whose published answer is unknown (no tool decided them)",
+    )
     ap.add_argument("--work", default=None, help="save each answer here and resume from them")
     ap.add_argument(
         "--reverse",
@@ -94,6 +110,7 @@ def main() -> None:
         ok = False
     if not ok:
         ap.error(f"--seconds takes a number > 0 or 'published', not {a.seconds}")
+    from genrobust.execute import open_workers
     from genrobust.models.onnx_import import import_onnx
     from genrobust.verify.vnnlib import answer, parse_vnnlib
 
@@ -104,6 +121,8 @@ def main() -> None:
         earlier = json.loads(Path(a.open_in).read_text())["answers"]
         still = {(r["onnx"], r["vnnlib"]) for r in earlier if r["answer"] == "unknown"}
         instances = [r for r in instances if (r["onnx"], r["vnnlib"]) in still]
+    if a.decidable:
+        instances = [r for r in instances if r["expected"] in ("sat", "unsat")]
     if a.reverse:
         instances.reverse()
     work = Path(a.work) if a.work else None
@@ -111,10 +130,12 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
     nets: dict[str, torch.nn.Module] = {}
     answers = []
+    pool = open_workers(workers=a.workers) if a.workers > 1 else None
     for config in a.configs.split(","):
         for r in instances:
             seconds = float(r["timeout"]) if published else float(a.seconds)
-            key = f"{config}-s{a.seconds}-{Path(r['onnx']).stem}-{Path(r['vnnlib']).stem}"
+            spread = f"-w{a.workers}" if a.workers > 1 else ""
+            key = f"{config}-s{a.seconds}{spread}-{Path(r['onnx']).stem}-{Path(r['vnnlib']).stem}"
             path = work / f"{key}.json" if work else None
             if path is not None and path.exists():
                 answers.append(json.loads(path.read_text()))
@@ -124,7 +145,8 @@ def main() -> None:
             prop = parse_vnnlib((bench / r["vnnlib"]).read_text())
             t = time.perf_counter()
             got = answer(nets[r["onnx"]], prop, options=options(config, seconds),
-                         stabilise_hidden=config != "bab-nostab", tighten_hidden=config != "bab-notighten")  # fmt: skip
+                         stabilise_hidden=config != "bab-nostab", tighten_hidden=config != "bab-notighten",
+                         workers=pool)  # fmt: skip
             row = {"config": config, "onnx": r["onnx"], "vnnlib": r["vnnlib"], "answer": got.result,
                    "expected": r["expected"], "seconds": time.perf_counter() - t, "budget": seconds}  # fmt: skip
             if path is not None:
@@ -137,7 +159,9 @@ def main() -> None:
         groups[(Path(row["onnx"]).stem.removeprefix("mnist-net_"), eps, row["config"])].append(row)
         groups[("all", "", row["config"])].append(row)
     budget = "each instance's published timeout" if published else f"{float(a.seconds):g} s per instance"
-    print(f"mnist_fc, {budget}, {a.threads} thread(s)")
+    if pool is not None:
+        pool.close()
+    print(f"mnist_fc, {budget}, {a.threads} thread(s), {a.workers} worker process(es) per instance")
     print(f"{'net':<7} {'ε':>5} {'config':<7} {'n':>3} {'unsat':>6} {'sat':>4} {'unknown':>8} {'wrong':>6} "
           f"{'decided':>8} {'× bounds':>9} {'mean s':>7}")  # fmt: skip
     table = []

@@ -9,6 +9,7 @@ phase rerun from them alone (``--facts F.safetensors``) to compare variants of i
     python benchmarks/diag_vnncomp.py 256x6 prop_5_0.05 [--seconds 300] [--share 0.6] [--neuron-seconds 2]
                                       [--no-tighten | --tighten-share 0.2 --tighten-pool 1.0]
                                       [--save facts.safetensors | --facts facts.safetensors] [--threads 1]
+                                      [--workers 1]
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def main() -> None:
     ap.add_argument("--save", default=None, help="write the facts stabilise proved here (.safetensors)")
     ap.add_argument("--facts", default=None, help="skip to the last phase with these facts (.safetensors)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="processes for the stabilisation and the last phase")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
+    from genrobust.execute import open_workers
     from genrobust.models.onnx_import import import_onnx
     from genrobust.verify import VerifyOptions
     from genrobust.verify import vnnlib as V
@@ -55,11 +58,13 @@ def main() -> None:
         V.TIGHTEN_POOL = a.tighten_pool
     share = V.STABILISE_SHARE if a.share is None else a.share
     neuron = V.NEURON_SECONDS if a.neuron_seconds is None else a.neuron_seconds
+    pool = open_workers(workers=a.workers) if a.workers > 1 else None
     t0 = time.perf_counter()
 
     def final(facts, seconds: float) -> None:
         t = time.perf_counter()
-        got = V.answer(model, prop, options=replace(opts, max_seconds=seconds), facts=facts, stabilise_hidden=False)
+        got = V.answer(model, prop, options=replace(opts, max_seconds=seconds), facts=facts, stabilise_hidden=False,
+                       workers=pool)  # fmt: skip
         print(f"final branch and bound: {got.result} in {time.perf_counter() - t:.1f} s of {seconds:.0f}", flush=True)
 
     if a.facts:
@@ -86,7 +91,7 @@ def main() -> None:
     left = a.seconds - (time.perf_counter() - t0)
     ts = time.perf_counter()
     facts = V.stabilise(model, prop, seconds=share * left, neuron_seconds=neuron, options=opts, stats=stats,
-                        tighten=not a.no_tighten)  # fmt: skip
+                        tighten=not a.no_tighten, workers=pool)  # fmt: skip
     for line in stats:
         print(json.dumps(line), flush=True)
     print(f"stabilise: {time.perf_counter() - ts:.1f} s of {share * left:.0f}", flush=True)

@@ -377,3 +377,67 @@ def test_a_network_is_captured_once_per_benchmark_not_per_instance(monkeypatch):
     leaky[1].negative_slope = 0.5  # a plain attribute changed: a new copy with the new slope
     again = local._network_ops(leaky, (3,), torch.device("cpu"))[0]
     assert again is not first and again[1].negative_slope == 0.5
+
+
+def test_each_disjunct_gets_its_own_tree_here_or_on_worker_processes(tmp_path):
+    """Where ReLUs are split, every disjunct of a property gets a branch and bound of its own (``_by_disjunct``):
+    in turn in this process, or as tasks on a pool of two spawned processes (each disjunct really submitted
+    there). Both give the answers a dense sample allows: unsat where the thresholds are out of reach, and where
+    only the second disjunct can hold, sat with a counterexample of the whole property, re-checked; and the
+    command line's ``verify-vnnlib --workers 2`` answers the first from files."""
+    import concurrent.futures as cf
+
+    from genrobust.execute import Workers, local_pool
+    from genrobust.verify.vnnlib import Constraint, VnnProperty
+
+    d = 40
+    net = _mlp(d, 1)
+    rng = np.random.default_rng(1)
+    c0 = rng.random(d)
+    lo, hi = c0 - 0.06, c0 + 0.06
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((100_000, d)), dtype=torch.float32)
+    with torch.no_grad():
+        y = net(x).double().numpy()
+    rows = [np.array([1.0, -1, 0]), np.array([0, 1.0, -1]), np.array([-1.0, 0, 1])]
+    top = [float((y @ r).max()) for r in rows]
+
+    def prop(t: list[float]) -> VnnProperty:  # one single-constraint disjunct per row: row·Y ≥ t
+        return VnnProperty(lo, hi, [[Constraint(r, -v)] for r, v in zip(rows, t, strict=True)])
+
+    above = prop([m + 0.1 * abs(m) + 0.02 for m in top])
+    below = prop([top[0] + 5, top[1] - 0.05, top[2] + 5])  # only the second disjunct can hold
+    budget = gr.verify.VerifyOptions(max_boxes=100_000, max_seconds=60)
+
+    class Counting(cf.Executor):
+        def __init__(self, inner: cf.Executor) -> None:
+            self.inner, self.calls = inner, 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.calls += 1
+            return self.inner.submit(fn, *args, **kwargs)
+
+    with local_pool(2) as pool:
+        counting = Counting(pool.executor)
+        workers = Workers(counting, 2, "counted pool")
+        for how in (None, workers):
+            assert answer(net, above, options=budget, stabilise_hidden=False, workers=how).result == "unsat"
+            got = answer(net, below, options=budget, stabilise_hidden=False, workers=how)
+            assert got.result == "sat"
+            out = net(torch.as_tensor(got.x, dtype=torch.float32)[None]).detach().double()[0].numpy()
+            assert np.all(got.x >= lo) and np.all(got.x <= hi) and out @ rows[1] >= top[1] - 0.05
+    assert counting.calls >= len(rows)  # the unsat property's three disjuncts went to the pool
+    # the command line's --workers: the same answer
+    from genrobust.verify.vnnlib import export_onnx
+
+    export_onnx(net, d, tmp_path / "net.onnx")
+    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(d)) + "".join(
+        f"(declare-const Y_{j} Real)\n" for j in range(3)
+    )
+    for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        text += f"(assert (>= X_{i} {a!r}))\n(assert (<= X_{i} {b!r}))\n"
+    t = [m + 0.1 * abs(m) + 0.02 for m in top]
+    text += f"(assert (or (>= (- Y_0 Y_1) {t[0]!r}) (>= (- Y_1 Y_2) {t[1]!r}) (>= (- Y_2 Y_0) {t[2]!r})))\n"
+    (tmp_path / "above.vnnlib").write_text(text)
+    args = ["verify-vnnlib", str(tmp_path / "net.onnx"), str(tmp_path / "above.vnnlib"), "--workers", "2"]
+    res = CliRunner().invoke(main, [*args, "--max-seconds", "60"])
+    assert res.exit_code == 0 and res.output.strip() == "unsat", res.output

@@ -125,6 +125,10 @@ def export_vnnlib_cmd(
     help="With --stabilise: also prove narrower intervals for the hidden neurons that do change sign (a tighter "
     "relaxation of each; see docs/verify-complete.md for what it decides on mnist_fc).",
 )
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local processes (one thread each) for pixel boxes: the hidden neurons' proofs and the disjuncts' "
+                   "branch and bound are spread over them; give the machine's cores (the competition gives an "
+                   "instance the whole machine).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Result file in the competition's format (verdict, then the counterexample); with --instances "
@@ -132,12 +136,13 @@ def export_vnnlib_cmd(
 @DEVICE_OPTION
 @friendly_errors
 def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None, timeout_scale: float,
-                      max_boxes: int, max_seconds: float, pair_neurons: int, stabilise: bool, tighten: bool, seed: int,
-                      out_file: str | None, device: str) -> None:  # fmt: skip
+                      max_boxes: int, max_seconds: float, pair_neurons: int, stabilise: bool, tighten: bool,
+                      workers: int, seed: int, out_file: str | None, device: str) -> None:  # fmt: skip
     """Answer a competition instance (MODEL PROPERTY) or a whole benchmark (--instances): sat (a counterexample,
     re-checked), unsat (certified) or unknown."""
     from pathlib import Path
 
+    from ..execute import open_workers
     from ..models.zoo import load_classifier
     from ..runtime import resolve_device
     from ..verify import VerifyOptions
@@ -151,9 +156,11 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
             raise click.UsageError("give either MODEL PROPERTY or --instances, not both")
         if not out_file:
             raise click.UsageError("--instances needs --out, the results CSV")
-        rows = run_instances(instances, out_file, timeout_scale=timeout_scale, seed=seed,
-                             options=VerifyOptions(max_boxes=max_boxes, pair_neurons=pair_neurons), show_progress=True,
-                             device=dev, stabilise_hidden=stabilise, tighten_hidden=tighten)  # fmt: skip
+        with open_workers(workers=workers if workers > 1 else None) as pool:
+            rows = run_instances(instances, out_file, timeout_scale=timeout_scale, seed=seed,
+                                 options=VerifyOptions(max_boxes=max_boxes, pair_neurons=pair_neurons),
+                                 show_progress=True, device=dev, stabilise_hidden=stabilise, tighten_hidden=tighten,
+                                 workers=pool)  # fmt: skip
         expected = {(r["onnx"], r["vnnlib"]): r.get("expected", "") for r in read_instances(instances)}
         counts = {v: sum(r["result"] == v for r in rows) for v in ("unsat", "sat", "unknown", "error")}
         decisive = ("sat", "unsat")
@@ -172,8 +179,9 @@ def verify_vnnlib_cmd(model: str | None, prop: str | None, instances: str | None
     net = load_classifier(model)
     shape = getattr(net, "input_shape", None)
     opts = VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, pair_neurons=pair_neurons)
-    ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape, seed=seed, device=dev, options=opts,
-                 stabilise_hidden=stabilise, tighten_hidden=tighten)  # fmt: skip
+    with open_workers(workers=workers if workers > 1 else None) as pool:
+        ans = answer(net, parse_vnnlib(Path(prop).read_text()), shape, seed=seed, device=dev, options=opts,
+                     stabilise_hidden=stabilise, tighten_hidden=tighten, workers=pool)  # fmt: skip
     click.echo(ans.text().rstrip("\n"))
     if out_file:
         Path(out_file).write_text(ans.text())

@@ -29,6 +29,7 @@ from torch import nn
 from ..bounds.capture import OperatorNetwork
 from ..bounds.ops import DT, Activation
 from ..errors import GenrobustError
+from ..execute import Shipped, Workers
 from ..rounding import centre_radius, inward, real_ball
 from ..runtime import sub_seed
 from .local import CERTIFIED, FALSIFIED, LATENT_SPLIT_DIMS, BoxedNetwork, LocalVerifier, VerifyOptions, _network_ops
@@ -275,6 +276,7 @@ def answer(
     stabilise_hidden: bool = True,
     facts: Facts | None = None,
     tighten_hidden: bool = True,
+    workers: Workers | None = None,
 ) -> Answer:
     """Answer a competition instance on ``model`` (inputs flattened in the property's X_i order).
 
@@ -292,7 +294,9 @@ def answer(
     63, 70 since a layer's neurons are proved together, 78 with ``tighten_hidden`` and each search's bound kept.)
     ``facts``: intervals already proved on this box (see :func:`stabilise`).
     ``tighten_hidden``: the stabilisation also narrows the intervals of the neurons it cannot prove stable
-    (``stabilise(tighten=True)``; see docs/verify-complete.md for what it decides on ``mnist_fc``)."""
+    (``stabilise(tighten=True)``; see docs/verify-complete.md for what it decides on ``mnist_fc``).
+    ``workers``: processes the stabilisation spreads its neurons' branch and bound over (see :func:`stabilise`):
+    the competition gives an instance the whole machine, and a pool of one process per core gives it all cores."""
     from dataclasses import replace
 
     # where inputs are many (pixel space: α-CROWN bounds and ReLU splits) a cheap attack first can spare a costly
@@ -318,7 +322,12 @@ def answer(
         raise VnnlibError(f"the property has outputs for {len(prop.disjuncts[0][0].coef)} classes, the model {k}")
     label = prop.robustness_label()
 
+    # where ReLUs are split, each disjunct gets a tree of its own (:func:`_by_disjunct`), on the workers if given
+    each = many and len(prop.disjuncts) > 1
+
     def check(opts: VerifyOptions, known: Facts | None) -> Answer:
+        if each and opts.max_boxes > 1:
+            return _by_disjunct(model, plain, prop, shape, opts, seed, device, known, workers)
         if label is not None:
             return _robustness(model, plain, prop, shape, label, opts, seed, device, known)
         return _general(model, plain, prop, shape, opts, seed, device, known)
@@ -334,11 +343,109 @@ def answer(
     # (a second round of stabilisation from these facts where the branch and bound gives up early, measured on
     # 256×6 prop_5/13_0.05 with the 47 s they leave: nothing more proved or narrowed, both still unknown)
     proved = stabilise(model, prop, shape, seconds=STABILISE_SHARE * left, options=options, seed=seed,
-                       device=device, facts=facts, tighten=tighten_hidden)  # fmt: skip
+                       device=device, facts=facts, tighten=tighten_hidden, workers=workers)  # fmt: skip
     left = budget - (time.perf_counter() - t0)
     if left < 1.0:
         return got
     return check(replace(options, max_seconds=left), proved or None)
+
+
+class _DisjunctTask:
+    """One disjunct's branch and bound (:func:`_by_disjunct`) on a worker process, from the model shipped there
+    and the facts proved on the box, until the wall-clock ``deadline`` (``time.time()``): a task that starts
+    late gets only what is left."""
+
+    def __init__(self, model: Shipped, shape: tuple[int, ...], prop: VnnProperty, options: VerifyOptions,
+                 seed: int, facts: Facts | None, start: dict, deadline: float) -> None:  # fmt: skip
+        self.model, self.shape, self.prop, self.options = model, shape, prop, options
+        self.seed, self.facts, self.start, self.deadline = seed, facts, start, deadline
+
+    def __call__(self) -> Answer:
+        from dataclasses import replace
+
+        left = self.deadline - time.time()
+        if left < 0.5:
+            return Answer("unknown")
+        torch.set_num_threads(1)
+        model = self.model.get()
+        plain, _ = _network_ops(model, self.shape, torch.device("cpu"))
+        opts = replace(self.options, max_seconds=left)
+        return _general(model, plain, self.prop, self.shape, opts, self.seed, "cpu", self.facts, self.start)
+
+
+def _by_disjunct(model: nn.Module, plain: nn.Module, prop: VnnProperty, shape, options: VerifyOptions, seed: int,
+                 device, facts: Facts | None, workers: Workers | None = None) -> Answer:  # fmt: skip
+    """The property answered one disjunct at a time, each a property of its own with a branch and bound (a tree)
+    of its own: unsat when every disjunct is, sat when one has a counterexample (re-checked by a forward pass of
+    ``plain`` against the whole property), unknown otherwise. Where ReLUs are split this is far cheaper than one
+    tree for the whole disjunction: a box of one tree is certified only when every disjunct is refuted on it,
+    while the splits chosen for its worst disjunct seldom help the others (``mnist_fc`` 256×4 ``prop_4_0.05``
+    with its stabilised facts: the nine classes' trees in turn 22.8 s in all, one tree for the nine 86.5 s).
+
+    The whole property is bounded and attacked once first (one box); its hidden layers' intervals are every
+    disjunct's start (bounded once, not once per disjunct), and the disjuncts go hardest first (the lowest whole-box
+    bound: an instance one of them leaves unknown is known early). Then each disjunct gets what is left of
+    ``options.max_seconds`` when its turn comes; after one ends unknown the rest are still searched (one of them
+    may have a counterexample). With ``workers`` (two or more processes), the disjuncts are submitted to them as
+    tasks with the run's deadline, so a process that finishes an easy disjunct takes the next; a counterexample
+    cancels those not yet started and is returned at once (the running ones go on to the deadline)."""
+    import concurrent.futures as cf
+    from dataclasses import replace
+
+    t0 = time.perf_counter()
+    # first the whole property once, bounds and attack (every disjunct's PGD at once): a counterexample of any
+    # disjunct shows here, before one disjunct's tree can take the budget; its hidden layers' intervals are every
+    # disjunct's start, and its bounds order the disjuncts, the hardest first
+    _, chain, d = _box_chain(model, prop, shape)
+    rows = [(c.coef, c.const, g) for g, conj in enumerate(prop.disjuncts) for c in conj]
+    whole = LocalVerifier.for_model(chain, (d,), options=options, device=device)
+    if facts:
+        whole.with_facts(facts)
+    dev = whole.device
+    spec = -torch.as_tensor(np.stack([r[0] for r in rows]), dtype=DT, device=dev)[None]  # refuted: −c·y > k
+    center, radius = centre_radius(-torch.ones(1, d, dtype=DT, device=dev), torch.ones(1, d, dtype=DT, device=dev))
+    mb = whole.engine.margins(center, radius, spec)
+    start = {i: (lo[0].cpu(), hi[0].cpu()) for i, (lo, hi) in mb.intervals.items()}
+    slack = mb.lower[0].cpu() - torch.as_tensor([r[1] for r in rows], dtype=DT)  # > 0: that constraint refuted
+    hardness = [max(float(slack[j]) for j, r in enumerate(rows) if r[2] == g) for g in range(len(prop.disjuncts))]
+    # the whole pass as the joint branch and bound would make it: the robustness form's attack (every rival's
+    # margin at once, output-diversified starts) finds counterexamples one disjunct's attack misses
+    label = prop.robustness_label()
+    once = replace(options, max_boxes=1)
+    if label is not None:
+        first = _robustness(model, plain, prop, shape, label, once, seed, device, facts, start)
+    else:
+        first = _general(model, plain, prop, shape, once, seed, device, facts, start)
+    if first.result != "unknown":
+        return first
+    order = sorted(range(len(prop.disjuncts)), key=lambda g: hardness[g])
+    parts = [VnnProperty(prop.lo, prop.hi, [prop.disjuncts[g]]) for g in order]
+    got: list[Answer] = []
+    left = options.max_seconds - (time.perf_counter() - t0)
+    if workers is not None and not workers.inline and workers.count > 1:
+        shipped = Shipped(model)
+        deadline = time.time() + left
+        futures = [workers.executor.submit(_DisjunctTask(shipped, shape, part, options, seed, facts, start,
+                                                         deadline)) for part in parts]  # fmt: skip
+        for fut in cf.as_completed(futures):
+            got.append(fut.result())
+            found = _confirm(plain, prop, torch.as_tensor(got[-1].x), shape) if got[-1].result == "sat" else None
+            if found is not None:
+                for other in futures:
+                    other.cancel()  # those not yet started; the running ones end by the deadline
+                return found
+    else:
+        for part in parts:
+            left = options.max_seconds - (time.perf_counter() - t0)
+            if left < 0.5:
+                got.append(Answer("unknown"))
+                break
+            got.append(_general(model, plain, part, shape, replace(options, max_seconds=left), seed, device, facts,
+                                start))  # fmt: skip
+            found = _confirm(plain, prop, torch.as_tensor(got[-1].x), shape) if got[-1].result == "sat" else None
+            if found is not None:
+                return found
+    return Answer("unsat") if len(got) == len(parts) and all(a.result == "unsat" for a in got) else Answer("unknown")
 
 
 #: intervals of the inputs of a network's activations proved on a property's box: the k-th activation (in the
@@ -367,6 +474,7 @@ def stabilise(
     facts: Facts | None = None,
     stats: list[dict] | None = None,
     tighten: bool = False,
+    workers: Workers | None = None,
 ) -> Facts:
     """Hidden neurons proved to keep one sign on the property's box: the facts that stand in for a MIP solver's
     refined intermediate bounds.
@@ -395,7 +503,12 @@ def stabilise(
     neuron stable by them is not proved again, and narrowing starts from their ends) with what was proved added,
     keyed by the activation's position (:meth:`LocalVerifier.with_facts`). ``stats``, if given, gets a line per
     layer (neurons seen with one sign, flipped by the PGD, stable by the given facts, proved by the one bound,
-    left to the branch and bound, proved in all, falsified, ends narrowed, seconds of the proofs and in all)."""
+    left to the branch and bound, proved in all, falsified, ends narrowed, seconds of the proofs and in all).
+
+    ``workers`` (:func:`genrobust.execute.local_pool`, say): the neurons' branch and bound (proofs and narrowing)
+    is spread over them, each taking a share of a layer's neurons for the layer's whole seconds, so that N
+    processes give each neuron about N times the time (:func:`_prove_spread`); None or an in-process executor:
+    all in this process."""
     from dataclasses import replace
 
     t0 = time.perf_counter()
@@ -413,6 +526,8 @@ def stabilise(
     x = torch.cat([lo_x[None], hi_x[None], x]).reshape(-1, *shape)
     inputs = x
     opts = replace(options or VerifyOptions(), max_boxes=100_000, give_up=None, attack_first=False)
+    spread = workers is not None and not workers.inline and workers.count > 1
+    shipped = Shipped(model) if spread else None  # hashed and pickled once, for every layer's shards
     for k in range(1, len(acts)):  # the first activation's inputs: behind linear layers the bounds are exact
         with torch.no_grad():
             for op in ops[acts[k - 1] if k > 1 else 0 : acts[k]]:
@@ -449,9 +564,10 @@ def stabilise(
                 # every open candidate's branch and bound in one run, boxes of many neurons bounded together;
                 # the layers still to come get their share of what is left
                 pool = min(len(cand) * neuron_seconds, left / (len(acts) - k))
-                status, bound = _prove_rows(prefix, prop, shape, cand, sign_all[cand],
-                                            torch.zeros(len(cand), dtype=DT), (*root, pick), pool, neuron_seconds,
-                                            opts, seed, device, earlier or None)  # fmt: skip
+                rows = _RowsTask(shipped, shape, prop, k) if shipped is not None else None
+                status, bound = _prove_spread(prefix, prop, shape, cand, sign_all[cand],
+                                              torch.zeros(len(cand), dtype=DT), (*root, pick), pool, neuron_seconds,
+                                              opts, seed, device, earlier or None, rows, workers)  # fmt: skip
                 # a neuron not proved stable keeps what its search reached: a narrower interval
                 _narrow(flo, fhi, cand, sign_all[cand], bound)
                 proved = torch.cat([proved, cand[status == CERTIFIED]])
@@ -461,9 +577,10 @@ def stabilise(
         left = seconds - (time.perf_counter() - t0)
         line["proof_seconds"] = round(time.perf_counter() - tk, 2)
         if tighten and len(free) and left > 0:
+            rows = _RowsTask(shipped, shape, prop, k) if shipped is not None else None
             line["tightened"] = _tighten(prefix, prop, shape, inputs, z, free, flo, fhi, lo_x, hi_x,
                                          TIGHTEN_POOL * left / (len(acts) - k), neuron_seconds, opts, seed, device,
-                                         earlier or None)  # fmt: skip
+                                         earlier or None, rows, workers)  # fmt: skip
         if bool(torch.isfinite(flo).any() or torch.isfinite(fhi).any()):
             out[k] = (flo, fhi)
         if stats is not None:
@@ -500,6 +617,53 @@ def _prove_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, 
     return res.status[:, 0], res.bound[:, 0]
 
 
+class _RowsTask:
+    """:func:`_prove_rows` on a worker process: the network cut before its ``layer``-th activation (as
+    :func:`stabilise` cuts it), rebuilt there from the shipped model (once per worker: :class:`Shipped` and the
+    captured operators are cached), for one share of a layer's rows."""
+
+    def __init__(self, model: Shipped, shape: tuple[int, ...], prop: VnnProperty, layer: int) -> None:
+        self.model, self.shape, self.prop, self.layer = model, tuple(shape), prop, layer
+
+    def __call__(self, idx, sign, offset, root, pool, neuron_seconds, options, seed, facts):
+        torch.set_num_threads(1)
+        _, ops = _network_ops(self.model.get(), self.shape, torch.device("cpu"))
+        acts = [i for i, op in enumerate(ops) if isinstance(op, Activation)]
+        prefix = OperatorNetwork(ops[: acts[self.layer]])
+        return _prove_rows(prefix, self.prop, self.shape, idx, sign, offset, root, pool, neuron_seconds, options,
+                           seed, "cpu", facts)  # fmt: skip
+
+
+def _prove_spread(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, sign: torch.Tensor,
+                  offset: torch.Tensor, root, pool: float, neuron_seconds: float, options, seed: int, device,
+                  facts: Facts | None, task: _RowsTask | None = None,
+                  workers: Workers | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:func:`_prove_rows`, its rows dealt round-robin over ``workers`` (a row's question does not depend on the
+    others', so each share is a run of its own; the rows come easiest first, and dealing them in turn gives every
+    share a like mix), every share with the whole ``pool`` of wall seconds: N processes give each row about N
+    times the seconds one process would. Without ``task`` or with fewer than two workers: here, as one run."""
+    n = 0 if task is None or workers is None or workers.inline else min(workers.count, len(idx))
+    if n < 2:
+        return _prove_rows(
+            prefix, prop, shape, idx, sign, offset, root, pool, neuron_seconds, options, seed, device, facts
+        )
+    intervals, alpha, pick = root
+    futures = []
+    for j in range(n):
+        part = torch.arange(j, len(idx), n)
+        a = None if alpha is None else {i: v[pick[part]] for i, v in alpha.items()}
+        futures.append(workers.executor.submit(task, idx[part], sign[part], offset[part],
+                                               (intervals, a, torch.arange(len(part))), pool, neuron_seconds,
+                                               options, seed, facts))  # fmt: skip
+    status = torch.empty(len(idx), dtype=torch.int8)
+    bound = torch.empty(len(idx), dtype=DT)
+    for j, fut in enumerate(futures):
+        part = torch.arange(j, len(idx), n)
+        st, b = fut.result()
+        status[part], bound[part] = st.to(status.dtype), b.to(DT)
+    return status, bound
+
+
 def _root_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, sign: torch.Tensor, options,
                device, facts: Facts | None) -> tuple[torch.Tensor, tuple]:  # fmt: skip
     """One bound on the property's whole box (α-CROWN, the verifier's own options) of sign·z_idx for each row, z
@@ -529,13 +693,15 @@ TIGHTEN_SHARE = 0.2
 
 def _tighten(prefix: nn.Module, prop: VnnProperty, shape, inputs: torch.Tensor, z: torch.Tensor, free: torch.Tensor,
              flo: torch.Tensor, fhi: torch.Tensor, lo_x: torch.Tensor, hi_x: torch.Tensor, pool: float,
-             neuron_seconds: float, options, seed: int, device, facts: Facts | None) -> int:  # fmt: skip
+             neuron_seconds: float, options, seed: int, device, facts: Facts | None, task: _RowsTask | None = None,
+             workers: Workers | None = None) -> int:  # fmt: skip
     """Narrower intervals for the ``free`` neurons (those not proved stable): for each, its lower and upper end as
     the whole box's bound gives them and as a batched PGD reaches them; the branch and bound (:func:`_prove_rows`)
     is asked whether the neuron stays above (below) a point ``TIGHTEN_SHARE`` of the way from what the PGD
     reached towards the bound (where it proves that, the search stops early; elsewhere it goes on lowest bound
     first), and the least bound over each end's leaves narrows ``flo``/``fhi`` in place (a tighter relaxation
-    of an unstable ReLU; beyond the target where it was proved). Returns how many ends were narrowed."""
+    of an unstable ReLU; beyond the target where it was proved). ``task``/``workers``: see :func:`_prove_spread`.
+    Returns how many ends were narrowed."""
     m = len(free)
     idx = torch.cat([free, free])
     sign = torch.cat([torch.ones(m), -torch.ones(m)]).to(DT)  # rows z_j (its lower end) and −z_j (its upper end)
@@ -543,8 +709,8 @@ def _tighten(prefix: nn.Module, prop: VnnProperty, shape, inputs: torch.Tensor, 
     low = torch.maximum(low, torch.cat([flo[free], -fhi[free]]))  # an end known already (an earlier round)
     least = _pgd_least(prefix, inputs, z, idx, sign, lo_x, hi_x, shape, stop_at_zero=False)
     target = least - TIGHTEN_SHARE * (least - low)
-    _, bound = _prove_rows(prefix, prop, shape, idx, sign, -target, (*root, torch.arange(2 * m)), pool,
-                           neuron_seconds, options, seed, device, facts)  # fmt: skip
+    _, bound = _prove_spread(prefix, prop, shape, idx, sign, -target, (*root, torch.arange(2 * m)), pool,
+                             neuron_seconds, options, seed, device, facts, task, workers)  # fmt: skip
     # sign·z − target ≥ bound on the whole box (> 0 where certified: beyond the target); NaN: nothing learned
     before = torch.cat([flo[free], -fhi[free]])
     _narrow(flo, fhi, idx, sign, torch.maximum(low, torch.nan_to_num(bound.to(DT), nan=-math.inf) + target))
@@ -605,11 +771,12 @@ def _pgd_least(prefix: nn.Module, x: torch.Tensor, z: torch.Tensor, idx: torch.T
 
 
 def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, seed: int, device,
-                facts: Facts | None = None) -> Answer:  # fmt: skip
+                facts: Facts | None = None, start: dict | None = None) -> Answer:  # fmt: skip
     """The robustness form through the local verifier's branch and bound: on the box itself when it is a cube
     (as exported balls are), otherwise (a clipped pixel ball, a latent box whose sides differ, inputs fixed to
     one value) on the box written as the image of [−1, 1]^d, so that every box gets the same splitting.
-    ``model`` is the caller's network (the key of its captured operators), ``plain`` its eval-mode copy."""
+    ``model`` is the caller's network (the key of its captured operators), ``plain`` its eval-mode copy.
+    ``start``: as :func:`_general`'s (used on the box's chain; a cube is bounded on the network itself)."""
     lo, hi = torch.as_tensor(prop.lo), torch.as_tensor(prop.hi)
     center = ((lo + hi) / 2).float().double()
     eps = float(torch.maximum(hi - center, center - lo).max())
@@ -625,6 +792,8 @@ def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, see
         verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device)
         if facts:
             verifier.with_facts(facts)
+        if start:
+            verifier.with_start(start)
         res = verifier.run(torch.zeros(1, d), [label], [1.0], seed=seed)
     return _verdict(res, plain, prop, shape, to_input)
 
@@ -682,10 +851,12 @@ def _box_chain(model: nn.Module, prop: VnnProperty, shape) -> tuple[nn.Module, n
     return box, BoxedNetwork(box, model, shape), len(free) if len(free) > 0 else len(prop.lo)
 
 
-def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device, facts: Facts | None = None) -> Answer:
+def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device, facts: Facts | None = None,
+             start: dict | None = None) -> Answer:  # fmt: skip
     """Any other property through the same branch and bound: the box written as the image of [−1, 1]^d, each
     disjunct refuted by one of its constraints (``LocalVerifier.with_property``), ReLU or input splits as the
-    input's size says, and the falsifier attacking one disjunct at a time."""
+    input's size says, and the falsifier attacking one disjunct at a time. ``start``: the whole box's intervals,
+    already bounded (:meth:`LocalVerifier.with_start`; op indices of the box's chain)."""
     to_input, chain, d = _box_chain(model, prop, shape)
     rows = [(c.coef, c.const, g) for g, conj in enumerate(prop.disjuncts) for c in conj]
     verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device).with_property(
@@ -694,6 +865,8 @@ def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device,
     )  # fmt: skip
     if facts:
         verifier.with_facts(facts)
+    if start:
+        verifier.with_start(start)
     res = verifier.run(torch.zeros(1, d), [0], [1.0], seed=seed)
     return _verdict(res, plain, prop, shape, to_input)
 
@@ -744,6 +917,7 @@ def run_instances(
     device: str | torch.device | None = None,
     stabilise_hidden: bool = True,
     tighten_hidden: bool = True,
+    workers: Workers | None = None,
 ) -> list[dict[str, str]]:
     """Answer every instance of a benchmark in one process (no start-up per instance) and write ``out`` (CSV,
     :data:`RESULT_COLUMNS`) as the answers come, with each sat instance's counterexample in
@@ -751,7 +925,8 @@ def run_instances(
     and parsing included). An instance that cannot be read or answered (a corrupt file, an unsupported
     operator) is recorded as ``error`` with the message, and the others go on. Instances already in ``out``
     are not run again: a killed run resumes. ``device``: where the bounds run (see :func:`answer`);
-    ``stabilise_hidden``, ``tighten_hidden``: see :func:`answer`. Returns every row of ``out``."""
+    ``stabilise_hidden``, ``tighten_hidden``, ``workers``: see :func:`answer` (a pool is started once for the
+    whole benchmark, not per instance). Returns every row of ``out``."""
     import csv
     import time
 
@@ -797,7 +972,7 @@ def run_instances(
 
                 got = answer(net, prop, getattr(net, "input_shape", None), options=replace(opts, max_seconds=left),
                              seed=seed, device=device, stabilise_hidden=stabilise_hidden,
-                             tighten_hidden=tighten_hidden)  # fmt: skip
+                             tighten_hidden=tighten_hidden, workers=workers)  # fmt: skip
                 result = got.result
                 if result == "sat":
                     cex_dir.mkdir(exist_ok=True)
