@@ -291,7 +291,8 @@ def answer(
     up to :data:`STABILISE_SHARE` of what is left proving hidden neurons stable, and the branch and bound starts
     again with those facts for the rest. (``mnist_fc`` 256×4 ``prop_0_0.05``, open at 300 s
     without them: unsat in 214 s with them; the benchmark at the published timeouts: 69 of 90 decided instead of
-    63, 70 since a layer's neurons are proved together, 78 with ``tighten_hidden`` and each search's bound kept.)
+    63, 70 since a layer's neurons are proved together, 78 with ``tighten_hidden`` and each search's bound kept,
+    80 with a branch and bound per disjunct: :func:`_by_disjunct`, wherever inputs are many.)
     ``facts``: intervals already proved on this box (see :func:`stabilise`).
     ``tighten_hidden``: the stabilisation also narrows the intervals of the neurons it cannot prove stable
     (``stabilise(tighten=True)``; see docs/verify-complete.md for what it decides on ``mnist_fc``).
