@@ -83,3 +83,25 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def counted_pool():
+    """Two spawned worker processes (:func:`genrobust.execute.local_pool`) behind an executor that counts what is
+    submitted to it: (the :class:`~genrobust.execute.Workers` to pass, the counting executor, whose ``calls`` tell
+    a test that work really went to the pool)."""
+    import concurrent.futures as cf
+
+    from genrobust.execute import Workers, local_pool
+
+    class Counting(cf.Executor):
+        def __init__(self, inner: cf.Executor) -> None:
+            self.inner, self.calls = inner, 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.calls += 1
+            return self.inner.submit(fn, *args, **kwargs)
+
+    with local_pool(2) as pool:
+        counting = Counting(pool.executor)
+        yield Workers(counting, 2, "counted pool"), counting

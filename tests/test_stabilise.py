@@ -373,31 +373,16 @@ def test_a_second_round_starts_from_the_first_rounds_facts():
         assert torch.equal(flo, snapshot[k][0]) and torch.equal(fhi, snapshot[k][1])
 
 
-def test_stabilise_spread_over_worker_processes_proves_what_one_process_proves():
+def test_stabilise_spread_over_worker_processes_proves_what_one_process_proves(counted_pool):
     """``stabilise(workers=...)``: each layer's neuron proofs and narrowing run as shares on a pool of two spawned
     processes (every share really submitted there), prove per layer what one process proves when the budget
     lets every candidate finish, and every fact and narrowed interval holds at a dense sample."""
-    import concurrent.futures as cf
-
-    from genrobust.execute import Workers, local_pool
-
     net, rng, lo, hi, prop = _narrow_box()
-
-    class Counting(cf.Executor):
-        def __init__(self, inner: cf.Executor) -> None:
-            self.inner, self.calls = inner, 0
-
-        def submit(self, fn, /, *args, **kwargs):
-            self.calls += 1
-            return self.inner.submit(fn, *args, **kwargs)
-
     alone: list[dict] = []
     here = stabilise(net, prop, seconds=120, neuron_seconds=2.0, stats=alone, tighten=True)
     spread: list[dict] = []
-    with local_pool(2) as pool:
-        counting = Counting(pool.executor)
-        facts = stabilise(net, prop, seconds=120, neuron_seconds=2.0, stats=spread, tighten=True,
-                          workers=Workers(counting, 2, "counted pool"))  # fmt: skip
+    workers, counting = counted_pool
+    facts = stabilise(net, prop, seconds=120, neuron_seconds=2.0, stats=spread, tighten=True, workers=workers)
     assert counting.calls >= 2 * len(spread)  # two shares of proofs (or of narrowing) per layer, at least
     assert [line["proved"] for line in spread] == [line["proved"] for line in alone]
     assert sum(line["proved"] for line in spread) >= 5 and set(facts) == set(here)

@@ -379,15 +379,12 @@ def test_a_network_is_captured_once_per_benchmark_not_per_instance(monkeypatch):
     assert again is not first and again[1].negative_slope == 0.5
 
 
-def test_each_disjunct_gets_its_own_tree_here_or_on_worker_processes(tmp_path):
+def test_each_disjunct_gets_its_own_tree_here_or_on_worker_processes(tmp_path, counted_pool):
     """Where ReLUs are split, every disjunct of a property gets a branch and bound of its own (``_by_disjunct``):
     in turn in this process, or as tasks on a pool of two spawned processes (each disjunct really submitted
     there). Both give the answers a dense sample allows: unsat where the thresholds are out of reach, and where
     only the second disjunct can hold, sat with a counterexample of the whole property, re-checked; and the
     command line's ``verify-vnnlib --workers 2`` answers the first from files."""
-    import concurrent.futures as cf
-
-    from genrobust.execute import Workers, local_pool
     from genrobust.verify.vnnlib import Constraint, VnnProperty
 
     d = 40
@@ -408,23 +405,13 @@ def test_each_disjunct_gets_its_own_tree_here_or_on_worker_processes(tmp_path):
     below = prop([top[0] + 5, top[1] - 0.05, top[2] + 5])  # only the second disjunct can hold
     budget = gr.verify.VerifyOptions(max_boxes=100_000, max_seconds=60)
 
-    class Counting(cf.Executor):
-        def __init__(self, inner: cf.Executor) -> None:
-            self.inner, self.calls = inner, 0
-
-        def submit(self, fn, /, *args, **kwargs):
-            self.calls += 1
-            return self.inner.submit(fn, *args, **kwargs)
-
-    with local_pool(2) as pool:
-        counting = Counting(pool.executor)
-        workers = Workers(counting, 2, "counted pool")
-        for how in (None, workers):
-            assert answer(net, above, options=budget, stabilise_hidden=False, workers=how).result == "unsat"
-            got = answer(net, below, options=budget, stabilise_hidden=False, workers=how)
-            assert got.result == "sat"
-            out = net(torch.as_tensor(got.x, dtype=torch.float32)[None]).detach().double()[0].numpy()
-            assert np.all(got.x >= lo) and np.all(got.x <= hi) and out @ rows[1] >= top[1] - 0.05
+    workers, counting = counted_pool
+    for how in (None, workers):
+        assert answer(net, above, options=budget, stabilise_hidden=False, workers=how).result == "unsat"
+        got = answer(net, below, options=budget, stabilise_hidden=False, workers=how)
+        assert got.result == "sat"
+        out = net(torch.as_tensor(got.x, dtype=torch.float32)[None]).detach().double()[0].numpy()
+        assert np.all(got.x >= lo) and np.all(got.x <= hi) and out @ rows[1] >= top[1] - 0.05
     assert counting.calls >= len(rows)  # the unsat property's three disjuncts went to the pool
     # the command line's --workers: the same answer
     from genrobust.verify.vnnlib import export_onnx
