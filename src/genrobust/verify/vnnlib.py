@@ -296,8 +296,9 @@ def answer(
     ``facts``: intervals already proved on this box (see :func:`stabilise`).
     ``tighten_hidden``: the stabilisation also narrows the intervals of the neurons it cannot prove stable
     (``stabilise(tighten=True)``; see docs/verify-complete.md for what it decides on ``mnist_fc``).
-    ``workers``: processes the stabilisation spreads its neurons' branch and bound over (see :func:`stabilise`):
-    the competition gives an instance the whole machine, and a pool of one process per core gives it all cores."""
+    ``workers``: processes that the stabilisation spreads its neurons' branch and bound over (see :func:`stabilise`)
+    and that the disjuncts' trees run on (:func:`_by_disjunct`): the competition gives an instance the whole
+    machine, and a pool of one process per core gives it all cores."""
     from dataclasses import replace
 
     # where inputs are many (pixel space: α-CROWN bounds and ReLU splits) a cheap attack first can spare a costly
