@@ -110,6 +110,8 @@ def main() -> None:
         ok = False
     if not ok:
         ap.error(f"--seconds takes a number > 0 or 'published', not {a.seconds}")
+    if a.workers < 1:
+        ap.error(f"--workers takes a whole number ≥ 1, not {a.workers}")
     from genrobust.execute import open_workers
     from genrobust.models.onnx_import import import_onnx
     from genrobust.verify.vnnlib import answer, parse_vnnlib

@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1, help="processes for the stabilisation and the last phase")
     a = ap.parse_args()
+    if a.workers < 1:
+        ap.error(f"--workers takes a whole number ≥ 1, not {a.workers}")
     torch.set_num_threads(a.threads)
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file

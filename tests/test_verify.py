@@ -108,6 +108,27 @@ def test_pixel_space_box_is_clipped_and_witnesses_stay_inside():
         assert w[0] > 0.5 and int(res.witness_pred[0, e]) == 0
 
 
+def test_attack_only_falsifies_what_the_attack_finds_and_certifies_nothing(monkeypatch):
+    """``run(attack_only=True)`` (:func:`~genrobust.verify.vnnlib._by_disjunct` attacks before it bounds): the
+    balls an attack breaks are falsified with re-checked witnesses, the rest stay unknown, and no bound runs."""
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    with torch.no_grad():  # as above: class 1 below x0 = 0.5, class 0 above
+        clf[1].weight.zero_()
+        clf[1].weight[0, 0], clf[1].weight[1, 0] = 1.0, -1.0
+        clf[1].bias.copy_(torch.tensor([0.0, 1.0, 0.1]))
+    x = torch.tensor([[0.3, 1.0, 0.0, 0.7]])
+    verifier = LocalVerifier(clf, None, input_shape=(1, 2, 2))
+
+    def no_bounds(*args, **kwargs):
+        raise AssertionError("attack_only ran a bound")
+
+    monkeypatch.setattr(verifier.engine, "margins", no_bounds)
+    res = verifier.run(x, [1], [0.19, 0.21], attack_only=True)
+    assert res.status[0].tolist() == [UNKNOWN, FALSIFIED]  # 0.19 is robust: unknown, not certified
+    w = res.witness[0, 1]
+    assert w[0] > 0.5 and float((w - x[0]).abs().max()) <= 0.21 and int(res.witness_pred[0, 1]) == 0
+
+
 def test_pgd_in_boxes_respects_unequal_widths():
     model = nn.Linear(2, 2).eval()
     with torch.no_grad():  # class 1 iff z0 > 1; the box reaches it only along dimension 0

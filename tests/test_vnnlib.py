@@ -428,3 +428,96 @@ def test_each_disjunct_gets_its_own_tree_here_or_on_worker_processes(tmp_path, c
     args = ["verify-vnnlib", str(tmp_path / "net.onnx"), str(tmp_path / "above.vnnlib"), "--workers", "2"]
     res = CliRunner().invoke(main, [*args, "--max-seconds", "60"])
     assert res.exit_code == 0 and res.output.strip() == "unsat", res.output
+
+
+def test_a_disjuncts_task_and_a_branch_and_bound_stop_when_asked(monkeypatch):
+    """The cancel of ``_by_disjunct``: once its stop file exists, a disjunct's task ends before its first batch
+    (unknown where it would have answered unsat), and a verifier's ``stop_when`` ends its branch and bound before
+    the next batch (the ball left unknown after exactly the batches run before it was asked to stop)."""
+    import os
+    import tempfile
+    import time
+
+    from genrobust.execute import Shipped
+    from genrobust.verify.local import LocalVerifier
+    from genrobust.verify.vnnlib import Constraint, VnnProperty, _DisjunctTask
+
+    d = 40
+    net = _mlp(d, 1)
+    rng = np.random.default_rng(1)
+    c0 = rng.random(d)
+    lo, hi = c0 - 0.06, c0 + 0.06
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((20_000, d)), dtype=torch.float32)
+    with torch.no_grad():
+        top = float((net(x).double().numpy() @ np.array([1.0, -1, 0])).max())
+    prop = VnnProperty(lo, hi, [[Constraint(np.array([1.0, -1, 0]), -(top + 0.1 * abs(top) + 0.02))]])
+    budget = gr.verify.VerifyOptions(max_boxes=100_000, max_seconds=60)
+    threads = torch.get_num_threads()
+    try:
+        free = _DisjunctTask(Shipped(net), (d,), prop, budget, 0, None, {}, time.time() + 60, stop=None)
+        assert free().result == "unsat"
+        with tempfile.TemporaryDirectory() as folder:
+            flag = os.path.join(folder, "stop")
+            open(flag, "w").close()
+            told = _DisjunctTask(Shipped(net), (d,), prop, budget, 0, None, {}, time.time() + 60, stop=flag)
+            assert told().result == "unknown"
+    finally:
+        torch.set_num_threads(threads)  # the task sets one thread, as a worker process runs
+
+    center = torch.as_tensor(c0, dtype=torch.float32)[None]
+    label = int(net(center).argmax())
+
+    def batches(stop) -> tuple[int, int]:
+        verifier = LocalVerifier.for_model(
+            net, (d,), options=gr.verify.VerifyOptions(max_boxes=2_000, max_seconds=20, give_up=None)
+        )
+        steps = []
+        real_step = verifier._step
+        monkeypatch.setattr(verifier, "_step", lambda *a: (steps.append(1), real_step(*a))[1])
+        verifier.stop_when = stop
+        status = int(verifier.run(center, [label], [0.1]).status[0, 0])
+        return len(steps), status
+
+    asked = []
+    stopped, status = batches(lambda: (asked.append(1), len(asked) > 2)[1])
+    assert stopped == 2 and len(asked) == 3 and status == 0  # two batches, then stopped: unknown
+    free_steps, free_status = batches(None)
+    assert free_steps > 2 and free_status == 1  # not stopped, more batches certify the same ball
+
+
+def test_a_counterexample_from_a_worker_frees_the_pool(monkeypatch, counted_pool):
+    """When the whole property's attack (in this process) misses and a disjunct's task on a worker finds the
+    counterexample, ``_by_disjunct`` returns it re-checked, after the stop file has ended the other tasks: the
+    pool takes new work at once."""
+    import time
+
+    import genrobust.verify.local as local
+    from genrobust.verify.local import _network_ops
+    from genrobust.verify.vnnlib import Constraint, VnnProperty, _by_disjunct
+
+    d = 40
+    net = _mlp(d, 1)
+    rng = np.random.default_rng(1)
+    c0 = rng.random(d)
+    lo, hi = c0 - 0.06, c0 + 0.06
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((20_000, d)), dtype=torch.float32)
+    with torch.no_grad():
+        y = net(x).double().numpy()
+    rows = [np.array([1.0, -1, 0]), np.array([0, 1.0, -1]), np.array([-1.0, 0, 1])]
+    top = [float((y @ r).max()) for r in rows]
+    prop = VnnProperty(lo, hi, [[Constraint(r, -v)] for r, v in zip(rows, [top[0] + 5, top[1], top[2] + 5],
+                                                                   strict=True)])  # fmt: skip
+
+    def misses(model, y, lo, hi, **kwargs):  # this process's attack finds nothing; the workers' are untouched
+        return torch.zeros(len(y), dtype=torch.bool), lo.clone()
+
+    monkeypatch.setattr(local, "pgd_in_boxes", misses)
+    workers, counting = counted_pool
+    plain, _ = _network_ops(net, (d,), torch.device("cpu"))
+    opts = gr.verify.VerifyOptions(max_boxes=100_000, max_seconds=60, give_up=None, attack_first=True)
+    got = _by_disjunct(net, plain, prop, (d,), opts, 0, None, None, workers)
+    assert got.result == "sat" and counting.calls == len(rows)
+    out = net(torch.as_tensor(got.x, dtype=torch.float32)[None]).detach().double()[0].numpy()
+    assert np.all(got.x >= lo) and np.all(got.x <= hi) and out @ rows[1] >= top[1]
+    t = time.perf_counter()
+    assert workers.executor.submit(abs, -1).result(timeout=30) == 1 and time.perf_counter() - t < 10

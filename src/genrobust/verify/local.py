@@ -20,7 +20,7 @@ import time
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -482,6 +482,9 @@ class LocalVerifier:
         self.rows = self.offset = self.groups = None  # a general property's terms (:meth:`with_property`)
         self.per_label = False  # one row per label (:meth:`with_rows`)
         self._start: tuple[dict, dict | None] | None = None  # the whole box's bounds, given (:meth:`with_start`)
+        #: asked before every batch of the branch and bound: True ends it there (the balls still open stay unknown),
+        #: for a caller whose answer another process has already found (:func:`~genrobust.verify.vnnlib._by_disjunct`)
+        self.stop_when: Callable[[], bool] | None = None
 
     @classmethod
     def for_model(
@@ -657,9 +660,12 @@ class LocalVerifier:
         seed: int = 0,
         ids: Sequence[int] | None = None,
         show_progress: bool = False,
+        attack_only: bool = False,
     ) -> LocalResult:
         """Check the balls B(z[i], ε) for label ``labels[i]`` and every ε. ``ids`` (default 0..N−1) seed the
-        attack per ball, so a ball's outcome does not depend on which others share its batch."""
+        attack per ball, so a ball's outcome does not depend on which others share its batch. ``attack_only``: the
+        falsifier alone, no bounds (balls it does not falsify stay unknown), for a caller that bounds the balls
+        its own way only if no counterexample is cheap to find."""
         eps_values = sorted(_eps_list(eps))
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise GenrobustError(
@@ -700,11 +706,11 @@ class LocalVerifier:
                 continue
             # At the smallest ε most balls certify, so bounds come first; at larger ones a (cheap) attack first
             # spares the (costly) bounds of the balls it falsifies.
-            first = e > 0 or self.options.attack_first
+            first = e > 0 or self.options.attack_first or attack_only
             if first:
                 self._attack(run, todo, e)
             prove = [i for i in todo if status[i, e] == UNKNOWN and (e == 0 or status[i, e - 1] == CERTIFIED)]
-            if prove:
+            if prove and not attack_only:
                 self._branch_and_bound(run, prove, e)
             if not first:
                 self._attack(run, todo, e)
@@ -780,7 +786,7 @@ class LocalVerifier:
         pool = None if opt.mean_seconds is None else opt.mean_seconds * len(run.seconds)
         search = _Search(run.seconds, opt.max_seconds, pool, [_Box(b, lo[k], hi[k]) for k, b in enumerate(balls)],
                          dict.fromkeys(balls, 1), dict.fromkeys(balls, 0.0), best_first=self.per_label)  # fmt: skip
-        while batch := search.next_batch(batch_boxes):
+        while not (self.stop_when is not None and self.stop_when()) and (batch := search.next_batch(batch_boxes)):
             self._step(run, search, batch, e)
         for ball, low in search.low.items():
             run.bound[ball, e] = low

@@ -17,8 +17,11 @@ image-conditional generator (fixed thumbnail inputs, a latent box that is not a 
 from __future__ import annotations
 
 import math
+import os
 import re
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -355,24 +358,31 @@ def answer(
 class _DisjunctTask:
     """One disjunct's branch and bound (:func:`_by_disjunct`) on a worker process, from the model shipped there
     and the facts proved on the box, until the wall-clock ``deadline`` (``time.time()``): a task that starts
-    late gets only what is left."""
+    late gets only what is left. It also ends, before its next batch, once the file ``stop`` exists: another
+    disjunct has a counterexample, and the pool's processes are wanted for the next work (local processes see
+    the caller's files)."""
 
     def __init__(self, model: Shipped, shape: tuple[int, ...], prop: VnnProperty, options: VerifyOptions,
-                 seed: int, facts: Facts | None, start: dict, deadline: float) -> None:  # fmt: skip
+                 seed: int, facts: Facts | None, start: dict, deadline: float,
+                 stop: str | None = None) -> None:  # fmt: skip
         self.model, self.shape, self.prop, self.options = model, shape, prop, options
-        self.seed, self.facts, self.start, self.deadline = seed, facts, start, deadline
+        self.seed, self.facts, self.start, self.deadline, self.stop = seed, facts, start, deadline, stop
+
+    def stopped(self) -> bool:
+        return self.stop is not None and os.path.exists(self.stop)
 
     def __call__(self) -> Answer:
         from dataclasses import replace
 
         left = self.deadline - time.time()
-        if left < 0.5:
+        if left < 0.5 or self.stopped():
             return Answer("unknown")
         torch.set_num_threads(1)
         model = self.model.get()
         plain, _ = _network_ops(model, self.shape, torch.device("cpu"))
         opts = replace(self.options, max_seconds=left)
-        return _general(model, plain, self.prop, self.shape, opts, self.seed, "cpu", self.facts, self.start)
+        return _general(model, plain, self.prop, self.shape, opts, self.seed, "cpu", self.facts, self.start,
+                        stop=self.stopped)  # fmt: skip
 
 
 def _by_disjunct(model: nn.Module, plain: nn.Module, prop: VnnProperty, shape, options: VerifyOptions, seed: int,
@@ -384,42 +394,40 @@ def _by_disjunct(model: nn.Module, plain: nn.Module, prop: VnnProperty, shape, o
     while the splits chosen for its worst disjunct seldom help the others (``mnist_fc`` 256×4 ``prop_4_0.05``
     with its stabilised facts: the nine classes' trees in turn 22.8 s in all, one tree for the nine 86.5 s).
 
-    The whole property is bounded and attacked once first (one box); its hidden layers' intervals are every
-    disjunct's start (bounded once, not once per disjunct), and the disjuncts go hardest first (the lowest whole-box
-    bound: an instance one of them leaves unknown is known early). Then each disjunct gets what is left of
+    The whole property is attacked once first (no bound: a counterexample found there costs nothing more), then
+    bounded once on the whole box; its hidden layers' intervals are every disjunct's start (bounded once, not once
+    per disjunct), and the disjuncts go hardest first (the lowest whole-box bound: an instance one of them leaves
+    unknown is known early). Then each disjunct gets what is left of
     ``options.max_seconds`` when its turn comes; after one ends unknown the rest are still searched (one of them
     may have a counterexample). With ``workers`` (two or more processes), the disjuncts are submitted to them as
     tasks with the run's deadline, so a process that finishes an easy disjunct takes the next; a counterexample
-    cancels those not yet started and is returned at once (the running ones go on to the deadline)."""
+    cancels those not yet started, stops the running ones before their next batch (on local processes; a Dask
+    cluster's end by the deadline), and is returned once they have stopped."""
     import concurrent.futures as cf
     from dataclasses import replace
 
     t0 = time.perf_counter()
-    # first the whole property once, bounds and attack (every disjunct's PGD at once): a counterexample of any
-    # disjunct shows here, before one disjunct's tree can take the budget; its hidden layers' intervals are every
-    # disjunct's start, and its bounds order the disjuncts, the hardest first
-    _, chain, d = _box_chain(model, prop, shape)
+    # first the whole property's attack (every disjunct's PGD at once, in the robustness form when it has one:
+    # output-diversified starts over every rival's margin find counterexamples one disjunct's attack misses, such
+    # as mnist_fc 256×6 prop_1_0.05's), before any bound and before one disjunct's tree can take the budget
+    label = prop.robustness_label()
+    if label is not None:
+        first = _robustness(model, plain, prop, shape, label, options, seed, device, facts, attack_only=True)
+    else:
+        first = _general(model, plain, prop, shape, options, seed, device, facts, attack_only=True)
+    if first.result != "unknown":
+        return first
+    # then the whole box bounded once: its hidden layers' intervals are every disjunct's start (bounded once, not
+    # once per disjunct), and its bounds order the disjuncts, the hardest first
     rows = [(c.coef, c.const, g) for g, conj in enumerate(prop.disjuncts) for c in conj]
-    whole = LocalVerifier.for_model(chain, (d,), options=options, device=device)
-    if facts:
-        whole.with_facts(facts)
-    dev = whole.device
-    spec = -torch.as_tensor(np.stack([r[0] for r in rows]), dtype=DT, device=dev)[None]  # refuted: −c·y > k
-    center, radius = centre_radius(-torch.ones(1, d, dtype=DT, device=dev), torch.ones(1, d, dtype=DT, device=dev))
+    whole, center, radius = _whole_box(model, prop, shape, options, device, facts)
+    spec = -torch.as_tensor(np.stack([r[0] for r in rows]), dtype=DT, device=whole.device)[None]  # refuted: −c·y > k
     mb = whole.engine.margins(center, radius, spec)
     start = {i: (lo[0].cpu(), hi[0].cpu()) for i, (lo, hi) in mb.intervals.items()}
     slack = mb.lower[0].cpu() - torch.as_tensor([r[1] for r in rows], dtype=DT)  # > 0: that constraint refuted
     hardness = [max(float(slack[j]) for j, r in enumerate(rows) if r[2] == g) for g in range(len(prop.disjuncts))]
-    # the whole pass as the joint branch and bound would make it: the robustness form's attack (every rival's
-    # margin at once, output-diversified starts) finds counterexamples one disjunct's attack misses
-    label = prop.robustness_label()
-    once = replace(options, max_boxes=1)
-    if label is not None:
-        first = _robustness(model, plain, prop, shape, label, once, seed, device, facts, start)
-    else:
-        first = _general(model, plain, prop, shape, once, seed, device, facts, start)
-    if first.result != "unknown":
-        return first
+    if min(hardness) > 0:  # every disjunct refuted on the whole box already
+        return Answer("unsat")
     order = sorted(range(len(prop.disjuncts)), key=lambda g: hardness[g])
     parts = [VnnProperty(prop.lo, prop.hi, [prop.disjuncts[g]]) for g in order]
     got: list[Answer] = []
@@ -427,15 +435,20 @@ def _by_disjunct(model: nn.Module, plain: nn.Module, prop: VnnProperty, shape, o
     if workers is not None and not workers.inline and workers.count > 1:
         shipped = Shipped(model)
         deadline = time.time() + left
-        futures = [workers.executor.submit(_DisjunctTask(shipped, shape, part, options, seed, facts, start,
-                                                         deadline)) for part in parts]  # fmt: skip
-        for fut in cf.as_completed(futures):
-            got.append(fut.result())
-            found = _confirm(plain, prop, torch.as_tensor(got[-1].x), shape) if got[-1].result == "sat" else None
-            if found is not None:
-                for other in futures:
-                    other.cancel()  # those not yet started; the running ones end by the deadline
-                return found
+        with tempfile.TemporaryDirectory(prefix="genrobust-disjuncts-") as folder:
+            stop = os.path.join(folder, "stop")  # made when one disjunct's counterexample answers the instance
+            futures = [workers.executor.submit(_DisjunctTask(shipped, shape, part, options, seed, facts, start,
+                                                             deadline, stop)) for part in parts]  # fmt: skip
+            for fut in cf.as_completed(futures):
+                got.append(fut.result())
+                found = _confirm(plain, prop, torch.as_tensor(got[-1].x), shape) if got[-1].result == "sat" else None
+                if found is not None:
+                    for other in futures:
+                        other.cancel()  # those not yet started never start
+                    if workers.client is None:  # local processes see the file: the running tasks end before
+                        Path(stop).touch()  # their next batch, and the pool is free when the answer returns
+                        cf.wait(futures)
+                    return found  # (a cluster's running tasks may not see it: they end by the deadline)
     else:
         for part in parts:
             left = options.max_seconds - (time.perf_counter() - t0)
@@ -666,20 +679,29 @@ def _prove_spread(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor
     return status, bound
 
 
+def _whole_box(model: nn.Module, prop: VnnProperty, shape, options, device,
+               facts: Facts | None) -> tuple[LocalVerifier, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The verifier of ``model`` behind the property's box map (the verifier's own options, with ``facts``) and the
+    whole box [−1, 1]^f as (centre, radius): what :func:`_by_disjunct` and :func:`_root_rows` bound once, each
+    with its own rows, before any branch and bound."""
+    _, chain, d = _box_chain(model, prop, shape)
+    verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device)
+    if facts:
+        verifier.with_facts(facts)
+    dev = verifier.device
+    center, radius = centre_radius(-torch.ones(1, d, dtype=DT, device=dev), torch.ones(1, d, dtype=DT, device=dev))
+    return verifier, center, radius
+
+
 def _root_rows(prefix: nn.Module, prop: VnnProperty, shape, idx: torch.Tensor, sign: torch.Tensor, options,
                device, facts: Facts | None) -> tuple[torch.Tensor, tuple]:  # fmt: skip
     """One bound on the property's whole box (α-CROWN, the verifier's own options) of sign·z_idx for each row, z
     being ``prefix``'s output (each row its own α). Returns the rows' lower bounds and (the bound's intervals, its
     α per row) for :func:`_prove_rows`."""
-    _, chain, d = _box_chain(prefix, prop, shape)
-    verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device)
-    if facts:
-        verifier.with_facts(facts)
+    verifier, center, radius = _whole_box(prefix, prop, shape, options, device, facts)
     dev = verifier.device
-    n = verifier.engine.num_classes
-    spec = torch.zeros(1, len(idx), n, dtype=DT, device=dev)
+    spec = torch.zeros(1, len(idx), verifier.engine.num_classes, dtype=DT, device=dev)
     spec[0, torch.arange(len(idx)), idx.to(dev)] = sign.to(dev, DT)
-    center, radius = centre_radius(-torch.ones(1, d, dtype=DT, device=dev), torch.ones(1, d, dtype=DT, device=dev))
     mb = verifier.engine.margins(center, radius, spec)
     intervals = {i: (lo[0], hi[0]) for i, (lo, hi) in mb.intervals.items()}
     alpha = None if mb.alpha is None else {i: a[0] for i, a in mb.alpha.items()}
@@ -773,12 +795,14 @@ def _pgd_least(prefix: nn.Module, x: torch.Tensor, z: torch.Tensor, idx: torch.T
 
 
 def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, seed: int, device,
-                facts: Facts | None = None, start: dict | None = None) -> Answer:  # fmt: skip
+                facts: Facts | None = None, start: dict | None = None,
+                attack_only: bool = False) -> Answer:  # fmt: skip
     """The robustness form through the local verifier's branch and bound: on the box itself when it is a cube
     (as exported balls are), otherwise (a clipped pixel ball, a latent box whose sides differ, inputs fixed to
     one value) on the box written as the image of [−1, 1]^d, so that every box gets the same splitting.
     ``model`` is the caller's network (the key of its captured operators), ``plain`` its eval-mode copy.
-    ``start``: as :func:`_general`'s (used on the box's chain; a cube is bounded on the network itself)."""
+    ``start``: as :func:`_general`'s (used on the box's chain; a cube is bounded on the network itself).
+    ``attack_only``: the falsifier alone (sat or unknown)."""
     lo, hi = torch.as_tensor(prop.lo), torch.as_tensor(prop.hi)
     center = ((lo + hi) / 2).float().double()
     eps = float(torch.maximum(hi - center, center - lo).max())
@@ -787,7 +811,7 @@ def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, see
         verifier = LocalVerifier.for_model(model, shape, options=options, device=device)
         if facts:
             verifier.with_facts(facts)
-        res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed)
+        res = verifier.run(center.float().reshape(1, -1), [label], [eps], seed=seed, attack_only=attack_only)
         to_input = None
     else:
         to_input, chain, d = _box_chain(model, prop, shape)
@@ -796,7 +820,7 @@ def _robustness(model, plain, prop: VnnProperty, shape, label: int, options, see
             verifier.with_facts(facts)
         if start:
             verifier.with_start(start)
-        res = verifier.run(torch.zeros(1, d), [label], [1.0], seed=seed)
+        res = verifier.run(torch.zeros(1, d), [label], [1.0], seed=seed, attack_only=attack_only)
     return _verdict(res, plain, prop, shape, to_input)
 
 
@@ -854,11 +878,14 @@ def _box_chain(model: nn.Module, prop: VnnProperty, shape) -> tuple[nn.Module, n
 
 
 def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device, facts: Facts | None = None,
-             start: dict | None = None) -> Answer:  # fmt: skip
+             start: dict | None = None, attack_only: bool = False,
+             stop: Callable[[], bool] | None = None) -> Answer:  # fmt: skip
     """Any other property through the same branch and bound: the box written as the image of [−1, 1]^d, each
     disjunct refuted by one of its constraints (``LocalVerifier.with_property``), ReLU or input splits as the
     input's size says, and the falsifier attacking one disjunct at a time. ``start``: the whole box's intervals,
-    already bounded (:meth:`LocalVerifier.with_start`; op indices of the box's chain)."""
+    already bounded (:meth:`LocalVerifier.with_start`; op indices of the box's chain). ``attack_only``: the
+    falsifier alone (sat or unknown). ``stop``: asked before every batch; True ends the branch and bound there
+    (:attr:`LocalVerifier.stop_when`)."""
     to_input, chain, d = _box_chain(model, prop, shape)
     rows = [(c.coef, c.const, g) for g, conj in enumerate(prop.disjuncts) for c in conj]
     verifier = LocalVerifier.for_model(chain, (d,), options=options, device=device).with_property(
@@ -869,7 +896,8 @@ def _general(model, plain, prop: VnnProperty, shape, options, seed: int, device,
         verifier.with_facts(facts)
     if start:
         verifier.with_start(start)
-    res = verifier.run(torch.zeros(1, d), [0], [1.0], seed=seed)
+    verifier.stop_when = stop
+    res = verifier.run(torch.zeros(1, d), [0], [1.0], seed=seed, attack_only=attack_only)
     return _verdict(res, plain, prop, shape, to_input)
 
 
