@@ -379,6 +379,21 @@ def test_a_network_is_captured_once_per_benchmark_not_per_instance(monkeypatch):
     assert again is not first and again[1].negative_slope == 0.5
 
 
+def _three_rows(d: int, samples: int):
+    """A random ReLU network of ``d`` inputs and three outputs, a box of half-width 0.06 around a random centre,
+    the three rows Y_0 − Y_1, Y_1 − Y_2, Y_2 − Y_0 and each row's largest value over ``samples`` uniform points of
+    the box: (net, centre, lo, hi, rows, top), for properties whose truth the sample settles."""
+    net = _mlp(d, 1)
+    rng = np.random.default_rng(1)
+    c0 = rng.random(d)
+    lo, hi = c0 - 0.06, c0 + 0.06
+    x = torch.as_tensor(lo + (hi - lo) * rng.random((samples, d)), dtype=torch.float32)
+    with torch.no_grad():
+        y = net(x).double().numpy()
+    rows = [np.array([1.0, -1, 0]), np.array([0, 1.0, -1]), np.array([-1.0, 0, 1])]
+    return net, c0, lo, hi, rows, [float((y @ r).max()) for r in rows]
+
+
 def test_each_disjunct_gets_its_own_tree_here_or_on_worker_processes(tmp_path, counted_pool):
     """Where ReLUs are split, every disjunct of a property gets a branch and bound of its own (``_by_disjunct``):
     in turn in this process, or as tasks on a pool of two spawned processes (each disjunct really submitted
@@ -388,15 +403,7 @@ def test_each_disjunct_gets_its_own_tree_here_or_on_worker_processes(tmp_path, c
     from genrobust.verify.vnnlib import Constraint, VnnProperty
 
     d = 40
-    net = _mlp(d, 1)
-    rng = np.random.default_rng(1)
-    c0 = rng.random(d)
-    lo, hi = c0 - 0.06, c0 + 0.06
-    x = torch.as_tensor(lo + (hi - lo) * rng.random((100_000, d)), dtype=torch.float32)
-    with torch.no_grad():
-        y = net(x).double().numpy()
-    rows = [np.array([1.0, -1, 0]), np.array([0, 1.0, -1]), np.array([-1.0, 0, 1])]
-    top = [float((y @ r).max()) for r in rows]
+    net, _, lo, hi, rows, top = _three_rows(d, 100_000)
 
     def prop(t: list[float]) -> VnnProperty:  # one single-constraint disjunct per row: row·Y ≥ t
         return VnnProperty(lo, hi, [[Constraint(r, -v)] for r, v in zip(rows, t, strict=True)])
@@ -443,14 +450,8 @@ def test_a_disjuncts_task_and_a_branch_and_bound_stop_when_asked(monkeypatch):
     from genrobust.verify.vnnlib import Constraint, VnnProperty, _DisjunctTask
 
     d = 40
-    net = _mlp(d, 1)
-    rng = np.random.default_rng(1)
-    c0 = rng.random(d)
-    lo, hi = c0 - 0.06, c0 + 0.06
-    x = torch.as_tensor(lo + (hi - lo) * rng.random((20_000, d)), dtype=torch.float32)
-    with torch.no_grad():
-        top = float((net(x).double().numpy() @ np.array([1.0, -1, 0])).max())
-    prop = VnnProperty(lo, hi, [[Constraint(np.array([1.0, -1, 0]), -(top + 0.1 * abs(top) + 0.02))]])
+    net, c0, lo, hi, rows, top = _three_rows(d, 20_000)
+    prop = VnnProperty(lo, hi, [[Constraint(rows[0], -(top[0] + 0.1 * abs(top[0]) + 0.02))]])
     budget = gr.verify.VerifyOptions(max_boxes=100_000, max_seconds=60)
     threads = torch.get_num_threads()
     try:
@@ -496,15 +497,7 @@ def test_a_counterexample_from_a_worker_frees_the_pool(monkeypatch, counted_pool
     from genrobust.verify.vnnlib import Constraint, VnnProperty, _by_disjunct
 
     d = 40
-    net = _mlp(d, 1)
-    rng = np.random.default_rng(1)
-    c0 = rng.random(d)
-    lo, hi = c0 - 0.06, c0 + 0.06
-    x = torch.as_tensor(lo + (hi - lo) * rng.random((20_000, d)), dtype=torch.float32)
-    with torch.no_grad():
-        y = net(x).double().numpy()
-    rows = [np.array([1.0, -1, 0]), np.array([0, 1.0, -1]), np.array([-1.0, 0, 1])]
-    top = [float((y @ r).max()) for r in rows]
+    net, _, lo, hi, rows, top = _three_rows(d, 20_000)
     prop = VnnProperty(lo, hi, [[Constraint(r, -v)] for r, v in zip(rows, [top[0] + 5, top[1], top[2] + 5],
                                                                    strict=True)])  # fmt: skip
 
