@@ -50,9 +50,20 @@ import numpy as np
 
 from genrobust.verify.local import GIVE_UP
 
-CONFIGS = ("full", "bounds-only", "interval", "no-gen-backward", "alpha", "at-image", "pool", "relu", "auto")
+CONFIGS = (
+    "full",
+    "bounds-only",
+    "interval",
+    "no-gen-backward",
+    "alpha",
+    "alpha-maps",
+    "at-image",
+    "pool",
+    "relu",
+    "auto",
+)
 #: the configurations that split and use the give-up rule
-GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "at-image", "pool", "cells", "rowcells")
+GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "alpha-maps", "at-image", "pool", "cells", "rowcells")
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
@@ -90,6 +101,13 @@ def run_one(
         ),
         "alpha": VerifyOptions(
             bounds=BoundOptions(alpha_steps=5),
+            max_boxes=max_boxes,
+            max_seconds=max_seconds,
+            split=split,
+            give_up=give_up,
+        ),
+        "alpha-maps": VerifyOptions(  # α on the last two convolutions' neurons, whole boxes only
+            bounds=BoundOptions(alpha_maps=5, alpha_map_layers=2),
             max_boxes=max_boxes,
             max_seconds=max_seconds,
             split=split,

@@ -100,6 +100,7 @@ def test_bounds_contain_every_sampled_point(
                         refine_limit=limit, generator_backward=gen_backward,
                         margins_to_latent=gen_backward, lazy_last=lazy, alpha_steps=0 if alpha == "off" else 3,
                         alpha_intermediate=0 if alpha == "off" else 2, alpha_lr=0.5,
+                        alpha_maps=0 if alpha == "off" else 2, alpha_map_layers=2,
                         refine_to_latent=to_latent, generator_cells=cells, row_cells=row_cells)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
@@ -129,6 +130,86 @@ def test_bounds_contain_every_sampled_point(
                     h = op.forward(h)
                 h = h.reshape(400, B, *h.shape[1:])
                 assert (h >= lo[None] - 1e-12).all() and (h <= hi[None] + 1e-12).all(), i
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    act_c=st.sampled_from(sorted(ACTS)),
+    pad=st.integers(0, 1),
+    stride=st.integers(1, 2),
+    convs=st.integers(2, 3),
+    chans=st.integers(1, 2),
+    layers=st.integers(1, 3),
+    eps=st.sampled_from([0.1, 0.3, 0.6]),
+    refine32=st.booleans(),
+)
+def test_alpha_on_maps_bounds_contain_every_sampled_point(seed, act_c, pad, stride, convs, chans, layers, eps,
+                                                          refine32):  # fmt: skip
+    """Soundness of α on the convolutions' neurons (``alpha_maps``) over random generator ∘ classifier pairs: every
+    activation, padding and stride, windows that stick out of the maps, float32 or float64 rows. (The general
+    property test above rarely leaves a convolution's neurons unstable and refinable; here every box is refined.)"""
+    gen, clf, d = _random_pair([seed, 3, 10], "ReLU", act_c, "none", pad, stride, False, False, False, convs, chans)
+    gen_ops = capture(gen, (d,))
+    ops = gen_ops + capture(clf, (chans, 6, 6))
+    opts = BoundOptions(refine_dtype=torch.float32 if refine32 else torch.float64, refine_limit=1.0, lazy_last=False,
+                        alpha_maps=3, alpha_map_layers=layers, alpha_lr=0.5)  # fmt: skip
+    engine = BoundEngine(ops, len(gen_ops), opts)
+    center = torch.randn(2, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    radius = torch.full((2, d), eps, dtype=torch.float64)
+    spec = _margin_spec(torch.tensor([0, 2]), 3)
+    res = engine.margins(center, radius, spec)
+    s = torch.rand(500, 2, d, dtype=torch.float64) * 2 - 1
+    s[:8] = torch.sign(s[:8])
+    z = (center + radius * s).reshape(-1, d)
+    with torch.no_grad():
+        logits = nn.Sequential(gen, clf).double()(z).reshape(500, 2, 3)
+        assert (torch.einsum("bmk,nbk->nbm", spec, logits) >= res.lower[None]).all()
+        for i, (lo, hi) in res.intervals.items():
+            h = z
+            for op in ops[:i]:
+                h = op.forward(h)
+            h = h.reshape(500, 2, *h.shape[1:])
+            assert (h >= lo[None] - 1e-12).all() and (h <= hi[None] + 1e-12).all(), i
+
+
+def test_alpha_on_convolution_rows_tunes_each_row_in_its_window(monkeypatch):
+    """α-CROWN on the last convolutions' neurons (``alpha_maps``): the patch rows' slopes live in each row's window
+    (padding and stride move and clip it), and the bounds are those of whole-map rows (convolutions without
+    patches) up to the float32 steps' rounding; tighter than plain refinement, below every sampled point; and a
+    box that inherits its intervals there (a split's child) keeps them without α."""
+    gen, clf, d = _random_pair([11, 3, 10], "ReLU", "ReLU", "none", 1, 2, False, False, False, 3, 2)
+    gen_ops = capture(gen, (d,))
+    ops = gen_ops + capture(clf, (2, 6, 6))
+    center = torch.randn(2, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    radius = torch.full((2, d), 0.4, dtype=torch.float64)
+    spec = _margin_spec(torch.tensor([0, 1]), 3)
+    kw = {"refine_dtype": torch.float64, "refine_limit": 1.0, "lazy_last": False}
+    plain = BoundEngine(ops, len(gen_ops), BoundOptions(**kw)).margins(center, radius, spec)
+    tuned_engine = BoundEngine(ops, len(gen_ops), BoundOptions(**kw, alpha_maps=6, alpha_map_layers=2))
+    maps = sorted(tuned_engine._alpha_map_ops)
+    assert len(maps) == 2 and all(len(ops[k].in_shape) == 3 for k in maps)
+    tuned = tuned_engine.margins(center, radius, spec)
+    # the first tuned layer starts from the same plain rows (later layers' plain passes may move either way: the
+    # adaptive lower slope is not monotone in the intervals below)
+    (lo, hi), (lo0, hi0) = tuned.intervals[maps[0]], plain.intervals[maps[0]]
+    assert (lo >= lo0).all() and (hi <= hi0).all() and float((hi0 - lo0).sum() - (hi - lo).sum()) > 1e-3
+    widths = [float(sum((r.intervals[k][1] - r.intervals[k][0]).sum() for k in maps)) for r in (plain, tuned)]
+    assert widths[1] < widths[0] - 1e-3, widths
+    with monkeypatch.context() as m:  # the same rows over whole maps: the windows lose nothing
+        m.setattr(Conv, "patches", False)
+        dense = BoundEngine(ops, len(gen_ops), BoundOptions(**kw, alpha_maps=6, alpha_map_layers=2))
+        whole = dense.margins(center, radius, spec)
+    for k in maps:
+        torch.testing.assert_close(tuned.intervals[k], whole.intervals[k], rtol=1e-3, atol=2e-5)  # float32 steps
+    s = torch.rand(3000, 2, d, dtype=torch.float64) * 2 - 1
+    s[:16] = torch.sign(s[:16])
+    with torch.no_grad():
+        logits = nn.Sequential(gen, clf).double()((center + radius * s).reshape(-1, d)).reshape(3000, 2, 3)
+    assert (torch.einsum("bmk,nbk->nbm", spec, logits) >= tuned.lower[None]).all()
+    child = tuned_engine.margins(center, radius, spec, parent=plain.intervals)  # inherits: no α on the maps
+    for k in maps:
+        torch.testing.assert_close(child.intervals[k], plain.intervals[k])
 
 
 def test_interval_is_loosest_and_crown_tightest_on_the_builtin_models():
@@ -744,7 +825,13 @@ def test_alpha_optimisation_only_tightens_and_hands_its_slopes_to_the_children()
     with torch.no_grad():
         logits = nn.Sequential(gen, clf).double()((center + radius * s).reshape(-1, d)).reshape(2000, 3, 3)
     assert (torch.einsum("bmk,nbk->nbm", spec, logits) >= again.lower[None]).all()
-    for bad in ({"alpha_steps": -1}, {"alpha_intermediate": -1}, {"alpha_lr": 0.0}):
+    for bad in (
+        {"alpha_steps": -1},
+        {"alpha_intermediate": -1},
+        {"alpha_lr": 0.0},
+        {"alpha_maps": -1},
+        {"alpha_map_layers": 0},
+    ):
         with pytest.raises(gr.GenrobustError, match="alpha"):
             BoundOptions(**bad)
 

@@ -125,6 +125,15 @@ class BoundOptions:
     competition's MNIST networks). ``None`` (the default): 10 for networks whose every nonlinearity is dense
     and that have no generator in front (a pixel-space MLP, whose rows are cheap: on ``mnist_fc`` it decides
     instances plain refinement cannot), 0 otherwise (behind convolutions a dense row costs minutes per box).
+    ``alpha_maps``: α-CROWN, this many steps, on the inputs of the classifier's last ``alpha_map_layers``
+    image-shaped nonlinearities (the last convolutions), each neuron's lower and upper row with its own slopes on
+    the classifier's nonlinearities, on whole boxes only (a split's children intersect their intervals with the
+    parent's, so they inherit the gain). The rows are patches and their slopes live in each row's receptive field
+    (:meth:`BoundEngine._tune_rows`), 15× cheaper than whole-map rows. On ball (2, 1) of the built-in models at
+    ε = 0.05 (one thread) 5 steps on the last two convolutions take the worst margin from −20.1 to −10.3, but at
+    about 20× the time of a box (69 s), and the branch and bound still needs the same 15 boxes to certify it: the
+    children's own refinement is tighter than the root's tuned intervals where it matters. 0 (the default) switches
+    it off (docs/verify-complete.md, stop 62).
     ``generator_cells``: m > 0 bounds the generator (alone) on 2^m cells of every box, the box halved along the
     m latent dimensions that move its image most, and gives each generator nonlinearity the union of its cells'
     intervals (sound: the cells cover the box). The generator is a small share of a box's cost and most of its
@@ -149,9 +158,12 @@ class BoundOptions:
     """
 
     def __post_init__(self) -> None:
-        if self.alpha_steps < 0 or (self.alpha_intermediate or 0) < 0 or not self.alpha_lr > 0:
-            raise GenrobustError(f"alpha_steps and alpha_intermediate must be ≥ 0 and alpha_lr > 0, got "
-                                 f"{self.alpha_steps}, {self.alpha_intermediate}, {self.alpha_lr}")  # fmt: skip
+        if self.alpha_steps < 0 or (self.alpha_intermediate or 0) < 0 or self.alpha_maps < 0 or not self.alpha_lr > 0:
+            raise GenrobustError(f"alpha_steps, alpha_intermediate and alpha_maps must be ≥ 0 and alpha_lr > 0, got "
+                                 f"{self.alpha_steps}, {self.alpha_intermediate}, {self.alpha_maps}, "
+                                 f"{self.alpha_lr}")  # fmt: skip
+        if self.alpha_map_layers < 1:
+            raise GenrobustError(f"alpha_map_layers must be ≥ 1, got {self.alpha_map_layers}")
         for name in ("generator_cells", "row_cells"):
             if not 0 <= getattr(self, name) <= MAX_CELL_SPLITS:
                 raise GenrobustError(f"{name} halves at most {MAX_CELL_SPLITS} dimensions (2^m cells per box), "
@@ -169,6 +181,8 @@ class BoundOptions:
     lazy_last: bool = True
     alpha_steps: int = 0
     alpha_intermediate: int | None = None
+    alpha_maps: int = 0
+    alpha_map_layers: int = 1
     alpha_lr: float = 0.25
     refine_to_latent: bool = True
     generator_cells: int = 0
@@ -400,14 +414,17 @@ class _Relaxations:
     input bounds each output. Derived forms are cached per (op, dtype): the lines cast to float32 (still sound),
     the origin form of ReLU-like lines, and whether they allow the fused step's shortcuts. Setting an op's lines
     drops its cached forms. In α-CROWN each row is its own "box" (:meth:`rows`), and every step replaces the tuned
-    ops' lines (:meth:`with_lines`)."""
+    ops' lines (:meth:`with_lines`). ``windows[k]``: op k's lines and input interval are each patch row's window
+    (R, ·, C, ph, pw) at its own position (zeros outside the map) rather than whole maps per box (α on the rows of
+    a convolution's neurons, where a row sees only its receptive field: :meth:`BoundEngine._tune_rows`)."""
 
-    __slots__ = ("_cache", "lines", "plans", "pre")
+    __slots__ = ("_cache", "lines", "plans", "pre", "windows")
 
     def __init__(self) -> None:
         self.lines: dict[int, torch.Tensor] = {}
         self.pre: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.plans: dict[int, tuple] = {}
+        self.windows: dict[int, torch.Tensor] = {}  # op → each row's inside-the-map mask (R, 1, ph, pw)
         self._cache: dict[tuple, object] = {}
 
     def set_activation(self, k: int, lines: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
@@ -416,13 +433,26 @@ class _Relaxations:
         for key in [key for key in self._cache if key[1] == k]:
             del self._cache[key]
 
-    def rows(self, b: torch.Tensor, ops: list[int], without_lines: list[int]) -> _Relaxations:
+    def rows(self, b: torch.Tensor, ops: list[int], without_lines: list[int],
+             windows: dict[int, tuple[torch.Tensor, int, int]] | None = None) -> _Relaxations:  # fmt: skip
         """The relaxations of ``ops`` seen per row, row r taking box ``b[r]``'s, but no lines for ``without_lines``
-        (their lines are set at every step of the optimisation)."""
+        (their lines are set at every step of the optimisation). ``windows[k]`` = (offsets (R, 2), ph, pw): op k's
+        input interval as each row's window only (and its lines, unless set per step)."""
         out = _Relaxations()
         for k in ops:
             if k in self.plans:
                 out.plans[k] = tuple(t[b] for t in self.plans[k])
+                continue
+            if windows and k in windows:
+                off, ph, pw = windows[k]
+                lo, hi = (gather_patches(t, b, off, ph, pw) for t in self.pre[k])
+                H, W = self.pre[k][0].shape[-2:]
+                ys = off[:, 0, None] + torch.arange(ph, device=off.device)
+                xs = off[:, 1, None] + torch.arange(pw, device=off.device)
+                inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+                out.pre[k], out.windows[k] = (lo, hi), inside[:, None]
+                if k not in without_lines:
+                    out.lines[k] = gather_patches(self.lines[k], b, off, ph, pw)
                 continue
             out.pre[k] = tuple(t[b] for t in self.pre[k])
             if k not in without_lines:
@@ -437,6 +467,10 @@ class _Relaxations:
             del self._cache[key]
         out = _Relaxations()
         out.lines, out.pre, out.plans = {**self.lines, **lines}, dict(self.pre), dict(self.plans)
+        out.windows = self.windows
+        for k, inside in self.windows.items():  # lines outside the map: zero (the rows are zero there too)
+            if k in lines:
+                out.lines[k] = torch.where(inside[:, None], lines[k], 0.0)
         out._cache = self._cache
         return out
 
@@ -501,6 +535,9 @@ class BoundEngine:
             alpha = 10 if mlp and all(o.linear for o in ops[:anchor]) else 0
         #: α-CROWN steps on the dense head's inputs (``BoundOptions.alpha_intermediate``, its default resolved)
         self.alpha_intermediate = alpha
+        #: the classifier's last image-shaped nonlinearities whose inputs get α-CROWN (``BoundOptions.alpha_maps``)
+        maps = [k for k in range(anchor + 1, len(ops)) if isinstance(ops[k], Activation) and len(ops[k].in_shape) == 3]
+        self._alpha_map_ops = set(maps[-self.options.alpha_map_layers :]) if self.options.alpha_maps else set()
         #: the last op of the generator's leading dense layers that :mod:`.symbolic` folds (None: nothing to fold)
         self._fold_top = segment_top(ops, anchor)
         #: intervals proved for nonlinearities' inputs on the whole region this engine is asked about (op index →
@@ -746,7 +783,10 @@ class BoundEngine:
                     forms = self._forward_linear(op, forms)
             else:
                 absmax[i] = size.flatten(1).amax(1)
+                # boxes that inherit nothing here (whole boxes: a batch's roots have (−inf, inf) from their parent)
+                whole = None
                 if parent is not None and i in parent:
+                    whole = torch.isinf(parent[i][0]).flatten(1).all(1)
                     lo, hi = torch.maximum(lo, parent[i][0]), torch.minimum(hi, parent[i][1])
                 if i in self.facts:
                     lo, hi = torch.maximum(lo, self.facts[i][0]), torch.minimum(hi, self.facts[i][1])
@@ -777,7 +817,7 @@ class BoundEngine:
                         lo, hi, n, forms = self._refine(i, lo, hi, relax, *target, absmax, skip, forms,
                                                         None if settled is None else settled >= 0,
                                                         None if cuts is None else cuts.only_ops(range(i)),
-                                                        deeper)  # fmt: skip
+                                                        deeper, whole)  # fmt: skip
                         refined += n
                         if i in self.facts:  # a refined bound looser than a fact: the fact stands
                             lo, hi = torch.maximum(lo, self.facts[i][0]), torch.minimum(hi, self.facts[i][1])
@@ -993,12 +1033,32 @@ class BoundEngine:
             out_gamma.reshape(B * M, -1)[sel] = tuned_gamma
         return lower.reshape(B, M), coef.reshape(B, M, -1), out_alpha, out_beta, out_gamma
 
+    def _patch_windows(self, j: int, A: torch.Tensor, ball: torch.Tensor, off: torch.Tensor, stop: int,
+                       ops: list[int]) -> dict[int, tuple[torch.Tensor, int, int]]:  # fmt: skip
+        """Where patch rows ``A`` (R, C, ph, pw) at ``off`` over op ``j``'s output sit when they reach each of
+        ``ops`` on their way back to ``stop`` while still patches: op → (offsets (R, 2), ph, pw). The geometry does
+        not depend on the rows' values, so zero rows are carried through the linear ops once."""
+        rows, out = Rows(torch.zeros_like(A[:, :, :1, :1]).expand(-1, -1, *A.shape[2:]), ball, off), {}
+        for k in range(j, stop - 1, -1):
+            op = self.ops[k]
+            if rows.off is None or rows.A.dim() != 4 or not op.patches:
+                break
+            if op.linear:
+                rows, _ = op.backward(rows)
+            elif isinstance(op, Activation):
+                if k in ops:
+                    out[k] = (rows.off, *rows.A.shape[2:])
+            else:
+                break
+        return out
+
     def _tunable(self, stop: int, j: int) -> list[int]:
         return [k for k in range(stop, j + 1) if isinstance(self.ops[k], Activation) and self.ops[k].tunable]
 
     def _tune_rows(self, j, A, ball, relax, forms_at, box_at, absmax, stop, best, best_g, init, steps, splits=None,
                    goal: torch.Tensor | None = None, init_beta: dict[int, torch.Tensor] | None = None,
-                   cuts: Cuts | None = None, init_gamma: torch.Tensor | None = None):  # fmt: skip
+                   cuts: Cuts | None = None, init_gamma: torch.Tensor | None = None,
+                   off: torch.Tensor | None = None, tune_from: int | None = None):  # fmt: skip
         """α-CROWN for rows ``A`` (R, *shape of op j's output) of boxes ``ball``: every tunable lower line on the
         rows' path to ``stop`` becomes a parameter *per row*, optimised by ``steps`` steps of projected Adam on
         the rows' bounds. Each row becomes its own "box" (every per-box tensor indexed by its box), so the
@@ -1015,17 +1075,28 @@ class BoundEngine:
         go on in a smaller batch (in branch and bound two thirds of the row-steps were spent on rows already
         proved). ``cuts`` (a mask row per row of ``A``): each cut enters with a multiplier γ ≥ 0 per row, from 0
         (or ``init_gamma`` (R, C), a parent's, where not NaN), optimised with α and β (:mod:`.cuts`); the best
-        row's γ is returned too (None without cuts)."""
+        row's γ is returned too (None without cuts). ``off`` (R, 2): ``A`` are patch rows (R, C, ph, pw) at these
+        positions of op ``j``'s output (a convolution's neurons); their slopes are tuned in each row's window only
+        (:meth:`_patch_windows`), a fifteenth of the time of whole-map rows on the built-in classifier's last
+        convolution. ``tune_from``: only the ops from this index on are tuned (the others keep their lines)."""
         tunable = self._tunable(stop, j)
         acts = [k for k in range(stop, j + 1) if not self.ops[k].linear]
         R = len(A)
-        out_alpha = {k: torch.full((R, *self.ops[k].out_shape), math.nan, dtype=torch.float32, device=A.device)
-                     for k in tunable}  # fmt: skip
+        # patch rows (a convolution's neurons) see only their receptive field: the tuned ops they cross as patches
+        # get their lines, slopes and intervals as each row's window there, not as whole maps per row
+        windows = {} if off is None else self._patch_windows(j, A, ball, off, stop, tunable)
+        if tune_from is not None:
+            tunable = [k for k in tunable if k >= tune_from]
+        out_alpha = {k: torch.full((R, *(self.ops[k].out_shape if k not in windows else
+                                         (self.ops[k].out_shape[0], *windows[k][1:]))),
+                                   math.nan, dtype=torch.float32, device=A.device) for k in tunable}  # fmt: skip
         out_beta = {k: torch.full((R, *self.ops[k].in_shape), math.nan, dtype=torch.float32, device=A.device)
                     for k in (splits or {}) if stop <= k <= j}  # fmt: skip
         out_gamma = (None if cuts is None else
                      torch.full((R, len(cuts)), math.nan, dtype=torch.float32, device=A.device))  # fmt: skip
-        per_row = 8 * 4 * sum(math.prod(self.ops[k].out_shape) for k in acts) * 3  # lines, α and Adam's moments
+        seen = {k: (self.ops[k].out_shape[0] * windows[k][1] * windows[k][2] if k in windows
+                    else math.prod(self.ops[k].out_shape)) for k in acts}  # fmt: skip
+        per_row = 8 * 4 * sum(seen.values()) * 3  # lines, α and Adam's moments
         chunk = max(1, (256 << 20) // max(1, per_row))
         best, best_g = best.clone(), best_g.clone()
         lr, (b1, b2), tiny = self.options.alpha_lr, (0.9, 0.999), 1e-8  # Adam's defaults
@@ -1034,14 +1105,15 @@ class BoundEngine:
         def context(rows_idx: torch.Tensor):
             """Everything the backward pass needs for these rows (indices into ``A``), each row its own box."""
             b = ball[rows_idx]
-            ctx = relax.rows(b, acts, tunable)
+            ctx = relax.rows(b, acts, tunable, {k: (w[0][rows_idx], w[1], w[2]) for k, w in windows.items()})
             forms = None if forms_at is None else forms_at.take(b)
             signs = {k: t[b].float() for k, t in (splits or {}).items() if stop <= k <= j and bool((t[b] != 0).any())}
             # the per-neuron maps stay per box (a copy per row would be large): ``ball`` says whose each row's is
             row_absmax = {key: v[b] for key, v in absmax.items() if not isinstance(key, tuple)}
             row_absmax.update({key: v for key, v in absmax.items() if isinstance(key, tuple)}, ball=b)
             return (ctx, row_absmax, forms, (box_at[0][b], box_at[1][b]),
-                    Rows(A[rows_idx].float(), torch.arange(len(b), device=A.device)), signs,
+                    Rows(A[rows_idx].float(), torch.arange(len(b), device=A.device),
+                         None if off is None else off[rows_idx]), signs,
                     None if cuts is None else cuts.take(rows_idx))  # fmt: skip
 
         for first in range(0, R, chunk):
@@ -1201,7 +1273,8 @@ class BoundEngine:
         return anchor_forms, anchor_box, self.anchor, ((latent_forms, latent_box, cells) if self._to_latent else None)
 
     def _refine(self, i, lo, hi, relax, anchor_forms, anchor_box, stop, absmax, hopeless, forms: _Forms | None = None,
-                plain: torch.Tensor | None = None, cuts: Cuts | None = None, deeper=None):  # fmt: skip
+                plain: torch.Tensor | None = None, cuts: Cuts | None = None, deeper=None,
+                whole: torch.Tensor | None = None):  # fmt: skip
         """Tighten the unstable inputs of nonlinearity ``i`` by backward passes from each such neuron to the image.
 
         (A cascade with a shallow pass first, back through two linear layers, settled two thirds of the
@@ -1232,18 +1305,24 @@ class BoundEngine:
                     self._go_deeper(i - 1, key, rows, bias, err, lo, hi, relax, deeper, absmax, forms, (-1.0,))
             else:
                 self._refine_rows(i - 1, idx, lo, hi, *args, deeper=deeper)
+            skip = hopeless if plain is None else hopeless | plain  # ``plain`` boxes: their parent's α stands
+            at = (anchor_forms, anchor_box, stop) if deeper is None else (deeper[0], deeper[1], 0)
             if self.alpha_intermediate and len(op.in_shape) == 1:  # the dense head: α-CROWN on its inputs
-                skip = hopeless if plain is None else hopeless | plain  # ``plain`` boxes: their parent's α stands
-                at = (anchor_forms, anchor_box, stop) if deeper is None else (deeper[0], deeper[1], 0)
                 self._alpha_refine(i, lo, hi, relax, *at, absmax, skip, cuts)
+            if i in self._alpha_map_ops:  # the last convolutions, on whole boxes only (children inherit)
+                skip = skip if whole is None else skip | ~whole
+                self._alpha_refine(
+                    i, lo, hi, relax, *at, absmax, skip, steps=self.options.alpha_maps, tune_from=self.anchor
+                )
         return lo, hi, len(idx), forms
 
-    def _alpha_refine(self, i, lo, hi, relax, forms_at, box_at, stop, absmax, hopeless,
-                      cuts: Cuts | None = None) -> None:  # fmt: skip
+    def _alpha_refine(self, i, lo, hi, relax, forms_at, box_at, stop, absmax, hopeless, cuts: Cuts | None = None,
+                      steps: int | None = None, tune_from: int | None = None) -> None:  # fmt: skip
         """Tighten, in place, the still unstable inputs of nonlinearity ``i`` by α-CROWN: a lower and an upper
         row per neuron, each with its own slopes on its path (:meth:`_tune_rows`), started from the plain
         bounds already in ``lo``/``hi``; with ``cuts`` (on ops before ``i`` only, a mask row per box) each row
-        carries them with its own multipliers."""
+        carries them with its own multipliers. ``steps`` (default ``alpha_intermediate``); ``tune_from``: the first
+        op whose slopes are tuned (:meth:`_tune_rows`). A convolution's neurons get patch rows."""
         op = self.ops[i]
         idx = torch.nonzero(op.unstable(lo, hi) & ~hopeless.reshape(-1, *([1] * (lo.ndim - 1))))
         if not len(idx):
@@ -1252,14 +1331,21 @@ class BoundEngine:
         n = len(idx)
         pairs = idx.repeat_interleave(2, 0)
         sign = torch.tensor([1.0, -1.0], dtype=DT, device=lo.device).repeat(n)  # a lower and an upper row
-        A = torch.zeros(2 * n, *shape, dtype=DT, device=lo.device)
-        A[(torch.arange(2 * n, device=lo.device), *pairs[:, 1:].T)] = sign
+        off = None
+        if len(shape) == 3 and self.ops[i - 1].patches:  # a convolution's neurons: patch rows, as in the refinement
+            A = torch.zeros(2 * n, shape[0], 1, 1, dtype=DT, device=lo.device)
+            A[torch.arange(2 * n, device=lo.device), pairs[:, 1], 0, 0] = sign
+            off = pairs[:, 2:4]
+        else:
+            A = torch.zeros(2 * n, *shape, dtype=DT, device=lo.device)
+            A[(torch.arange(2 * n, device=lo.device), *pairs[:, 1:].T)] = sign
         key = tuple(idx.T)
         best = torch.stack([lo[key], -hi[key]], 1).reshape(-1)
         zero_g = torch.zeros(2 * n, self.in_dim, dtype=DT, device=lo.device)
         row_cuts = None if cuts is None or not len(cuts) else cuts.take(pairs[:, 0])
         val, _, _, _, _ = self._tune_rows(i - 1, A, pairs[:, 0], relax, forms_at, box_at, absmax, stop, best, zero_g,
-                                          None, self.alpha_intermediate, cuts=row_cuts)  # fmt: skip
+                                          None, self.alpha_intermediate if steps is None else steps, cuts=row_cuts,
+                                          off=off, tune_from=tune_from)  # fmt: skip
         lo[key] = torch.maximum(lo[key], val[0::2])
         hi[key] = torch.minimum(hi[key], -val[1::2])
 
@@ -1489,7 +1575,7 @@ class BoundEngine:
                 if rows.off is None:
                     new, t_sum, t_abs = relax_step_by_ball(A, lines, rows.ball, origin, nonneg)
                 else:
-                    m = self._windows(tables, k, lines, rows)
+                    m = lines if k in relax.windows else self._windows(tables, k, lines, rows)
                     new, t_sum, t_abs = relax_step(A, m, origin, nonneg)
                 err = err + relax_guard(norm, t_abs, A[0].numel() if R else 1, dt, origin, absmax[k][rows.ball])
                 # the slopes are in [0, 1] (al + dl ≤ 1 + u): Σ|new| ≤ Σ|A|·(1 + γ₄) + u·Σ|A|, the next step's norm

@@ -1477,6 +1477,7 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
                    "alpha_intermediate": b.alpha_intermediate, "refine_to_latent": b.refine_to_latent,
                    # newer options only where set, so that older journals' headers still match
                    **({"generator_cells": b.generator_cells} if b.generator_cells else {}),
+                   **({"alpha_maps": b.alpha_maps, "alpha_map_layers": b.alpha_map_layers} if b.alpha_maps else {}),
                    **({} if b.beta_per_width else {"beta_per_width": False})},
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
