@@ -132,8 +132,8 @@ class BoundOptions:
     (:meth:`BoundEngine._tune_rows`), 15× cheaper than whole-map rows. On ball (2, 1) of the built-in models at
     ε = 0.05 (one thread) 5 steps on the last two convolutions take the worst margin from −20.1 to −10.3, but at
     about 20× the time of a box (69 s), and the branch and bound still needs the same 15 boxes to certify it: the
-    children's own refinement is tighter than the root's tuned intervals where it matters. 0 (the default) switches
-    it off (docs/verify-complete.md, stop 62).
+    children inherit the gain (a third of a child's gap, a quarter of a grandchild's), but the boxes certify at the
+    same depth. 0 (the default) switches it off (docs/verify-complete.md, stop 62).
     ``generator_cells``: m > 0 bounds the generator (alone) on 2^m cells of every box, the box halved along the
     m latent dimensions that move its image most, and gives each generator nonlinearity the union of its cells'
     intervals (sound: the cells cover the box). The generator is a small share of a box's cost and most of its
