@@ -127,7 +127,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     runner = CliRunner()
     out = tmp_path / "rob"
     args = ["robustness", "--classes", "8", "-n", "3", "--eps", "0.002,1.5", "--max-boxes", "2", "--quiet",
-            "--give-up", "none", "--time-budget", "600", "--alpha-steps", "2", "--branch", "auto",
+            "--give-up", "none", "--time-budget", "600", "--alpha-steps", "2", "--alpha-maps", "2", "--branch", "auto",
             "--no-refine-to-latent", "--out", str(out)]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -136,6 +136,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     assert data["eps"] == [0.002, 1.5] and data["classes"][0]["per_eps"][0]["certified"]["n"] == 3
     assert data["options"]["give_up"] is None and data["options"]["mean_seconds"] == 200.0  # 600 s over 3 balls
     assert data["options"]["bounds"]["alpha_steps"] == 2 and data["options"]["branch"] == "auto"
+    assert data["options"]["bounds"]["alpha_maps"] == 2 and data["options"]["bounds"]["alpha_map_layers"] == 2
     assert data["options"]["bounds"]["refine_to_latent"] is False  # the default is on
     assert (out / "robustness_curve.png").stat().st_size > 5000
     assert gr.load_result(out).classes[0].per_eps[1].falsified >= 1  # at ε = 1.5 PGD finds 8 → other (seeded)
@@ -146,7 +147,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
         bad = runner.invoke(main, ["robustness", "--give-up", value, "-n", "2"])
         assert bad.exit_code != 0 and "give" in bad.output and "Traceback" not in bad.output
     for flag, value in (("--time-budget", "0"), ("--time-budget", "nan"), ("--alpha-steps", "-1"),
-                        ("--branch", "neurons")):  # fmt: skip
+                        ("--alpha-maps", "-1"), ("--branch", "neurons")):  # fmt: skip
         bad = runner.invoke(main, ["robustness", flag, value, "-n", "2"])
         assert bad.exit_code != 0 and flag.strip("-").split("-")[0] in bad.output and "Traceback" not in bad.output
     default = next(p for p in main.commands["robustness"].params if p.name == "give_up").default

@@ -216,6 +216,15 @@ def attack_cmd(
     show_default=True,
     help="α-CROWN steps on the margins' bound of each box the plain bound leaves open (0: off).",
 )
+@click.option(
+    "--alpha-maps",
+    "alpha_maps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="α-CROWN steps on the intermediate bounds of the classifier's last two convolutions, on each ball's whole "
+    "box (0: off; about 20x a box's time, and on the built-in models no split saved: see docs/verify-complete.md).",
+)
 @click.option("--refine-to-latent/--no-refine-to-latent", "refine_to_latent", default=True, show_default=True,
               help="Carry the classifier's intermediate bounds on through the generator to the latent where "
                    "the image leaves a neuron unstable (tighter bounds, about 1.1x the time per box); "
@@ -235,7 +244,8 @@ def attack_cmd(
 def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
-    out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, refine_to_latent: bool,
+    out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, alpha_maps: int,
+    refine_to_latent: bool,
     branch: str, method: str, particles: int, quantile: float, mcmc_steps: int, max_levels: int, repeats: int,
     attack_steps: int, verify_last: int, workers: int | None, scheduler: str | None, resume: bool,
     assess: str | None, assess_n: int, data_dir: str | None, quiet: bool, **models: str | None,
@@ -257,7 +267,8 @@ def robustness_cmd(
     if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
         raise click.BadParameter(f"--time-budget takes a number of seconds > 0, not {time_budget}")
     balls = n * (len(wanted) if wanted is not None else len(gens))
-    bounds = BoundOptions(alpha_steps=alpha_steps, refine_to_latent=refine_to_latent)
+    bounds = BoundOptions(alpha_steps=alpha_steps, alpha_maps=alpha_maps, alpha_map_layers=2,
+                          refine_to_latent=refine_to_latent)  # fmt: skip
     options = VerifyOptions(bounds=bounds, max_boxes=max_boxes,
                             max_seconds=max_seconds, split=split, give_up=rule, branch=branch,
                             mean_seconds=None if time_budget is None else time_budget / balls)  # fmt: skip
