@@ -63,7 +63,19 @@ from ..errors import GenrobustError
 from ..rounding import outward, round_up
 from ..runtime import release_heap
 from .cuts import Cuts, CutTerms
-from .ops import DT, TABLE_LIMIT, Activation, Op, Rows, WindowTable, gamma, gather_patches, gather_windows, to_dense
+from .ops import (
+    DT,
+    TABLE_LIMIT,
+    Activation,
+    Op,
+    Rows,
+    WindowTable,
+    gamma,
+    gather_patches,
+    gather_windows,
+    to_dense,
+    window_axes,
+)
 from .steps import GATHER_BYTES, relax_guard, relax_step, relax_step_by_ball
 from .symbolic import FoldedGenerator, segment_top
 
@@ -446,10 +458,7 @@ class _Relaxations:
             if windows and k in windows:
                 off, ph, pw = windows[k]
                 lo, hi = (gather_patches(t, b, off, ph, pw) for t in self.pre[k])
-                H, W = self.pre[k][0].shape[-2:]
-                ys = off[:, 0, None] + torch.arange(ph, device=off.device)
-                xs = off[:, 1, None] + torch.arange(pw, device=off.device)
-                inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+                inside = window_axes(off, ph, pw, *self.pre[k][0].shape[-2:])[2]
                 out.pre[k], out.windows[k] = (lo, hi), inside[:, None]
                 if k not in without_lines:
                     out.lines[k] = gather_patches(self.lines[k], b, off, ph, pw)
@@ -786,7 +795,8 @@ class BoundEngine:
                 # boxes that inherit nothing here (whole boxes: a batch's roots have (−inf, inf) from their parent)
                 whole = None
                 if parent is not None and i in parent:
-                    whole = torch.isinf(parent[i][0]).flatten(1).all(1)
+                    if i in self._alpha_map_ops:
+                        whole = torch.isinf(parent[i][0]).flatten(1).all(1)
                     lo, hi = torch.maximum(lo, parent[i][0]), torch.minimum(hi, parent[i][1])
                 if i in self.facts:
                     lo, hi = torch.maximum(lo, self.facts[i][0]), torch.minimum(hi, self.facts[i][1])

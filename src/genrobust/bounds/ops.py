@@ -49,6 +49,14 @@ class Rows:
     unit: bool = False
 
 
+def window_axes(off: torch.Tensor, ph: int, pw: int, H: int, W: int):
+    """Rows' windows at ``off`` (R, 2) of size (ph, pw) on H × W maps: their row and column positions (R, ph) and
+    (R, pw), and which of their (ph, pw) cells lie inside the maps (R, ph, pw)."""
+    ys = off[:, 0, None] + torch.arange(ph, device=off.device)
+    xs = off[:, 1, None] + torch.arange(pw, device=off.device)
+    return ys, xs, ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+
+
 def gather_patches(maps: torch.Tensor, rows_ball: torch.Tensor, off: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     """``maps`` (B, *extra, C, H, W) → per row its (…, C, ph, pw) window at ``off`` (zeros outside the map).
 
@@ -58,9 +66,7 @@ def gather_patches(maps: torch.Tensor, rows_ball: torch.Tensor, off: torch.Tenso
     H, W = maps.shape[-2:]
     lead = maps.shape[1:-2]
     R = len(rows_ball)
-    ys = off[:, 0, None] + torch.arange(ph, device=off.device)  # (R, ph)
-    xs = off[:, 1, None] + torch.arange(pw, device=off.device)  # (R, pw)
-    inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+    ys, xs, inside = window_axes(off, ph, pw, H, W)
     pos = ys.clamp(0, H - 1)[:, :, None] * W + xs.clamp(0, W - 1)[:, None, :]  # (R, ph, pw)
     table = maps.reshape(B, -1, H * W).transpose(1, 2).reshape(B * H * W, -1)  # (B·H·W, E)
     flat = (rows_ball[:, None, None] * (H * W) + pos).reshape(-1)
@@ -362,10 +368,7 @@ class Conv(Op):
         if ph >= H + 2 * py and pw >= W + 2 * px:  # the receptive field covers the map: go dense
             return to_dense(Rows(full, rows.ball, off), (C, H, W)), bias
         if py or px:  # positions in the zero padding multiply zeros: drop them
-            ys = off[:, 0, None] + torch.arange(ph, device=A.device)
-            xs = off[:, 1, None] + torch.arange(pw, device=A.device)
-            inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
-            full = full * inside.reshape(R, 1, ph, pw)
+            full = full * window_axes(off, ph, pw, H, W)[2].reshape(R, 1, ph, pw)
         return Rows(full, rows.ball, off), bias
 
 
@@ -475,11 +478,8 @@ class Reshape(Op):
         R, _, ph, pw = A.shape
         _, H, W = self.out_shape
         hb = min(ph, H)
-        dev = A.device
         y0 = off[:, 0].clamp(0, H - hb)
-        ys = off[:, 0, None] + torch.arange(ph, device=dev)  # (R, ph)
-        xs = off[:, 1, None] + torch.arange(pw, device=dev)  # (R, pw)
-        inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+        ys, xs, inside = window_axes(off, ph, pw, H, W)
         pos = (ys - y0[:, None]).clamp(0, hb - 1)[:, :, None] * W + xs.clamp(0, W - 1)[:, None, :]
         band = A.new_zeros(R, hb * W)
         band.scatter_add_(1, pos.reshape(R, -1), torch.where(inside, A[:, 0], 0).reshape(R, -1))
