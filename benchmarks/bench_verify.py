@@ -19,6 +19,8 @@ configurations are the ablation the README reports:
   the default carries them on through the generator to the latent since stop 48);
 * ``pool``: ``full`` with a pool of ``--mean-seconds`` per ball over each class's run: the give-up rule orders
   the balls (hopeless-looking ones attacked first and split last, with the time the others left);
+* ``no-fan``, ``pool-no-fan``: ``full`` and ``pool`` with every split in two (``VerifyOptions.fan=1``): the
+  default makes as many latent halvings at once as a box's bound is predicted to need;
 * ``relu``: branch and bound on the classifier's ReLUs instead of the latent dimensions (β-CROWN splits, the
   children settled on their parent's intervals), every ball split (the give-up rule is for latent splits);
 * ``auto``: per box, the latent dimension or the ReLU that the margins' pass rates higher, every ball split;
@@ -59,11 +61,14 @@ CONFIGS = (
     "alpha-maps",
     "at-image",
     "pool",
+    "no-fan",
+    "pool-no-fan",
     "relu",
     "auto",
 )
 #: the configurations that split and use the give-up rule
-GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "alpha-maps", "at-image", "pool", "cells", "rowcells")
+GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "alpha-maps", "at-image", "pool", "no-fan", "pool-no-fan",
+                   "cells", "rowcells")
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
@@ -123,6 +128,10 @@ def run_one(
         "pool": VerifyOptions(
             max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, mean_seconds=mean_seconds
         ),
+        "no-fan": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, fan=1),
+        "pool-no-fan": VerifyOptions(
+            max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, mean_seconds=mean_seconds, fan=1
+        ),
         "relu": VerifyOptions(branch="relu", max_boxes=max_boxes, max_seconds=max_seconds, give_up=None),
         "auto": VerifyOptions(branch="auto", max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=None),
     }.get(config) or VerifyOptions(
@@ -139,7 +148,7 @@ def run_one(
     peak = 0.0
     t0 = time.perf_counter()
     for c in classes:
-        name = f"pool{mean_seconds:g}" if config == "pool" else config
+        name = f"{config}{mean_seconds:g}" if config in ("pool", "pool-no-fan") else config
         name += f"-threads{threads}" if threads != 2 else ""  # timings depend on it: keep the parts apart
         name += f"@{Path(generators).parent.name or generators}" if generators != "mnist-gan" else ""
         name += f"~{Path(classifier).stem}" if classifier != "mnist-small" else ""

@@ -3,6 +3,7 @@ never contradicted by sampling or strong attacks on the built-in models, reprodu
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -570,3 +571,82 @@ def test_with_a_pool_the_first_ball_split_gets_its_children_while_the_others_wai
     assert res.status[1:, 0].tolist() == [CERTIFIED, CERTIFIED] and res.boxes[1:, 0].tolist() == [1, 1]
     assert int(res.boxes[0, 0]) > 1  # the split ball's children were bounded
     assert float(res.seconds.sum()) <= 6.0 + 1e-9  # and the pool was kept
+
+
+def _four_twin_pairs() -> tuple[nn.Module, nn.Module]:
+    """C∘G on a 4-dimensional latent whose margin is 1 + Σ_k 3·(relu(z_k) − relu(z_k)) ≡ 1: each pair cancels
+    exactly but costs a linear relaxation 3·r_k·... (0.9 at half-width 0.3) until z_k's interval excludes 0. So at
+    ε = 0.3 around 0 the whole box is bounded by 1 − 3.6, and a box is certified exactly when at least three of
+    the four dimensions have been halved: depth 3 for every leaf."""
+    gen = nn.Sequential(nn.Linear(4, 4))
+    clf = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with torch.no_grad():
+        gen[0].weight.copy_(torch.eye(4))
+        gen[0].bias.zero_()
+        clf[0].weight.copy_(torch.eye(4).repeat_interleave(2, 0))
+        clf[0].bias.zero_()
+        clf[2].weight.copy_(torch.tensor([[3.0, -3.0] * 4, [0.0] * 8]))
+        clf[2].bias.copy_(torch.tensor([1.0, 0.0]))
+    return gen.eval(), clf.eval()
+
+
+def test_a_split_makes_as_many_halvings_at_once_as_its_bound_needs(monkeypatch):
+    """``fan``: the boxes between a whole box and the leaves that certify cost as much as a leaf and decide
+    nothing, so an undecided box is cut into 2^h parts at once, h predicted from its gap m − b against the centre's
+    margin m (a factor ``FAN_RHO`` per halving, or the ball's own once measured). On the four-pairs toy the leaves
+    certify at depth 3: split in two box by box that is 1 + 2 + 4 + 8 = 15 bounds, fanned out 1 + 8 = 9, the
+    same certificate. Every fan is an exact partition of its box."""
+    from genrobust.verify import local
+
+    gen, clf = _four_twin_pairs()
+    z = torch.zeros(1, 4)
+    made: list[list] = []
+    real = LocalVerifier._children
+
+    def spy(self, *args, **kwargs):
+        kids = real(self, *args, **kwargs)
+        made.append(kids)
+        return kids
+
+    monkeypatch.setattr(LocalVerifier, "_children", spy)
+    runs = {}
+    for fan in (1, 3):
+        made.clear()
+        v = LocalVerifier(clf, gen, latent_dim=4, options=VerifyOptions(max_boxes=64, give_up=None, fan=fan))
+        mb = v.engine.margins(z.double(), torch.full((1, 4), 0.3, dtype=torch.float64), v._spec(torch.tensor([0])))
+        assert float(mb.lower.min()) == pytest.approx(1 - 3.6, abs=1e-6)
+        runs[fan] = v.run(z, [0], [0.3])
+        assert runs[fan].status[0, 0] == CERTIFIED
+        if fan == 3:
+            assert [len(k) for k in made] == [8]  # one fan of 8 from the whole box, whose leaves all certify
+            lo, hi = (t[0] for t in v._ball(z, 0.3))  # the whole box (z ± ε rounded outwards)
+            kids = made[0]
+            assert all(bool((k.lo >= lo).all() and (k.hi <= hi).all()) for k in kids)
+            assert sum(float((k.hi - k.lo).prod()) for k in kids) == pytest.approx(float((hi - lo).prod()), rel=1e-12)
+            for a, b in itertools.combinations(kids, 2):  # interiors apart: some dimension where they only touch
+                assert bool(((a.hi <= b.lo) | (b.hi <= a.lo)).any())
+            halved = torch.stack([(k.hi - k.lo) < (hi - lo) for k in kids])
+            assert bool((halved.sum(1) == 3).all())  # three distinct dimensions halved in every part
+            assert {k.levels for k in kids} == {3}
+    assert int(runs[1].boxes[0, 0]) == 15 and int(runs[3].boxes[0, 0]) == 9
+    assert runs[3].options["fan"] == 3 and "fan" not in runs[1].options
+
+    # the prediction: log(gap / m) / log(1 / ρ), rounded up (less a slack), capped by ``fan``
+    v = LocalVerifier(clf, gen, latent_dim=4, options=VerifyOptions(fan=3))
+    root = local._Box(0, torch.zeros(4), torch.ones(4))
+    rho = local.FAN_RHO
+    assert v._fan_levels(root, -5.0, 10.0) == 1  # gap 15: log 1.5 / log(1/ρ) < 1
+    assert v._fan_levels(root, -10.0, 10.0) == math.ceil(math.log(2) / math.log(1 / rho) - local.FAN_SLACK) == 2
+    assert v._fan_levels(root, -200.0, 10.0) == 3  # capped
+    assert v._fan_levels(root, 5.0, 10.0) == 1  # not below the margin: nothing to predict
+    assert v._fan_levels(root, -10.0, -1.0) == 1  # a misclassified centre
+    # the ball's own factor once a box has a parent: (30 / 50)^(1/2) per halving after two halvings
+    child = local._Box(0, torch.zeros(4), torch.ones(4), bound=-40.0, levels=2)
+    own_rho = (30 / 50) ** 0.5
+    wide = LocalVerifier(clf, gen, latent_dim=4, options=VerifyOptions(fan=6))
+    assert wide._fan_levels(child, -20.0, 10.0) == math.ceil(math.log(3) / math.log(1 / own_rho) - local.FAN_SLACK)
+    assert wide._fan_levels(child, -20.0, 10.0) > wide._fan_levels(root, -20.0, 10.0)  # this ball shrinks slower
+    assert LocalVerifier(clf, gen, latent_dim=4, options=VerifyOptions(fan=1))._fan_levels(root, -200.0, 10.0) == 1
+    for bad in (0, local.MAX_FAN + 1):
+        with pytest.raises(gr.GenrobustError, match="fan must be between 1 and"):
+            VerifyOptions(fan=bad)

@@ -49,10 +49,19 @@ CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
 #: rows pay their rounding neuron by neuron (tighter intermediate bounds, so more boxes certified). 7: the first
 #: classifier nonlinearity behind the image is refined by rows to the latent too (fewer boxes on hard balls). 8: pixel
 #: patches cross the generator's last layers as windows of its rows of pixels, and patch rows through a convolution
-#: pay the rounding of its non-zero terms only (tighter bounds: ball (2, 1)'s whole box −20.68 → −20.05).
-VERIFIER_VERSION = 8
+#: pay the rounding of its non-zero terms only (tighter bounds: ball (2, 1)'s whole box −20.68 → −20.05). 9: a split
+#: makes as many latent halvings at once as the box's bound is predicted to need (``fan``; fewer boxes per ball).
+VERIFIER_VERSION = 9
 #: ``VerifyOptions.give_up``'s default (measured: see there).
 GIVE_UP = 1.5
+#: The factor by which a halving of the latent dimension of largest reach shrinks a box's gap m − b (centre margin
+#: minus worst bound) before the ball's own is measured, its clip once measured, and how far below an integer a
+#: predicted number of halvings may fall before it is rounded up (:meth:`LocalVerifier._fan_levels`).
+FAN_RHO = 0.65
+FAN_RHO_RANGE = (0.4, 0.9)
+FAN_SLACK = 0.1
+#: ``VerifyOptions.fan`` at most (2^6 children of one box)
+MAX_FAN = 6
 STATUS_NAMES = {CERTIFIED: "certified", UNKNOWN: "unknown", FALSIFIED: "falsified"}
 Split = Literal["unstable", "cost", "gap", "width", "gradient"]
 SPLITS: tuple[str, ...] = ("unstable", "cost", "gap", "width", "gradient")
@@ -134,6 +143,13 @@ class VerifyOptions:
     of them in one layer gives the facets of its two-neuron hull over the pair's octagon
     (:mod:`genrobust.bounds.multineuron`, PRIMA's k = 2), and every box of the ball carries them into its α/β
     optimisation as cuts with their own multipliers. 0: none.
+    ``fan`` (latent branching only): the most halvings one split makes at once. An undecided box is cut into 2^h
+    parts, h the halvings its bound is predicted to need (:meth:`LocalVerifier._fan_levels`: the gap between the
+    centre's margin and the box's bound shrinks by a nearly constant factor per halving), each halving on the
+    dimension ``split`` rates highest, its rating then halved. The boxes a binary tree bounds on its way down
+    decide nothing: on the ε = 0.05 balls that certify three halvings down, 1 + 8 bounds instead of 15, and the
+    parts bound as tightly from the whole box's intervals as from their parents' (docs/verify-complete.md, stop
+    63). Fewer halvings where the budget would not hold the parts. 1: every split in two.
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
@@ -155,6 +171,7 @@ class VerifyOptions:
     attack_first: bool = False
     cuts: int = 0
     pair_neurons: int = 0
+    fan: int = 3
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -164,6 +181,8 @@ class VerifyOptions:
         if self.beta_steps < 0 or self.cuts < 0 or self.pair_neurons < 0:
             raise GenrobustError(f"beta_steps, cuts and pair_neurons must be ≥ 0, got {self.beta_steps}, {self.cuts}, "
                                  f"{self.pair_neurons}")  # fmt: skip
+        if not 1 <= self.fan <= MAX_FAN:
+            raise GenrobustError(f"fan must be between 1 and {MAX_FAN} halvings, got {self.fan}")
         if self.branch_candidates is not None and self.branch_candidates < 1:
             raise GenrobustError(f"branch_candidates must be ≥ 1, got {self.branch_candidates}")
         batch = 1 if self.batch_boxes is None else self.batch_boxes
@@ -850,7 +869,13 @@ class LocalVerifier:
             # unstable neurons: the mean over the ball's boxes, the root's included, overestimates them)
             queued = search.open_boxes[ball] - left_in_batch[ball]  # this batch's other boxes are paid for already
             competing = len(waiting - done - pending)  # the balls being split (done: those decided so far, too)
-            over_time = float(run.seconds[ball]) + (queued + 2) * dt > search.limit(ball, competing, len(pending))
+            limit = search.limit(ball, competing, len(pending))
+            # as many halvings at once as the box is predicted to need (``fan``), as many as the budget allows
+            levels = self._fan_levels(box, own_bounds[k], float(run.margin[ball]))
+            while levels > 1 and (float(run.seconds[ball]) + (queued + 2**levels) * dt > limit
+                                  or run.boxes[ball, e] + search.open_boxes[ball] + 2**levels > opt.max_boxes):
+                levels -= 1
+            over_time = float(run.seconds[ball]) + (queued + 2) * dt > limit
             over_boxes = run.boxes[ball, e] + search.open_boxes[ball] + 2 > opt.max_boxes
             if (hopeless and search.pool is None) or over_boxes or over_time:
                 search.leaf(ball, wb)
@@ -858,10 +883,10 @@ class LocalVerifier:
                 exhausted.setdefault(ball, []).append((b.lo[k], b.hi[k]))
                 continue
             pair = self._children(box, b.mb, k, b.lo[k], b.hi[k], b.worst[k], run.labels, int(b.choice[k]),
-                                  None if b.reach is None else b.reach[k], b.gamma(k, ball))  # fmt: skip
+                                  None if b.reach is None else b.reach[k], b.gamma(k, ball), levels)  # fmt: skip
             for child in pair:
                 child.bound = wb
-            search.open_boxes[ball] += 2
+            search.open_boxes[ball] += len(pair)
             if hopeless:
                 deferred[ball] = [(b.lo[k], b.hi[k])]
                 search.later.extend(pair)
@@ -1079,11 +1104,33 @@ class LocalVerifier:
         choice[todo] = better_child.argmax(1)
         return choice
 
+    def _fan_levels(self, box: _Box, own: float, margin: float) -> int:
+        """How many latent halvings to make at once on an undecided box (1 … ``VerifyOptions.fan``): as many as
+        its bound is predicted to need.
+
+        Why: the boxes between a ball's whole box and the leaves that certify cost as much as a leaf and decide
+        nothing. Their bounds follow a rule measured on the ε = 0.05 balls (docs/verify-complete.md, stop 63):
+        with m the centre's margin and b a box's worst bound, the gap m − b shrinks by a nearly constant factor ρ
+        per halving of the dimension of largest reach (ball (2, 1): 0.71 at each of three levels; 0.52–0.71 over
+        the balls measured), so the box certifies after about log(gap / m) / log(1 / ρ) halvings. ρ is the ball's
+        own where the box has a parent (its gap against the parent's, per halving between them), ``FAN_RHO``
+        otherwise. 1 (a plain split) where the prediction says so, and wherever it has nothing to go on."""
+        fan = self.options.fan
+        gap = margin - own
+        if fan <= 1 or self.branching != "latent" or not (math.isfinite(gap) and margin > 0 and gap > margin):
+            return 1
+        rho = FAN_RHO
+        if box.levels and math.isfinite(box.bound) and margin - box.bound > 0:
+            rho = min(max((gap / (margin - box.bound)) ** (1 / box.levels), FAN_RHO_RANGE[0]), FAN_RHO_RANGE[1])
+        return max(1, min(fan, math.ceil(math.log(gap / margin) / math.log(1 / rho) - FAN_SLACK)))
+
     def _children(self, box: _Box, mb, k: int, lo, hi, worst, labels, choice: int = 0,
-                  reach: torch.Tensor | None = None, gamma: torch.Tensor | None = None) -> list[_Box]:  # fmt: skip
-        """The two children of an undecided box: halves of a latent dimension, or the two sides of a ReLU
-        (``VerifyOptions.branch``; ``choice``: which of the box's candidates). Both keep the parent's intervals
-        (rounded outwards to float32), slopes and splits."""
+                  reach: torch.Tensor | None = None, gamma: torch.Tensor | None = None,
+                  levels: int = 1) -> list[_Box]:  # fmt: skip
+        """The children of an undecided box: the 2^``levels`` parts of ``levels`` halvings of latent dimensions
+        (the one the split rule rates highest, its rating then halved, and again: a dimension may be quartered),
+        or the two sides of a ReLU (``VerifyOptions.branch``; ``choice``: which of the box's candidates). All
+        keep the parent's intervals (rounded outwards to float32), slopes and splits."""
         inherited = _outward32({i: (lo_i[k], hi_i[k]) for i, (lo_i, hi_i) in mb.intervals.items()})
         alpha = None if mb.alpha is None else {i: a[k] for i, a in mb.alpha.items()}
         beta = None if not mb.beta else {i: b[k] for i, b in mb.beta.items()}
@@ -1105,14 +1152,20 @@ class LocalVerifier:
                 settled = op if self.options.refine_children else len(self.engine.ops)
                 kids.append(_Box(box.ball, lo, hi, inherited, alpha, splits, settled, beta, gamma))
             return kids
-        dim = self._split_dim(lo, hi, mb.coef[k, worst], box.ball, labels, reach)
-        mid = (lo[dim] + hi[dim]) / 2
-        left_hi, right_lo = hi.clone(), lo.clone()
-        left_hi[dim], right_lo[dim] = mid, mid
-        return [
-            _Box(box.ball, lo, left_hi, inherited, alpha, box.splits, beta=beta, gamma=gamma),
-            _Box(box.ball, right_lo, hi, inherited, alpha, box.splits, beta=beta, gamma=gamma),
-        ]
+        scores = self._split_scores(lo, hi, mb.coef[k, worst], box.ball, labels, reach)
+        parts = [(lo, hi)]
+        for _ in range(levels):
+            dim = int(scores.argmax())
+            scores[dim] /= 2  # every rating is proportional to the dimension's width
+            halves = []
+            for a, b in parts:
+                mid = (a[dim] + b[dim]) / 2
+                left_hi, right_lo = b.clone(), a.clone()
+                left_hi[dim], right_lo[dim] = mid, mid  # the same midpoint on both sides: an exact partition
+                halves += [(a, left_hi), (right_lo, b)]
+            parts = halves
+        return [_Box(box.ball, a, b, inherited, alpha, box.splits, beta=beta, gamma=gamma, levels=levels)
+                for a, b in parts]
 
     def _attack_leaves(self, run: _Run, leaves: dict[int, list[tuple[torch.Tensor, torch.Tensor]]], e: int) -> None:
         """PGD inside up to ``leaf_attacks`` undecided sub-boxes per ball (float32 boxes rounded inwards)."""
@@ -1201,16 +1254,20 @@ class LocalVerifier:
             x = op.forward(x)
         return out
 
-    def _split_dim(self, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor, ball: int, labels,
-                   reach: torch.Tensor | None = None) -> int:  # fmt: skip
+    def _split_scores(self, lo: torch.Tensor, hi: torch.Tensor, coef: torch.Tensor, ball: int, labels,
+                      reach: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """(d,) float64 ratings of the box's latent dimensions by ``VerifyOptions.split``: the highest is halved
+        first. Each is proportional to the dimension's width (0 where it has none), so a halved dimension's rating
+        halves."""
         split = self.options.split
-        width = hi - lo
-        if split in ("unstable", "cost") and reach is not None and bool((reach * (width > 0)).any()):
-            return int((reach * (width > 0)).argmax())
+        width = (hi - lo).double()
+        live = (width > 0).double()
+        if split in ("unstable", "cost") and reach is not None and bool((reach * live).any()):
+            return (reach.double() * live).clone()
         if split == "width" or not bool((coef != 0).any()):
-            return int(width.argmax())
+            return width.clone()
         if split in ("gap", "unstable", "cost"):  # no unstable neurons: the largest coefficient
-            return int((coef.abs() * (width > 0)).argmax())
+            return coef.abs().double() * live
         zc = ((lo + hi) / 2).float()[None].requires_grad_(True)
         with torch.enable_grad():
             logits = self.plain(zc)
@@ -1218,7 +1275,7 @@ class LocalVerifier:
             others = logits.clone()
             others[0, c] = -math.inf
             (grad,) = torch.autograd.grad(logits[0, c] - others.max(), zc)
-        return int((grad[0].double().abs() * width).argmax())
+        return grad[0].double().abs() * width
 
 
 @dataclass
@@ -1369,6 +1426,7 @@ class _Box:
     beta: dict[int, torch.Tensor] | None = None
     gamma: torch.Tensor | None = None
     bound: float = -math.inf  # a lower bound of its worst margin: its parent's (the best of its ancestors')
+    levels: int = 0  # latent halvings between its parent and it (0: a whole box or a ReLU split)
 
 
 @dataclass
@@ -1488,4 +1546,5 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
         "refine_children": opt.refine_children, "attack_first": opt.attack_first,
         **({"cuts": opt.cuts} if opt.cuts else {}),  # only where set, as above
         **({"pair_neurons": opt.pair_neurons} if opt.pair_neurons else {}),
+        **({"fan": opt.fan} if opt.fan != 1 else {}),
     }  # fmt: skip
