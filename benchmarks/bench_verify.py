@@ -67,8 +67,18 @@ CONFIGS = (
     "auto",
 )
 #: the configurations that split and use the give-up rule
-GIVE_UP_CONFIGS = ("full", "no-gen-backward", "alpha", "alpha-maps", "at-image", "pool", "no-fan", "pool-no-fan",
-                   "cells", "rowcells")
+GIVE_UP_CONFIGS = (
+    "full",
+    "no-gen-backward",
+    "alpha",
+    "alpha-maps",
+    "at-image",
+    "pool",
+    "no-fan",
+    "pool-no-fan",
+    "cells",
+    "rowcells",
+)
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,

@@ -872,8 +872,10 @@ class LocalVerifier:
             limit = search.limit(ball, competing, len(pending))
             # as many halvings at once as the box is predicted to need (``fan``), as many as the budget allows
             levels = self._fan_levels(box, own_bounds[k], float(run.margin[ball]))
-            while levels > 1 and (float(run.seconds[ball]) + (queued + 2**levels) * dt > limit
-                                  or run.boxes[ball, e] + search.open_boxes[ball] + 2**levels > opt.max_boxes):
+            while levels > 1 and (
+                float(run.seconds[ball]) + (queued + 2**levels) * dt > limit
+                or run.boxes[ball, e] + search.open_boxes[ball] + 2**levels > opt.max_boxes
+            ):
                 levels -= 1
             over_time = float(run.seconds[ball]) + (queued + 2) * dt > limit
             over_boxes = run.boxes[ball, e] + search.open_boxes[ball] + 2 > opt.max_boxes
@@ -1111,7 +1113,7 @@ class LocalVerifier:
         Why: the boxes between a ball's whole box and the leaves that certify cost as much as a leaf and decide
         nothing. Their bounds follow a rule measured on the ε = 0.05 balls (docs/verify-complete.md, stop 63):
         with m the centre's margin and b a box's worst bound, the gap m − b shrinks by a nearly constant factor ρ
-        per halving of the dimension of largest reach (ball (2, 1): 0.71 at each of three levels; 0.52–0.71 over
+        per halving of the dimension of largest reach (ball (2, 1): 0.71 at each of three levels; 0.52–0.72 over
         the balls measured), so the box certifies after about log(gap / m) / log(1 / ρ) halvings. ρ is the ball's
         own where the box has a parent (its gap against the parent's, per halving between them), ``FAN_RHO``
         otherwise. 1 (a plain split) where the prediction says so, and wherever it has nothing to go on."""
@@ -1164,8 +1166,9 @@ class LocalVerifier:
                 left_hi[dim], right_lo[dim] = mid, mid  # the same midpoint on both sides: an exact partition
                 halves += [(a, left_hi), (right_lo, b)]
             parts = halves
-        return [_Box(box.ball, a, b, inherited, alpha, box.splits, beta=beta, gamma=gamma, levels=levels)
-                for a, b in parts]
+        return [
+            _Box(box.ball, a, b, inherited, alpha, box.splits, beta=beta, gamma=gamma, levels=levels) for a, b in parts
+        ]
 
     def _attack_leaves(self, run: _Run, leaves: dict[int, list[tuple[torch.Tensor, torch.Tensor]]], e: int) -> None:
         """PGD inside up to ``leaf_attacks`` undecided sub-boxes per ball (float32 boxes rounded inwards)."""
@@ -1263,9 +1266,9 @@ class LocalVerifier:
         width = (hi - lo).double()
         live = (width > 0).double()
         if split in ("unstable", "cost") and reach is not None and bool((reach * live).any()):
-            return (reach.double() * live).clone()
+            return reach.double() * live
         if split == "width" or not bool((coef != 0).any()):
-            return width.clone()
+            return width
         if split in ("gap", "unstable", "cost"):  # no unstable neurons: the largest coefficient
             return coef.abs().double() * live
         zc = ((lo + hi) / 2).float()[None].requires_grad_(True)
