@@ -67,18 +67,7 @@ CONFIGS = (
     "auto",
 )
 #: the configurations that split and use the give-up rule
-GIVE_UP_CONFIGS = (
-    "full",
-    "no-gen-backward",
-    "alpha",
-    "alpha-maps",
-    "at-image",
-    "pool",
-    "no-fan",
-    "pool-no-fan",
-    "cells",
-    "rowcells",
-)
+GIVE_UP_CONFIGS = (*(c for c in CONFIGS if c not in ("bounds-only", "interval", "relu", "auto")), "cells", "rowcells")
 
 
 def _part_path(work: Path, config: str, eps: float, c: int, balls: int, max_boxes: int, max_seconds: float,
