@@ -650,3 +650,18 @@ def test_a_split_makes_as_many_halvings_at_once_as_its_bound_needs(monkeypatch):
     for bad in (0, local.MAX_FAN + 1):
         with pytest.raises(gr.GenrobustError, match="fan must be between 1 and"):
             VerifyOptions(fan=bad)
+
+
+def test_deferred_parts_go_on_only_if_all_of_them_fit_in_the_balls_seconds():
+    """A hopeless-looking ball's parts wait until no other ball does; then they go on only if every one of them
+    fits in the ball's seconds at its last box's cost (a fan leaves 2^h of them, not two)."""
+    from genrobust.verify.local import _Box, _Search
+
+    def search(n_parts: int) -> _Search:
+        s = _Search(torch.zeros(1, dtype=torch.float64), 5.0, None, [], {0: n_parts}, {0: 1.0})
+        s.later = [_Box(0, torch.zeros(2), torch.ones(2), bound=-3.0) for _ in range(n_parts)]
+        return s
+
+    four, eight = search(4), search(8)
+    assert len(four.next_batch(2)) == 2 and 0 not in four.done  # 4 × 1 s fit in 5 s
+    assert eight.next_batch(2) == [] and 0 in eight.done and eight.low[0] == -3.0  # 8 × 1 s do not: leaves

@@ -1357,11 +1357,13 @@ class _Search:
 
     def next_batch(self, size: int) -> list[_Box]:
         """Up to ``size`` boxes to bound next, one from as many balls as possible before a second from any (empty
-        when nothing is left). Once only deferred boxes remain, those whose two children still fit go on."""
+        when nothing is left). Once only deferred boxes remain, the balls whose deferred parts all still fit go on
+        (a fan's 2^h parts, not two: a ball's budget is kept, not overrun)."""
         if self.later and not any(item.ball not in self.done for item in self.queue):
-            waiting = sorted({item.ball for item in self.later if item.ball not in self.done})
+            parts = Counter(item.ball for item in self.later if item.ball not in self.done)
+            waiting = sorted(parts)
             for b in waiting:
-                if float(self.seconds[b]) + 2 * self.last_cost[b] > self.limit(b, len(waiting)):
+                if float(self.seconds[b]) + parts[b] * self.last_cost[b] > self.limit(b, len(waiting)):
                     self.done.add(b)
             for item in self.later:
                 if item.ball in self.done:
