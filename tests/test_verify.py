@@ -179,7 +179,8 @@ def test_exhausted_balls_attack_their_undecided_sub_boxes(builtin, monkeypatch):
     monkeypatch.setattr(local, "pgd_in_boxes", spy)
     z = latents(0, 8, 1, 10)
     # seconds enough that only the boxes decide: with another job running, 60 s stopped the ball after its first box
-    opts = VerifyOptions(max_boxes=3, leaf_attacks=4, give_up=None, max_seconds=600)
+    # (α on the near misses proves one of its two children: without it both are left to attack)
+    opts = VerifyOptions(max_boxes=3, leaf_attacks=4, give_up=None, max_seconds=600, near_alpha=0)
     v = LocalVerifier(clf, gens[8], latent_dim=10, options=opts)
     res = v.run(z, [8], [0.02])  # this ball stays undecided after 3 boxes (measured)
     assert res.status[0, 0] == UNKNOWN and int(res.boxes[0, 0]) == 3
@@ -665,3 +666,48 @@ def test_deferred_parts_go_on_only_if_all_of_them_fit_in_the_balls_seconds():
     four, eight = search(4), search(8)
     assert len(four.next_batch(2)) == 2 and 0 not in four.done  # 4 × 1 s fit in 5 s
     assert eight.next_batch(2) == [] and 0 in eight.done and eight.low[0] == -3.0  # 8 × 1 s do not: leaves
+
+
+def test_near_misses_get_alpha_on_their_margins_and_others_do_not(monkeypatch):
+    """``near_alpha``: α-CROWN on the margins closes a share of a box's gap, so it is spent only on the boxes the
+    plain bound leaves short of a proof by at most ``near_share`` × the centre's margin. On the four-pairs toy
+    (margin exactly 1, plain bound 1 − 12ε, the best slopes 1 − 6ε) the ε = 0.09 box is such a near miss (−0.08):
+    α proves it whole, where without it the box is split (1 + 2 bounds). At ε = 0.3 (−2.6) the whole box is not
+    tuned, and the search is the plain one."""
+    from genrobust.bounds.engine import BoundEngine
+
+    gen, clf = _four_twin_pairs()
+    z = torch.zeros(1, 4)
+    tuned: list[int] = []
+    real = BoundEngine._optimise_alpha
+
+    def spy(self, rows, relax, forms_at, box_at, absmax, stop, lower, coef, start, splits=None, steps=None, *a, **k):
+        tuned.append(int((steps > 0).sum()) if steps is not None else len(lower))
+        return real(self, rows, relax, forms_at, box_at, absmax, stop, lower, coef, start, splits, steps, *a, **k)
+
+    monkeypatch.setattr(BoundEngine, "_optimise_alpha", spy)
+    runs = {}
+    for near in (0, 5):
+        v = LocalVerifier(clf, gen, latent_dim=4, options=VerifyOptions(max_boxes=64, give_up=None, near_alpha=near))
+        mb = v.engine.margins(z.double(), torch.full((1, 4), 0.09, dtype=torch.float64), v._spec(torch.tensor([0])))
+        assert float(mb.lower.min()) == pytest.approx(1 - 12 * 0.09, abs=1e-6)  # a near miss: −0.08 of margin 1
+        runs[near] = v.run(z, [0], [0.09])
+        assert runs[near].status[0, 0] == CERTIFIED
+    assert int(runs[0].boxes[0, 0]) == 3 and int(runs[5].boxes[0, 0]) == 1
+    assert runs[5].options["near_alpha"] == 5 and "near_alpha" not in runs[0].options
+    tuned.clear()
+    far = LocalVerifier(clf, gen, latent_dim=4, options=VerifyOptions(max_boxes=64, give_up=None)).run(z, [0], [0.3])
+    plain = LocalVerifier(clf, gen, latent_dim=4, options=VerifyOptions(max_boxes=64, give_up=None, near_alpha=0))
+    assert far.status[0, 0] == CERTIFIED
+    # the whole box (−2.6) is far from a proof: α is asked for only once, for the fan's eight parts (near misses
+    # or proofs already: those it skips), and the search is the plain one
+    assert tuned == [8] and int(far.boxes[0, 0]) == int(plain.run(z, [0], [0.3]).boxes[0, 0]) == 9
+    # the engine's gate alone: α only where the plain bound reaches ``tune_above``
+    center, radius = torch.zeros(2, 4, dtype=torch.float64), torch.full((2, 4), 0.09, dtype=torch.float64)
+    spec = plain._spec(torch.tensor([0, 0]))
+    gated = plain.engine.margins(center, radius, spec, steps=torch.tensor([5, 5]),
+                                 tune_above=torch.tensor([-0.15, -0.05], dtype=torch.float64))  # fmt: skip
+    assert float(gated.lower[0].min()) > 0 > float(gated.lower[1].min())  # tuned, and left plain (−0.08 < −0.05)
+    for bad in ({"near_alpha": -1}, {"near_share": 0.0}, {"near_share": math.inf}):
+        with pytest.raises(gr.GenrobustError, match="near_alpha must be"):
+            VerifyOptions(**bad)

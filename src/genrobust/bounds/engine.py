@@ -600,6 +600,7 @@ class BoundEngine:
         cuts: Cuts | None = None,
         gamma: torch.Tensor | None = None,
         refine_cuts: bool = False,
+        tune_above: torch.Tensor | None = None,
     ) -> MarginBounds:
         """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64).
 
@@ -631,7 +632,11 @@ class BoundEngine:
         multipliers (a parent's :attr:`MarginBounds.gamma` placed in this pool's columns, NaN where none).
         ``refine_cuts``: the α-CROWN rows of the hidden layers' inputs (``alpha_intermediate``) carry the cuts on
         earlier layers too, each from γ = 0 (PRIMA's use of multi-neuron constraints: tighter intermediate
-        intervals, fewer unstable neurons after them)."""
+        intervals, fewer unstable neurons after them).
+
+        ``tune_above`` (B,): α/β only for the boxes whose plain worst bound (the disjunction's, with ``offset``)
+        reaches it, with ``steps`` (or ``alpha_steps``) there: the optimisation closes a small share of a box's gap,
+        so it decides only the boxes the plain bound leaves just short of a proof (the near misses)."""
         if cuts is not None:
             cuts.check_ops(self.ops)
             if cuts.mask.shape[0] != center.shape[0]:
@@ -643,13 +648,13 @@ class BoundEngine:
         try:
             with ieee_float32():
                 return self._margins(center, radius, spec, parent, alpha, splits, settled, steps, branch, offset,
-                                     groups, beta, cuts, gamma, refine_cuts)  # fmt: skip
+                                     groups, beta, cuts, gamma, refine_cuts, tune_above)  # fmt: skip
         finally:
             release_heap()  # the pass's large temporaries would otherwise stay resident (see there)
 
     def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None, settled=None, steps=None,
                  want_branch=False, offset=None, groups=None, beta_start=None, cuts=None,
-                 gamma_start=None, refine_cuts=False) -> MarginBounds:  # fmt: skip
+                 gamma_start=None, refine_cuts=False, tune_above=None) -> MarginBounds:  # fmt: skip
         opt = self.options
         if settled is not None and parent is None:
             raise GenrobustError("settled boxes need their parent's intervals")
@@ -663,7 +668,7 @@ class BoundEngine:
         if opt.mode == "crown":
             lower, coef, alphas, betas, branch, gammas = self._crown_margins(
                 sw, spec, alpha_start, splits, settled, steps, want_branch, offset, groups, beta_start, cuts,
-                gamma_start,
+                gamma_start, tune_above,
             )  # fmt: skip
         elif opt.mode == "forward":
             assert forms is not None
@@ -863,7 +868,7 @@ class BoundEngine:
                       refined, refined_gen, deferred, empty, cells)  # fmt: skip
 
     def _crown_margins(self, sw: _Sweep, spec, alpha_start, splits, settled, steps, want_branch, offset, groups,
-                       beta_start, cuts=None, gamma_start=None):  # fmt: skip
+                       beta_start, cuts=None, gamma_start=None, tune_above=None):  # fmt: skip
         """The margins' backward pass (CROWN) through the classifier and, where ``margins_to_latent`` says, the
         generator; then the last nonlinearity refined for the boxes still open when it was deferred
         (``lazy_last``), the ReLU branching choice, and α/β optimisation. Returns (lower, coef, alphas, betas,
@@ -911,6 +916,10 @@ class BoundEngine:
                 lower[todo] = torch.maximum(lower[todo], val_c)
         branch = None if scores is None else self._branch_choice(scores, self._offset(lower, offset),
                                                                  int(want_branch), groups)  # fmt: skip
+        if tune_above is not None:  # α/β only for the near misses
+            near = refutation(self._offset(lower, offset), groups)[0] >= tune_above.to(lower)
+            given = torch.full_like(near, opt.alpha_steps, dtype=torch.long) if steps is None else steps
+            steps = torch.where(near, given, 0)
         if opt.alpha_steps if steps is None else bool((steps > 0).any()):
             lower, coef, alphas, betas, gammas = self._optimise_alpha(
                 rows, relax, forms_at, box_at, absmax, stop, lower, coef, alpha_start, splits, steps, offset, groups,
