@@ -230,7 +230,10 @@ def attack_cmd(
                    "(1: split in two, box by box).")  # fmt: skip
 @click.option("--near-alpha", "near_alpha", type=int, default=5, show_default=True,
               help="α-CROWN steps on the margins of the near misses: boxes whose bound falls short of a proof by at "
-                   "most 0.15 x the centre's margin (0: off).")  # fmt: skip
+                   "most --near-share x the centre's margin (0: off).")  # fmt: skip
+@click.option("--near-share", "near_share", type=float, default=0.15, show_default=True,
+              help="How far short of a proof (a share of the centre's margin) a box's bound may fall and still get "
+                   "--near-alpha's steps.")  # fmt: skip
 @click.option("--refine-to-latent/--no-refine-to-latent", "refine_to_latent", default=True, show_default=True,
               help="Carry the classifier's intermediate bounds on through the generator to the latent where "
                    "the image leaves a neuron unstable (tighter bounds, about 1.1x the time per box); "
@@ -251,7 +254,7 @@ def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
     out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, alpha_maps: int,
-    fan: int, near_alpha: int, refine_to_latent: bool,
+    fan: int, near_alpha: int, near_share: float, refine_to_latent: bool,
     branch: str, method: str, particles: int, quantile: float, mcmc_steps: int, max_levels: int, repeats: int,
     attack_steps: int, verify_last: int, workers: int | None, scheduler: str | None, resume: bool,
     assess: str | None, assess_n: int, data_dir: str | None, quiet: bool, **models: str | None,
@@ -277,7 +280,7 @@ def robustness_cmd(
                           refine_to_latent=refine_to_latent)  # fmt: skip
     options = VerifyOptions(bounds=bounds, max_boxes=max_boxes,
                             max_seconds=max_seconds, split=split, give_up=rule, branch=branch, fan=fan,
-                            near_alpha=near_alpha,
+                            near_alpha=near_alpha, near_share=near_share,
                             mean_seconds=None if time_budget is None else time_budget / balls)  # fmt: skip
     if method == "amls":
         if len(eps) != 1:

@@ -154,7 +154,7 @@ class VerifyOptions:
     ``near_alpha``: α-CROWN steps on the margins of the near misses: the boxes whose plain bound falls short of a
     proof by at most ``near_share`` × the centre's margin (the engine's ``tune_above``). The optimisation closes
     6–10% of a box's gap to the centre's margin, so it proves only such boxes, and each one it proves is a split
-    saved, at a few margins' passes (on the ε = 0.05 side-by-side balls, 41 of 50 decided in 4.57 s a ball
+    saved, at a few margins' passes (on the ε = 0.05 side-by-side balls, 41 of 50 decided in 4.05 s a ball
     against 40 in 4.51 s; docs/verify-complete.md, stop 64). Latent branching only (ReLU and auto branching
     tune their split boxes with ``beta_steps``), and not where ``BoundOptions.alpha_steps`` already tunes every
     box. 0: none.
