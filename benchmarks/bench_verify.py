@@ -21,6 +21,8 @@ configurations are the ablation the README reports:
   the balls (hopeless-looking ones attacked first and split last, with the time the others left);
 * ``no-fan``, ``pool-no-fan``: ``full`` and ``pool`` with every split in two (``VerifyOptions.fan=1``): the
   default makes as many latent halvings at once as a box's bound is predicted to need;
+* ``crown-slopes``: ``full`` with CROWN's adaptive lower lines on unstable ReLUs (``BoundOptions.lower_ratio=1``): the
+  default leans to the flat piece (ratio 2);
 * ``relu``: branch and bound on the classifier's ReLUs instead of the latent dimensions (β-CROWN splits, the
   children settled on their parent's intervals), every ball split (the give-up rule is for latent splits);
 * ``auto``: per box, the latent dimension or the ReLU that the margins' pass rates higher, every ball split;
@@ -63,6 +65,7 @@ CONFIGS = (
     "pool",
     "no-fan",
     "pool-no-fan",
+    "crown-slopes",
     "relu",
     "auto",
 )
@@ -130,6 +133,13 @@ def run_one(
         "no-fan": VerifyOptions(max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, fan=1),
         "pool-no-fan": VerifyOptions(
             max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, mean_seconds=mean_seconds, fan=1
+        ),
+        "crown-slopes": VerifyOptions(
+            bounds=BoundOptions(lower_ratio=1.0),
+            max_boxes=max_boxes,
+            max_seconds=max_seconds,
+            split=split,
+            give_up=give_up,
         ),
         "relu": VerifyOptions(branch="relu", max_boxes=max_boxes, max_seconds=max_seconds, give_up=None),
         "auto": VerifyOptions(branch="auto", max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=None),

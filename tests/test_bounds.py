@@ -3,6 +3,8 @@ and clear about what it cannot bound."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -88,10 +90,11 @@ def _random_pair(
     cells=st.sampled_from([0, 0, 1, 3]),
     row_cells=st.sampled_from([0, 0, 1, 2]),
     chans=st.integers(1, 2),
+    ratio=st.sampled_from([1.0, 2.0, 0.0, math.inf]),
 )
 def test_bounds_contain_every_sampled_point(
     ints, act_g, act_c, pool, pad, stride, bn, cond, eps, mode, refine32, limit, deep, gen_backward, lazy, convs,
-    alpha, to_latent, cells, row_cells, chans,
+    alpha, to_latent, cells, row_cells, chans, ratio,
 ):  # fmt: skip
     gen, clf, d = _random_pair(list(ints), act_g, act_c, pool, pad, stride, bn, cond, deep, convs, chans)
     gen_ops = capture(gen, (d,))
@@ -101,7 +104,8 @@ def test_bounds_contain_every_sampled_point(
                         margins_to_latent=gen_backward, lazy_last=lazy, alpha_steps=0 if alpha == "off" else 3,
                         alpha_intermediate=0 if alpha == "off" else 2, alpha_lr=0.5,
                         alpha_maps=0 if alpha == "off" else 2, alpha_map_layers=2,
-                        refine_to_latent=to_latent, generator_cells=cells, row_cells=row_cells)  # fmt: skip
+                        refine_to_latent=to_latent, generator_cells=cells, row_cells=row_cells,
+                        lower_ratio=ratio)  # fmt: skip
     engine = BoundEngine(ops, len(gen_ops), opts)
     B = 3
     center = torch.randn(B, d, dtype=torch.float64)
@@ -301,15 +305,16 @@ def test_row_cells_carry_each_row_through_every_cells_generator_and_certify_a_ba
     """``row_cells``: the rows that go on to the latent (refinement rows and margins) are bounded once more per cell
     of the box, each through that cell's own generator relaxation, and keep the least of the cells' bounds where it
     is tighter. Ball (0, 86) of the built-in models at ε = 0.05: the whole box's worst margin is −2.7, with four
-    cells +2.3 (stop 50); the classifier's intervals narrow, and sampled latents (corners too) stay inside them and
-    above the bound."""
+    cells +2.3 (stop 50), both with CROWN's adaptive lower lines (``lower_ratio=1``: with the default's lines the
+    whole box is +1.2 already); the classifier's intervals narrow, and sampled latents (corners too) stay inside
+    them and above the bound."""
     clf, gens = gr.load_classifier("mnist-small"), gr.load_generators("mnist-gan")
     gen_ops = capture(gens[0], (10,))
     ops = gen_ops + capture(clf, (1, 28, 28))
     z = gr.estimate.latents(0, 0, 100, 10)[86:87].double()
     spec, r = _margin_spec(torch.tensor([0]), 10), torch.full_like(z, 0.05)
-    plain = BoundEngine(ops, len(gen_ops), BoundOptions()).margins(z, r, spec)
-    res = BoundEngine(ops, len(gen_ops), BoundOptions(row_cells=2)).margins(z, r, spec)
+    plain = BoundEngine(ops, len(gen_ops), BoundOptions(lower_ratio=1.0)).margins(z, r, spec)
+    res = BoundEngine(ops, len(gen_ops), BoundOptions(row_cells=2, lower_ratio=1.0)).margins(z, r, spec)
     assert float(plain.lower.min()) < -1 and float(res.lower.min()) > 1
     for k, (lo, hi) in res.intervals.items():  # (CROWN is not monotone in its intervals: sums, not each neuron)
         if k > len(gen_ops):
@@ -335,10 +340,11 @@ def test_refinement_to_the_latent_goes_on_from_the_image_only_for_neurons_left_u
     ε = 0.05 that certifies the whole box (worst margin −6.4 to the image, positive to the latent); every refined
     layer is narrower, the first one behind the image included (only linear layers before it: at the image its
     rows would give what the image's forms give, to the latent they are tighter), and sampled latents (corners
-    too) stay inside its intervals and above the bound."""
+    too) stay inside its intervals and above the bound. Both with CROWN's adaptive lower lines (``lower_ratio=1``):
+    with the default's, the pass to the image gives −2.7."""
     clf, gens, gen_ops, ops, z, spec, r = _built_in_ball_0_3()
-    plain = BoundEngine(ops, len(gen_ops), BoundOptions(refine_to_latent=False)).margins(z, r, spec)
-    deep = BoundEngine(ops, len(gen_ops), BoundOptions(refine_to_latent=True))
+    plain = BoundEngine(ops, len(gen_ops), BoundOptions(refine_to_latent=False, lower_ratio=1.0)).margins(z, r, spec)
+    deep = BoundEngine(ops, len(gen_ops), BoundOptions(refine_to_latent=True, lower_ratio=1.0))
     seen = {"image": 0, "latent": 0}
     backward = deep._backward
 
@@ -740,6 +746,39 @@ def test_relu_lines_hold_at_both_ends_in_exact_arithmetic(slope):
                 assert Fraction(al[i]) * x + Fraction(bl[i]) <= fx
 
 
+def test_relus_default_lower_line_leans_to_the_flat_piece_and_tightens_a_built_in_ball():
+    """``BoundOptions.lower_ratio``: without α an unstable (leaky) ReLU's lower line has slope 1 where
+    u ≥ ratio·(−l), else the leak's s, and α-CROWN starts from the same lines. On the built-in ball (0, 3) at
+    ε = 0.05, ratio 2 (the default) lifts the whole box's worst margin from +7.38 (CROWN's adaptive rule, ratio 1)
+    to +9.22, and both bounds hold on sampled latents."""
+    from genrobust.bounds.ops import LeakyReLU, ReLU
+
+    lo = torch.tensor([-1.0, -1.0, -1.0, -1.0, 0.5, -2.0], dtype=torch.float64)
+    up = torch.tensor([0.5, 1.0, 1.5, 2.5, 1.0, -1.0], dtype=torch.float64)
+    for act, s in ((ReLU((6,)), 0.0), (LeakyReLU((6,), 0.2), 0.2)):
+        assert act.relax(lo, up)[0].tolist() == [s, 1, 1, 1, 1, s]  # CROWN's rule: the side of least area
+        assert act.relax(lo, up, ratio=2.0)[0].tolist() == [s, s, s, 1, 1, s]
+        assert act.relax(lo, up, ratio=math.inf)[0].tolist() == [s, s, s, s, 1, s]
+        for r in (1.0, 2.0):
+            start = act.alpha_init(lo, up, ratio=r)
+            assert torch.equal(act.relax(lo, up, start, ratio=7.0)[0], act.relax(lo, up, ratio=r)[0])
+    clf, gens, gen_ops, ops, z, spec, r = _built_in_ball_0_3()
+    worst = {}
+    for ratio in (1.0, 2.0):
+        res = BoundEngine(ops, len(gen_ops), BoundOptions(lower_ratio=ratio)).margins(z, r, spec)
+        worst[ratio] = float(res.lower.min())
+        s = torch.rand(300, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2 - 1
+        s[:10] = s[:10].sign()
+        with torch.no_grad():
+            margins = (spec[0] @ torch.nn.Sequential(gens[0], clf).double().eval()(z + r * s).T).T
+        assert (margins >= res.lower).all()
+    assert BoundOptions().lower_ratio == 2.0
+    assert worst[2.0] > worst[1.0] + 1.5, worst
+    for bad in (-1.0, math.nan):
+        with pytest.raises(gr.GenrobustError, match="lower_ratio"):
+            BoundOptions(lower_ratio=bad)
+
+
 @pytest.mark.parametrize("module_type", list(ACTIVATION_BUILDERS), ids=lambda t: t.__name__)
 def test_every_activation_rule_holds_on_sampled_points_for_any_alpha(module_type):
     """Each row of the activation table: its interval holds f([l, u]), its lines sandwich f on [l, u] with slopes
@@ -760,8 +799,9 @@ def test_every_activation_rule_holds_on_sampled_points_for_any_alpha(module_type
         fx = module.double()(x)
     il, iu = op.interval(lo, up)
     assert (il <= fx).all() and (fx <= iu).all()
-    for alpha in (None, torch.zeros(n), torch.ones(n), torch.rand(n, generator=g), torch.full((n,), 7.0)):
-        al, bl, au, bu = op.relax(lo, up, None if alpha is None else alpha.double())
+    alphas = (None, torch.zeros(n), torch.ones(n), torch.rand(n, generator=g), torch.full((n,), 7.0))
+    for alpha, ratio in [(a, 1.0) for a in alphas] + [(None, r) for r in (0.0, 0.5, 2.0, 3.7, math.inf)]:
+        al, bl, au, bu = op.relax(lo, up, None if alpha is None else alpha.double(), ratio=ratio)
         assert ((al >= 0) & (al <= 1) & (au >= 0) & (au <= 1)).all()
         assert (al * x + bl <= fx).all(), float((al * x + bl - fx).max())
         assert (fx <= au * x + bu).all(), float((fx - au * x - bu).max())

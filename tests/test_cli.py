@@ -129,7 +129,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     args = ["robustness", "--classes", "8", "-n", "3", "--eps", "0.002,1.5", "--max-boxes", "2", "--quiet",
             "--give-up", "none", "--time-budget", "600", "--alpha-steps", "2", "--alpha-maps", "2", "--branch", "auto",
             "--no-refine-to-latent", "--fan", "2", "--near-alpha", "3", "--near-share", "0.3",
-            "--out", str(out)]  # fmt: skip
+            "--lower-ratio", "1.5", "--out", str(out)]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "P(robust)" in result.output and "ε = 0.002" in result.output
@@ -140,7 +140,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     assert data["options"]["bounds"]["alpha_maps"] == 2 and data["options"]["bounds"]["alpha_map_layers"] == 2
     assert data["options"]["bounds"]["refine_to_latent"] is False  # the default is on
     assert data["options"]["fan"] == 2 and data["options"]["near_alpha"] == 3
-    assert data["options"]["near_share"] == 0.3
+    assert data["options"]["near_share"] == 0.3 and data["options"]["bounds"]["lower_ratio"] == 1.5
     assert (out / "robustness_curve.png").stat().st_size > 5000
     assert gr.load_result(out).classes[0].per_eps[1].falsified >= 1  # at ε = 1.5 PGD finds 8 → other (seeded)
     assert (out / "pairs.png").is_file() and (out / "path.gif").is_file()
@@ -151,7 +151,8 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
         assert bad.exit_code != 0 and "give" in bad.output and "Traceback" not in bad.output
     for flag, value in (("--time-budget", "0"), ("--time-budget", "nan"), ("--alpha-steps", "-1"),
                         ("--alpha-maps", "-1"), ("--branch", "neurons"), ("--fan", "0"),
-                        ("--near-alpha", "-1"), ("--near-share", "0")):  # fmt: skip
+                        ("--near-alpha", "-1"), ("--near-share", "0"), ("--lower-ratio", "-1"),
+                        ("--lower-ratio", "nan")):  # fmt: skip
         bad = runner.invoke(main, ["robustness", flag, value, "-n", "2"])
         assert bad.exit_code != 0 and flag.strip("-").split("-")[0] in bad.output and "Traceback" not in bad.output
     default = next(p for p in main.commands["robustness"].params if p.name == "give_up").default
@@ -162,3 +163,5 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     assert near == gr.VerifyOptions().near_alpha
     share = next(p for p in main.commands["robustness"].params if p.name == "near_share").default
     assert share == gr.VerifyOptions().near_share
+    ratio = next(p for p in main.commands["robustness"].params if p.name == "lower_ratio").default
+    assert ratio == gr.BoundOptions().lower_ratio

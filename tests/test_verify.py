@@ -179,8 +179,10 @@ def test_exhausted_balls_attack_their_undecided_sub_boxes(builtin, monkeypatch):
     monkeypatch.setattr(local, "pgd_in_boxes", spy)
     z = latents(0, 8, 1, 10)
     # seconds enough that only the boxes decide: with another job running, 60 s stopped the ball after its first box
-    # (α on the near misses proves one of its two children: without it both are left to attack)
-    opts = VerifyOptions(max_boxes=3, leaf_attacks=4, give_up=None, max_seconds=600, near_alpha=0)
+    # (α on the near misses, or the lower lines that lean to the flat piece, prove one of its two children: without
+    # them both are left to attack)
+    opts = VerifyOptions(max_boxes=3, leaf_attacks=4, give_up=None, max_seconds=600, near_alpha=0,
+                         bounds=gr.BoundOptions(lower_ratio=1.0))  # fmt: skip
     v = LocalVerifier(clf, gens[8], latent_dim=10, options=opts)
     res = v.run(z, [8], [0.02])  # this ball stays undecided after 3 boxes (measured)
     assert res.status[0, 0] == UNKNOWN and int(res.boxes[0, 0]) == 3

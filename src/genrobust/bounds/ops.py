@@ -563,12 +563,14 @@ class Activation(Op):
     def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
         return u > l
 
-    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
-        """(al, bl, au, bu) with al·x + bl ≤ f(x) ≤ au·x + bu on [l, u]."""
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None,  # noqa: E741
+              ratio: float = 1.0):  # fmt: skip
+        """(al, bl, au, bu) with al·x + bl ≤ f(x) ≤ au·x + bu on [l, u]. ``ratio``: how the default lower line of a
+        kinked function (the ReLU family) picks its piece (:meth:`ReLU.relax`); smooth functions ignore it."""
         raise NotImplementedError
 
-    def alpha_init(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
-        """The α that gives :meth:`relax`'s default lines (where to start optimising)."""
+    def alpha_init(self, l: torch.Tensor, u: torch.Tensor, ratio: float = 1.0) -> torch.Tensor:  # noqa: E741
+        """The α that gives :meth:`relax`'s default lines with this ``ratio`` (where to start optimising)."""
         return torch.full_like(l, 0.5)
 
 
@@ -585,8 +587,14 @@ FOLD_SHARE = 1e-4
 class ReLU(Activation):
     """max(x, 0), and :class:`LeakyReLU`'s max(x, s·x) for 0 ≤ s ≤ 1 through ``slope``.
 
-    Above: the chord. Below: a line through the origin of slope s + α·(1 − s); without α the adaptive choice of
-    CROWN (1 when u ≥ −l, else s). Exact where l ≥ 0 or u ≤ 0.
+    Above: the chord. Below: a line through the origin of slope s + α·(1 − s); without α, slope 1 where
+    u ≥ ratio·(−l), else s. Exact where l ≥ 0 or u ≤ 0.
+
+    ``ratio`` 1 is CROWN's adaptive choice (the line of least area between it and the function). Larger ratios lean
+    to the flat piece. A lower line of slope s stops a backward row at this neuron (its coefficient shrinks by s),
+    while slope 1 passes the row on to every relaxation below, whose slack it then pays. Area alone ignores that
+    cost. Ratio 2 (the engine's default, ``BoundOptions.lower_ratio``) tightens the built-in models' whole-box
+    bounds at no cost (docs/verify-complete.md, stop 65).
     """
 
     name = "ReLU"
@@ -610,16 +618,17 @@ class ReLU(Activation):
     def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
         return (l < 0) & (u > 0)
 
-    def alpha_init(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: E741
-        return (u >= -l).to(l.dtype)
+    def alpha_init(self, l: torch.Tensor, u: torch.Tensor, ratio: float = 1.0) -> torch.Tensor:  # noqa: E741
+        return (u >= ratio * -l).to(l.dtype)
 
-    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None,  # noqa: E741
+              ratio: float = 1.0):  # fmt: skip
         s = self.slope
         width = (u - l).clamp(min=1e-300)
         au = torch.where(u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), (u - s * l) / width))
         bu = torch.where((u <= 0) | (l >= 0), torch.zeros_like(u), u - au * u)
         if alpha is None:
-            a = torch.where(u >= -l, torch.ones_like(u), torch.full_like(u, s))
+            a = torch.where(u >= ratio * -l, torch.ones_like(u), torch.full_like(u, s))
         else:
             a = (s + alpha.clamp(0, 1) * (1 - s)).clamp(s, 1)  # rounding must not leave [s, 1]
         al = torch.where(u <= 0, torch.full_like(u, s), torch.where(l >= 0, torch.ones_like(u), a))
@@ -689,7 +698,8 @@ class SShaped(Activation):
     def deriv(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None,  # noqa: E741
+              ratio: float = 1.0):  # fmt: skip
         f, d = self.fn, self.deriv
         fl, fu = f(l), f(u)
         width = u - l
@@ -806,7 +816,8 @@ class Softplus(Activation):
         lo, hi = self.true_curve(l) - self.tail, self.true_curve(u)
         return lo - GUARD_IMAGE * (1 + lo.abs()), hi + GUARD_IMAGE * (1 + hi.abs())
 
-    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):  # noqa: E741
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None,  # noqa: E741
+              ratio: float = 1.0):  # fmt: skip
         f = self.true_curve
         fl, fu = f(l), f(u)
         width = u - l

@@ -234,6 +234,9 @@ def attack_cmd(
 @click.option("--near-share", "near_share", type=float, default=0.15, show_default=True,
               help="How far short of a proof (a share of the centre's margin) a box's bound may fall and still get "
                    "--near-alpha's steps.")  # fmt: skip
+@click.option("--lower-ratio", "lower_ratio", type=float, default=2.0, show_default=True,
+              help="An unstable ReLU's lower line takes slope 1 where u >= ratio x (-l), else the flat piece "
+                   "(1: CROWN's adaptive rule; 2 gives tighter bounds on the built-in models).")  # fmt: skip
 @click.option("--refine-to-latent/--no-refine-to-latent", "refine_to_latent", default=True, show_default=True,
               help="Carry the classifier's intermediate bounds on through the generator to the latent where "
                    "the image leaves a neuron unstable (tighter bounds, about 1.1x the time per box); "
@@ -254,7 +257,7 @@ def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
     out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, alpha_maps: int,
-    fan: int, near_alpha: int, near_share: float, refine_to_latent: bool,
+    fan: int, near_alpha: int, near_share: float, lower_ratio: float, refine_to_latent: bool,
     branch: str, method: str, particles: int, quantile: float, mcmc_steps: int, max_levels: int, repeats: int,
     attack_steps: int, verify_last: int, workers: int | None, scheduler: str | None, resume: bool,
     assess: str | None, assess_n: int, data_dir: str | None, quiet: bool, **models: str | None,
@@ -276,8 +279,10 @@ def robustness_cmd(
     if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
         raise click.BadParameter(f"--time-budget takes a number of seconds > 0, not {time_budget}")
     balls = n * (len(wanted) if wanted is not None else len(gens))
+    if not (lower_ratio >= 0):
+        raise click.BadParameter(f"--lower-ratio takes a number ≥ 0, not {lower_ratio}")
     bounds = BoundOptions(alpha_steps=alpha_steps, alpha_maps=alpha_maps, alpha_map_layers=2,
-                          refine_to_latent=refine_to_latent)  # fmt: skip
+                          refine_to_latent=refine_to_latent, lower_ratio=lower_ratio)  # fmt: skip
     options = VerifyOptions(bounds=bounds, max_boxes=max_boxes,
                             max_seconds=max_seconds, split=split, give_up=rule, branch=branch, fan=fan,
                             near_alpha=near_alpha, near_share=near_share,

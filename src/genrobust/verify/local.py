@@ -52,7 +52,9 @@ CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
 #: pay the rounding of its non-zero terms only (tighter bounds: ball (2, 1)'s whole box −20.68 → −20.05). 9: a split
 #: makes as many latent halvings at once as the box's bound is predicted to need (``fan``; fewer boxes per ball). 10:
 #: α-CROWN on the margins of the near misses (``near_alpha``: boxes a few margins' passes prove instead of a split).
-VERIFIER_VERSION = 10
+#: 11: an unstable ReLU's default lower line leans to its flat piece (``BoundOptions.lower_ratio`` 2: tighter bounds
+#: at no cost).
+VERIFIER_VERSION = 11
 #: ``VerifyOptions.give_up``'s default (measured: see there).
 GIVE_UP = 1.5
 #: The factor by which a halving of the latent dimension of largest reach shrinks a box's gap m − b (centre margin
@@ -1560,7 +1562,8 @@ def _options_dict(opt: VerifyOptions) -> dict[str, Any]:
                    # newer options only where set, so that older journals' headers still match
                    **({"generator_cells": b.generator_cells} if b.generator_cells else {}),
                    **({"alpha_maps": b.alpha_maps, "alpha_map_layers": b.alpha_map_layers} if b.alpha_maps else {}),
-                   **({} if b.beta_per_width else {"beta_per_width": False})},
+                   **({} if b.beta_per_width else {"beta_per_width": False}),
+                   **({"lower_ratio": b.lower_ratio} if b.lower_ratio != 1 else {})},
         "max_boxes": opt.max_boxes, "max_seconds": opt.max_seconds, "split": opt.split,
         "batch_boxes": opt.batch_boxes, "attack_steps": opt.attack_steps, "attack_restarts": opt.attack_restarts,
         "attack_step_size": opt.attack_step_size,
