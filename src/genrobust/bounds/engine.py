@@ -172,8 +172,8 @@ class BoundOptions:
     1 is CROWN's adaptive rule (least area). 2, the default, leans to the flat piece, which stops a backward row
     where slope 1 would carry it on to pay the relaxations below. On the whole boxes of the built-in models it
     closes about 30% of the gap between the bound and the centre's margin at ε = 0.05 (median over six balls) and
-    about 20% at ε = 0.03 (twelve balls), at no cost. Any ratio in [0, ∞] is sound; 1.5 and 3 do about as well as 2
-    and 5 worse than 1 (docs/verify-complete.md, stop 65).
+    about 20% at ε = 0.03 (twelve balls), at no cost. Any ratio in [0, ∞] is sound. On the classifier alone, 1.5 and
+    2 close 22% of the gap, 3 closes 12%, and 5 or 0.5 are worse than 1 (docs/verify-complete.md, stop 65).
     """
 
     def __post_init__(self) -> None:
