@@ -670,6 +670,24 @@ def test_deferred_parts_go_on_only_if_all_of_them_fit_in_the_balls_seconds():
     assert eight.next_batch(2) == [] and 0 in eight.done and eight.low[0] == -3.0  # 8 × 1 s do not: leaves
 
 
+def test_a_balls_boxes_are_bounded_together_before_another_balls():
+    """A batch's seconds are shared equally among its boxes, so a split ball's part bounded beside another ball's
+    whole box would pay half of that root. A batch takes the first open box's ball's boxes first, then others in
+    queue order; a decided ball's boxes become leaves."""
+    from genrobust.verify.local import _Box, _Search
+
+    s = _Search(torch.zeros(3, dtype=torch.float64), 5.0, None, [], {0: 3, 1: 1, 2: 1}, {0: 1.0, 1: 1.0, 2: 1.0})
+    a1, root, a2, gone, a3 = (_Box(b, torch.zeros(2), torch.ones(2), bound=-float(k)) for k, b in
+                              enumerate((0, 1, 0, 2, 0)))  # fmt: skip
+    s.queue = [a1, root, a2, gone, a3]
+    s.done.add(2)
+    ids = lambda batch: [id(x) for x in batch]  # noqa: E731
+    assert ids(s.next_batch(2)) == ids([a1, a2])  # ball 0's parts together, not a1 beside ball 1's root
+    assert 2 in s.low and s.low[2] == -3.0  # ball 2 was decided: its box is a leaf, not bounded
+    assert ids(s.next_batch(2)) == ids([root, a3])  # ball 1 has one box: the batch is filled in queue order
+    assert s.next_batch(2) == []
+
+
 def test_near_misses_get_alpha_on_their_margins_and_others_do_not(monkeypatch):
     """``near_alpha``: α-CROWN on the margins closes a share of a box's gap, so it is spent only on the boxes the
     plain bound leaves short of a proof by at most ``near_share`` × the centre's margin. On the four-pairs toy
