@@ -111,6 +111,10 @@ class VerifyOptions:
     PGD minimum of +5.3) was still unknown after 251 boxes.
     With the ``"unstable"`` split (ε = 0.05, 30 balls, 16 boxes, no give-up) two balls below −1.5 were
     certified, at −2.1 and −3.2, in 47 s and 34 s, beyond a 10 s budget; none below −3.2 was.
+    Those measurements are of older, looser bounds: the default stays 1.5 for a short run. With version 12's
+    bounds at ε = 0.03, 64 boxes / 45 s certify 7 of the 14 balls between −1.4 and −4.6 that 32 boxes / 30 s
+    left unknown, one as far down as −4.47 (1,000 balls with give-up 5: 98.1% decided in 1.86 s a ball;
+    docs/verify-complete.md, stop 66).
     ``None`` splits every ball until its budget runs out.
     ``mean_seconds``: a pool of this many seconds per ball for a whole :meth:`LocalVerifier.run` (all its balls
     and ε): a ball decided early leaves its time to the others, a ball is split only while its share of what is
