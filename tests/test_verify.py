@@ -670,6 +670,30 @@ def test_deferred_parts_go_on_only_if_all_of_them_fit_in_the_balls_seconds():
     assert eight.next_batch(2) == [] and 0 in eight.done and eight.low[0] == -3.0  # 8 × 1 s do not: leaves
 
 
+def test_deferred_balls_go_on_one_at_a_time_the_most_promising_first():
+    """With a pool, the deferred (hopeless-looking) balls go on once no other ball waits, one at a time and the
+    highest whole-box bound over its margin first, with what the pool has left; a ball whose parts no longer fit
+    in it ends. An equal share of the pool among them held none's first fan (stop 67)."""
+    from genrobust.verify.local import _Box, _Search
+
+    seconds = torch.tensor([2.0, 2.0, 2.0, 2.0], dtype=torch.float64)
+    # a pool of 30 s, 8 spent: 22 left; four deferred balls with 4 parts each at 2 s (8 s each)
+    s = _Search(seconds, 60.0, 30.0, [], dict.fromkeys(range(4), 4), dict.fromkeys(range(4), 2.0))
+    s.later = [_Box(b, torch.zeros(2), torch.ones(2), bound=-5.0 * (b + 1)) for b in range(4) for _ in range(4)]
+    s.promise = {0: -9.0, 1: -4.0, 2: -30.0, 3: -6.0}
+    batch = s.next_batch(2)
+    assert [x.ball for x in batch] == [1, 1] and not s.done  # ball 1 (−4 × its margin) first, alone
+    assert {x.ball for x in s.later} == {0, 2, 3} and {x.ball for x in s.queue} == {1}
+    s.next_batch(2)  # ball 1's last two parts
+    s.done.add(1)
+    seconds[1] += 10.0  # ball 1 took 10 s: 12 left, one fan of 8 s fits
+    assert {x.ball for x in s.next_batch(2)} == {3} and s.done == {1}  # then ball 3 (−6)
+    s.next_batch(2)
+    s.done.add(3)
+    seconds[3] += 5.0  # 7 s left: no fan of 8 s fits any more, and the last two balls end as leaves
+    assert s.next_batch(2) == [] and s.done == {0, 1, 2, 3} and s.low[0] == -5.0 and s.low[2] == -15.0
+
+
 def test_a_balls_boxes_are_bounded_together_before_another_balls():
     """A batch's seconds are shared equally among its boxes, so a split ball's part bounded beside another ball's
     whole box would pay half of that root. A batch takes the first open box's ball's boxes first, then others in
