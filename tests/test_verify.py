@@ -657,17 +657,17 @@ def test_a_split_makes_as_many_halvings_at_once_as_its_bound_needs(monkeypatch):
 
 def test_deferred_parts_go_on_only_if_all_of_them_fit_in_the_balls_seconds():
     """A hopeless-looking ball's parts wait until no other ball does; then they go on only if every one of them
-    fits in the ball's seconds at ``PART_COST`` × its whole box's cost (a fan leaves 2^h of them, not two)."""
-    from genrobust.verify.local import PART_COST, _Box, _Search
+    fits in the ball's seconds at its last box's cost (a fan leaves 2^h of them, not two)."""
+    from genrobust.verify.local import _Box, _Search
 
     def search(n_parts: int) -> _Search:
-        s = _Search(torch.zeros(1, dtype=torch.float64), 5.0, None, [], {0: n_parts}, {0: 1.0 / PART_COST})
+        s = _Search(torch.zeros(1, dtype=torch.float64), 5.0, None, [], {0: n_parts}, {0: 1.0})
         s.later = [_Box(0, torch.zeros(2), torch.ones(2), bound=-3.0) for _ in range(n_parts)]
         return s
 
     four, eight = search(4), search(8)
-    assert len(four.next_batch(2)) == 2 and 0 not in four.done  # 4 parts at 1 s fit in 5 s
-    assert eight.next_batch(2) == [] and 0 in eight.done and eight.low[0] == -3.0  # 8 do not: leaves
+    assert len(four.next_batch(2)) == 2 and 0 not in four.done  # 4 × 1 s fit in 5 s
+    assert eight.next_batch(2) == [] and 0 in eight.done and eight.low[0] == -3.0  # 8 × 1 s do not: leaves
 
 
 def test_deferred_balls_go_on_one_at_a_time_the_most_promising_first():
@@ -677,9 +677,8 @@ def test_deferred_balls_go_on_one_at_a_time_the_most_promising_first():
     from genrobust.verify.local import _Box, _Search
 
     seconds = torch.tensor([2.0, 2.0, 2.0, 2.0], dtype=torch.float64)
-    # a pool of 30 s, 8 spent: 22 left; four deferred balls with 4 parts each, whole boxes of 4 s: at PART_COST
-    # (half a whole box) 8 s each
-    s = _Search(seconds, 60.0, 30.0, [], dict.fromkeys(range(4), 4), dict.fromkeys(range(4), 4.0))
+    # a pool of 30 s, 8 spent: 22 left; four deferred balls with 4 parts each at 2 s (8 s each)
+    s = _Search(seconds, 60.0, 30.0, [], dict.fromkeys(range(4), 4), dict.fromkeys(range(4), 2.0))
     s.later = [_Box(b, torch.zeros(2), torch.ones(2), bound=-5.0 * (b + 1)) for b in range(4) for _ in range(4)]
     s.promise = {0: -9.0, 1: -4.0, 2: -30.0, 3: -6.0}
     batch = s.next_batch(2)
@@ -693,43 +692,6 @@ def test_deferred_balls_go_on_one_at_a_time_the_most_promising_first():
     s.done.add(3)
     seconds[3] += 5.0  # 7 s left: no fan of 8 s fits any more, and the last two balls end as leaves
     assert s.next_batch(2) == [] and s.done == {0, 1, 2, 3} and s.low[0] == -5.0 and s.low[2] == -15.0
-
-
-def test_a_deferred_ball_ends_once_its_own_parts_predict_that_its_tree_does_not_fit():
-    """A deferred ball that went on measures its own factor per halving on its first parts (only parts whose parent
-    lay far from a proof count), predicts the boxes its open parts still need from it, and ends once even
-    1 / TREE_SLACK of that tree does not fit what it may still spend; with room, or without a pool, it goes on."""
-    from types import SimpleNamespace
-
-    from genrobust.verify.local import TREE_SLACK, LocalVerifier, _Box, _Search
-
-    def box(bound: float, levels: int) -> _Box:
-        return _Box(0, torch.zeros(2), torch.ones(2), bound=bound, levels=levels)
-
-    seconds = torch.tensor([10.0], dtype=torch.float64)
-    s = _Search(seconds, 60.0, 40.0, [], {0: 8}, {0: 2.0})
-    s.promise = {0: -6.0}  # margin 1, whole box −6: a gap of 7
-    s.note_rho(0, box(-6.0, 3), -1.0, 1.0)  # a first part at −1 (gap 2) after three halvings
-    rho = (2 / 7) ** (1 / 3)
-    assert s.rho[0] == [pytest.approx(rho)]
-    s.note_rho(0, box(-0.5, 1), 0.2, 1.0)  # its parent's gap 1.5 < 2 × the margin: says nothing
-    assert len(s.rho[0]) == 1
-    # a sibling still waiting: gap 7ρ³ = 2 → ⌈log 2 / log(1/ρ) − 0.1⌉ = 2 halvings: itself and 4 parts; a part near a
-    # proof (−0.2 after one halving: 1.2ρ < 1): itself only
-    siblings = [box(-6.0, 3) for _ in range(6)]
-    assert s.tree_boxes(0, siblings, 1.0) == 30 and s.tree_boxes(0, [box(-0.2, 1)], 1.0) == 1
-    run = SimpleNamespace(margin=torch.tensor([1.0]), seconds=seconds)
-    exhausted: dict = {}
-    # 30 boxes at 2 s over TREE_SLACK: 40 s on top of 10, but only 30 left in the pool
-    assert 10 + 30 * 2.0 / TREE_SLACK > 40
-    LocalVerifier._end_unlikely(run, s, siblings, exhausted)
-    assert s.done == {0} and 0 in exhausted  # its open boxes are attacked, then become leaves
-    roomy = _Search(seconds, 60.0, 100.0, [], {0: 8}, {0: 2.0}, rho={0: [rho]})
-    LocalVerifier._end_unlikely(run, roomy, siblings, exhausted := {})
-    assert not roomy.done and not exhausted  # 50 s of 60 fit
-    no_pool = _Search(seconds, 20.0, None, [], {0: 8}, {0: 2.0}, rho={0: [rho]})
-    LocalVerifier._end_unlikely(run, no_pool, siblings, exhausted)
-    assert not no_pool.done
 
 
 def test_a_balls_boxes_are_bounded_together_before_another_balls():

@@ -56,9 +56,7 @@ CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
 #: at no cost). 12: a ball's boxes are bounded together (:meth:`_Search.next_batch`), so a split ball's seconds pay
 #: for its own boxes, not half of another ball's whole box (more balls certified within the same budget). 13: with a
 #: pool of seconds, the deferred balls go on one at a time, the most promising first (:meth:`_Search._resume_deferred`).
-#: 14: a deferred ball that went on ends once its own parts predict that its tree does not fit what it may still spend
-#: (:meth:`LocalVerifier._end_unlikely`).
-VERIFIER_VERSION = 14
+VERIFIER_VERSION = 13
 #: ``VerifyOptions.give_up``'s default (measured: see there).
 GIVE_UP = 1.5
 #: The factor by which a halving of the latent dimension of largest reach shrinks a box's gap m − b (centre margin
@@ -67,14 +65,6 @@ GIVE_UP = 1.5
 FAN_RHO = 0.65
 FAN_RHO_RANGE = (0.4, 0.9)
 FAN_SLACK = 0.1
-#: How far a deferred ball's predicted tree (:meth:`_Search.tree_boxes`, at its last box's cost) may exceed what it
-#: may still spend before the ball ends (:meth:`LocalVerifier._end_unlikely`). Measured at ε = 0.05 (stop 68): the
-#: balls that certified took 0.9–1.9× fewer boxes than predicted after their first parts, and their later boxes cost
-#: less than their first parts (1.3–1.8 s against 1.9 s).
-TREE_SLACK = 1.5
-#: A deferred ball's part's cost against its whole box's (measured at ε = 0.05, three halvings: 0.40–0.47; stop 68):
-#: its parts go on if they fit in what is left at that cost (:meth:`_Search._resume_deferred`).
-PART_COST = 0.5
 #: ``VerifyOptions.fan`` at most (2^6 children of one box)
 MAX_FAN = 6
 STATUS_NAMES = {CERTIFIED: "certified", UNKNOWN: "unknown", FALSIFIED: "falsified"}
@@ -883,8 +873,6 @@ class LocalVerifier:
                     exhausted[ball].append((b.lo[k], b.hi[k]))
                 continue
             search.open_boxes[ball] -= 1
-            if ball in search.promise:  # a deferred ball's part: what its own tree is measured to need
-                search.note_rho(ball, box, own, float(run.margin[ball]))
             if b.certified[k]:
                 search.leaf(ball, wb)
                 if search.open_boxes[ball] == 0:
@@ -930,7 +918,6 @@ class LocalVerifier:
                 search.promise[ball] = own_bounds[k] / float(run.margin[ball])  # the give-up rule's ratio
             else:
                 children.extend(pair)
-        self._end_unlikely(run, search, children, exhausted)
         search.queue = children + search.queue  # depth first: few boxes (and their intervals) wait in memory
         if (exhausted or deferred) and opt.leaf_attacks and not self.per_label:
             t2 = time.perf_counter()
@@ -943,30 +930,6 @@ class LocalVerifier:
                 run.seconds[ball] += (time.perf_counter() - t2) / len(targets)
                 if status[ball, e] == FALSIFIED:
                     done.add(ball)
-
-    @staticmethod
-    def _end_unlikely(run: _Run, search: _Search, children: list[_Box],
-                      exhausted: dict[int, list[tuple[torch.Tensor, torch.Tensor]]]) -> None:  # fmt: skip
-        """With a pool of seconds, end a deferred ball that went on once its own parts predict that its tree does not
-        fit in what it may still spend (:meth:`_Search.tree_boxes` at its last box's cost): its open boxes are
-        attacked and become leaves, and the pool's seconds go to the next deferred ball.
-
-        Why: the deferred balls that certify take 16–55 s each, and as many again ran out after 30–56 s (on the first
-        500 balls at ε = 0.05, eleven of them spent 268 s of the pool and ended unknown; docs/verify-complete.md,
-        stop 67). The whole box's ratio orders them only roughly, but the factor per halving measured on a ball's
-        first parts tells them apart: run alone with 60 s, the balls it predicted to need more than 60 s all ended
-        unknown, and every ball that certified was predicted to need 37–48 s (stop 68)."""
-        if search.pool is None:
-            return
-        for ball in sorted(set(search.rho) - search.done):
-            boxes = [item for item in children if item.ball == ball] + [
-                item for item in search.queue if item.ball == ball]  # fmt: skip
-            if not boxes:
-                continue
-            need = search.tree_boxes(ball, boxes, float(run.margin[ball])) * search.last_cost[ball] / TREE_SLACK
-            if float(run.seconds[ball]) + need > search.limit(ball, 1):
-                search.done.add(ball)  # its open boxes are attacked below and become leaves, each with its bound
-                exhausted.setdefault(ball, [])
 
     def _infer_cuts(self, run: _Run, search: _Search, batch: list[_Box], b: _Bounded, e: int) -> None:
         """BICCOS's inferred cuts, strengthened: a split domain the batch proved safe yields the cut of its splits
@@ -1395,8 +1358,6 @@ class _Search:
     low: dict[int, float] = field(default_factory=dict)  # per ball, the least bound over its leaves so far
     #: per deferred ball, its whole box's worst bound over its centre's margin: the higher, the sooner it goes on
     promise: dict[int, float] = field(default_factory=dict)
-    #: per deferred ball that went on, the factor per halving measured on each of its parts bounded so far
-    rho: dict[int, list[float]] = field(default_factory=dict)
 
     def leaf(self, ball: int, bound: float) -> None:
         """A box of ``ball`` that will not be split (certified, out of budget, or its ball decided) and its bound."""
@@ -1425,31 +1386,6 @@ class _Search:
         root = sum(self.root_costs) / len(self.root_costs) if self.root_costs else 0.0
         left = max(0.0, self.pool - float(self.seconds.sum()) - pending * root)
         return min(self.max_seconds, float(self.seconds[ball]) + left / max(1, competing))
-
-    def note_rho(self, ball: int, box: _Box, own: float, margin: float) -> None:
-        """Record what one bounded part of a deferred ball says of its ball: its gap over its parent's, per halving
-        between them. Only a part whose parent lay far from a proof (a gap above twice the margin) says it: near one,
-        a part that certifies by a hair and one that misses by a hair differ little, and their ratios read high
-        (0.8–0.9 where the ball's first parts read 0.6; stop 68)."""
-        gap, parent_gap = margin - own, margin - box.bound
-        if box.levels and math.isfinite(gap) and math.isfinite(parent_gap) and gap > 0 and parent_gap > 2 * margin:
-            self.rho.setdefault(ball, []).append((gap / parent_gap) ** (1 / box.levels))
-
-    def tree_boxes(self, ball: int, boxes: list[_Box], margin: float) -> float:
-        """Boxes the open ``boxes`` of a deferred ball are predicted to take before they certify: each is bounded
-        (its gap is its parent's shrunk by the ball's factor per halving, the geometric mean of those measured on
-        its parts, ``FAN_RHO`` before any), and where that gap still exceeds the margin its fan follows, 2^h parts
-        for the h halvings :meth:`LocalVerifier._fan_levels` would predict (uncapped)."""
-        seen = self.rho.get(ball)
-        rho = math.exp(sum(map(math.log, seen)) / len(seen)) if seen else FAN_RHO
-        rho = min(max(rho, FAN_RHO_RANGE[0]), FAN_RHO_RANGE[1])
-        total = 0.0
-        for box in boxes:
-            gap = (margin - box.bound) * rho**box.levels
-            total += 1
-            if math.isfinite(gap) and gap > margin:
-                total += 2 ** max(1, math.ceil(math.log(gap / margin) / math.log(1 / rho) - FAN_SLACK))
-        return total
 
     def next_batch(self, size: int) -> list[_Box]:
         """Up to ``size`` boxes to bound next (empty when nothing is left): the first open box in the queue and as
@@ -1483,9 +1419,7 @@ class _Search:
     def _resume_deferred(self) -> None:
         """Once no other ball waits, the deferred balls go on one at a time, the most promising first (the highest
         whole-box bound over its centre's margin), each with what the pool has left (up to its own budget). A ball
-        whose deferred parts do not all fit in that, each at ``PART_COST`` × its whole box's cost, ends: its parts
-        become leaves. One that goes on ends as soon as its own parts predict that its tree does not fit
-        (:meth:`LocalVerifier._end_unlikely`).
+        whose deferred parts do not all fit in that, at its last box's cost, ends: its parts become leaves.
 
         Why one at a time: a deferred ball needs tens of seconds to certify (at ε = 0.05, 48 s and 55 s for two
         balls whose whole box lay at −6.8 and −11 × their margin), and a pool shared equally among a dozen of them
@@ -1495,7 +1429,7 @@ class _Search:
         left = math.inf if self.pool is None else max(0.0, self.pool - float(self.seconds.sum()))
         chosen = None
         for b in sorted(parts, key=lambda b: (-self.promise.get(b, -math.inf), b)):
-            need = parts[b] * self.last_cost[b] * PART_COST  # its whole box's cost: the parts cost less each
+            need = parts[b] * self.last_cost[b]
             if float(self.seconds[b]) + need > self.max_seconds or need > left:
                 self.done.add(b)
             elif chosen is None:
