@@ -48,6 +48,7 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,26 @@ def run_one(
         "p95_s": float(np.percentile(seconds, 95)),
         "wall_s": time.perf_counter() - t0,
         "peak_rss_mb": peak,
+        "seconds": seconds,
+    }
+
+
+def _merge(parts: list[dict], wall: float) -> dict:
+    """One row from the rows of one configuration × ε run class by class on several worker processes: the counts
+    summed, the balls' seconds pooled, the run's wall time, and the peak memory of the largest process and of the
+    two largest together (two workers on two cores)."""
+    seconds = [s for p in parts for s in p["seconds"]]
+    peaks = sorted((p["peak_rss_mb"] for p in parts), reverse=True)
+    return {
+        **{k: parts[0][k] for k in ("config", "split", "eps")},
+        "balls": len(seconds),
+        **{k: sum(p[k] for p in parts) for k in ("certified", "falsified", "unknown")},
+        "mean_s": float(np.mean(seconds)),
+        "p95_s": float(np.percentile(seconds, 95)),
+        "wall_s": wall,
+        "wall_per_ball_s": wall / len(seconds),
+        "peak_rss_mb": peaks[0],
+        "peak_two_mb": sum(peaks[:2]),
     }
 
 
@@ -207,6 +228,9 @@ def main() -> None:
     )
     ap.add_argument("--mean-seconds", type=float, default=5.0, help="the pool configuration's seconds per ball")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per process (the side-by-side runs use 1)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes that take the classes in turn (e.g. two of one thread each on two cores; "
+                         "'wall s' is the run's wall time per ball, 'mean s' each ball's own)")  # fmt: skip
     ap.add_argument("--generators", default="mnist-gan", help="the generator family (a built-in name or a file)")
     ap.add_argument("--classifier", default="mnist-small", help="the classifier (a built-in name or a file)")
     ap.add_argument("--out", default=None, help="write the rows to OUT.json")
@@ -227,24 +251,38 @@ def main() -> None:
         print(json.dumps(run_one(config, float(eps), classes, a.balls, a.max_boxes, a.max_seconds, a.split, work,
                                  give_up, a.mean_seconds, a.threads, a.generators, a.classifier)))  # fmt: skip
         return
+    if a.workers < 1:
+        ap.error(f"--workers takes a number ≥ 1, not {a.workers}")
     rows = []
     head = (f"{'config':<16} {'ε':>6} {'balls':>6} {'certified':>10} {'falsified':>10} {'unknown':>8} "
-            f"{'decided':>8} {'mean s':>8} {'p95 s':>8} {'peak RSS':>9}")  # fmt: skip
+            f"{'decided':>8} {'mean s':>8} {'p95 s':>8} {'peak RSS':>9} {'wall s':>7}")  # fmt: skip
     print(f"{a.classifier} ∘ {a.generators}, classes {a.classes}, {a.balls} balls each, budget {a.max_boxes} boxes / "
           f"{a.max_seconds:g} s per ball, give-up {a.give_up}", flush=True)  # fmt: skip
     print(head, flush=True)
     for eps in [float(e) for e in a.eps.split(",")]:
         for config in a.configs.split(","):
-            cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
-                   a.classes, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
-                   "--split", a.split, "--give-up", a.give_up, "--mean-seconds", str(a.mean_seconds),
-                   "--threads", str(a.threads), "--generators", a.generators, "--classifier", a.classifier,
-                   *(["--work", str(work)] if work else [])]  # fmt: skip
-            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+
+            def one(cls: str, config: str = config, eps: float = eps) -> dict:
+                cmd = [sys.executable, __file__, "--one", f"{config}@{eps}", "--balls", str(a.balls), "--classes",
+                       cls, "--max-boxes", str(a.max_boxes), "--max-seconds", str(a.max_seconds),
+                       "--split", a.split, "--give-up", a.give_up, "--mean-seconds", str(a.mean_seconds),
+                       "--threads", str(a.threads), "--generators", a.generators, "--classifier", a.classifier,
+                       *(["--work", str(work)] if work else [])]  # fmt: skip
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                return json.loads(out.splitlines()[-1])
+
+            t0 = time.perf_counter()
+            if a.workers == 1:
+                r = one(a.classes)
+                r["wall_per_ball_s"] = r["wall_s"] / r["balls"]
+            else:  # each class in its own process, as many at a time as there are workers
+                with ThreadPoolExecutor(a.workers) as pool:
+                    r = _merge(list(pool.map(one, [str(c) for c in classes])), time.perf_counter() - t0)
+            r.pop("seconds", None)
             rows.append(r)
             decided = (r["certified"] + r["falsified"]) / r["balls"]
             counts = f"{r['balls']:>6} {r['certified']:>10} {r['falsified']:>10} {r['unknown']:>8}"
-            cost = f"{r['mean_s']:>8.2f} {r['p95_s']:>8.2f} {r['peak_rss_mb']:>7.0f} MB"
+            cost = f"{r['mean_s']:>8.2f} {r['p95_s']:>8.2f} {r['peak_rss_mb']:>7.0f} MB {r['wall_per_ball_s']:>7.2f}"
             print(f"{config:<16} {eps:>6g} {counts} {decided:>8.1%} {cost}", flush=True)
     if a.out:
         out = a.out if a.out.endswith(".json") else a.out + ".json"  # not with_suffix: "run-0.03" is no suffix

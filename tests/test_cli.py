@@ -123,6 +123,16 @@ def test_models_commands(tmp_path):
     assert result.exit_code == 1 and "not found" in result.output
 
 
+def test_a_time_budget_is_wall_time_spent_by_every_worker_side_by_side():
+    """--time-budget is the run's wall-clock seconds: each ball's share of it, times the local worker processes that
+    spend their shares side by side."""
+    from genrobust.cli.check import pool_per_ball
+
+    assert pool_per_ball(None, 10, 2) is None
+    assert pool_per_ball(600.0, 3, None) == 200.0 == pool_per_ball(600.0, 3, 1)
+    assert pool_per_ball(600.0, 3, 2) == 400.0
+
+
 def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     runner = CliRunner()
     out = tmp_path / "rob"
