@@ -323,7 +323,7 @@ def pool_per_ball(time_budget: float | None, balls: int, workers: int | None) ->
 
     Why times the workers: with two processes of one thread on a two-core CPU, a budget divided by the balls alone
     would end the run in half its wall time. Measured at ε = 0.05 (stop 68, the first 200 balls, 5 s of wall time a
-    ball): two processes of one thread with 10 s a ball decide 79.0%, one process of two threads with 5 s 70.5%."""
+    ball): two processes of one thread with 10 s a ball decide 79.5%, one process of two threads with 5 s 71.5%."""
     if time_budget is None:
         return None
     return time_budget * (workers or 1) / balls
