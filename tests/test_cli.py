@@ -133,6 +133,32 @@ def test_a_time_budget_is_wall_time_spent_by_every_worker_side_by_side():
     assert pool_per_ball(600.0, 3, 2) == 400.0
 
 
+def test_robustness_runs_on_every_core_by_default_where_processes_pay():
+    """``robustness --workers auto`` (the default): one process of one thread per core on a CPU, no more than the
+    run's shards or memory hold; this process for one shard, one core, a GPU or a Dask scheduler."""
+    from genrobust.cli.app import WORKER_BYTES, auto_workers
+
+    cpu = dict(device="cpu", scheduler=None, memory=24e9)
+    assert auto_workers("auto", shards=10, cores=2, **cpu) == 2
+    assert auto_workers("auto", shards=10, cores=16, **cpu) == 10  # no more processes than shards
+    assert auto_workers("auto", shards=1, cores=2, **cpu) is None  # one shard: nothing to share
+    assert auto_workers("auto", shards=10, cores=1, **cpu) is None
+    assert auto_workers("auto", shards=10, device="cpu", scheduler=None, cores=8, memory=3.5 * WORKER_BYTES) == 3
+    assert auto_workers("auto", shards=10, device="cpu", scheduler=None, cores=8, memory=1.5 * WORKER_BYTES) is None
+    assert auto_workers("auto", shards=10, device="cpu", scheduler="tcp://x:1", cores=8, memory=24e9) is None
+    assert auto_workers(3, shards=1, cores=1, **cpu) == 3 and auto_workers(None, shards=10, cores=8, **cpu) is None
+    option = next(p for p in main.commands["robustness"].params if p.name == "workers")
+    assert option.default == "auto"
+    assert next(p for p in main.commands["correctness"].params if p.name == "workers").default is None
+    runner = CliRunner()
+    for value in ("0", "two", "-2"):
+        bad = runner.invoke(main, ["robustness", "--workers", value, "-n", "2"])
+        assert bad.exit_code != 0 and "--workers" in bad.output and "'auto'" in bad.output, bad.output
+        assert "Traceback" not in bad.output
+    bad = runner.invoke(main, ["robustness", "--method", "amls", "--workers", "2", "--eps", "0.05"])
+    assert bad.exit_code != 0 and "drop --sequential, --workers" in bad.output
+
+
 def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     runner = CliRunner()
     out = tmp_path / "rob"

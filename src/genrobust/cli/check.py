@@ -8,11 +8,13 @@ import click
 
 from ..attacks import METHODS as ATTACK_METHODS
 from ..verify.local import BRANCHES
+from ..verify.robustness import CHUNK as ROBUSTNESS_CHUNK
 from .app import (
     DEVICE_OPTION,
     QUIET_OPTION,
     ResultFolder,
     attach_coverage,
+    auto_workers,
     coverage_options,
     eps_and_classes,
     friendly_errors,
@@ -251,7 +253,7 @@ def attack_cmd(
               help="amls: attack steps that score each box (its worst margin found).")  # fmt: skip
 @click.option("--verify", "verify_last", type=int, default=16, show_default=True,
               help="amls: boxes per class of the last level that go to the verifier.")  # fmt: skip
-@scale_options
+@scale_options(auto=True)
 @coverage_options
 @QUIET_OPTION
 @friendly_errors
@@ -261,7 +263,7 @@ def robustness_cmd(
     out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, alpha_maps: int,
     fan: int, near_alpha: int, near_share: float, lower_ratio: float, refine_to_latent: bool,
     branch: str, method: str, particles: int, quantile: float, mcmc_steps: int, max_levels: int, repeats: int,
-    attack_steps: int, verify_last: int, workers: int | None, scheduler: str | None, resume: bool,
+    attack_steps: int, verify_last: int, workers: int | str | None, scheduler: str | None, resume: bool,
     assess: str | None, assess_n: int, data_dir: str | None, quiet: bool, **models: str | None,
 ) -> None:  # fmt: skip
     """Global (ε, δ)-robustness: each centre's ε-box certified, falsified or unknown; P(robust) bounded both ways."""
@@ -281,6 +283,11 @@ def robustness_cmd(
     if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
         raise click.BadParameter(f"--time-budget takes a number of seconds > 0, not {time_budget}")
     balls = n * (len(wanted) if wanted is not None else len(gens))
+    shards = (len(wanted) if wanted is not None else len(gens)) * math.ceil(n / ROBUSTNESS_CHUNK)
+    if method == "amls" and (sequential or workers != "auto" or scheduler or resume):
+        raise click.BadParameter("--method amls runs in this process, in one go: drop --sequential, --workers, "
+                                 "--scheduler and --resume (its sample count is --particles, not -n)")  # fmt: skip
+    workers = auto_workers(workers, shards=shards, device=device, scheduler=scheduler)
     if not (lower_ratio >= 0):
         raise click.BadParameter(f"--lower-ratio takes a number ≥ 0, not {lower_ratio}")
     bounds = BoundOptions(alpha_steps=alpha_steps, alpha_maps=alpha_maps, alpha_map_layers=2,

@@ -47,6 +47,10 @@ from .local import (
     _options_dict,
 )
 
+#: centres per shard (one local verifier's run): each shard's pool of seconds (``VerifyOptions.mean_seconds``) is
+#: spread over its own balls, and shards are what worker processes take one at a time
+CHUNK = 32
+
 
 @dataclass
 class EpsEstimate:
@@ -244,7 +248,7 @@ def global_robustness(
     classes: Sequence[int] | None = None,
     sequential: bool = False,
     options: VerifyOptions | None = None,
-    chunk: int = 32,
+    chunk: int = CHUNK,
     start: int = 0,
     device: str | torch.device | None = None,
     show_progress: bool = False,
