@@ -133,7 +133,7 @@ def test_a_time_budget_is_wall_time_spent_by_every_worker_side_by_side():
     assert pool_per_ball(600.0, 3, 2) == 400.0
 
 
-def test_robustness_runs_on_every_core_by_default_where_processes_pay():
+def test_robustness_runs_on_every_core_by_default_where_processes_pay(monkeypatch, tmp_path):
     """``robustness --workers auto`` (the default): one process of one thread per core on a CPU, no more than the
     run's shards or memory hold; this process for one shard, one core, a GPU or a Dask scheduler."""
     from genrobust.cli.app import WORKER_BYTES, auto_workers
@@ -157,6 +157,27 @@ def test_robustness_runs_on_every_core_by_default_where_processes_pay():
         assert "Traceback" not in bad.output
     bad = runner.invoke(main, ["robustness", "--method", "amls", "--workers", "2", "--eps", "0.05"])
     assert bad.exit_code != 0 and "drop --sequential, --workers" in bad.output
+    # the command resolves the default on a two-core CPU to two processes, and the time budget follows them
+    import genrobust.cli.app as app
+    import genrobust.cli.check as check
+
+    asked = []
+
+    def setup(workers, scheduler, resume, out):
+        asked.append(workers)
+        return app.shard_setup(None, scheduler, resume, out)  # run here: the resolution is what is checked
+
+    monkeypatch.setattr(app, "usable_cores", lambda: 2)
+    monkeypatch.setattr(check, "shard_setup", setup)
+    args = ["robustness", "--classes", "0,8", "-n", "1", "--eps", "0.001", "--max-boxes", "1", "--time-budget", "10",
+            "--device", "cpu", "--quiet", "--out", str(tmp_path / "r")]  # fmt: skip
+    ran = runner.invoke(main, args)
+    assert ran.exit_code == 0, ran.output
+    assert asked == [2]
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["options"]["mean_seconds"] == 10.0  # 2 × 10 s / 2
+    asked.clear()
+    assert runner.invoke(main, [*args[:-1], str(tmp_path / "one"), "--workers", "1"]).exit_code == 0
+    assert asked == [1]
 
 
 def test_robustness_command_writes_table_json_and_pictures(tmp_path):
