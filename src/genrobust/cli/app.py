@@ -123,8 +123,9 @@ AUTO_WORKERS_OPTION = click.option(
          "latent balls in the same wall time than one process of two threads.",
 )  # fmt: skip
 
-#: resident memory one worker process of ``robustness`` takes at its peak on the built-in models (1.07–1.17 GB
-#: measured in stops 68–69), rounded up: ``--workers auto`` starts no more processes than memory holds
+#: resident memory one worker process of ``robustness`` takes at its peak on the built-in models (0.9–1.18 GB per
+#: class measured in stops 68–69), rounded up: ``--workers auto`` starts no more processes than memory holds (the
+#: parent process, about 0.45 GB with the models, is not counted)
 WORKER_BYTES = 1.2e9
 
 
