@@ -21,6 +21,8 @@ configurations are the ablation the README reports:
   the balls (hopeless-looking ones attacked first and split last, with the time the others left);
 * ``no-fan``, ``pool-no-fan``: ``full`` and ``pool`` with every split in two (``VerifyOptions.fan=1``): the
   default makes as many latent halvings at once as a box's bound is predicted to need;
+* ``axis``, ``pool-axis``: ``full`` and ``pool`` with coordinate halvings only (``VerifyOptions.oblique=False``):
+  the default cuts a box first across the direction its open neurons share (version 14);
 * ``crown-slopes``: ``full`` with CROWN's adaptive lower lines on unstable ReLUs (``BoundOptions.lower_ratio=1``): the
   default leans to the flat piece (ratio 2);
 * ``relu``: branch and bound on the classifier's ReLUs instead of the latent dimensions (β-CROWN splits, the
@@ -67,6 +69,8 @@ CONFIGS = (
     "pool",
     "no-fan",
     "pool-no-fan",
+    "axis",
+    "pool-axis",
     "crown-slopes",
     "relu",
     "auto",
@@ -136,6 +140,17 @@ def run_one(
         "pool-no-fan": VerifyOptions(
             max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, mean_seconds=mean_seconds, fan=1
         ),
+        "axis": VerifyOptions(
+            max_boxes=max_boxes, max_seconds=max_seconds, split=split, give_up=give_up, oblique=False
+        ),
+        "pool-axis": VerifyOptions(
+            max_boxes=max_boxes,
+            max_seconds=max_seconds,
+            split=split,
+            give_up=give_up,
+            mean_seconds=mean_seconds,
+            oblique=False,
+        ),
         "crown-slopes": VerifyOptions(
             bounds=BoundOptions(lower_ratio=1.0),
             max_boxes=max_boxes,
@@ -160,7 +175,7 @@ def run_one(
     fresh = 0  # balls run now, not read back from --work (the wall time is theirs)
     t0 = time.perf_counter()
     for c in classes:
-        name = f"{config}{mean_seconds:g}" if config in ("pool", "pool-no-fan") else config
+        name = f"{config}{mean_seconds:g}" if config in ("pool", "pool-no-fan", "pool-axis") else config
         name += f"-threads{threads}" if threads != 2 else ""  # timings depend on it: keep the parts apart
         name += f"@{Path(generators).parent.name or generators}" if generators != "mnist-gan" else ""
         name += f"~{Path(classifier).stem}" if classifier != "mnist-small" else ""

@@ -1007,3 +1007,91 @@ def test_fsb_estimates_bound_each_child_and_properties_shift_by_their_constants(
             x = net[:k](z)[:, int(neuron[0, j])]
             for side, child in ((0, x >= 0), (1, x <= 0)):
                 assert (rows[child] >= est[0, j, side][None]).all()
+
+
+def _lp_min(g: torch.Tensor, V: torch.Tensor, T: torch.Tensor) -> float:
+    """min g·s over s ∈ [−1, 1]^d with V·s ≥ T, by linear programming (the reference for :func:`min_linear`)."""
+    from scipy.optimize import linprog
+
+    res = linprog(g.numpy(), A_ub=-V.numpy(), b_ub=-T.numpy(), bounds=[(-1, 1)] * len(g), method="highs")
+    return float(res.fun) if res.status == 0 else math.inf
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 3), d=st.integers(2, 10))
+def test_min_linear_over_a_cut_box_is_a_lower_bound_exact_for_one_half_space(seed, m, d):
+    """Weak duality, checked against a linear program: every bound lies below the true minimum over the box and its
+    half-spaces, equals it (to rounding) with one half-space, and is never looser than the box's own −‖g‖₁."""
+    from genrobust.bounds.planes import Planes, min_linear
+
+    g0 = torch.Generator().manual_seed(seed)
+    g = torch.randn(6, d, dtype=torch.float64, generator=g0)
+    P = torch.randn(m, d, dtype=torch.float64, generator=g0)
+    q = torch.rand(m, dtype=torch.float64, generator=g0) - 0.7  # through, near and off the centre (maybe empty)
+    center, radius = torch.zeros(1, d, dtype=torch.float64), torch.ones(1, d, dtype=torch.float64)
+    planes = Planes.from_latent(torch.cat([P, q[:, None]], 1)[None], center, radius)
+    got = min_linear(g, torch.zeros(6, dtype=torch.long), planes)
+    for r in range(6):
+        best = _lp_min(g[r], P, q)
+        assert float(got[r]) <= best + 1e-9
+        assert float(got[r]) >= -float(g[r].abs().sum()) - 1e-6  # less its rounding guard (10⁻⁹ of the terms)
+        if m == 1 and math.isfinite(best):
+            assert float(got[r]) == pytest.approx(best, abs=1e-7)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ints=st.tuples(st.integers(0, 10_000), st.integers(2, 4), st.integers(4, 12)),
+    act_g=st.sampled_from(sorted(ACTS)),
+    act_c=st.sampled_from(sorted(ACTS)),
+    eps=st.sampled_from([0.1, 0.5]),
+    m=st.integers(1, 3),
+    to_latent=st.booleans(),
+    refine32=st.booleans(),
+    alpha=st.booleans(),
+    convs=st.integers(1, 2),
+    cells=st.sampled_from([0, 1]),
+)
+def test_bounds_over_boxes_cut_by_half_spaces_contain_every_sampled_point_of_the_cut(
+    ints, act_g, act_c, eps, m, to_latent, refine32, alpha, convs, cells
+):  # fmt: skip
+    """The oblique split's ground: with half-spaces P·z ≥ q cutting each box, the margins' bounds and every kept
+    interval hold at every sampled latent of the box that satisfies them (forms, refinement rows to the image or
+    the latent, α rows as their own boxes, cells of the generator; a domain the bounds show empty holds none), and
+    the directions come back symmetric and positive semi-definite. (Tighter intervals may still give a looser
+    bound: adaptive relaxation lines are not monotone in them.)"""
+    gen, clf, d = _random_pair(list(ints), act_g, act_c, "none", 1, 1, False, False, True, convs, 1)
+    gen_ops = capture(gen, (d,))
+    ops = gen_ops + capture(clf, (1, 6, 6))
+    opts = BoundOptions(refine_dtype=torch.float32 if refine32 else torch.float64, row_chunk=7,
+                        refine_to_latent=to_latent, alpha_steps=3 if alpha else 0, alpha_intermediate=2 if alpha else 0,
+                        alpha_lr=0.5, generator_cells=cells, refine_limit=1.0)  # fmt: skip
+    engine = BoundEngine(ops, len(gen_ops), opts)
+    g0 = torch.Generator().manual_seed(ints[0])
+    B = 3
+    center = torch.randn(B, d, dtype=torch.float64, generator=g0)
+    radius = torch.full((B, d), eps, dtype=torch.float64)
+    P = torch.randn(B, m, d, dtype=torch.float64, generator=g0)
+    q = (P * center[:, None]).sum(2) + (torch.rand(B, m, dtype=torch.float64, generator=g0) - 0.5) * eps
+    planes = torch.cat([P, q[..., None]], 2)
+    planes[0, -1] = 0.0  # a row of zeros: no constraint
+    spec = _margin_spec(torch.tensor([0, 1, 2]), 3)
+    res = engine.margins(center, radius, spec, planes=planes, directions=True)
+    D = res.directions
+    assert D.shape == (B, d, d) and torch.allclose(D, D.transpose(1, 2))
+    assert (torch.linalg.eigvalsh(D) >= -1e-9).all()
+    s = torch.rand(3000, B, d, dtype=torch.float64, generator=g0) * 2 - 1
+    z = (center + radius * s).reshape(-1, d)
+    inside = ((torch.einsum("nbd,bmd->nbm", z.reshape(3000, B, d), P) >= q[None]) | (P.abs().sum(2) == 0)[None]).all(2)
+    with torch.no_grad():
+        logits = nn.Sequential(gen, clf).double()(z).reshape(3000, B, 3)
+        margins = torch.einsum("bmk,nbk->nbm", spec, logits)
+        ok = (margins >= res.lower[None]) | ~inside[:, :, None]
+        assert ok.all(), float((res.lower[None] - margins)[~ok].max())
+        for i, (lo, hi) in res.intervals.items():
+            h = z
+            for op in ops[:i]:
+                h = op.forward(h)
+            h = h.reshape(3000, B, -1)
+            fine = ((h >= lo.reshape(1, B, -1) - 1e-12) & (h <= hi.reshape(1, B, -1) + 1e-12)).all(2) | ~inside
+            assert fine.all(), i

@@ -185,7 +185,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     out = tmp_path / "rob"
     args = ["robustness", "--classes", "8", "-n", "3", "--eps", "0.002,1.5", "--max-boxes", "2", "--quiet",
             "--give-up", "none", "--time-budget", "600", "--alpha-steps", "2", "--alpha-maps", "2", "--branch", "auto",
-            "--no-refine-to-latent", "--fan", "2", "--near-alpha", "3", "--near-share", "0.3",
+            "--no-refine-to-latent", "--fan", "2", "--no-oblique", "--near-alpha", "3", "--near-share", "0.3",
             "--lower-ratio", "1.5", "--out", str(out)]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -196,7 +196,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     assert data["options"]["bounds"]["alpha_steps"] == 2 and data["options"]["branch"] == "auto"
     assert data["options"]["bounds"]["alpha_maps"] == 2 and data["options"]["bounds"]["alpha_map_layers"] == 2
     assert data["options"]["bounds"]["refine_to_latent"] is False  # the default is on
-    assert data["options"]["fan"] == 2 and data["options"]["near_alpha"] == 3
+    assert data["options"]["fan"] == 2 and data["options"]["near_alpha"] == 3 and "oblique" not in data["options"]
     assert data["options"]["near_share"] == 0.3 and data["options"]["bounds"]["lower_ratio"] == 1.5
     assert (out / "robustness_curve.png").stat().st_size > 5000
     assert gr.load_result(out).classes[0].per_eps[1].falsified >= 1  # at ε = 1.5 PGD finds 8 → other (seeded)
@@ -220,5 +220,7 @@ def test_robustness_command_writes_table_json_and_pictures(tmp_path):
     assert near == gr.VerifyOptions().near_alpha
     share = next(p for p in main.commands["robustness"].params if p.name == "near_share").default
     assert share == gr.VerifyOptions().near_share
+    assert next(p for p in main.commands["robustness"].params if p.name == "oblique").default is True
+    assert gr.VerifyOptions().oblique is True
     ratio = next(p for p in main.commands["robustness"].params if p.name == "lower_ratio").default
     assert ratio == gr.BoundOptions().lower_ratio

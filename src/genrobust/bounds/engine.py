@@ -22,7 +22,10 @@ The chain of operators is cut at the *anchor*, the classifier's input (the gener
    coefficients say which latent dimension costs most: the branch-and-bound splits there.
 
 Children of a split box pass their parent's intervals in (``parent``): every interval is intersected with the
-parent's, so a neuron stable in the parent is never refined again.
+parent's, so a neuron stable in the parent is never refined again. A child cut off by half-spaces of the latent
+(``planes``, the oblique split) is bounded on its points alone: every minimisation over the latent box (the
+forward forms' intervals, the refinement rows' and the margins' bounds) takes the half-spaces in by Lagrangian
+duality (:mod:`.planes`), and a form kept from a row gives back exactly the bound that row was minimised with.
 
 Soundness and floating point: everything is computed in float64 from weights converted exactly. A backward
 pass computes A_k = A_{k+1}·W_k step by step; with rounding, the computed Ã_k differs by at most γ_n·|A_{k+1}||W_k|
@@ -54,7 +57,7 @@ import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -76,6 +79,7 @@ from .ops import (
     to_dense,
     window_axes,
 )
+from .planes import Planes, min_linear
 from .steps import GATHER_BYTES, relax_guard, relax_step, relax_step_by_ball
 from .symbolic import FoldedGenerator, segment_top
 
@@ -234,6 +238,10 @@ class MarginBounds:
     beta: dict[int, torch.Tensor] | None = field(default=None, repr=False)
     #: the optimised multipliers of the cuts (B, M, C) in float32, NaN where not optimised, for the children
     gamma: torch.Tensor | None = field(default=None, repr=False)
+    #: (B, d, d) when asked (``directions=True``): per box, Σ w·x·xᵀ over the classifier's open refinement rows, x
+    #: a row's latent coefficients (over s) normalised and w = min(1, ‖g‖₁/|bound|): its top eigenvector is the
+    #: direction across which a cut settles most neurons (:mod:`.planes`)
+    directions: torch.Tensor | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -256,13 +264,33 @@ class _Forms:
     l0: torch.Tensor
     uc: torch.Tensor
     u0: torch.Tensor
+    #: the boxes' half-spaces, where rows are minimised over these forms (the image's forms, :meth:`_concretize`)
+    planes: Planes | None = None
 
     @property
     def same(self) -> bool:
         return self.lc is self.uc and self.l0 is self.u0
 
-    def concrete(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.l0 - self.lc.abs().sum(1), self.u0 + self.uc.abs().sum(1)
+    def concrete(self, planes: Planes | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each neuron's interval from its forms over the boxes; with ``planes`` (:mod:`.planes`) its ends tightened
+        over the cut boxes where the whole boxes leave the neuron's sign open (elsewhere a ReLU is exact already)."""
+        lo, hi = self.l0 - self.lc.abs().sum(1), self.u0 + self.uc.abs().sum(1)
+        if planes is None:
+            return lo, hi
+        B, d = self.lc.shape[:2]
+        idx = torch.nonzero(((lo < 0) & (hi > 0)).reshape(B, -1))
+        if not len(idx):
+            return lo, hi
+        lo, hi = lo.clone(), hi.clone()
+        key = (idx[:, 0], idx[:, 1])
+        lc, uc = self.lc.reshape(B, d, -1).transpose(1, 2)[key], self.uc.reshape(B, d, -1).transpose(1, 2)[key]
+        lo.view(B, -1)[key] = torch.maximum(
+            lo.view(B, -1)[key], self.l0.reshape(B, -1)[key] + min_linear(lc, idx[:, 0], planes)
+        )
+        hi.view(B, -1)[key] = torch.minimum(
+            hi.view(B, -1)[key], self.u0.reshape(B, -1)[key] - min_linear(-uc, idx[:, 0], planes)
+        )
+        return lo, hi
 
     def magnitude(self) -> torch.Tensor:
         """Per neuron, |l0| + |u0| + Σ|lc| + Σ|uc|: bounds every term the forms hold (for rounding guards)."""
@@ -274,7 +302,8 @@ class _Forms:
         return _Forms(self.lc, self.l0 - err, self.uc, self.u0 + err)
 
     def take(self, idx: torch.Tensor) -> _Forms:
-        return _Forms(self.lc[idx], self.l0[idx], self.uc[idx], self.u0[idx])
+        return _Forms(self.lc[idx], self.l0[idx], self.uc[idx], self.u0[idx],
+                      None if self.planes is None else self.planes.take(idx))  # fmt: skip
 
 
 @dataclass
@@ -284,9 +313,33 @@ class _BoxForms:
 
     center: torch.Tensor  # (B, d)
     radius: torch.Tensor  # (B, d)
+    planes: Planes | None = None  # half-spaces cutting the boxes (:mod:`.planes`)
 
     def take(self, idx: torch.Tensor) -> _BoxForms:
-        return _BoxForms(self.center[idx], self.radius[idx])
+        return _BoxForms(self.center[idx], self.radius[idx], None if self.planes is None else self.planes.take(idx))
+
+
+@dataclass
+class _Domain:
+    """What a sweep's refinement needs to know of its boxes' domains: their half-spaces (None: whole boxes) and,
+    when asked, the accumulator of their open rows' directions (B, d, d) (:attr:`MarginBounds.directions`)."""
+
+    planes: Planes | None = None
+    directions: torch.Tensor | None = None
+
+    def record(self, ball: torch.Tensor, val: torch.Tensor, g: torch.Tensor) -> None:
+        """Add the open rows' (bound < 0) normalised coefficients, weighted by min(1, ‖g‖₁/|bound|)."""
+        if self.directions is None:
+            return
+        g = g.detach().to(DT)
+        l1 = g.abs().sum(1)
+        open_ = torch.isfinite(val) & (val < 0) & (l1 > 0)
+        if not bool(open_.any()):
+            return
+        g, val, l1, ball = g[open_], val[open_].to(DT), l1[open_], ball[open_]
+        x = g / g.norm(dim=1, keepdim=True)
+        w = (l1 / val.abs()).clamp(max=1.0)
+        self.directions.index_add_(0, ball, torch.einsum("r,ri,rj->rij", w, x, x))
 
 
 @contextmanager
@@ -356,17 +409,26 @@ def _take_rows(rows: Rows, sel: torch.Tensor) -> Rows:
     return Rows(rows.A[sel], rows.ball[sel], None if rows.off is None else rows.off[sel])
 
 
-def _keep_tighter(forms: _Forms, key, val: torch.Tensor, g: torch.Tensor, signs=(1.0, -1.0)) -> None:
+def _keep_tighter(
+    forms: _Forms, key, val: torch.Tensor, g: torch.Tensor, signs=(1.0, -1.0), planes: Planes | None = None
+) -> None:
     """Replace, in place, the forms of the neurons ``key`` by backward passes' functions where those are tighter.
 
     Rows come in groups of ``len(signs)`` per neuron: a row of sign +1 bounds its neuron from below by g·s + c over
     s ∈ [−1, 1]^d with minimum ``val`` (guarded), so c = val + Σ|g| less that sum's own rounding; a row of sign −1
-    is the negated upper bound. A form is kept where its own minimum (maximum) is the better one."""
+    is the negated upper bound. A form is kept where its own minimum (maximum) is the better one.
+
+    With ``planes`` (boxes cut by half-spaces: the rows' ``val`` may have been minimised over the cut domain,
+    :mod:`.planes`), c = val − m where m ≤ min g·s over the domain is the same guarded bound: c is then still at
+    most the row's constant. (Taking −‖g‖₁ for m there would overstate c: ``planes`` must be the sweep's.)"""
     k = len(signs)
+    ball = key[0]
     for t, sign in enumerate(signs):
         v, gt = val[t::k], g[t::k]
         gsum = gt.abs().sum(1)
-        c = v + gsum - GUARD * (v.abs() + gsum)
+        m, size = (-gsum, gsum) if planes is None else min_linear(gt, ball, planes, with_size=True)
+        c = v - m - GUARD * (v.abs() + gsum) - (0.0 if planes is None else 1e-12 * size)
+        # which form to keep: any choice is sound; the old form's minimum over the whole box (not the cut one)
         if sign > 0:
             better = v > forms.l0[key] - forms.lc.movedim(1, -1)[key].abs().sum(-1)
             coef, const, new_coef, new_const = forms.lc.movedim(1, -1), forms.l0, gt, c  # views: (B, *shape, d)
@@ -538,6 +600,10 @@ class _Relaxations:
 class BoundEngine:
     """Bounds for the chain ``ops`` (latent → logits) cut at ``anchor`` (index of the classifier's first op)."""
 
+    #: the domains of the boxes being bounded (set by :meth:`margins` for its call, and by the sweeps of cells
+    #: for theirs): every refinement row minimised over them must be taken back out over the same half-spaces
+    _dom: _Domain = _Domain()
+
     def __init__(self, ops: list[Op], anchor: int, options: BoundOptions | None = None) -> None:
         if not ops:
             raise GenrobustError("the network has no layers to bound")
@@ -611,6 +677,8 @@ class BoundEngine:
         gamma: torch.Tensor | None = None,
         refine_cuts: bool = False,
         tune_above: torch.Tensor | None = None,
+        planes: torch.Tensor | None = None,
+        directions: bool = False,
     ) -> MarginBounds:
         """Lower bounds of spec·logits (spec (B, M, K)) over the boxes center ± radius ((B, d), float64).
 
@@ -646,7 +714,12 @@ class BoundEngine:
 
         ``tune_above`` (B,): α/β only for the boxes whose plain worst bound (the disjunction's, with ``offset``)
         reaches it, with ``steps`` (or ``alpha_steps``) there: the optimisation closes a small share of a box's gap,
-        so it decides only the boxes the plain bound leaves just short of a proof (the near misses)."""
+        so it decides only the boxes the plain bound leaves just short of a proof (the near misses).
+
+        ``planes`` (B, m, d + 1), float64: half-spaces P·z ≥ q of the latent (rows [P | q]; rows of zeros are
+        none) that cut each box: the bounds hold on the box's points that satisfy them (:mod:`.planes`; every
+        minimisation over the latent takes them in by Lagrangian duality). ``directions``: also return
+        :attr:`MarginBounds.directions`, which way to cut each box next."""
         if cuts is not None:
             cuts.check_ops(self.ops)
             if cuts.mask.shape[0] != center.shape[0]:
@@ -655,11 +728,23 @@ class BoundEngine:
         if gamma is not None and (cuts is None or gamma.shape != (*spec.shape[:2], len(cuts))):
             raise GenrobustError(f"gamma: a start (boxes, margins, cuts) for the cuts given is needed, got "
                                  f"{tuple(gamma.shape)}")  # fmt: skip
+        B, d = center.shape
+        if planes is not None and (planes.shape[0] != B or planes.dim() != 3 or planes.shape[2] != d + 1
+                                   or not bool(torch.isfinite(planes).all())):  # fmt: skip
+            raise GenrobustError(f"planes: finite (boxes, m, {d + 1}) half-spaces are needed, got "
+                                 f"{tuple(planes.shape)}")  # fmt: skip
+        cut = None if planes is None or planes.shape[1] == 0 else Planes.from_latent(planes, center.to(DT),
+                                                                                    radius.to(DT))  # fmt: skip
+        acc = torch.zeros(B, d, d, dtype=DT, device=center.device) if directions else None
+        self._dom = _Domain(cut, acc)
         try:
             with ieee_float32():
-                return self._margins(center, radius, spec, parent, alpha, splits, settled, steps, branch, offset,
-                                     groups, beta, cuts, gamma, refine_cuts, tune_above)  # fmt: skip
+                mb = self._margins(center, radius, spec, parent, alpha, splits, settled, steps, branch, offset,
+                                   groups, beta, cuts, gamma, refine_cuts, tune_above)  # fmt: skip
+            mb.directions = acc
+            return mb
         finally:
+            del self._dom  # back to the class's: whole boxes
             release_heap()  # the pass's large temporaries would otherwise stay resident (see there)
 
     def _margins(self, center, radius, spec, parent, alpha_start=None, splits=None, settled=None, steps=None,
@@ -711,7 +796,7 @@ class BoundEngine:
         if parent is not None:
             sub = {i: (lo.repeat_interleave(k, 0), hi.repeat_interleave(k, 0)) for i, (lo, hi) in parent.items()
                    if i < self.anchor}  # fmt: skip
-        sw = self._sweep(cen, rad, sub, None, None, stop=self.anchor)
+        sw = self._cell_sweep(cen, rad, sub)
         out = dict(parent or {})
         for i, (lo, hi) in sw.intervals.items():
             lo = lo.reshape(B, k, *lo.shape[1:]).amin(1)
@@ -727,8 +812,18 @@ class BoundEngine:
         cen, rad, k = self._cells(center, radius, self.options.row_cells)
         sub = {i: (lo.repeat_interleave(k, 0), hi.repeat_interleave(k, 0)) for i, (lo, hi) in parent.items()
                if i < self.anchor}  # fmt: skip
-        sw = self._sweep(cen, rad, sub, None, None, stop=self.anchor)
+        sw = self._cell_sweep(cen, rad, sub)
         return _RowCells(sw.relax, sw.latent_forms, sw.latent_box, sw.absmax, k)
+
+    def _cell_sweep(self, cen, rad, sub) -> _Sweep:
+        """The generator's sweep on cells of the boxes: whole cells (no half-spaces: each holds on its cell, so on
+        every cut of it), and none of their rows' directions recorded."""
+        outer = self._dom
+        self._dom = _Domain()
+        try:
+            return self._sweep(cen, rad, sub, None, None, stop=self.anchor)
+        finally:
+            self._dom = outer
 
     def _cells(self, center, radius, m: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Centres and radii of 2^m cells of every box (box b's are rows b·k … b·k + k − 1): the box halved along
@@ -769,7 +864,8 @@ class BoundEngine:
         empty = torch.zeros(center.shape[0], dtype=torch.bool, device=center.device)  # split domains shown empty
         B = center.shape[0]
         lo, hi = center - radius, center + radius
-        box_forms = None if opt.mode == "interval" else _BoxForms(center, radius)
+        planes = self._dom.planes
+        box_forms = None if opt.mode == "interval" else _BoxForms(center, radius, planes)
         # forward forms: (B, d, *shape) per layer, so only where they are used (a pixel box without forward
         # forms in the classifier would otherwise build and drop a 784 × 784 diagonal per box)
         forward = opt.mode == "forward" or (opt.mode == "crown" and (self.anchor > 0 or opt.classifier_forward))
@@ -787,7 +883,8 @@ class BoundEngine:
         for i, op in enumerate(self.ops[:stop]):
             in_classifier = i >= self.anchor
             if i == self.anchor:
-                anchor_forms, anchor_box = (box_forms if i == 0 else forms), (lo, hi)
+                anchor_forms = box_forms if i == 0 else None if forms is None else replace(forms, planes=planes)
+                anchor_box = (lo, hi)
                 absmax["anchor"] = torch.maximum(lo.abs(), hi.abs()).flatten(1).amax(1)
                 if stop is None and opt.row_cells > 0 and opt.mode == "crown" and self._to_latent:
                     cells = self._row_cells(center, radius, intervals)
@@ -847,10 +944,10 @@ class BoundEngine:
                         if i in self.facts:  # a refined bound looser than a fact: the fact stands
                             lo, hi = torch.maximum(lo, self.facts[i][0]), torch.minimum(hi, self.facts[i][1])
                 if bool((lo > hi).any()):
-                    if splits is None:
+                    if splits is None and planes is None:
                         raise GenrobustError(f"internal: empty interval at layer {i} ({op!r}): NaN or inconsistent "
                                              "bounds")  # fmt: skip
-                    # sound bounds of a split domain that contradict each other: no latent of the box is in it
+                    # sound bounds of a split (or cut) domain that contradict each other: no latent of the box is in it
                     empty |= (lo > hi).flatten(1).any(1)
                     hi = torch.maximum(hi, lo)
                 intervals[i] = (lo, hi)
@@ -867,7 +964,7 @@ class BoundEngine:
                         forms = _Forms(*op.forward_forms(plan, forms.lc, forms.l0, forms.uc, forms.u0))
                     lo, hi = op.interval(lo, hi)
             if forms is not None:
-                fl, fu = forms.concrete()
+                fl, fu = forms.concrete(planes)
                 slack = GUARD * forms.magnitude()  # the d-term sums of the concretisation
                 lo, hi = torch.maximum(lo, fl - slack), torch.minimum(hi, fu + slack)
                 if in_classifier and opt.mode == "crown" and not opt.classifier_forward and i + 1 < len(self.ops):
@@ -1280,7 +1377,7 @@ class BoundEngine:
             rows = Rows(A, part[:, 0].repeat_interleave(2), unit=True)  # sorted by ball, as activation steps like
             val, g = self._backward(j, rows, relax, latent_forms, latent_box, absmax, stop=0)
             key = tuple(part.T)
-            _keep_tighter(forms, key, val, g)
+            _keep_tighter(forms, key, val, g, planes=self._dom.planes)
             lo[key] = torch.maximum(lo[key], val[0::2])
             hi[key] = torch.minimum(hi[key], -val[1::2])
         return lo, hi, forms, len(idx)
@@ -1497,13 +1594,15 @@ class BoundEngine:
             fold = relax._cache[key] = FoldedGenerator(self.ops, top, relax, latent_box, dtype)
         return fold
 
-    @staticmethod
-    def _tighten(key, val, g, lo, hi, forms, signs) -> None:
+    def _tighten(self, key, val, g, lo, hi, forms, signs) -> None:
         """Rows' lower bounds ``val`` (and coefficients ``g`` over s) for the neurons ``key``, interleaved by
-        ``signs`` (+1: a lower row, −1: an upper row), taken into ``lo``/``hi`` and ``forms`` where tighter."""
+        ``signs`` (+1: a lower row, −1: an upper row), taken into ``lo``/``hi`` and ``forms`` where tighter (over
+        the boxes' domains, :attr:`_dom`; the open rows' directions recorded there when asked)."""
         k = len(signs)
         if forms is not None:
-            _keep_tighter(forms, key, val, g, signs)
+            _keep_tighter(forms, key, val, g, signs, self._dom.planes)
+        for t in range(k):
+            self._dom.record(key[0], val[t::k], g[t::k])
         for t, s_t in enumerate(signs):
             if s_t > 0:
                 lo[key] = torch.maximum(lo[key], val[t::k])
@@ -1690,7 +1789,7 @@ class BoundEngine:
                 rows = to_dense(rows, self.ops[stop].in_shape)
             A = rows.A.reshape(R, -1)
             g = A * anchor_forms.radius[rows.ball]
-            val = (A * anchor_forms.center[rows.ball]).sum(1) + bias - g.abs().sum(1)
+            val = (A * anchor_forms.center[rows.ball]).sum(1) + bias + min_linear(g, rows.ball, anchor_forms.planes)
         else:  # the image's affine forms in the latent, or intervals alone
             val, g = self._concretize(rows, bias, anchor_forms, anchor_box, self.ops[stop].in_shape)
         err = err + GUARD * (bias.detach().abs() + val.detach().abs())  # the few float64 additions of the bias terms
@@ -1752,7 +1851,7 @@ class BoundEngine:
         if f is None:
             return box_val, torch.zeros(R, d, dtype=DT, device=A.device)
         g = out[:, :d]
-        form_val = out[:, d] + bias - g.abs().sum(1)
+        form_val = out[:, d] + bias + min_linear(g, rows.ball, f.planes)
         better = form_val >= box_val
         g = torch.where(better.unsqueeze(1), g, torch.zeros_like(g))
         return torch.where(better, form_val, box_val), g

@@ -232,6 +232,9 @@ def attack_cmd(
 @click.option("--fan", type=int, default=3, show_default=True,
               help="Latent halvings one split may make at once, as many as a box's bound is predicted to need "
                    "(1: split in two, box by box).")  # fmt: skip
+@click.option("--oblique/--no-oblique", default=True, show_default=True,
+              help="Cut an undecided box across the direction its open neurons' latent coefficients share (then "
+                   "halve coordinates for the fan's other levels); --no-oblique halves coordinates only.")  # fmt: skip
 @click.option("--near-alpha", "near_alpha", type=int, default=5, show_default=True,
               help="α-CROWN steps on the margins of the near misses: boxes whose bound falls short of a proof by at "
                    "most --near-share x the centre's margin (0: off).")  # fmt: skip
@@ -261,7 +264,7 @@ def robustness_cmd(
     eps_text: str, n: int, delta: float, confidence: float, seed: int,
     classes: str | None, sequential: bool, max_boxes: int, max_seconds: float, split: str, device: str,
     out: str | None, show: int, give_up: str, time_budget: float | None, alpha_steps: int, alpha_maps: int,
-    fan: int, near_alpha: int, near_share: float, lower_ratio: float, refine_to_latent: bool,
+    fan: int, oblique: bool, near_alpha: int, near_share: float, lower_ratio: float, refine_to_latent: bool,
     branch: str, method: str, particles: int, quantile: float, mcmc_steps: int, max_levels: int, repeats: int,
     attack_steps: int, verify_last: int, workers: int | str | None, scheduler: str | None, resume: bool,
     assess: str | None, assess_n: int, data_dir: str | None, quiet: bool, **models: str | None,
@@ -294,7 +297,7 @@ def robustness_cmd(
                           refine_to_latent=refine_to_latent, lower_ratio=lower_ratio)  # fmt: skip
     options = VerifyOptions(bounds=bounds, max_boxes=max_boxes,
                             max_seconds=max_seconds, split=split, give_up=rule, branch=branch, fan=fan,
-                            near_alpha=near_alpha, near_share=near_share,
+                            oblique=oblique, near_alpha=near_alpha, near_share=near_share,
                             mean_seconds=pool_per_ball(time_budget, balls, workers))  # fmt: skip
     if method == "amls":
         if len(eps) != 1:
