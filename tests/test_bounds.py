@@ -1031,6 +1031,9 @@ def test_min_linear_over_a_cut_box_is_a_lower_bound_exact_for_one_half_space(see
     center, radius = torch.zeros(1, d, dtype=torch.float64), torch.ones(1, d, dtype=torch.float64)
     planes = Planes.from_latent(torch.cat([P, q[:, None]], 1)[None], center, radius)
     got = min_linear(g, torch.zeros(6, dtype=torch.long), planes)
+    # under autograd (α, β) the same bound, recomputed from g so that its gradient flows
+    tracked = min_linear(g.clone().requires_grad_(True), torch.zeros(6, dtype=torch.long), planes)
+    assert tracked.requires_grad and torch.allclose(tracked.detach(), got, rtol=0, atol=1e-12)
     for r in range(6):
         best = _lp_min(g[r], P, q)
         assert float(got[r]) <= best + 1e-9
@@ -1095,3 +1098,7 @@ def test_bounds_over_boxes_cut_by_half_spaces_contain_every_sampled_point_of_the
             h = h.reshape(3000, B, -1)
             fine = ((h >= lo.reshape(1, B, -1) - 1e-12) & (h <= hi.reshape(1, B, -1) + 1e-12)).all(2) | ~inside
             assert fine.all(), i
+    # bad half-spaces: one clear message, whatever their shape
+    for bad in (torch.tensor(1.0), planes[0], planes[..., :-1], planes[:2], torch.full_like(planes, math.nan)):
+        with pytest.raises(gr.GenrobustError, match="planes: finite"):
+            engine.margins(center, radius, spec, planes=bad)

@@ -772,6 +772,8 @@ def test_oblique_parts_cover_their_domain_each_in_the_box_that_bounds_it():
     u = torch.tensor([[1.0, 2.0, 0.0, -1.0]], dtype=torch.float64)
     assert _top_share(u.T @ u) == pytest.approx(1.0) and _top_share(torch.eye(4, dtype=torch.float64)) == 0.25
     assert _top_share(torch.zeros(4, 4, dtype=torch.float64)) == 0.0 < 0.25 < OBLIQUE_SHARE < 1.0
+    with pytest.raises(gr.GenrobustError, match="oblique must be True or False"):
+        VerifyOptions(oblique="no")  # a string would be truthy
 
     g = torch.Generator().manual_seed(3)
     lo = torch.tensor([-1.0, 0.0, 2.0, -0.5], dtype=torch.float64)

@@ -337,9 +337,11 @@ class _Domain:
         if not bool(open_.any()):
             return
         g, val, l1, ball = g[open_], val[open_].to(DT), l1[open_], ball[open_]
-        x = g / g.norm(dim=1, keepdim=True)
         w = (l1 / val.abs()).clamp(max=1.0)
-        self.directions.index_add_(0, ball, torch.einsum("r,ri,rj->rij", w, x, x))
+        x = g * (w.sqrt() / g.norm(dim=1))[:, None]  # √w·ĝ: each box's sum of w·ĝĝᵀ is one small GEMM
+        for b in torch.unique(ball).tolist():
+            xb = x[ball == b]
+            self.directions[b] += xb.T @ xb
 
 
 @contextmanager
@@ -415,12 +417,14 @@ def _keep_tighter(
     """Replace, in place, the forms of the neurons ``key`` by backward passes' functions where those are tighter.
 
     Rows come in groups of ``len(signs)`` per neuron: a row of sign +1 bounds its neuron from below by g·s + c over
-    s ∈ [−1, 1]^d with minimum ``val`` (guarded), so c = val + Σ|g| less that sum's own rounding; a row of sign −1
-    is the negated upper bound. A form is kept where its own minimum (maximum) is the better one.
+    the box's domain, its guarded minimum ``val`` = c + m with m the guarded lower bound of min g·s that the row was
+    minimised with, so c = val − m, less m's own rounding; a row of sign −1 is the negated upper bound. A form is
+    kept where its own minimum (maximum) over the whole box is the better one.
 
-    With ``planes`` (boxes cut by half-spaces: the rows' ``val`` may have been minimised over the cut domain,
-    :mod:`.planes`), c = val − m where m ≤ min g·s over the domain is the same guarded bound: c is then still at
-    most the row's constant. (Taking −‖g‖₁ for m there would overstate c: ``planes`` must be the sweep's.)"""
+    m is recomputed here, and must be the very bound the row's ``val`` took: over a whole box m = −Σ|g|; over a box
+    cut by half-spaces (``planes``, :mod:`.planes`) the same :func:`~.planes.min_linear` on the same rows (a function
+    of each row's numbers; two evaluations differ by rounding, paid by 10⁻¹² of its size). Taking −‖g‖₁ there would
+    overstate c: ``planes`` must be the sweep's."""
     k = len(signs)
     ball = key[0]
     for t, sign in enumerate(signs):
@@ -729,7 +733,7 @@ class BoundEngine:
             raise GenrobustError(f"gamma: a start (boxes, margins, cuts) for the cuts given is needed, got "
                                  f"{tuple(gamma.shape)}")  # fmt: skip
         B, d = center.shape
-        if planes is not None and (planes.shape[0] != B or planes.dim() != 3 or planes.shape[2] != d + 1
+        if planes is not None and (planes.dim() != 3 or planes.shape[0] != B or planes.shape[2] != d + 1
                                    or not bool(torch.isfinite(planes).all())):  # fmt: skip
             raise GenrobustError(f"planes: finite (boxes, m, {d + 1}) half-spaces are needed, got "
                                  f"{tuple(planes.shape)}")  # fmt: skip

@@ -240,6 +240,8 @@ class VerifyOptions:
             raise GenrobustError(f"max_seconds must be > 0, got {self.max_seconds}")
         if self.mean_seconds is not None and not (math.isfinite(self.mean_seconds) and self.mean_seconds > 0):
             raise GenrobustError(f"mean_seconds must be a finite number > 0 or None, got {self.mean_seconds}")
+        if not isinstance(self.oblique, bool):
+            raise GenrobustError(f"oblique must be True or False, got {self.oblique!r}")
 
 
 @dataclass
