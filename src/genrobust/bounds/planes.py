@@ -107,8 +107,8 @@ def _best_mu(h: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     h_i/v_i) falls as μ passes each breakpoint, so the optimum is the first breakpoint where it turns ≤ 0.
 
     Only the rows whose slope at μ = 0 is positive, t + Σ_i sign(h_i)·v_i (−|v_i| where h_i = 0), have an optimum
-    above 0: the others keep μ = 0 without a sort (on the built-in models about half of a cut box's rows: the plane
-    does not reach their box corner)."""
+    above 0: the others keep μ = 0 without a sort. On balls (0, 36) and (5, 1) of the built-in models at ε = 0.05,
+    27–29% of the rows rise (the plane cuts off their minimising corner); the rest skip the sort."""
     w = v.abs()
     slope0 = t + torch.where(h != 0, torch.sign(h) * v, -w).sum(1)
     mu = torch.zeros_like(t)
