@@ -79,6 +79,7 @@ from .ops import (
     to_dense,
     window_axes,
 )
+from .planes import GUARD as PLANES_GUARD
 from .planes import Planes, min_linear
 from .steps import GATHER_BYTES, relax_guard, relax_step, relax_step_by_ball
 from .symbolic import FoldedGenerator, segment_top
@@ -421,17 +422,19 @@ def _keep_tighter(
     minimised with, so c = val − m, less m's own rounding; a row of sign −1 is the negated upper bound. A form is
     kept where its own minimum (maximum) over the whole box is the better one.
 
-    m is recomputed here, and must be the very bound the row's ``val`` took: over a whole box m = −Σ|g|; over a box
-    cut by half-spaces (``planes``, :mod:`.planes`) the same :func:`~.planes.min_linear` on the same rows (a function
-    of each row's numbers; two evaluations differ by rounding, paid by 10⁻¹² of its size). Taking −‖g‖₁ there would
-    overstate c: ``planes`` must be the sweep's."""
+    m is recomputed here, and must be the bound the row's ``val`` took: over a whole box m = −Σ|g|; over a box cut
+    by half-spaces (``planes``, :mod:`.planes`) the same :func:`~.planes.min_linear` on the same rows. Its multipliers
+    μ are a function of each row's numbers, but should rounding tip a near-tie the other way (μ = 0 in one evaluation,
+    μ* > 0 on a flat dual in the other), the two bounds differ by their guards, 10⁻⁹ of the larger size: that is
+    paid here (``PLANES_GUARD``), so c never exceeds the row's constant. Taking −‖g‖₁ there would overstate c:
+    ``planes`` must be the sweep's."""
     k = len(signs)
     ball = key[0]
     for t, sign in enumerate(signs):
         v, gt = val[t::k], g[t::k]
         gsum = gt.abs().sum(1)
         m, size = (-gsum, gsum) if planes is None else min_linear(gt, ball, planes, with_size=True)
-        c = v - m - GUARD * (v.abs() + gsum) - (0.0 if planes is None else 1e-12 * size)
+        c = v - m - GUARD * (v.abs() + gsum) - (0.0 if planes is None else PLANES_GUARD * size)
         # which form to keep: any choice is sound; the old form's minimum over the whole box (not the cut one)
         if sign > 0:
             better = v > forms.l0[key] - forms.lc.movedim(1, -1)[key].abs().sum(-1)
