@@ -781,7 +781,8 @@ def test_oblique_parts_cover_their_domain_each_in_the_box_that_bounds_it():
     planes = torch.tensor([[1.0, -1.0, 0.5, 0.0, -0.4]], dtype=torch.float64)  # z0 − z1 + z2/2 ≥ −0.4
     M = torch.randn(4, 4, dtype=torch.float64, generator=g)
     parts = oblique_parts(lo, hi, planes, M @ M.T, 2)
-    assert len(parts) == 4 and all(len(q) == 3 for _, _, q in parts)  # the box's plane and one per cut
+    # one plane per cut, and the box's own where the part does not imply it (dropping it only widens a domain)
+    assert len(parts) == 4 and all(len(q) in (2, 3) for _, _, q in parts)
     z = lo + (hi - lo) * torch.rand(20_000, 4, dtype=torch.float64, generator=g)
 
     def holds(q, pts):
@@ -797,8 +798,56 @@ def test_oblique_parts_cover_their_domain_each_in_the_box_that_bounds_it():
         assert 0 < int(mine.sum()) < len(z)  # through the middle: every part holds some of the domain
     assert bool(covered.all())
     top = torch.linalg.eigh(M @ M.T)[1][:, -1] / ((hi - lo) / 2)  # the first cut's normal over z
-    first = parts[0][2][1, :-1]
+    first = parts[0][2][-2, :-1]
     assert abs(float(first @ top) / float(first.norm() * top.norm())) == pytest.approx(1.0)
+
+
+def test_an_oblique_cut_falls_inside_a_part_cut_across_nearly_the_same_direction_before():
+    """A part of ball (0, 43) of the built-in models at ε = 0.05 (stop 71's verifier), cut five times across nearly
+    the same direction: the multipliers' coordinate ascent put the least p·z at −3.63 where it is −2.85, the next
+    cut through the middle of that range fell on the part's edge, and the part's child was the part again, four
+    times over. The cut now goes through the middle of the exact range (a linear program: any cut is sound), so
+    both sides hold about half of it, and the half-spaces the others imply are dropped."""
+    from genrobust.bounds.planes import drop_implied, lp_range
+    from genrobust.verify.local import oblique_parts
+
+    # fmt: off
+    lo = torch.tensor([
+        -0.7436957836151125, 0.31428806185722347, 2.3530621051788327, -1.5239668369293216, -0.09696360677480698,
+        -0.4408167183399201, 0.20508025288581846, 1.4563301324844358, 1.3879693269729612, 1.0047666549682615,
+    ], dtype=torch.float64)
+    hi = torch.tensor([
+        -0.6436957836151121, 0.41428806185722356, 2.4530621051788333, -1.4739668369293213, -0.04696360677480697,
+        -0.34081671833992, 0.3050802528858185, 1.5563301324844363, 1.4879693269729617, 1.104766654968262,
+    ], dtype=torch.float64)
+    planes = torch.tensor([
+        [-7.228623760965753, 5.25025214200818, 3.4227144923833137, 10.540248542888676, 7.745975098549256,
+         -3.601364803049648, -3.3916851090497704, 3.082245426896997, -6.891458313087798, 7.476905511099162,
+         2.0268967900522323],
+        [9.31292163766541, -6.854929426529136, -3.872715256080181, -12.767479207639129, -9.673586899600982,
+         4.273339687324844, 4.22409628141566, -3.429340333957494, 7.993200342080544, -8.682094168761495,
+         -3.3228041953152623],
+        [9.426316424379815, -6.7421609726308, -3.9664897854278336, -12.826876973471068, -9.835907280192485,
+         4.272427708798352, 4.108873585695448, -3.3758798097570346, 7.946935447146856, -8.657337551363037,
+         -2.725643683081027],
+        [9.446670503051052, -6.6998013397775384, -4.006469275715059, -12.82403614488399, -9.903782475552019,
+         4.274475650721011, 4.087998997773695, -3.3650231677813203, 7.9351531402029085, -8.655239199027381,
+         -2.826876546167836],
+        [9.461621612101721, -6.6724060029205505, -4.023774799268058, -12.835323780512242, -9.927449322044664,
+         4.284975102786117, 4.050786569199897, -3.361059344075271, 7.939861892231375, -8.650606572690387,
+         -2.8507363377085304]], dtype=torch.float64)
+    # fmt: on
+    kept = drop_implied(lo, hi, planes)
+    assert 1 <= len(kept) < len(planes)  # the second plane is implied by the later, tighter ones
+    v = planes[-1, :-1] * (hi - lo) / 2  # the last cut's direction over the box's coordinates
+    parts = oblique_parts(lo, hi, kept, torch.outer(v, v), 1)
+    assert len(parts) == 2
+    p = parts[0][2][-1, :-1]  # this cut's normal over z
+    low, high = lp_range(lo, hi, kept, p)
+    for a, b, q in parts:
+        side = lp_range(a, b, q, p)  # each side's range along the cut: about half of the part's
+        assert side is not None and 0.4 < (side[1] - side[0]) / (high - low) < 0.6
+        assert bool((a >= lo).all() and (b <= hi).all())
 
 
 def test_an_oblique_cut_bounds_a_built_in_balls_parts_far_tighter_than_a_halving(builtin):

@@ -33,7 +33,7 @@ from ..bounds.cuts import Cuts, cut_from_splits
 from ..bounds.engine import BoundEngine, BoundOptions, refutation
 from ..bounds.multineuron import pair_cuts
 from ..bounds.ops import DT, Activation, Reshape
-from ..bounds.planes import Planes, min_linear
+from ..bounds.planes import Planes, drop_implied, lp_range, min_linear
 from ..compose import Composed
 from ..errors import GenrobustError, GenrobustWarning
 from ..models.layout import inference_copy
@@ -57,8 +57,10 @@ CERTIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
 #: at no cost). 12: a ball's boxes are bounded together (:meth:`_Search.next_batch`), so a split ball's seconds pay
 #: for its own boxes, not half of another ball's whole box (more balls certified within the same budget). 13: with a
 #: pool of seconds, the deferred balls go on one at a time, the most promising first (:meth:`_Search._resume_deferred`).
-#: 14: an undecided latent box is cut first across the direction its open neurons share (``oblique``).
-VERIFIER_VERSION = 14
+#: 14: an undecided latent box is cut first across the direction its open neurons share (``oblique``). 15: that cut
+#: goes through the middle of the part's exact range along it (a linear program), and half-spaces a part implies are
+#: dropped (a part cut across nearly the same direction again no longer has itself as a child).
+VERIFIER_VERSION = 15
 #: ``VerifyOptions.give_up``'s default (measured: see there).
 GIVE_UP = 1.5
 #: The factor by which a halving of the latent dimension of largest reach shrinks a box's gap m − b (centre margin
@@ -1224,10 +1226,12 @@ class LocalVerifier:
                     halves += [(a, left_hi), (right_lo, b)]
                 parts = halves
             for a, b in parts:
+                kept = planes
                 if planes is not None and len(planes):
-                    a, b = bounding_box(a, b, planes)
+                    kept = drop_implied(a, b, planes)  # a halving may leave a cut implied: it would slow every bound
+                    a, b = bounding_box(a, b, kept)
                 out.append(_Box(box.ball, a, b, inherited, alpha, box.splits, beta=beta, gamma=gamma, levels=levels,
-                                planes=planes))  # fmt: skip
+                                planes=kept))  # fmt: skip
         return out
 
     def _attack_leaves(self, run: _Run, leaves: dict[int, list[tuple[torch.Tensor, torch.Tensor]]], e: int) -> None:
@@ -1617,12 +1621,18 @@ def oblique_parts(lo: torch.Tensor, hi: torch.Tensor, planes: torch.Tensor | Non
         if not bool(v.any()):
             break
         p = torch.where(radius > 0, v / torch.where(radius > 0, radius, 1.0), 0.0)  # the same cut over z
-        low = float(min_linear(v[None], zero, cut))
-        high = -float(min_linear(-v[None], zero, cut))
-        t = float((p * center).sum()) + (low + high) / 2
+        # where the domain's points lie along p, by a linear program (exact; min_linear's bound stalls where several
+        # half-spaces are nearly parallel, and a cut through the middle of its range can miss the domain)
+        exact = lp_range(lo, hi, own if len(own) else None, p)
+        if exact is not None:
+            t = (exact[0] + exact[1]) / 2
+        else:
+            low = float(min_linear(v[None], zero, cut))
+            high = -float(min_linear(-v[None], zero, cut))
+            t = float((p * center).sum()) + (low + high) / 2
         row = torch.cat([p, p.new_tensor([t])])
         parts = [torch.cat([q, side[None]]) for q in parts for side in (row, -row)]
-    return [(*bounding_box(lo, hi, q), q) for q in parts]
+    return [(*bounding_box(lo, hi, q), q) for q in (drop_implied(lo, hi, q) for q in parts)]
 
 
 def bounding_box(lo: torch.Tensor, hi: torch.Tensor, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
