@@ -181,12 +181,14 @@ class VerifyOptions:
     ``oblique`` (latent branching only, without ``cuts`` and ``pair_neurons``): an undecided box whose open neurons'
     latent coefficients mostly share one direction (the top eigenvector of
     :attr:`~genrobust.bounds.engine.MarginBounds.directions` holds at least ``OBLIQUE_SHARE`` of their weight) is
-    first cut across that direction, through the middle of its extent; the fan's other levels halve coordinates of
-    each side. A part is the box's points on one side of the cut, bounded by Lagrangian duality over the box and its
-    half-spaces (:mod:`genrobust.bounds.planes`) in the box that bounds it. A cut across that direction settles far
-    more neurons than a halving: on ball (0, 36) at ε = 0.05 the worse of two parts is −5.7 against the best
-    halving's −34.0, from the whole box's −67.6; on the first 200 balls 81.5% decided against 79.5% in the same
-    time (docs/verify-complete.md, stop 70). ``False``: halve coordinates only, as ``split`` rates them.
+    first cut across that direction, through the middle of its exact extent (a linear program: where to cut never
+    affects soundness); the fan's other levels halve coordinates of each side. A part is the box's points on one
+    side of the cut, bounded by Lagrangian duality over the box and the half-spaces it does not imply
+    (:mod:`genrobust.bounds.planes`) in the box that bounds it. A cut across that direction settles far more neurons
+    than a halving: on ball (0, 36) at ε = 0.05 the worse of two parts is −5.7 against the best halving's −34.0,
+    from the whole box's −67.6; on the first 200 balls 81.5% decided against 79.5% in the same time (stop 70), 83.5%
+    once the parts' bounds cost less (stop 71; docs/verify-complete.md). ``False``: halve coordinates only, as
+    ``split`` rates them.
     """
 
     bounds: BoundOptions = field(default_factory=BoundOptions)
