@@ -840,11 +840,13 @@ def test_an_oblique_cut_falls_inside_a_part_cut_across_nearly_the_same_direction
     kept = drop_implied(lo, hi, planes)
     assert 1 <= len(kept) < len(planes)  # the second plane is implied by the later, tighter ones
     v = planes[-1, :-1] * (hi - lo) / 2  # the last cut's direction over the box's coordinates
-    parts = oblique_parts(lo, hi, kept, torch.outer(v, v), 1)
+    # the part as the verifier holds it, with all five half-spaces: stop 71's cut fell on its edge (a share of 0)
+    parts = oblique_parts(lo, hi, planes, torch.outer(v, v), 1)
     assert len(parts) == 2
     p = parts[0][2][-1, :-1]  # this cut's normal over z
-    low, high = lp_range(lo, hi, kept, p)
+    low, high = lp_range(lo, hi, planes, p)
     for a, b, q in parts:
+        assert len(q) <= len(kept) + 1  # the implied half-spaces are gone, the cut is there
         side = lp_range(a, b, q, p)  # each side's range along the cut: about half of the part's
         assert side is not None and 0.4 < (side[1] - side[0]) / (high - low) < 0.6
         assert bool((a >= lo).all() and (b <= hi).all())

@@ -77,7 +77,7 @@ def min_linear(g: torch.Tensor, ball: torch.Tensor, planes: Planes | None, with_
     ``with_size``: also the magnitude (R,) its rounding is measured against. Two evaluations on the same rows may
     differ by a few units of 2⁻⁵³ of it (the sums' order may depend on the batch's layout; μ is a function of each
     row's own numbers, computed elementwise and by reductions along the row): a caller that takes such a bound back
-    out of another (:func:`.engine._keep_tighter`) pays 10⁻¹² of it."""
+    out of another (:func:`.engine._keep_tighter`) pays ``GUARD`` (10⁻⁹) of it."""
     g = g.to(DT)
     if planes is None or planes.V.shape[1] == 0 or not len(g):
         m = -g.abs().sum(1)
@@ -147,7 +147,7 @@ def lp_range(lo: torch.Tensor, hi: torch.Tensor, planes: torch.Tensor | None, p:
     if planes is not None and len(planes):
         P = planes[:, :-1].detach().cpu().double().numpy()
         used = np.abs(P).sum(1) > 0
-        A, b = -P[used], -planes[used.tolist(), -1].detach().cpu().double().numpy()
+        A, b = -P[used], -planes[:, -1].detach().cpu().double().numpy()[used]
         if not len(A):
             A = b = None
     bounds = list(zip(lo.detach().cpu().double().tolist(), hi.detach().cpu().double().tolist(), strict=True))
